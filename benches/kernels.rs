@@ -1,0 +1,78 @@
+//! Microbenchmarks of the kernel families on every backend this build and machine have
+//! (Cpu always; Emu with `--features emu`; Cuda when a GPU is usable). Throughput is reported in
+//! bytes moved per second (GB/s), the figure of merit of these memory-bound ops.
+//!
+//! Run: `cargo bench --features emu --bench kernels` (Emu numbers measure the CPU shim, not a GPU).
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tts_kernels::testing::{random_f32, random_i32};
+use tts_kernels::{DType, Device, EmuOptions, Tensor, ops};
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut v = vec![("cpu", Device::cpu())];
+    if let Ok(d) = Device::emu(EmuOptions::default()) {
+        v.push(("emu", d));
+    }
+    match Device::cuda(0) {
+        Ok(d) => v.push(("cuda", d)),
+        Err(e) => eprintln!("cuda: not benchmarked ({e})"),
+    }
+    v
+}
+
+fn bench_rmsnorm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("add_rmsnorm");
+    for (name, dev) in devices() {
+        // T3 decode (64 requests x 2 CFG rows) and prefill-sized shapes at hidden 1024
+        for rows in [128usize, 1024] {
+            let cols = 1024;
+            if name == "emu" && rows > 128 {
+                continue; // the shim runs ~10 M CUDA threads/s: keep its runs short
+            }
+            let act = dev.compute_dtype();
+            let x = Tensor::from_f32(&dev, act, &[rows, cols], &random_f32(1, rows * cols, 1.0)).unwrap();
+            let mut res = Tensor::from_f32(&dev, DType::F32, &[rows, cols], &random_f32(2, rows * cols, 1.0)).unwrap();
+            let w = Tensor::from_f32(&dev, act, &[cols], &random_f32(3, cols, 1.0)).unwrap();
+            let mut out = Tensor::uninit(&dev, act, &[rows, cols]).unwrap();
+            // bytes: read x and residual, write residual and out, read weight
+            let bytes = rows * cols * (act.size() * 2 + 8) + cols * act.size();
+            g.throughput(Throughput::Bytes(bytes as u64));
+            g.bench_with_input(BenchmarkId::new(name, rows), &rows, |b, _| {
+                b.iter(|| {
+                    ops::add_rmsnorm(Some(x.view()), res.view_mut(), w.view(), out.view_mut(), 1e-5).unwrap();
+                    dev.synchronize().unwrap();
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_embedding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("embed_pos");
+    for (name, dev) in devices() {
+        let (vocab, n_pos, dim) = (8194usize, 4100usize, 1024usize);
+        for rows in [128usize, 512] {
+            if name == "emu" && rows > 128 {
+                continue;
+            }
+            let act = dev.compute_dtype();
+            let table = Tensor::from_f32(&dev, act, &[vocab, dim], &random_f32(4, vocab * dim, 1.0)).unwrap();
+            let pos_table = Tensor::from_f32(&dev, act, &[n_pos, dim], &random_f32(5, n_pos * dim, 1.0)).unwrap();
+            let ids = Tensor::from_i32(&dev, &[rows], &random_i32(6, rows, 0, vocab as i32)).unwrap();
+            let pos = Tensor::from_i32(&dev, &[rows], &random_i32(7, rows, 0, n_pos as i32)).unwrap();
+            let mut out = Tensor::uninit(&dev, DType::F32, &[rows, dim]).unwrap();
+            let bytes = rows * dim * (2 * act.size() + 4);
+            g.throughput(Throughput::Bytes(bytes as u64));
+            g.bench_with_input(BenchmarkId::new(name, rows), &rows, |b, _| {
+                b.iter(|| {
+                    ops::embed_pos(ids.view(), Some((pos.view(), pos_table.view())), table.view(), out.view_mut()).unwrap();
+                    dev.synchronize().unwrap();
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_rmsnorm, bench_embedding);
+criterion_main!(benches);

@@ -1,0 +1,28 @@
+//! Public API of the Chatterbox TTS engine.
+//!
+//! Status: device selection and the kernel self-check. Synthesis (text → 24 kHz WAV through T3 and
+//! S3Gen) arrives with issues 4 and 5.
+pub mod selfcheck;
+
+pub use tts_kernels::{BackendKind, Device, EmuOptions, Schedule};
+
+/// Errors of the engine API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kernels(#[from] tts_kernels::Error),
+    #[error("self-check failed: {0}")]
+    SelfCheck(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Picks the device named by `backend` (`auto`, `cpu`, `cuda`, `cuda:N`, `emu`). With `auto`, the
+/// reason Cuda was not used (if it was not) is returned as a note for the user.
+pub fn select_device(backend: &str) -> Result<(Device, Option<String>)> {
+    if backend.trim().eq_ignore_ascii_case("auto") {
+        let (dev, why) = Device::auto();
+        return Ok((dev, why.map(|e| format!("Cuda not used: {e}"))));
+    }
+    Ok((Device::from_name(backend)?, None))
+}

@@ -1,0 +1,447 @@
+//! Device tensors (owned, contiguous, row-major) and borrowed views of them.
+//!
+//! A [`Tensor`] owns one allocation on one [`Device`]. Ops read [`View`]s and write [`ViewMut`]s;
+//! both are contiguous ranges of rows of a tensor, so the borrow checker keeps an op's outputs
+//! apart from its inputs (what `__restrict__` in the kernels assumes).
+use std::alloc::Layout;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use half::bf16;
+
+use crate::device::Backend;
+use crate::error::{Error, Result};
+use crate::{DType, Device, cuda};
+
+/// Alignment of every allocation (what cuBLAS and vectorised kernel loads like).
+pub(crate) const ALIGN: usize = 256;
+/// Max rank of a tensor.
+pub const MAX_RANK: usize = 4;
+
+pub(crate) enum Storage {
+    Host(HostMem),
+    Cuda(cuda::CudaMem),
+}
+
+/// Host memory of the Cpu and Emu backends. Emu allocations carry poisoned red zones on both
+/// sides (checked after every launch) and start poisoned (0xFF bytes: NaN for floats, -1 for ints).
+pub(crate) struct HostMem {
+    block: NonNull<u8>,
+    layout: Layout,
+    /// Bytes of red zone before and after the data.
+    pub(crate) redzone: usize,
+    #[cfg(feature = "emu")]
+    pub(crate) registry: Option<std::sync::Arc<crate::emu::Registry>>,
+}
+
+// SAFETY: HostMem owns its allocation; access goes through &/&mut of the owning Tensor.
+unsafe impl Send for HostMem {}
+unsafe impl Sync for HostMem {}
+
+impl HostMem {
+    pub(crate) fn new(bytes: usize, redzone: usize, fill: u8) -> Result<HostMem> {
+        let total = bytes
+            .checked_add(2 * redzone)
+            .filter(|&t| t <= isize::MAX as usize - ALIGN)
+            .ok_or_else(|| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
+        let layout = Layout::from_size_align(total.max(1), ALIGN).unwrap();
+        // SAFETY: layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let block = NonNull::new(raw).ok_or_else(|| Error::invalid("alloc", format!("out of memory for {bytes} bytes")))?;
+        // SAFETY: the block is `total` bytes long.
+        unsafe { std::ptr::write_bytes(block.as_ptr(), fill, total) };
+        if redzone > 0 {
+            unsafe {
+                std::ptr::write_bytes(block.as_ptr(), REDZONE_BYTE, redzone);
+                std::ptr::write_bytes(block.as_ptr().add(redzone + bytes), REDZONE_BYTE, redzone);
+            }
+        }
+        Ok(HostMem {
+            block,
+            layout,
+            redzone,
+            #[cfg(feature = "emu")]
+            registry: None,
+        })
+    }
+
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: redzone < total size.
+        unsafe { self.block.as_ptr().add(self.redzone) }
+    }
+}
+
+/// Red zones hold 0xFF bytes: a float read from one is NaN, an int is -1.
+pub(crate) const REDZONE_BYTE: u8 = 0xFF;
+
+impl Drop for HostMem {
+    fn drop(&mut self) {
+        #[cfg(feature = "emu")]
+        if let Some(r) = &self.registry {
+            r.unregister(self.data_ptr() as usize);
+        }
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.block.as_ptr(), self.layout) };
+    }
+}
+
+/// A contiguous, row-major tensor that owns its memory on one device.
+pub struct Tensor {
+    dev: Device,
+    storage: Storage,
+    dtype: DType,
+    dims: Dims,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({}{:?} on {})", self.dtype, self.dims.as_slice(), self.dev.kind())
+    }
+}
+
+/// A shape of rank 1 to [`MAX_RANK`], stored inline so that views are `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dims {
+    rank: u8,
+    d: [usize; MAX_RANK],
+}
+
+impl Dims {
+    pub(crate) fn new(op: &'static str, shape: &[usize]) -> Result<Dims> {
+        if shape.is_empty() || shape.len() > MAX_RANK {
+            return Err(Error::shape(op, format!("rank {} is not in 1..={MAX_RANK}", shape.len())));
+        }
+        let mut d = [1usize; MAX_RANK];
+        d[..shape.len()].copy_from_slice(shape);
+        let dims = Dims { rank: shape.len() as u8, d };
+        dims.checked_len().ok_or_else(|| Error::shape(op, format!("{shape:?} overflows")))?;
+        Ok(dims)
+    }
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        &self.d[..self.rank as usize]
+    }
+    fn checked_len(&self) -> Option<usize> {
+        self.as_slice().iter().try_fold(1usize, |a, &b| a.checked_mul(b))
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().iter().product()
+    }
+    fn with_rows(mut self, rows: usize) -> Dims {
+        self.d[0] = rows;
+        self
+    }
+}
+
+impl Tensor {
+    fn alloc(dev: &Device, dtype: DType, shape: &[usize], init: Init) -> Result<Tensor> {
+        let dims = Dims::new("alloc", shape)?;
+        let bytes = dims
+            .len()
+            .checked_mul(dtype.size())
+            .ok_or_else(|| Error::shape("alloc", format!("{shape:?} of {dtype} overflows")))?;
+        let storage = match &*dev.inner {
+            Backend::Cpu => Storage::Host(HostMem::new(bytes, 0, 0)?),
+            Backend::Cuda(c) => Storage::Cuda(c.alloc(bytes, init == Init::Zero)?),
+            #[cfg(feature = "emu")]
+            Backend::Emu(e) => Storage::Host(e.alloc(bytes, init == Init::Zero)?),
+        };
+        Ok(Tensor { dev: dev.clone(), storage, dtype, dims })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(dev: &Device, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+        Tensor::alloc(dev, dtype, shape, Init::Zero)
+    }
+
+    /// A tensor whose contents are unspecified until written (poisoned with NaN / -1 on Emu, so that
+    /// an element a kernel forgets to write shows up in tests).
+    pub fn uninit(dev: &Device, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+        Tensor::alloc(dev, dtype, shape, Init::Unspecified)
+    }
+
+    /// A float tensor from host f32 values, converted to `dtype` (F32 or BF16, rounded to nearest even).
+    pub fn from_f32(dev: &Device, dtype: DType, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let mut t = Tensor::uninit(dev, dtype, shape)?;
+        t.copy_from_f32(data)?;
+        Ok(t)
+    }
+
+    /// An i32 tensor from host values.
+    pub fn from_i32(dev: &Device, shape: &[usize], data: &[i32]) -> Result<Tensor> {
+        let mut t = Tensor::uninit(dev, DType::I32, shape)?;
+        t.copy_from_i32(data)?;
+        Ok(t)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.dims.as_slice()
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.dims.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View { t: self, offset: 0, dims: self.dims }
+    }
+    pub fn view_mut(&mut self) -> ViewMut<'_> {
+        let dims = self.dims;
+        ViewMut { t: self, offset: 0, dims, _excl: PhantomData }
+    }
+
+    /// Overwrites the whole tensor with host f32 values (converted to the tensor's float dtype).
+    pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
+        self.view_mut().copy_from_f32(data)
+    }
+    /// Overwrites the whole i32 tensor with host values.
+    pub fn copy_from_i32(&mut self, data: &[i32]) -> Result<()> {
+        self.view_mut().copy_from_i32(data)
+    }
+    /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        self.view().to_f32_vec()
+    }
+    /// The contents of an i32 tensor. Waits for queued GPU work.
+    pub fn to_i32_vec(&self) -> Result<Vec<i32>> {
+        self.view().to_i32_vec()
+    }
+
+    /// Device address of element `offset` (host address on Cpu/Emu).
+    fn addr(&self, offset: usize) -> u64 {
+        let base = match &self.storage {
+            Storage::Host(h) => h.data_ptr() as u64,
+            Storage::Cuda(c) => c.addr,
+        };
+        base + (offset * self.dtype.size()) as u64
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub(crate) enum Init {
+    Zero,
+    Unspecified,
+}
+
+/// A shared, contiguous view of whole rows (dim 0) of a tensor, possibly reshaped.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    t: &'a Tensor,
+    offset: usize,
+    dims: Dims,
+}
+
+/// An exclusive, contiguous view of whole rows (dim 0) of a tensor, possibly reshaped.
+pub struct ViewMut<'a> {
+    t: &'a Tensor,
+    offset: usize,
+    dims: Dims,
+    _excl: PhantomData<&'a mut Tensor>,
+}
+
+macro_rules! view_common {
+    ($ty:ident) => {
+        impl<'a> $ty<'a> {
+            pub fn device(&self) -> &'a Device {
+                &self.t.dev
+            }
+            pub fn dtype(&self) -> DType {
+                self.t.dtype
+            }
+            pub fn shape(&self) -> &[usize] {
+                self.dims.as_slice()
+            }
+            /// Number of elements.
+            pub fn len(&self) -> usize {
+                self.dims.len()
+            }
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+            /// Size of dim 0.
+            pub fn rows(&self) -> usize {
+                self.dims.d[0]
+            }
+            /// Elements per row (product of the dims after the first).
+            pub fn row_len(&self) -> usize {
+                self.dims.as_slice()[1..].iter().product()
+            }
+            /// Device address of the first element (a host address on Cpu and Emu).
+            pub(crate) fn addr(&self) -> u64 {
+                self.t.addr(self.offset)
+            }
+            pub(crate) fn storage(&self) -> &'a Storage {
+                &self.t.storage
+            }
+            /// Rows `start..start + len` of this view.
+            pub fn narrow_rows(self, start: usize, len: usize) -> Result<$ty<'a>> {
+                let rows = self.rows();
+                if start.checked_add(len).is_none_or(|end| end > rows) {
+                    return Err(Error::shape("narrow_rows", format!("rows {start}..{} of {rows}", start.saturating_add(len))));
+                }
+                let offset = self.offset + start * self.row_len();
+                let dims = self.dims.with_rows(len);
+                Ok($ty { offset, dims, ..self })
+            }
+            /// The same elements with another shape of equal length.
+            pub fn reshape(self, shape: &[usize]) -> Result<$ty<'a>> {
+                let dims = Dims::new("reshape", shape)?;
+                if dims.len() != self.len() {
+                    return Err(Error::shape("reshape", format!("{:?} to {shape:?}", self.shape())));
+                }
+                Ok($ty { dims, ..self })
+            }
+            /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
+            pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+                match self.dtype() {
+                    DType::F32 => {
+                        let mut v = vec![0f32; self.len()];
+                        read_bytes(self.storage(), self.addr(), bytemuck::cast_slice_mut(&mut v))?;
+                        Ok(v)
+                    }
+                    DType::BF16 => {
+                        let mut v = vec![bf16::ZERO; self.len()];
+                        read_bytes(self.storage(), self.addr(), bytemuck::cast_slice_mut(&mut v))?;
+                        Ok(v.into_iter().map(f32::from).collect())
+                    }
+                    d => Err(Error::DType { op: "to_f32_vec", what: "tensor", got: d, expected: "f32 or bf16".into() }),
+                }
+            }
+            /// The contents of an i32 view. Waits for queued GPU work.
+            pub fn to_i32_vec(&self) -> Result<Vec<i32>> {
+                self.expect_dtype("to_i32_vec", "tensor", DType::I32)?;
+                let mut v = vec![0i32; self.len()];
+                read_bytes(self.storage(), self.addr(), bytemuck::cast_slice_mut(&mut v))?;
+                Ok(v)
+            }
+            /// The elements as a host f32 slice (Cpu and Emu tensors of dtype f32 only).
+            pub fn host_f32(&self) -> Result<&'a [f32]> {
+                self.expect_dtype("host_f32", "tensor", DType::F32)?;
+                self.host_slice::<f32>()
+            }
+            /// The elements as a host i32 slice (Cpu and Emu tensors only).
+            pub fn host_i32(&self) -> Result<&'a [i32]> {
+                self.expect_dtype("host_i32", "tensor", DType::I32)?;
+                self.host_slice::<i32>()
+            }
+            /// The elements as a host bf16 slice (Cpu and Emu tensors only).
+            pub fn host_bf16(&self) -> Result<&'a [bf16]> {
+                self.expect_dtype("host_bf16", "tensor", DType::BF16)?;
+                self.host_slice::<bf16>()
+            }
+            fn host_slice<T: bytemuck::Pod>(&self) -> Result<&'a [T]> {
+                match self.storage() {
+                    // SAFETY: in bounds (views never exceed their tensor), aligned (ALIGN), and no
+                    // ViewMut of these elements can exist while this shared borrow of the tensor lives.
+                    Storage::Host(_) => Ok(unsafe { std::slice::from_raw_parts(self.addr() as *const T, self.len()) }),
+                    Storage::Cuda(_) => Err(Error::invalid("host access", "the tensor lives on a GPU")),
+                }
+            }
+            pub(crate) fn expect_dtype(&self, op: &'static str, what: &'static str, want: DType) -> Result<()> {
+                if self.dtype() != want {
+                    return Err(Error::DType { op, what, got: self.dtype(), expected: want.to_string() });
+                }
+                Ok(())
+            }
+        }
+    };
+}
+view_common!(View);
+view_common!(ViewMut);
+
+impl<'a> ViewMut<'a> {
+    /// A shorter-lived exclusive view of the same elements.
+    pub fn reborrow(&mut self) -> ViewMut<'_> {
+        ViewMut { t: self.t, offset: self.offset, dims: self.dims, _excl: PhantomData }
+    }
+    /// A shared view of the same elements.
+    pub fn as_view(&self) -> View<'_> {
+        View { t: self.t, offset: self.offset, dims: self.dims }
+    }
+    /// Splits into rows `..at` and `at..`.
+    pub fn split_rows_at(self, at: usize) -> Result<(ViewMut<'a>, ViewMut<'a>)> {
+        let rows = self.rows();
+        if at > rows {
+            return Err(Error::shape("split_rows_at", format!("row {at} of {rows}")));
+        }
+        let row_len = self.row_len();
+        let a = ViewMut { t: self.t, offset: self.offset, dims: self.dims.with_rows(at), _excl: PhantomData };
+        let b =
+            ViewMut { t: self.t, offset: self.offset + at * row_len, dims: self.dims.with_rows(rows - at), _excl: PhantomData };
+        Ok((a, b))
+    }
+    /// The elements as a mutable host f32 slice (Cpu and Emu tensors of dtype f32 only).
+    pub fn host_f32_mut(&mut self) -> Result<&mut [f32]> {
+        self.expect_dtype("host_f32_mut", "tensor", DType::F32)?;
+        self.host_slice_mut::<f32>()
+    }
+    /// The elements as a mutable host bf16 slice (Cpu and Emu tensors only).
+    pub fn host_bf16_mut(&mut self) -> Result<&mut [bf16]> {
+        self.expect_dtype("host_bf16_mut", "tensor", DType::BF16)?;
+        self.host_slice_mut::<bf16>()
+    }
+    fn host_slice_mut<T: bytemuck::Pod>(&mut self) -> Result<&mut [T]> {
+        match self.storage() {
+            // SAFETY: in bounds and aligned; this ViewMut is the only access to these elements.
+            Storage::Host(_) => Ok(unsafe { std::slice::from_raw_parts_mut(self.addr() as *mut T, self.len()) }),
+            Storage::Cuda(_) => Err(Error::invalid("host access", "the tensor lives on a GPU")),
+        }
+    }
+    /// Overwrites the view with host f32 values (converted to its float dtype).
+    pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
+        if data.len() != self.len() {
+            return Err(Error::shape("copy_from_f32", format!("{} values for {:?}", data.len(), self.shape())));
+        }
+        match self.dtype() {
+            DType::F32 => write_bytes(self.storage(), self.addr(), bytemuck::cast_slice(data)),
+            DType::BF16 => {
+                let v: Vec<bf16> = data.iter().map(|&x| bf16::from_f32(x)).collect();
+                write_bytes(self.storage(), self.addr(), bytemuck::cast_slice(&v))
+            }
+            d => Err(Error::DType { op: "copy_from_f32", what: "tensor", got: d, expected: "f32 or bf16".into() }),
+        }
+    }
+    /// Overwrites the i32 view with host values.
+    pub fn copy_from_i32(&mut self, data: &[i32]) -> Result<()> {
+        self.expect_dtype("copy_from_i32", "tensor", DType::I32)?;
+        if data.len() != self.len() {
+            return Err(Error::shape("copy_from_i32", format!("{} values for {:?}", data.len(), self.shape())));
+        }
+        write_bytes(self.storage(), self.addr(), bytemuck::cast_slice(data))
+    }
+}
+
+fn read_bytes(storage: &Storage, addr: u64, out: &mut [u8]) -> Result<()> {
+    match storage {
+        // SAFETY: addr..addr+len lies inside the allocation (views are in bounds).
+        Storage::Host(_) => {
+            unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
+            Ok(())
+        }
+        Storage::Cuda(c) => c.read(addr, out),
+    }
+}
+
+fn write_bytes(storage: &Storage, addr: u64, data: &[u8]) -> Result<()> {
+    match storage {
+        // SAFETY: in bounds; the caller holds the exclusive view.
+        Storage::Host(_) => {
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+            Ok(())
+        }
+        Storage::Cuda(c) => c.write(addr, data),
+    }
+}
+
+/// Checks that all views live on one device and returns it.
+pub(crate) fn same_device<'a>(op: &'static str, first: &'a Device, others: &[&Device]) -> Result<&'a Device> {
+    if others.iter().all(|d| d.same(first)) { Ok(first) } else { Err(Error::DeviceMismatch { op }) }
+}

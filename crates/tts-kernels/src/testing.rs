@@ -1,0 +1,202 @@
+//! Helpers for tests and benchmarks: seeded random data, bf16 rounding, tolerance checks, and the
+//! list of kernel backends present in this build and on this machine.
+use crate::{BackendKind, Device, EmuOptions, Error, Schedule};
+
+/// A seed for "fresh" random inputs: `TTS_TEST_SEED` if set (to replay a failure), else the clock.
+/// Tests print it so that any failure can be reproduced.
+pub fn fresh_seed() -> u64 {
+    if let Some(s) = std::env::var("TTS_TEST_SEED").ok().and_then(|s| s.parse().ok()) {
+        return s;
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    splitmix64(&mut (t as u64 ^ (std::process::id() as u64) << 32))
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `n` normal(0, scale) values from `seed` (Box-Muller over splitmix64).
+pub fn random_f32(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let u1 = ((splitmix64(&mut s) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let u2 = ((splitmix64(&mut s) >> 11) as f64) / (1u64 << 53) as f64;
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = 2.0 * std::f64::consts::PI * u2;
+        out.push((r * t.cos()) as f32 * scale);
+        if out.len() < n {
+            out.push((r * t.sin()) as f32 * scale);
+        }
+    }
+    out
+}
+
+/// `n` integers uniform in `lo..hi` from `seed`.
+pub fn random_i32(seed: u64, n: usize, lo: i32, hi: i32) -> Vec<i32> {
+    let mut s = seed;
+    let span = (hi as i64 - lo as i64).max(1) as u64;
+    (0..n).map(|_| (lo as i64 + (splitmix64(&mut s) % span) as i64) as i32).collect()
+}
+
+/// Rounds every value to the nearest bf16 (what a bf16 tensor stores).
+pub fn round_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()
+}
+
+/// The result of comparing an output with its reference.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub max_abs: f64,
+    /// max |got - want| / |want| over elements with |want| above the absolute floor.
+    pub max_rel: f64,
+    /// Index of the worst element (by how far it exceeds the tolerance), if any failed.
+    pub first_failure: Option<usize>,
+    pub failures: usize,
+    pub len: usize,
+}
+
+impl Comparison {
+    pub fn ok(&self) -> bool {
+        self.failures == 0
+    }
+}
+
+/// Element-wise `|got - want| <= abs + rel · |want|`. A NaN or infinity in `got` fails unless `want`
+/// has the same value there. Length mismatches fail every element.
+pub fn compare(got: &[f32], want: &[f32], rel: f64, abs: f64) -> Comparison {
+    let mut c = Comparison { max_abs: 0.0, max_rel: 0.0, first_failure: None, failures: 0, len: want.len() };
+    if got.len() != want.len() {
+        c.failures = want.len().max(got.len()).max(1);
+        c.max_abs = f64::INFINITY;
+        return c;
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g as f64, w as f64);
+        let same_special = (g.is_nan() && w.is_nan()) || (g.is_infinite() && g == w);
+        let err = if same_special { 0.0 } else { (g - w).abs() };
+        let within = err <= abs + rel * w.abs(); // false for NaN
+        let bad = !same_special && !within;
+        if err.is_nan() {
+            c.max_abs = f64::NAN;
+        } else if !c.max_abs.is_nan() {
+            c.max_abs = c.max_abs.max(err);
+        }
+        if w.abs() > abs && !err.is_nan() {
+            c.max_rel = c.max_rel.max(err / w.abs());
+        }
+        if bad {
+            c.failures += 1;
+            c.first_failure.get_or_insert(i);
+        }
+    }
+    c
+}
+
+/// Panics with a readable report when `got` is not within tolerance of `want`.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f64, abs: f64) {
+    let c = compare(got, want, rel, abs);
+    if !c.ok() {
+        let i = c.first_failure.unwrap_or(0);
+        panic!(
+            "{what}: {} of {} elements out of tolerance (rel {rel:e}, abs {abs:e}); first at [{i}]: got {:?}, want {:?}; max abs err {:e}, max rel err {:e}",
+            c.failures,
+            c.len,
+            got.get(i),
+            want.get(i),
+            c.max_abs,
+            c.max_rel
+        );
+    }
+}
+
+/// The devices that run the GPU kernels in this build and on this machine, each with a label:
+/// Emu in forward, reverse and random schedules (builds with the `emu` feature) and Cuda when a
+/// usable GPU is present. With `TTS_REQUIRE_CUDA=1` a missing GPU panics instead of being skipped.
+pub fn kernel_devices() -> Vec<(String, Device)> {
+    let mut out = Vec::new();
+    for (label, schedule) in [
+        ("emu/forward", Schedule::Forward),
+        ("emu/reverse", Schedule::Reverse),
+        ("emu/random", Schedule::Random(fresh_seed() as u32)),
+    ] {
+        match Device::emu(EmuOptions { schedule, ..EmuOptions::default() }) {
+            Ok(d) => out.push((label.to_string(), d)),
+            Err(Error::EmuUnavailable) => break,
+            Err(e) => panic!("{label}: {e}"),
+        }
+    }
+    match Device::cuda(0) {
+        Ok(d) => out.push((d.describe(), d)),
+        Err(e) => {
+            if std::env::var("TTS_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("TTS_REQUIRE_CUDA=1 but the Cuda backend is unavailable: {e}");
+            }
+            eprintln!("cuda: skipped ({e})");
+        }
+    }
+    out
+}
+
+/// Launches one of the deliberately broken kernels of `kernels/faults/faults.cu` (Emu only) with
+/// `x`, `y` of f32 and `n = y.len()`: the harness self-test uses it to show that such bugs are caught.
+#[cfg(feature = "emu")]
+pub fn launch_fault_kernel(
+    kernel: &'static str,
+    x: crate::View<'_>,
+    y: crate::ViewMut<'_>,
+    grid: u32,
+    block: u32,
+) -> crate::Result<()> {
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct FaultParams {
+        x: u64,
+        y: u64,
+        n: u32,
+        pad: u32,
+    }
+    if !kernel.starts_with("fault_") {
+        return Err(Error::UnknownKernel(kernel.into()));
+    }
+    let n = crate::launch::u32_param("fault", "n", y.len())?;
+    let p = FaultParams { x: x.addr(), y: y.addr(), n, pad: 0 };
+    crate::launch::launch(x.device(), kernel, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], 0), &p)
+}
+
+/// True when `dev` runs the bf16 kernels (Cuda or Emu), false on Cpu.
+pub fn runs_kernels(dev: &Device) -> bool {
+    dev.kind() != BackendKind::Cpu
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_flags_nan_and_length() {
+        assert!(compare(&[1.0, 2.0], &[1.0, 2.0], 0.0, 0.0).ok());
+        assert!(!compare(&[1.0, f32::NAN], &[1.0, 2.0], 1.0, 1.0).ok());
+        assert!(compare(&[f32::NAN], &[f32::NAN], 0.0, 0.0).ok());
+        assert!(!compare(&[1.0], &[1.0, 2.0], 1.0, 1.0).ok());
+        assert!(!compare(&[1.1], &[1.0], 0.05, 0.0).ok());
+        assert!(compare(&[1.04], &[1.0], 0.05, 0.0).ok());
+        assert!(!compare(&[f32::INFINITY], &[1.0], 1.0, 1.0).ok());
+    }
+
+    #[test]
+    fn random_values_look_normal() {
+        let v = random_f32(42, 100_000, 2.0);
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 0.03, "mean {mean}");
+        assert!((var.sqrt() - 2.0).abs() < 0.03, "std {}", var.sqrt());
+        assert_ne!(random_f32(1, 4, 1.0), random_f32(2, 4, 1.0));
+    }
+}

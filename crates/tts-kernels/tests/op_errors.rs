@@ -1,0 +1,78 @@
+//! Bad inputs to the op API are errors that name the problem, never panics.
+use tts_kernels::testing::kernel_devices;
+use tts_kernels::{DType, Device, Error, Tensor, ops};
+
+fn all_devices() -> Vec<(String, Device)> {
+    let mut v = vec![("cpu".to_string(), Device::cpu())];
+    v.extend(kernel_devices());
+    v
+}
+
+#[test]
+fn shape_dtype_and_device_mismatches_are_errors() {
+    for (label, dev) in all_devices() {
+        let act = dev.compute_dtype();
+        let x = Tensor::zeros(&dev, act, &[2, 8]).unwrap();
+        let mut res = Tensor::zeros(&dev, DType::F32, &[2, 8]).unwrap();
+        let w_bad = Tensor::zeros(&dev, act, &[7]).unwrap();
+        let w = Tensor::zeros(&dev, act, &[8]).unwrap();
+        let mut out = Tensor::zeros(&dev, act, &[2, 8]).unwrap();
+        let mut out_f32 = Tensor::zeros(&dev, DType::F32, &[2, 8]).unwrap();
+
+        let e = ops::add_rmsnorm(Some(x.view()), res.view_mut(), w_bad.view(), out.view_mut(), 1e-5).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{label}: {e}");
+        if act != DType::F32 {
+            let e = ops::add_rmsnorm(Some(x.view()), res.view_mut(), w.view(), out_f32.view_mut(), 1e-5).unwrap_err();
+            assert!(matches!(e, Error::DType { what: "out", .. }), "{label}: {e}");
+        }
+        let e = ops::add_rmsnorm(Some(x.view()), res.view_mut(), w.view(), out.view_mut(), f32::NAN).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{label}: {e}");
+        let e = ops::linear(x.view(), w_bad.view().reshape(&[7, 1]).unwrap(), out.view_mut()).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{label}: {e}");
+        let ids_f = Tensor::zeros(&dev, DType::F32, &[2]).unwrap();
+        let table = Tensor::zeros(&dev, act, &[3, 8]).unwrap();
+        let e = ops::embed_pos(ids_f.view(), None, table.view(), out_f32.view_mut()).unwrap_err();
+        assert!(matches!(e, Error::DType { what: "ids", .. }), "{label}: {e}");
+
+        // a tensor of another device
+        let other = Device::cpu();
+        let w_other = Tensor::zeros(&other, DType::F32, &[8]).unwrap();
+        let e = ops::add_rmsnorm(Some(x.view()), res.view_mut(), w_other.view(), out.view_mut(), 1e-5).unwrap_err();
+        assert!(matches!(e, Error::DeviceMismatch { .. }), "{label}: {e}");
+
+        // views out of range
+        assert!(matches!(x.view().narrow_rows(1, 2), Err(Error::Shape { .. })));
+        assert!(matches!(x.view().reshape(&[3, 5]), Err(Error::Shape { .. })));
+        assert!(matches!(Tensor::zeros(&dev, act, &[usize::MAX, 4]), Err(Error::Shape { .. })));
+        assert!(matches!(Tensor::from_f32(&dev, act, &[2], &[1.0]), Err(Error::Shape { .. })));
+    }
+}
+
+#[test]
+fn unknown_backend_names_are_errors() {
+    let e = Device::from_name("tpu").unwrap_err();
+    assert!(e.to_string().contains("unknown backend \"tpu\""), "{e}");
+    assert!(Device::from_name("CPU").is_ok());
+}
+
+#[test]
+fn cuda_without_a_driver_is_an_error_not_a_panic() {
+    // On GPU-less machines this proves the no-panic path; on a GPU machine it must succeed.
+    match Device::cuda(0) {
+        Ok(d) => assert_eq!(d.kind(), tts_kernels::BackendKind::Cuda),
+        Err(e) => assert!(matches!(e, Error::CudaUnavailable(_)), "{e}"),
+    }
+}
+
+#[test]
+fn emu_outputs_start_poisoned() {
+    for (label, dev) in kernel_devices() {
+        if dev.kind() != tts_kernels::BackendKind::Emu {
+            continue;
+        }
+        let t = Tensor::uninit(&dev, DType::F32, &[3, 5]).unwrap();
+        assert!(t.to_f32_vec().unwrap().iter().all(|v| v.is_nan()), "{label}");
+        let t = Tensor::uninit(&dev, DType::I32, &[4]).unwrap();
+        assert_eq!(t.to_i32_vec().unwrap(), vec![-1; 4], "{label}");
+    }
+}
