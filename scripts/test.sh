@@ -5,13 +5,22 @@
 #     through the project's CUDA shim) and the NVRTC gate required (sm_80 and sm_90, no spills);
 #     on a machine with a usable GPU the same tests also run every kernel on it (TTS_REQUIRE_CUDA=1
 #     makes a missing GPU a failure instead of a skip);
-#  3. prints the gate's register / shared-memory report.
+#  3. prints the gate's register / shared-memory report and one summary line of all test counts.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 libdir=$(bash scripts/cuda-tools.sh)
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TTS_REQUIRE_NVRTC=1
-cargo test --workspace --features emu "$@"
 report="${CARGO_TARGET_DIR:-target}/tmp/nvrtc-gate-report.txt"
+rm -f "$report"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --features emu --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+
 if [ -f "$report" ]; then cat "$report"; fi
+grep -h '^parity:' "$log" || true
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

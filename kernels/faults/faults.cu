@@ -49,3 +49,13 @@ extern "C" __global__ void fault_divergent_barrier(const FaultParams p) {
         p.y[threadIdx.x] = 1.0f;
     }
 }
+
+// Reads dynamic shared memory that only block 0 writes: every other block must see the poison
+// (NaN), even when it runs on the worker that ran block 0.
+extern "C" __global__ void fault_stale_dynamic_smem(const FaultParams p) {
+    extern __shared__ float dyn[];
+    const unsigned t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+    if (blockIdx.x == 0) dyn[t] = 1.0f;
+    __syncthreads();
+    if (i < p.n) p.y[i] = dyn[t];
+}

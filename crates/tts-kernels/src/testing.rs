@@ -145,7 +145,7 @@ pub fn kernel_devices() -> Vec<(String, Device)> {
 }
 
 /// Launches one of the deliberately broken kernels of `kernels/faults/faults.cu` (Emu only) with
-/// `x`, `y` of f32 and `n = y.len()`: the harness self-test uses it to show that such bugs are caught.
+/// `x`, `y` of f32 and `n = y.len()` (and `dynamic_smem` bytes of dynamic shared memory): the harness self-test uses it to show that such bugs are caught.
 #[cfg(feature = "emu")]
 pub fn launch_fault_kernel(
     kernel: &'static str,
@@ -153,6 +153,7 @@ pub fn launch_fault_kernel(
     y: crate::ViewMut<'_>,
     grid: u32,
     block: u32,
+    dynamic_smem: u32,
 ) -> crate::Result<()> {
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -167,7 +168,7 @@ pub fn launch_fault_kernel(
     }
     let n = crate::launch::u32_param("fault", "n", y.len())?;
     let p = FaultParams { x: x.addr(), y: y.addr(), n, pad: 0 };
-    crate::launch::launch(x.device(), kernel, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], 0), &p)
+    crate::launch::launch(x.device(), kernel, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], dynamic_smem), &p)
 }
 
 /// True when `dev` runs the bf16 kernels (Cuda or Emu), false on Cpu.

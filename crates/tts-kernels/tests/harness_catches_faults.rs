@@ -26,7 +26,7 @@ fn shift_passes_everywhere(kernel: &'static str, n: usize, block: u32, seed: u64
         let xt = Tensor::from_f32(&dev, DType::F32, &[n], &x).unwrap();
         let mut yt = Tensor::uninit(&dev, DType::F32, &[n]).unwrap();
         let grid = n.div_ceil(block as usize) as u32;
-        launch_fault_kernel(kernel, xt.view(), yt.view_mut(), grid, block).unwrap();
+        launch_fault_kernel(kernel, xt.view(), yt.view_mut(), grid, block, 0).unwrap();
         compare(&yt.to_f32_vec().unwrap(), &want, 0.0, 0.0).ok()
     })
 }
@@ -50,7 +50,7 @@ fn a_read_past_the_end_is_caught() {
     let dev = emu(Schedule::Forward);
     let xt = Tensor::from_f32(&dev, DType::F32, &[n], &x).unwrap();
     let mut yt = Tensor::uninit(&dev, DType::F32, &[n]).unwrap();
-    launch_fault_kernel("fault_read_past_end", xt.view(), yt.view_mut(), 3, 128).unwrap();
+    launch_fault_kernel("fault_read_past_end", xt.view(), yt.view_mut(), 3, 128, 0).unwrap();
     let got = yt.to_f32_vec().unwrap();
     assert!(got[n - 1].is_nan(), "the element read from the red zone must be NaN, got {}", got[n - 1]);
     let c = compare(&got, &want, 1e-6, 1e-6);
@@ -64,7 +64,7 @@ fn a_write_past_the_end_is_caught() {
     let dev = emu(Schedule::Forward);
     let xt = Tensor::from_f32(&dev, DType::F32, &[n], &random_f32(1, n, 1.0)).unwrap();
     let mut yt = Tensor::uninit(&dev, DType::F32, &[n]).unwrap();
-    let e = launch_fault_kernel("fault_write_past_end", xt.view(), yt.view_mut(), 1, 128).unwrap_err();
+    let e = launch_fault_kernel("fault_write_past_end", xt.view(), yt.view_mut(), 1, 128, 0).unwrap_err();
     assert!(matches!(e, Error::Overrun { side: "after", len: 400, .. }), "{e}");
 }
 
@@ -73,7 +73,7 @@ fn a_divergent_syncthreads_is_caught() {
     let dev = emu(Schedule::Forward);
     let xt = Tensor::zeros(&dev, DType::F32, &[64]).unwrap();
     let mut yt = Tensor::zeros(&dev, DType::F32, &[64]).unwrap();
-    let e = launch_fault_kernel("fault_divergent_barrier", xt.view(), yt.view_mut(), 1, 64).unwrap_err();
+    let e = launch_fault_kernel("fault_divergent_barrier", xt.view(), yt.view_mut(), 1, 64, 0).unwrap_err();
     assert!(e.to_string().contains("exited while others wait at __syncthreads"), "{e}");
 }
 
@@ -82,5 +82,19 @@ fn only_fault_kernels_can_be_launched_this_way() {
     let dev = emu(Schedule::Forward);
     let xt = Tensor::zeros(&dev, DType::F32, &[4]).unwrap();
     let mut yt = Tensor::zeros(&dev, DType::F32, &[4]).unwrap();
-    assert!(matches!(launch_fault_kernel("add_rmsnorm_bf16", xt.view(), yt.view_mut(), 1, 32), Err(Error::UnknownKernel(_))));
+    assert!(matches!(launch_fault_kernel("add_rmsnorm_bf16", xt.view(), yt.view_mut(), 1, 32, 0), Err(Error::UnknownKernel(_))));
+}
+
+#[test]
+fn dynamic_shared_memory_is_poisoned_for_every_block() {
+    for workers in [1, 2] {
+        let dev = Device::emu(EmuOptions { workers, ..EmuOptions::default() }).unwrap();
+        let n = 4 * 64;
+        let xt = Tensor::zeros(&dev, DType::F32, &[n]).unwrap();
+        let mut yt = Tensor::zeros(&dev, DType::F32, &[n]).unwrap();
+        launch_fault_kernel("fault_stale_dynamic_smem", xt.view(), yt.view_mut(), 4, 64, 64 * 4).unwrap();
+        let y = yt.to_f32_vec().unwrap();
+        assert!(y[..64].iter().all(|&v| v == 1.0), "block 0 wrote its own shared memory");
+        assert!(y[64..].iter().all(|v| v.is_nan()), "blocks 1..4 must read poison, not block 0's values ({workers} workers)");
+    }
 }
