@@ -3,6 +3,7 @@
 //! Status: device selection and the kernel self-check. Synthesis (text → 24 kHz WAV through T3 and
 //! S3Gen) arrives with issues 4 and 5.
 pub mod selfcheck;
+pub mod text;
 
 pub use tts_kernels::{BackendKind, Device, EmuOptions, Schedule};
 
@@ -11,6 +12,8 @@ pub use tts_kernels::{BackendKind, Device, EmuOptions, Schedule};
 pub enum Error {
     #[error(transparent)]
     Kernels(#[from] tts_kernels::Error),
+    #[error("{0}")]
+    Model(String),
     #[error("self-check failed: {0}")]
     SelfCheck(String),
 }

@@ -1,0 +1,76 @@
+//! Case kinds and the engine part each one exercises.
+use tts_engine::text::{TextTokenizer, punc_norm};
+
+use super::{Case, Outcome, Tolerance, compare_tensor};
+
+/// Runs a case on a backend ("cpu", "emu" or "host") with that backend's tolerance.
+pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
+
+/// One case kind: the engine part it needs, whether that part exists, and how to run it.
+pub struct Kind {
+    pub name: &'static str,
+    /// The engine part, named for the "pending" report.
+    pub part: &'static str,
+    /// Runs the case on `backend` ("cpu" or "emu"); None while the part does not exist.
+    pub run: Option<Runner>,
+    /// Whether the engine part declares itself implemented. A kind whose part is implemented but has
+    /// no runner fails instead of staying pending.
+    pub implemented: bool,
+    /// Backend-independent (runs once, on the host).
+    pub host_only: bool,
+}
+
+const fn pending(name: &'static str, part: &'static str, implemented: bool) -> Kind {
+    Kind { name, part, run: None, implemented, host_only: false }
+}
+
+pub static KINDS: &[Kind] = &[
+    Kind { name: "text", part: "text front-end", run: Some(run_text), implemented: true, host_only: true },
+    pending("t3_cond_enc", "T3 conditioning encoder (issue 4)", tts_t3::IMPLEMENTED),
+    pending("t3_prefill", "T3 prefill (issue 4)", tts_t3::IMPLEMENTED),
+    pending("t3_decode_teacher_forced", "T3 decode (issue 4)", tts_t3::IMPLEMENTED),
+    pending("t3_sampler", "T3 sampler (issue 4)", tts_t3::IMPLEMENTED),
+    pending("s3gen_encoder", "S3Gen encoder (issue 5)", tts_s3gen::IMPLEMENTED),
+    pending("s3gen_estimator", "S3Gen CFM estimator (issue 5)", tts_s3gen::IMPLEMENTED),
+    pending("s3gen_cfm", "S3Gen CFM solver (issue 5)", tts_s3gen::IMPLEMENTED),
+    pending("hift", "HiFT vocoder (issue 5)", tts_s3gen::IMPLEMENTED),
+    pending("s3gen_wav", "S3Gen end to end (issue 5)", tts_s3gen::IMPLEMENTED),
+    pending("cond_mel", "S3Gen mel features (voice cloning)", false),
+    pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
+    pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
+    pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
+];
+
+fn code_points(s: &str) -> Vec<f64> {
+    s.chars().map(|c| c as u32 as f64).collect()
+}
+
+/// `text`: punc_norm and token ids for each `text_NN` input.
+fn run_text(case: &Case, _backend: &str, tol: Tolerance) -> Result<Outcome, String> {
+    let tok = TextTokenizer::from_file(&case.dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
+    let mut reports = Vec::new();
+    let mut names: Vec<&String> = case.meta.tensors.keys().filter(|k| k.starts_with("normalized_")).collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(format!("{}: no normalized_NN tensors", case.name));
+    }
+    for n in names {
+        let idx = &n["normalized_".len()..];
+        let input = case.input(&format!("text_{idx}"))?;
+        let text: String = input
+            .i64s()
+            .iter()
+            .map(|&c| char::from_u32(c as u32).ok_or_else(|| format!("text_{idx}: invalid code point {c}")))
+            .collect::<Result<_, _>>()?;
+        let norm = punc_norm(&text);
+        let cps = code_points(&norm);
+        reports.push(compare_tensor(case, n, &cps, &[cps.len()], tol));
+        let ids: Vec<f64> = tok.encode(&norm).map_err(|e| e.to_string())?.iter().map(|&i| i as f64).collect();
+        let tn = format!("token_ids_{idx}");
+        if !case.meta.tensors.contains_key(&tn) {
+            return Err(format!("{}: {tn} missing from case.json", case.name));
+        }
+        reports.push(compare_tensor(case, &tn, &ids, &[ids.len()], tol));
+    }
+    Ok(if reports.iter().all(|r| r.ok) { Outcome::Passed(reports) } else { Outcome::Failed("mismatch".into(), reports) })
+}
