@@ -1,68 +1,4 @@
-//! Pure-Rust reference ops in f32: the numerical reference every kernel is tested against, and the
-//! implementation of the Cpu backend. Slices are row-major; shapes are checked by the op wrappers
-//! in [`crate::ops`] (the functions here assume consistent lengths).
-
-/// RMSNorm with a fused residual add, as HF `LlamaRMSNorm` (statistics in f32):
-/// `residual += x` (when `x` is given), then `out = residual * rsqrt(mean(residual²) + eps) * weight`.
-/// `residual`, `x`, `out`: [rows, cols]; `weight`: [cols].
-pub fn add_rmsnorm(x: Option<&[f32]>, residual: &mut [f32], weight: &[f32], out: &mut [f32], eps: f32) {
-    let cols = weight.len();
-    if cols == 0 {
-        return;
-    }
-    for (r, (res, o)) in residual.chunks_exact_mut(cols).zip(out.chunks_exact_mut(cols)).enumerate() {
-        if let Some(x) = x {
-            for (h, &v) in res.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
-                *h += v;
-            }
-        }
-        let ss: f32 = res.iter().map(|&h| h * h).sum();
-        let inv = 1.0 / (ss / cols as f32 + eps).sqrt();
-        for ((o, &h), &w) in o.iter_mut().zip(res.iter()).zip(weight) {
-            *o = h * inv * w;
-        }
-    }
-}
-
-/// Token-embedding gather plus learned-position add:
-/// `out[r] = (ids[r] >= 0 ? table[ids[r]] : 0) + (pos[r] >= 0 ? pos_table[pos[r]] : 0)`.
-/// `table`: [vocab, dim]; `pos_table`: [n_pos, dim]; `out`: [rows, dim].
-/// Returns the first (row, id or position) that is past the end of its table.
-pub fn embed_pos(
-    ids: &[i32],
-    pos: Option<(&[i32], &[f32])>,
-    table: &[f32],
-    out: &mut [f32],
-    dim: usize,
-) -> Result<(), (usize, &'static str, i32)> {
-    if dim == 0 {
-        return Ok(());
-    }
-    let vocab = table.len() / dim;
-    for (r, o) in out.chunks_exact_mut(dim).enumerate() {
-        let id = ids[r];
-        if id >= vocab as i32 {
-            return Err((r, "token id", id));
-        }
-        if id >= 0 {
-            o.copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
-        } else {
-            o.fill(0.0);
-        }
-        if let Some((pos, pos_table)) = pos {
-            let p = pos[r];
-            if p >= (pos_table.len() / dim) as i32 {
-                return Err((r, "position", p));
-            }
-            if p >= 0 {
-                for (o, &v) in o.iter_mut().zip(&pos_table[p as usize * dim..(p as usize + 1) * dim]) {
-                    *o += v;
-                }
-            }
-        }
-    }
-    Ok(())
-}
+//! Dense layers.
 
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (a PyTorch `Linear` without bias), f32.
 pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
@@ -99,6 +35,7 @@ pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::{add_rmsnorm, embed_pos};
     use proptest::prelude::*;
 
     fn naive_linear(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
