@@ -98,7 +98,7 @@ pub fn run(dev: &Device, seed: Option<u64>) -> Result<(u64, Vec<OpCheck>)> {
             let wt = Tensor::from_f32(d, dt, &[n, k], &w)?;
             let mut ot = Tensor::uninit(d, dt, &[m, n])?;
             let t = Instant::now();
-            ops::linear(xt.view(), wt.view(), ot.view_mut())?;
+            ops::linear(xt.view(), wt.view(), None, ot.view_mut())?;
             d.synchronize()?;
             Ok((ot.to_f32_vec()?, t.elapsed().as_secs_f64() * 1e3))
         };

@@ -148,12 +148,105 @@ fn linear_matches_cpu() {
                 let xt = Tensor::from_f32(d, act, &[m, k], &x).unwrap();
                 let wt = Tensor::from_f32(d, act, &[n, k], &w).unwrap();
                 let mut ot = Tensor::uninit(d, act, &[m, n]).unwrap();
-                ops::linear(xt.view(), wt.view(), ot.view_mut()).unwrap();
+                ops::linear(xt.view(), wt.view(), None, ot.view_mut()).unwrap();
                 ot.to_f32_vec().unwrap()
             };
             let want = run(&cpu, DType::F32);
             let got = run(&dev, dev.compute_dtype());
             assert_close(&format!("{label}: linear {m}x{n}x{k} seed {s}"), &got, &want, BF16_REL, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn linear_with_bias_and_f32_output_matches_cpu() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let cpu = Device::cpu();
+    for (label, dev) in devices_or_skip() {
+        for (i, &(m, n, k)) in [(1, 3, 5), (7, 129, 64), (2, 401, 33)].iter().enumerate() {
+            let s = seed.wrapping_add(i as u64 * 1000);
+            let x = round_bf16(&random_f32(s, m * k, 1.0));
+            let w = round_bf16(&random_f32(s + 1, n * k, 0.2));
+            let b = round_bf16(&random_f32(s + 2, n, 1.0));
+            // bf16 output with a bias
+            let run = |d: &Device, act: DType, out_dtype: DType, bias: bool| {
+                let xt = Tensor::from_f32(d, act, &[m, k], &x).unwrap();
+                let wt = Tensor::from_f32(d, act, &[n, k], &w).unwrap();
+                let bt = Tensor::from_f32(d, act, &[n], &b).unwrap();
+                let mut ot = Tensor::uninit(d, out_dtype, &[m, n]).unwrap();
+                ops::linear(xt.view(), wt.view(), bias.then(|| bt.view()), ot.view_mut()).unwrap();
+                ot.to_f32_vec().unwrap()
+            };
+            let want_b = run(&cpu, DType::F32, DType::F32, true);
+            let got_b = run(&dev, dev.compute_dtype(), dev.compute_dtype(), true);
+            // the bias joins the f32 accumulator before the single rounding: one bf16 rounding of error
+            assert_close(&format!("{label}: linear+bias {m}x{n}x{k} seed {s}"), &got_b, &want_b, BF16_REL, 1e-5);
+            // f32 output (logits): no rounding of the accumulator
+            let want = run(&cpu, DType::F32, DType::F32, false);
+            let got = run(&dev, dev.compute_dtype(), DType::F32, false);
+            assert_close(&format!("{label}: linear f32 out {m}x{n}x{k} seed {s}"), &got, &want, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let cpu = Device::cpu();
+    for (label, dev) in devices_or_skip() {
+        for (i, &(rows, cols, with_bias)) in [(1, 1, true), (3, 33, false), (32, 128, true), (5, 1031, true)].iter().enumerate() {
+            let s = seed.wrapping_add(i as u64 * 1000);
+            let x: Vec<f32> = random_f32(s, rows * cols, 2.0).iter().map(|v| v + 3.0).collect(); // non-zero mean
+            let w = round_bf16(&random_f32(s + 1, cols, 1.0));
+            let b = round_bf16(&random_f32(s + 2, cols, 1.0));
+            let run = |d: &Device, act: DType| {
+                let xt = Tensor::from_f32(d, DType::F32, &[rows, cols], &x).unwrap();
+                let wt = Tensor::from_f32(d, act, &[cols], &w).unwrap();
+                let bt = Tensor::from_f32(d, act, &[cols], &b).unwrap();
+                let mut ot = Tensor::uninit(d, act, &[rows, cols]).unwrap();
+                ops::layer_norm(xt.view(), wt.view(), with_bias.then(|| bt.view()), ot.view_mut(), 1e-5).unwrap();
+                ot.to_f32_vec().unwrap()
+            };
+            let want = run(&cpu, DType::F32);
+            let got = run(&dev, dev.compute_dtype());
+            // cols = 1: the output is exactly the bias (or 0): an absolute floor covers it
+            assert_close(&format!("{label}: layer_norm [{rows}, {cols}] seed {s}"), &got, &want, BF16_REL, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn swiglu_and_residual_adds_match_cpu() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let cpu = Device::cpu();
+    for (label, dev) in devices_or_skip() {
+        for (i, &(rows, inner)) in [(1, 1), (3, 65), (16, 512)].iter().enumerate() {
+            let s = seed.wrapping_add(i as u64 * 1000);
+            let gu = round_bf16(&random_f32(s, rows * 2 * inner, 2.0));
+            let res = random_f32(s + 1, rows * inner, 1.0);
+            let bias = round_bf16(&random_f32(s + 2, inner, 1.0));
+            let run = |d: &Device, act: DType| {
+                let gt = Tensor::from_f32(d, act, &[rows, 2 * inner], &gu).unwrap();
+                let mut ot = Tensor::uninit(d, act, &[rows, inner]).unwrap();
+                ops::swiglu(gt.view(), ot.view_mut()).unwrap();
+                let swi = ot.to_f32_vec().unwrap();
+                // residual += swiglu output + bias, then the output gets the bias in place
+                let bt = Tensor::from_f32(d, act, &[inner], &bias).unwrap();
+                let mut rt = Tensor::from_f32(d, DType::F32, &[rows, inner], &res).unwrap();
+                ops::add_residual(rt.view_mut(), ot.view(), Some(bt.view())).unwrap();
+                ops::add_bias(ot.view_mut(), bt.view()).unwrap();
+                (swi, rt.to_f32_vec().unwrap(), ot.to_f32_vec().unwrap())
+            };
+            let (w_swi, w_res, w_biased) = run(&cpu, DType::F32);
+            let (g_swi, g_res, g_biased) = run(&dev, dev.compute_dtype());
+            let what = format!("{label}: [{rows}, {inner}] seed {s}");
+            assert_close(&format!("{what} swiglu"), &g_swi, &w_swi, BF16_REL, 1e-5);
+            // the residual adds the bf16-rounded swiglu output: within its rounding
+            assert_close(&format!("{what} add_residual"), &g_res, &w_res, BF16_REL, 1e-2);
+            assert_close(&format!("{what} add_bias"), &g_biased, &w_biased, 2.0 * BF16_REL, 1e-2);
         }
     }
 }

@@ -27,7 +27,7 @@ fn shape_dtype_and_device_mismatches_are_errors() {
         }
         let e = ops::add_rmsnorm(Some(x.view()), res.view_mut(), w.view(), out.view_mut(), f32::NAN).unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }), "{label}: {e}");
-        let e = ops::linear(x.view(), w_bad.view().reshape(&[7, 1]).unwrap(), out.view_mut()).unwrap_err();
+        let e = ops::linear(x.view(), w_bad.view().reshape(&[7, 1]).unwrap(), None, out.view_mut()).unwrap_err();
         assert!(matches!(e, Error::Shape { .. }), "{label}: {e}");
         let ids_f = Tensor::zeros(&dev, DType::F32, &[2]).unwrap();
         let table = Tensor::zeros(&dev, act, &[3, 8]).unwrap();

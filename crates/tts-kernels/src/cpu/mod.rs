@@ -3,10 +3,14 @@
 //! in [`crate::ops`] (the functions here assume consistent lengths).
 //!
 //! One file per op family, mirroring `kernels/*.cu`.
+mod activation;
+mod elementwise;
 mod embedding;
 mod linear;
 mod norm;
 
+pub use activation::swiglu;
+pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
 pub use linear::linear;
-pub use norm::add_rmsnorm;
+pub use norm::{add_rmsnorm, layer_norm};

@@ -21,3 +21,20 @@ pub fn add_rmsnorm(x: Option<&[f32]>, residual: &mut [f32], weight: &[f32], out:
         }
     }
 }
+
+/// LayerNorm over the last dim, as `torch.nn.LayerNorm` (biased variance, statistics in f32, two
+/// passes): `out = (x − mean) · rsqrt(var + eps) · weight + bias`. `x`, `out`: [rows, cols].
+pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], eps: f32) {
+    let cols = weight.len();
+    if cols == 0 {
+        return;
+    }
+    for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let mean = xr.iter().sum::<f32>() / cols as f32;
+        let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, (o, &v)) in o.iter_mut().zip(xr).enumerate() {
+            *o = (v - mean) * inv * weight[j] + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}

@@ -20,6 +20,7 @@ use cudarc::nvrtc::Ptx;
 
 use crate::error::{Error, Result};
 use crate::launch::{KernelLauncher, LaunchDims};
+use crate::ops::linear::Gemm;
 
 /// Whether the CUDA driver, NVRTC and cuBLAS libraries can all be loaded. When this returns an
 /// error, the message names what is missing.
@@ -143,14 +144,15 @@ impl CudaBackend {
         Ok(CudaMem { _slice: slice, addr, stream: self.stream.clone() })
     }
 
-    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ` in bf16 with f32 accumulation (cuBLAS is
+    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ`, bf16 inputs, f32 accumulation, a bf16 or f32 output (cuBLAS is
     /// column-major: this is `outᵀ = w · xᵀ`).
-    pub(crate) fn gemm_bf16(&self, m: usize, n: usize, k: usize, x: u64, w: u64, out: u64) -> Result<()> {
+    pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
+        let (m, n, k, x, w, out, out_f32) = (g.m, g.n, g.k, g.x, g.w, g.out, g.out_f32);
         let to_i32 = |v: usize, what: &str| {
             i32::try_from(v).map_err(|_| Error::invalid("linear", format!("{what} = {v} exceeds cuBLAS' i32 range")))
         };
         let (m, n, k) = (to_i32(m, "m")?, to_i32(n, "n")?, to_i32(k, "k")?);
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (alpha, beta) = (1.0f32, if g.accumulate { 1.0f32 } else { 0.0 });
         let blas = self.blas.lock().map_err(|_| Error::invalid("linear", "cuBLAS handle poisoned by a panic"))?;
         // SAFETY: the pointers are live device allocations of the checked shapes.
         unsafe {
@@ -170,7 +172,7 @@ impl CudaBackend {
                 k,
                 &beta as *const f32 as *const c_void,
                 out as *mut c_void,
-                blas_sys::cudaDataType::CUDA_R_16BF,
+                if out_f32 { blas_sys::cudaDataType::CUDA_R_32F } else { blas_sys::cudaDataType::CUDA_R_16BF },
                 n,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::device::{EmuOptions, Schedule};
 use crate::error::{Error, Result};
 use crate::launch::{KernelLauncher, LaunchDims};
+use crate::ops::linear::Gemm;
 use crate::tensor::{HostMem, REDZONE_BYTE};
 
 /// Mirrors `cushim_launch_opts` in cushim.h.
@@ -96,24 +97,31 @@ impl EmuBackend {
         Ok(mem)
     }
 
-    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ` on bf16 data with f32 accumulation: the CPU stand-in
+    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ` on bf16 inputs with f32 accumulation and a bf16 or f32
+    /// output: the CPU stand-in
     /// for cuBLAS.
-    pub(crate) fn gemm_bf16(&self, m: usize, n: usize, k: usize, x: u64, w: u64, out: u64) -> Result<()> {
+    pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
+        let (m, n, k, x, w, out) = (g.m, g.n, g.k, g.x, g.w, g.out);
         use half::bf16;
         // SAFETY: the op wrapper checked that these are live host allocations of these shapes.
-        let (xs, ws, os) = unsafe {
-            (
-                std::slice::from_raw_parts(x as *const bf16, m * k),
-                std::slice::from_raw_parts(w as *const bf16, n * k),
-                std::slice::from_raw_parts_mut(out as *mut bf16, m * n),
-            )
-        };
+        let (xs, ws) =
+            unsafe { (std::slice::from_raw_parts(x as *const bf16, m * k), std::slice::from_raw_parts(w as *const bf16, n * k)) };
         let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
         let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
-        let mut of = vec![0f32; m * n];
-        crate::cpu::linear(&xf, &wf, &mut of, m, n, k);
-        for (o, v) in os.iter_mut().zip(of) {
-            *o = bf16::from_f32(v);
+        let mut acc = vec![0f32; m * n];
+        crate::cpu::linear(&xf, &wf, &mut acc, m, n, k);
+        if g.out_f32 {
+            // SAFETY: as above; an f32 output of m*n elements.
+            let os = unsafe { std::slice::from_raw_parts_mut(out as *mut f32, m * n) };
+            for (o, v) in os.iter_mut().zip(acc) {
+                *o = if g.accumulate { *o + v } else { v };
+            }
+            return Ok(());
+        }
+        // SAFETY: as above; a bf16 output of m*n elements.
+        let os = unsafe { std::slice::from_raw_parts_mut(out as *mut bf16, m * n) };
+        for (o, v) in os.iter_mut().zip(acc) {
+            *o = bf16::from_f32(if g.accumulate { o.to_f32() + v } else { v }); // one rounding
         }
         Ok(())
     }

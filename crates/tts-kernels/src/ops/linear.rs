@@ -2,16 +2,34 @@ use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::ops::expect_dtype;
 use crate::tensor::same_device;
-use crate::{View, ViewMut, cpu};
+use crate::{DType, View, ViewMut, cpu};
 
-/// A bias-free linear layer, `out[m, n] = x[m, k] · w[n, k]ᵀ` (PyTorch weight layout).
+/// One row-major GEMM on a kernel backend: `out[m, n] = x[m, k] · w[n, k]ᵀ (+ out if accumulate)`,
+/// bf16 `x` and `w`, f32 accumulation, bf16 or f32 `out` (device addresses).
+pub(crate) struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub x: u64,
+    pub w: u64,
+    pub out: u64,
+    pub out_f32: bool,
+    pub accumulate: bool,
+}
+
+/// A linear layer, `out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` (PyTorch weight layout).
 ///
-/// Cpu: f32 (matrixmultiply). Cuda: cuBLAS, bf16 in and out with f32 accumulation. Emu: the same
-/// bf16-in, f32-accumulate, bf16-out contract computed on the CPU (the stand-in for cuBLAS).
-/// Shapes: `x` is `[m, k]` (any rank; the last dim is k), `w` is `[n, k]`, `out` is `[m, n]`.
-pub fn linear(x: View<'_>, w: View<'_>, mut out: ViewMut<'_>) -> Result<()> {
+/// Cpu: f32 (matrixmultiply). Cuda: cuBLAS with bf16 inputs and f32 accumulation. Emu: the same
+/// contract computed on the CPU (the stand-in for cuBLAS). The output is either the compute dtype or
+/// f32 (logits that feed the sampler): on Cuda/Emu an f32 output keeps the f32 accumulator unrounded.
+/// Shapes: `x` `[m, k]` (any rank; the last dim is k), `w` `[n, k]`, `bias` `[n]`, `out` `[m, n]`.
+pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut<'_>) -> Result<()> {
     const OP: &str = "linear";
-    let dev = same_device(OP, x.device(), &[w.device(), out.device()])?;
+    let mut devs = vec![w.device(), out.device()];
+    if let Some(b) = &bias {
+        devs.push(b.device());
+    }
+    let dev = same_device(OP, x.device(), &devs)?;
     let (&k, lead) = x.shape().split_last().unwrap_or((&0, &[]));
     let m: usize = lead.iter().product();
     let n = w.rows();
@@ -22,20 +40,43 @@ pub fn linear(x: View<'_>, w: View<'_>, mut out: ViewMut<'_>) -> Result<()> {
     if out_n != n || out.len() != m * n {
         return Err(Error::shape(OP, format!("out {:?} for x {:?} and weight {:?}", out.shape(), x.shape(), w.shape())));
     }
+    if bias.as_ref().is_some_and(|b| b.len() != n) {
+        return Err(Error::shape(OP, format!("bias of {} for {n} outputs", bias.map_or(0, |b| b.len()))));
+    }
     let act = dev.compute_dtype();
     expect_dtype(OP, "x", &x, act)?;
     expect_dtype(OP, "weight", &w, act)?;
-    expect_dtype(OP, "out", &out.as_view(), act)?;
+    if let Some(b) = &bias {
+        expect_dtype(OP, "bias", b, act)?;
+    }
+    let out_f32 = out.dtype() == DType::F32;
+    if !out_f32 {
+        expect_dtype(OP, "out", &out.as_view(), act)?;
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
-    match &*dev.inner {
-        Backend::Cpu => {
-            cpu::linear(x.host_f32()?, w.host_f32()?, out.host_f32_mut()?, m, n, k);
-            Ok(())
+    if let Backend::Cpu = &*dev.inner {
+        let o = out.host_f32_mut()?;
+        cpu::linear(x.host_f32()?, w.host_f32()?, o, m, n, k);
+        if let Some(b) = bias {
+            cpu::add_bias(o, b.host_f32()?);
         }
-        Backend::Cuda(c) => c.gemm_bf16(m, n, k, x.addr(), w.addr(), out.addr()),
+        return Ok(());
+    }
+    // Kernel backends: the bias is the GEMM's C operand (beta = 1), so it is added to the f32
+    // accumulator before the single rounding of the output.
+    if let Some(b) = &bias {
+        if out_f32 {
+            return Err(Error::invalid(OP, "a bias with an f32 output on a bf16 device is not supported"));
+        }
+        super::elementwise::fill_rows(&out, b)?;
+    }
+    let g = Gemm { m, n, k, x: x.addr(), w: w.addr(), out: out.addr(), out_f32, accumulate: bias.is_some() };
+    match &*dev.inner {
+        Backend::Cpu => Ok(()), // returned above
+        Backend::Cuda(c) => c.gemm_bf16(&g),
         #[cfg(feature = "emu")]
-        Backend::Emu(e) => e.gemm_bf16(m, n, k, x.addr(), w.addr(), out.addr()),
+        Backend::Emu(e) => e.gemm_bf16(&g),
     }
 }
