@@ -25,7 +25,8 @@ impl LaunchDims {
 
 pub(crate) trait KernelLauncher {
     /// Launches `kernel` with `params` pointing at its params struct.
-    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void) -> Result<()>;
+    /// `params` points at `size` bytes (the struct), 8-byte aligned.
+    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, size: usize) -> Result<()>;
 }
 
 /// Launches `kernel` on a GPU-style backend. `P` must mirror the kernel's params struct exactly.
@@ -37,13 +38,14 @@ pub(crate) fn launch<P: bytemuck::Pod>(dev: &Device, kernel: &'static str, dims:
     if dims.grid[1] > 65535 || dims.grid[2] > 65535 || dims.block.iter().product::<u32>() > 1024 {
         return Err(Error::invalid(op, format!("{kernel}: grid or block too large {dims:?}")));
     }
+    const { assert!(std::mem::align_of::<P>() <= 8, "params structs are at most 8-byte aligned") };
     let mut copy = *params;
     let ptr = &mut copy as *mut P as *mut c_void;
     match &*dev.inner {
         Backend::Cpu => Err(Error::invalid(op, format!("{kernel}: the Cpu backend runs no kernels"))),
-        Backend::Cuda(c) => c.launch_raw(kernel, dims, ptr),
+        Backend::Cuda(c) => c.launch_raw(kernel, dims, ptr, std::mem::size_of::<P>()),
         #[cfg(feature = "emu")]
-        Backend::Emu(e) => e.launch_raw(kernel, dims, ptr),
+        Backend::Emu(e) => e.launch_raw(kernel, dims, ptr, std::mem::size_of::<P>()),
     }
 }
 

@@ -17,6 +17,7 @@ mod dtype;
 #[cfg(feature = "emu")]
 mod emu;
 mod error;
+mod graph;
 mod launch;
 pub mod ops;
 mod tensor;
@@ -25,6 +26,7 @@ pub mod testing;
 pub use device::{BackendKind, Device, EmuOptions, Schedule};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use graph::Graph;
 pub use tensor::{Tensor, View, ViewMut};
 
 /// One kernel source file of `kernels/`, as embedded by the build script.

@@ -134,6 +134,7 @@ impl Dims {
 
 impl Tensor {
     fn alloc(dev: &Device, dtype: DType, shape: &[usize], init: Init) -> Result<Tensor> {
+        dev.forbid_while_capturing("allocating a tensor")?;
         let dims = Dims::new("alloc", shape)?;
         let bytes = dims
             .len()
@@ -301,6 +302,7 @@ macro_rules! view_common {
             }
             /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
             pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+                self.device().forbid_while_capturing("a device-to-host copy")?;
                 match self.dtype() {
                     DType::F32 => {
                         let mut v = vec![0f32; self.len()];
@@ -317,6 +319,7 @@ macro_rules! view_common {
             }
             /// The contents of an i32 view. Waits for queued GPU work.
             pub fn to_i32_vec(&self) -> Result<Vec<i32>> {
+                self.device().forbid_while_capturing("a device-to-host copy")?;
                 self.expect_dtype("to_i32_vec", "tensor", DType::I32)?;
                 let mut v = vec![0i32; self.len()];
                 read_bytes(self.storage(), self.addr(), bytemuck::cast_slice_mut(&mut v))?;
@@ -397,6 +400,7 @@ impl<'a> ViewMut<'a> {
     }
     /// Overwrites the view with host f32 values (converted to its float dtype).
     pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
+        self.device().forbid_while_capturing("a host-to-device copy")?;
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_f32", format!("{} values for {:?}", data.len(), self.shape())));
         }
@@ -411,6 +415,7 @@ impl<'a> ViewMut<'a> {
     }
     /// Overwrites the i32 view with host values.
     pub fn copy_from_i32(&mut self, data: &[i32]) -> Result<()> {
+        self.device().forbid_while_capturing("a host-to-device copy")?;
         self.expect_dtype("copy_from_i32", "tensor", DType::I32)?;
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_i32", format!("{} values for {:?}", data.len(), self.shape())));

@@ -73,6 +73,8 @@ pub(crate) struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: Mutex<CudaBlas>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Kernel names launched since a capture began (None: not capturing).
+    capture_log: Mutex<Option<Vec<&'static str>>>,
     _ctx: Arc<CudaContext>,
 }
 
@@ -118,11 +120,51 @@ impl CudaBackend {
         }
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| Error::Cublas { during: "handle creation".into(), detail: format!("{e:?}") })?;
-        Ok(CudaBackend { ordinal, name, arch, stream, blas: Mutex::new(blas), functions, _ctx: ctx })
+        Ok(CudaBackend {
+            ordinal,
+            name,
+            arch,
+            stream,
+            blas: Mutex::new(blas),
+            functions,
+            capture_log: Mutex::new(None),
+            _ctx: ctx,
+        })
     }
 
     pub(crate) fn describe(&self) -> String {
         format!("cuda:{} ({}, {})", self.ordinal, self.name, self.arch)
+    }
+
+    pub(crate) fn is_capturing(&self) -> bool {
+        self.capture_log.lock().is_ok_and(|l| l.is_some())
+    }
+
+    fn note_launch(&self, name: &'static str) {
+        if let Ok(mut l) = self.capture_log.lock()
+            && let Some(names) = l.as_mut()
+        {
+            names.push(name);
+        }
+    }
+
+    /// Captures the launches of `f` on the stream into a CUDA graph (instantiated, uploaded). The
+    /// capture is always ended, also when `f` fails.
+    pub(crate) fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<(cudarc::driver::CudaGraph, Vec<&'static str>)> {
+        self.synchronize()?;
+        *self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = Some(Vec::new());
+        let mode = drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        if let Err(e) = self.stream.begin_capture(mode) {
+            *self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = None;
+            return Err(drv_err("begin capture")(e));
+        }
+        let outcome = f();
+        let ended = self.stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        let names = self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))?.take().unwrap_or_default();
+        outcome?;
+        let graph = ended.map_err(drv_err("end capture"))?.ok_or_else(|| Error::invalid("capture", "nothing was captured"))?;
+        graph.upload().map_err(drv_err("graph upload"))?;
+        Ok((graph, names))
     }
 
     pub(crate) fn synchronize(&self) -> Result<()> {
@@ -147,6 +189,7 @@ impl CudaBackend {
     /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ`, bf16 inputs, f32 accumulation, a bf16 or f32 output (cuBLAS is
     /// column-major: this is `outᵀ = w · xᵀ`).
     pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
+        self.note_launch("gemm");
         let (m, n, k, x, w, out, out_f32) = (g.m, g.n, g.k, g.x, g.w, g.out, g.out_f32);
         let to_i32 = |v: usize, what: &str| {
             i32::try_from(v).map_err(|_| Error::invalid("linear", format!("{what} = {v} exceeds cuBLAS' i32 range")))
@@ -183,8 +226,9 @@ impl CudaBackend {
 }
 
 impl KernelLauncher for CudaBackend {
-    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void) -> Result<()> {
+    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, _size: usize) -> Result<()> {
         let f = self.functions.get(kernel).ok_or_else(|| Error::UnknownKernel(kernel.into()))?;
+        self.note_launch(kernel);
         let mut args = [params];
         // SAFETY: `params` points at the kernel's #[repr(C)] params struct (checked by size in the
         // op wrappers against the .cu definition); the driver copies it during the call.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::device::{EmuOptions, Schedule};
 use crate::error::{Error, Result};
+use crate::graph::{CaptureLog, Recorded};
 use crate::launch::{KernelLauncher, LaunchDims};
 use crate::ops::linear::Gemm;
 use crate::tensor::{HostMem, REDZONE_BYTE};
@@ -69,12 +70,14 @@ pub(crate) struct EmuBackend {
     opts: EmuOptions,
     kernels: HashMap<&'static str, EmuLaunchFn>,
     registry: Arc<Registry>,
+    /// The launch list being recorded (None: not capturing).
+    capture: Mutex<Option<CaptureLog>>,
 }
 
 impl EmuBackend {
     pub(crate) fn new(opts: EmuOptions) -> EmuBackend {
         let kernels = table::EMU_KERNELS.iter().map(|&(name, f, _gpu)| (name, f)).collect();
-        EmuBackend { opts, kernels, registry: Arc::new(Registry::default()) }
+        EmuBackend { opts, kernels, registry: Arc::new(Registry::default()), capture: Mutex::new(None) }
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -84,6 +87,51 @@ impl EmuBackend {
             Schedule::Random(s) => format!("random:{s}"),
         };
         format!("emu (kernels/*.cu on the CPU through cushim; schedule {order}, strict {})", self.opts.strict)
+    }
+
+    pub(crate) fn is_capturing(&self) -> bool {
+        self.capture.lock().is_ok_and(|c| c.is_some())
+    }
+
+    /// Records the launches of `f` without running them (as CUDA stream capture does).
+    pub(crate) fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<CaptureLog> {
+        *self.capture.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = Some(CaptureLog::default());
+        let outcome = f();
+        let log = self.capture.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))?.take().unwrap_or_default();
+        outcome?;
+        if log.recorded.is_empty() {
+            return Err(Error::invalid("capture", "nothing was captured"));
+        }
+        Ok(log)
+    }
+
+    /// Appends to the launch list when capturing; false when not capturing.
+    fn record(&self, name: &'static str, item: impl FnOnce() -> Recorded) -> bool {
+        match self.capture.lock() {
+            Ok(mut c) => match c.as_mut() {
+                Some(log) => {
+                    log.names.push(name);
+                    log.recorded.push(item());
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Runs a recorded launch list.
+    pub(crate) fn replay(&self, list: &[Recorded]) -> Result<()> {
+        for r in list {
+            match r {
+                Recorded::Kernel { name, dims, params } => {
+                    let mut copy = params.clone();
+                    self.run_kernel(name, *dims, copy.as_mut_ptr() as *mut c_void)?;
+                }
+                Recorded::Gemm(g) => self.run_gemm(g)?,
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn alloc(&self, bytes: usize, zero: bool) -> Result<HostMem> {
@@ -101,6 +149,13 @@ impl EmuBackend {
     /// output: the CPU stand-in
     /// for cuBLAS.
     pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
+        if self.record("gemm", || Recorded::Gemm(*g)) {
+            return Ok(());
+        }
+        self.run_gemm(g)
+    }
+
+    fn run_gemm(&self, g: &Gemm) -> Result<()> {
         let (m, n, k, x, w, out) = (g.m, g.n, g.k, g.x, g.w, g.out);
         use half::bf16;
         // SAFETY: the op wrapper checked that these are live host allocations of these shapes.
@@ -128,7 +183,25 @@ impl EmuBackend {
 }
 
 impl KernelLauncher for EmuBackend {
-    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void) -> Result<()> {
+    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, size: usize) -> Result<()> {
+        if !self.kernels.contains_key(kernel) {
+            return Err(Error::UnknownKernel(kernel.into()));
+        }
+        let recorded = self.record(kernel, || {
+            let mut words = vec![0u64; size.div_ceil(8)];
+            // SAFETY: `params` points at `size` readable bytes; `words` holds at least that many.
+            unsafe { std::ptr::copy_nonoverlapping(params as *const u8, words.as_mut_ptr() as *mut u8, size) };
+            Recorded::Kernel { name: kernel, dims, params: words }
+        });
+        if recorded {
+            return Ok(());
+        }
+        self.run_kernel(kernel, dims, params)
+    }
+}
+
+impl EmuBackend {
+    fn run_kernel(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void) -> Result<()> {
         let f = self.kernels.get(kernel).ok_or_else(|| Error::UnknownKernel(kernel.into()))?;
         let (order, seed) = match self.opts.schedule {
             Schedule::Forward => (0, 0),

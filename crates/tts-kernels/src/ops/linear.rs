@@ -6,6 +6,7 @@ use crate::{DType, View, ViewMut, cpu};
 
 /// One row-major GEMM on a kernel backend: `out[m, n] = x[m, k] · w[n, k]ᵀ (+ out if accumulate)`,
 /// bf16 `x` and `w`, f32 accumulation, bf16 or f32 `out` (device addresses).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Gemm {
     pub m: usize,
     pub n: usize,
