@@ -74,5 +74,31 @@ fn bench_embedding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_rmsnorm, bench_embedding);
+fn bench_linear(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear");
+    for (name, dev) in devices() {
+        if name == "emu" {
+            continue; // Emu's GEMM is the Cpu one on widened bf16 inputs: nothing new to measure
+        }
+        // T3 decode GEMMs (1 and 8 requests with CFG) and a prefill-sized one: [m, 1024] x [4096, 1024]^T
+        for m in [2usize, 16, 256] {
+            let (n, k) = (4096usize, 1024usize);
+            let act = dev.compute_dtype();
+            let x = Tensor::from_f32(&dev, act, &[m, k], &random_f32(8, m * k, 1.0)).unwrap();
+            let w = Tensor::from_f32(&dev, act, &[n, k], &random_f32(9, n * k, 0.03)).unwrap();
+            let mut out = Tensor::uninit(&dev, act, &[m, n]).unwrap();
+            // bytes of the weight: what bounds decode-sized GEMMs
+            g.throughput(Throughput::Bytes((n * k * act.size()) as u64));
+            g.bench_with_input(BenchmarkId::new(name, m), &m, |b, _| {
+                b.iter(|| {
+                    ops::linear(x.view(), w.view(), None, out.view_mut()).unwrap();
+                    dev.synchronize().unwrap();
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_rmsnorm, bench_embedding, bench_linear);
 criterion_main!(benches);

@@ -71,9 +71,10 @@ impl Graph {
 impl Device {
     /// Captures the work `f` issues on this device into a replayable [`Graph`]. Nothing runs during
     /// the capture. The Cpu backend runs ops eagerly and has no graphs.
-    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+    /// `f` may use its own error type, as long as tts-kernels errors convert into it.
+    pub fn capture<E: From<Error>>(&self, f: impl FnOnce() -> std::result::Result<(), E>) -> std::result::Result<Graph, E> {
         match &*self.inner {
-            Backend::Cpu => Err(Error::invalid("capture", "the Cpu backend runs ops eagerly and has no graphs")),
+            Backend::Cpu => Err(Error::invalid("capture", "the Cpu backend runs ops eagerly and has no graphs").into()),
             Backend::Cuda(c) => {
                 let (graph, names) = c.capture(f)?;
                 Ok(Graph { dev: self.clone(), kind: GraphKind::Cuda(graph), names })

@@ -386,6 +386,11 @@ impl<'a> ViewMut<'a> {
         self.expect_dtype("host_f32_mut", "tensor", DType::F32)?;
         self.host_slice_mut::<f32>()
     }
+    /// The elements as a mutable host i32 slice (Cpu and Emu tensors only).
+    pub fn host_i32_mut(&mut self) -> Result<&mut [i32]> {
+        self.expect_dtype("host_i32_mut", "tensor", DType::I32)?;
+        self.host_slice_mut::<i32>()
+    }
     /// The elements as a mutable host bf16 slice (Cpu and Emu tensors only).
     pub fn host_bf16_mut(&mut self) -> Result<&mut [bf16]> {
         self.expect_dtype("host_bf16_mut", "tensor", DType::BF16)?;

@@ -86,13 +86,16 @@ fn replay_equals_eager() {
 fn allocations_and_host_copies_are_refused_while_capturing() {
     for (label, dev) in kernel_devices() {
         let mut t = Tensor::zeros(&dev, DType::F32, &[4]).unwrap();
-        let e = dev.capture(|| Tensor::zeros(&dev, DType::F32, &[4]).map(|_| ())).err().expect("allocation accepted");
+        let e = dev
+            .capture::<tts_kernels::Error>(|| Tensor::zeros(&dev, DType::F32, &[4]).map(|_| ()))
+            .err()
+            .expect("allocation accepted");
         assert!(e.to_string().contains("not allowed while capturing"), "{label}: {e}");
-        let e = dev.capture(|| t.copy_from_f32(&[1.0; 4])).err().expect("host copy accepted");
+        let e = dev.capture::<tts_kernels::Error>(|| t.copy_from_f32(&[1.0; 4])).err().expect("host copy accepted");
         assert!(e.to_string().contains("not allowed while capturing"), "{label}: {e}");
         assert!(!dev.is_capturing(), "{label}: a failed capture must end the capture");
         t.copy_from_f32(&[1.0; 4]).unwrap();
     }
-    let e = Device::cpu().capture(|| Ok(())).err().expect("cpu capture");
+    let e = Device::cpu().capture::<tts_kernels::Error>(|| Ok(())).err().expect("cpu capture");
     assert!(e.to_string().contains("eagerly"), "{e}");
 }

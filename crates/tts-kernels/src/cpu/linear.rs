@@ -1,6 +1,15 @@
 //! Dense layers.
 
+/// Up to this many rows of `x`, [`linear`] streams the weight once per 4 rows with a GEMV-style
+/// kernel (decode steps); above it, matrixmultiply's packed GEMM (prefill).
+const GEMV_MAX_ROWS: usize = 16;
+/// Output columns (weight rows) per parallel task of the GEMV path.
+const GEMV_COLS_PER_TASK: usize = 32;
+
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (a PyTorch `Linear` without bias), f32.
+///
+/// Decode-sized inputs (m ≤ 16) take a multithreaded GEMV that reads each weight row once per
+/// 4 input rows (AVX2+FMA when the CPU has it); larger m uses matrixmultiply's packed sgemm.
 pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
     debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
@@ -9,6 +18,9 @@ pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usiz
     if k == 0 {
         out[..m * n].fill(0.0);
         return;
+    }
+    if m <= GEMV_MAX_ROWS {
+        return gemv(x, w, out, m, n, k);
     }
     // SAFETY: the slices hold at least m*k, n*k and m*n elements; strides describe row-major x,
     // w read as its transpose (k x n, column stride k), and row-major out.
@@ -32,6 +44,102 @@ pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usiz
     }
 }
 
+/// A pointer that parallel tasks write through at disjoint positions.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own output columns).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// (A method, so that closures capture the whole Send + Sync wrapper, not its raw field.)
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+    use rayon::prelude::*;
+    let dst = SharedOut(out.as_mut_ptr());
+    let simd = simd_available();
+    w[..n * k].par_chunks(k * GEMV_COLS_PER_TASK).enumerate().for_each(|(t, wc)| {
+        let j0 = t * GEMV_COLS_PER_TASK;
+        let mut acc = [0f32; 4];
+        for (jj, wr) in wc.chunks_exact(k).enumerate() {
+            for i0 in (0..m).step_by(4) {
+                let rows = (m - i0).min(4);
+                let xs: [&[f32]; 4] = std::array::from_fn(|r| &x[(i0 + r.min(rows - 1)) * k..][..k]);
+                dots4(xs, wr, &mut acc, simd);
+                for (r, &v) in acc.iter().enumerate().take(rows) {
+                    // SAFETY: (i0 + r, j0 + jj) is inside out[m, n] and owned by this task's columns.
+                    unsafe { *dst.ptr().add((i0 + r) * n + j0 + jj) = v };
+                }
+            }
+        }
+    });
+}
+
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `acc[r] = xs[r] · w` for four rows at once (rows may repeat).
+#[inline]
+fn dots4(xs: [&[f32]; 4], w: &[f32], acc: &mut [f32; 4], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: the CPU supports AVX2 and FMA (checked by the caller).
+        unsafe { dots4_avx2(xs, w, acc) };
+        return;
+    }
+    let _ = simd;
+    let mut lanes = [[0f32; 8]; 4];
+    let body = w.len() / 8 * 8;
+    for c in (0..body).step_by(8) {
+        for r in 0..4 {
+            for l in 0..8 {
+                lanes[r][l] += xs[r][c + l] * w[c + l];
+            }
+        }
+    }
+    for r in 0..4 {
+        acc[r] = lanes[r].iter().sum::<f32>() + (body..w.len()).map(|c| xs[r][c] * w[c]).sum::<f32>();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots4_avx2(xs: [&[f32]; 4], w: &[f32], acc: &mut [f32; 4]) {
+    use std::arch::x86_64::*;
+    let k = w.len();
+    let body = k / 8 * 8;
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut c = 0;
+    while c < body {
+        // SAFETY: c + 8 <= k <= every slice's length.
+        unsafe {
+            let wv = _mm256_loadu_ps(w.as_ptr().add(c));
+            for r in 0..4 {
+                a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[r].as_ptr().add(c)), wv, a[r]);
+            }
+        }
+        c += 8;
+    }
+    for r in 0..4 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a[r]) };
+        acc[r] = lanes.iter().sum::<f32>() + (body..k).map(|c| xs[r][c] * w[c]).sum::<f32>();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,7 +158,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn linear_matches_naive(m in 1usize..9, n in 1usize..13, k in 0usize..37, seed in any::<u64>()) {
+        fn linear_matches_naive(m in 1usize..40, n in 1usize..80, k in 0usize..70, seed in any::<u64>()) {
             let x = crate::testing::random_f32(seed, m * k, 1.0);
             let w = crate::testing::random_f32(seed ^ 1, n * k, 1.0);
             let mut out = vec![f32::NAN; m * n];

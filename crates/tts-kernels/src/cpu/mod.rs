@@ -4,13 +4,23 @@
 //!
 //! One file per op family, mirroring `kernels/*.cu`.
 mod activation;
+mod attention;
+mod decode_state;
 mod elementwise;
 mod embedding;
 mod linear;
 mod norm;
+mod sampling;
 
 pub use activation::swiglu;
+pub use attention::{attention_cached, attention_dense, llama3_inv_freq, rope_kv_write};
+pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
 pub use linear::linear;
 pub use norm::{add_rmsnorm, layer_norm};
+pub use sampling::{
+    DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, MASS_SHIFT, MAX_SAMPLER_VOCAB, Pipeline, RequestIo, SamplerSettings,
+    SamplerStages, SamplerState, draw_bits, draw_token, draw_with_bits, mass_weight, order_key, penalised_history, philox4x32_10,
+    sample_request, sampler_stages,
+};

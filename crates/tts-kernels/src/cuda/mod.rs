@@ -150,17 +150,21 @@ impl CudaBackend {
 
     /// Captures the launches of `f` on the stream into a CUDA graph (instantiated, uploaded). The
     /// capture is always ended, also when `f` fails.
-    pub(crate) fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<(cudarc::driver::CudaGraph, Vec<&'static str>)> {
+    pub(crate) fn capture<E: From<Error>>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<(cudarc::driver::CudaGraph, Vec<&'static str>), E> {
+        let poisoned = || Error::invalid("capture", "poisoned lock");
         self.synchronize()?;
-        *self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = Some(Vec::new());
+        *self.capture_log.lock().map_err(|_| poisoned())? = Some(Vec::new());
         let mode = drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
         if let Err(e) = self.stream.begin_capture(mode) {
-            *self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = None;
-            return Err(drv_err("begin capture")(e));
+            *self.capture_log.lock().map_err(|_| poisoned())? = None;
+            return Err(drv_err("begin capture")(e).into());
         }
         let outcome = f();
         let ended = self.stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
-        let names = self.capture_log.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))?.take().unwrap_or_default();
+        let names = self.capture_log.lock().map_err(|_| poisoned())?.take().unwrap_or_default();
         outcome?;
         let graph = ended.map_err(drv_err("end capture"))?.ok_or_else(|| Error::invalid("capture", "nothing was captured"))?;
         graph.upload().map_err(drv_err("graph upload"))?;

@@ -94,13 +94,17 @@ impl EmuBackend {
     }
 
     /// Records the launches of `f` without running them (as CUDA stream capture does).
-    pub(crate) fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<CaptureLog> {
-        *self.capture.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))? = Some(CaptureLog::default());
+    pub(crate) fn capture<E: From<Error>>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<CaptureLog, E> {
+        let poisoned = || Error::invalid("capture", "poisoned lock");
+        *self.capture.lock().map_err(|_| poisoned())? = Some(CaptureLog::default());
         let outcome = f();
-        let log = self.capture.lock().map_err(|_| Error::invalid("capture", "poisoned lock"))?.take().unwrap_or_default();
+        let log = self.capture.lock().map_err(|_| poisoned())?.take().unwrap_or_default();
         outcome?;
         if log.recorded.is_empty() {
-            return Err(Error::invalid("capture", "nothing was captured"));
+            return Err(Error::invalid("capture", "nothing was captured").into());
         }
         Ok(log)
     }

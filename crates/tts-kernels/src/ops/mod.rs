@@ -3,18 +3,31 @@
 //! Dtypes per backend: on Cpu every float tensor is f32; on Cuda and Emu weights and GEMM
 //! activations are bf16 ([`crate::Device::compute_dtype`]) while residual streams stay f32.
 mod activation;
+mod attention;
+mod decode_state;
 pub(crate) mod elementwise;
 mod embedding;
 mod layernorm;
 pub(crate) mod linear;
 mod rmsnorm;
+mod sampling;
 
 pub use activation::{ACT_BLOCK, SwigluParams, swiglu};
+pub use attention::{
+    ATTN_COMBINE_BLOCK, ATTN_DENSE_BLOCK, ATTN_MAX_HEAD_DIM, ATTN_MAX_WARPS, AttnCachedParams, AttnCombineParams,
+    AttnDenseParams, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeKvParams, attention_cached, attention_cached_split,
+    attention_cached_splits, attention_dense, rope_kv_write,
+};
+pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
 pub use elementwise::{BiasParams, EW_BLOCK, add_bias, add_residual};
 pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
 pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
 pub use linear::linear;
 pub use rmsnorm::{AddRmsNormParams, RMSNORM_BLOCK, add_rmsnorm};
+pub use sampling::{
+    DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, Pipeline, SAMPLE_BLOCK, SAMPLE_MAX_VOCAB, SAMPLE_SETTINGS_F32,
+    SAMPLE_SETTINGS_I32, SAMPLE_STATE, SampleParams, SamplerSettings, SamplerState, sample_launch_config, sample_tokens,
+};
 
 use crate::error::{Error, Result};
 use crate::{DType, View};

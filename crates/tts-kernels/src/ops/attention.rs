@@ -1,0 +1,575 @@
+//! RoPE with the KV-cache write (`kernels/rope.cu`) and attention (`kernels/attention.cu`): over a
+//! static KV cache (T3's decode step and causal prefill) and over contiguous sequences (the T3
+//! Perceiver, S3Gen's transformer blocks).
+//!
+//! KV caches are `[n_slots, heads, max_len, head_dim]` tensors (one slot per sequence). Per-step
+//! values (positions, slots, lengths) are device tensors and the launch configurations depend only
+//! on shapes, so a captured decode step replays with new values.
+use bytemuck::{Pod, Zeroable};
+
+use crate::device::{Backend, Device};
+use crate::error::{Error, Result};
+use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
+use crate::ops::expect_dtype;
+use crate::tensor::same_device;
+use crate::{DType, View, ViewMut, cpu};
+
+/// Threads per block of `rope_kv_write_bf16` (one block per row); mirrors ROPE_BLOCK in rope.cu.
+pub const ROPE_BLOCK: u32 = 128;
+/// Largest head dim of [`rope_kv_write`] (the kernel's shared (cos, sin) table); ROPE_MAX_HALF · 2.
+pub const ROPE_MAX_HEAD_DIM: usize = 256;
+/// Most warps per block of `attn_cached_d*_bf16`; mirrors ATTN_MAX_WARPS in attention.cu.
+pub const ATTN_MAX_WARPS: u32 = 16;
+/// Threads per block of `attn_cached_combine_bf16`; mirrors ATTN_COMBINE_BLOCK.
+pub const ATTN_COMBINE_BLOCK: u32 = 256;
+/// Threads per block of both dense attention kernels; mirrors ATTN_DENSE_BLOCK.
+pub const ATTN_DENSE_BLOCK: u32 = 128;
+/// Queries per block of `attn_dense_bf16` (one warp each) and of `attn_dense_d64_bf16`.
+const ATTN_DENSE_WARPS: u32 = 4;
+const ATTN_DQ: u32 = 64;
+/// Largest head dim of the attention ops.
+pub const ATTN_MAX_HEAD_DIM: usize = 256;
+
+/// Mirrors `RopeKvParams` in kernels/rope.cu (device addresses as u64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct RopeKvParams {
+    pub qkv: u64,
+    pub positions: u64,
+    pub slots: u64,
+    pub inv_freq: u64,
+    pub q_out: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub rows: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub max_len: u32,
+    pub n_slots: u32,
+    pub pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 80);
+
+/// Mirrors `AttnCachedParams` in kernels/attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AttnCachedParams {
+    pub q: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub slots: u64,
+    pub lens: u64,
+    pub out: u64,
+    pub partial: u64,
+    pub rows: u32,
+    pub heads: u32,
+    pub max_len: u32,
+    pub n_slots: u32,
+    pub n_splits: u32,
+    pub scale: f32,
+}
+const _: () = assert!(std::mem::size_of::<AttnCachedParams>() == 80);
+
+/// Mirrors `AttnCombineParams` in kernels/attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AttnCombineParams {
+    pub partial: u64,
+    pub slots: u64,
+    pub lens: u64,
+    pub out: u64,
+    pub rows: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub n_splits: u32,
+    pub max_len: u32,
+    pub n_slots: u32,
+}
+const _: () = assert!(std::mem::size_of::<AttnCombineParams>() == 56);
+
+/// Mirrors `AttnDenseParams` in kernels/attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AttnDenseParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub kv_lens: u64,
+    pub out: u64,
+    pub batch: u32,
+    pub lq: u32,
+    pub lk: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub scale: f32,
+    pub causal: u32,
+    pub pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<AttnDenseParams>() == 72);
+
+/// `(n_slots, heads, max_len, head_dim)` of a KV-cache pair.
+fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, usize, usize, usize)> {
+    let s = k.shape();
+    if s.len() != 4 || s.contains(&0) {
+        return Err(Error::shape(op, format!("k_cache {s:?} is not a non-empty [n_slots, heads, max_len, head_dim]")));
+    }
+    if v.shape() != s {
+        return Err(Error::shape(op, format!("v_cache {:?} vs k_cache {s:?}", v.shape())));
+    }
+    Ok((s[0], s[1], s[2], s[3]))
+}
+
+fn check_i32(op: &'static str, what: &'static str, v: &View<'_>, rows: usize) -> Result<()> {
+    if v.len() != rows {
+        return Err(Error::shape(op, format!("{what} has {} values for {rows} rows", v.len())));
+    }
+    expect_dtype(op, what, v, DType::I32)
+}
+
+/// The kernels load cache rows and queries with 16-byte vector accesses.
+fn check_aligned(op: &'static str, views: &[(&'static str, u64)]) -> Result<()> {
+    for &(what, addr) in views {
+        if addr % 16 != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{what} does not start at a 16-byte aligned address (a view at an odd offset)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RoPE on the q and k parts of fused QKV rows, with k and v written into the KV cache: for row r
+/// with `p = positions[r]`, `s = slots[r]`, `q_out[r] = rope(q, p)`, `k_cache[s, h, p] = rope(k_h, p)`,
+/// `v_cache[s, h, p] = v_h`. Serves the prefill (rows = every prompt token of every sequence) and
+/// the decode step (one row per sequence).
+///
+/// RoPE is HF's `rotate_half` with the angle `p · inv_freq[i]` rounded to f32 (see
+/// [`cpu::llama3_inv_freq`] for T3's frequencies).
+///
+/// Shapes: `qkv` `[rows, 3·heads·head_dim]` laid out `[q | k | v]`; `positions`, `slots` `[rows]` i32;
+/// `inv_freq` `[head_dim / 2]` f32; `q_out` `[rows, heads·head_dim]`; `k_cache`, `v_cache`
+/// `[n_slots, heads, max_len, head_dim]` (heads and head_dim come from the cache), head_dim even and
+/// at most 256. Dtypes: Cpu all f32; Cuda/Emu `qkv`, `q_out` and the caches bf16.
+/// A position outside `0..max_len` or a slot outside `0..n_slots` is an error on Cpu (nothing is
+/// written); on Cuda and Emu that row's `q_out` is NaN and the caches are left alone.
+/// The kernels evaluate sin/cos exactly (within 1 ulp of libm) for angles `|p · inv_freq[i]| < 2^26`
+/// (any position below 2^26 with T3's frequencies, all <= 1); larger angles give NaN.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv_write(
+    qkv: View<'_>,
+    positions: View<'_>,
+    slots: View<'_>,
+    inv_freq: View<'_>,
+    mut q_out: ViewMut<'_>,
+    mut k_cache: ViewMut<'_>,
+    mut v_cache: ViewMut<'_>,
+) -> Result<()> {
+    const OP: &str = "rope_kv_write";
+    let dev = same_device(
+        OP,
+        qkv.device(),
+        &[positions.device(), slots.device(), inv_freq.device(), q_out.device(), k_cache.device(), v_cache.device()],
+    )?;
+    let (n_slots, heads, max_len, d) = cache_dims(OP, &k_cache.as_view(), &v_cache.as_view())?;
+    if d % 2 != 0 || d > ROPE_MAX_HEAD_DIM {
+        return Err(Error::invalid(OP, format!("head_dim {d}: RoPE needs an even head_dim of at most {ROPE_MAX_HEAD_DIM}")));
+    }
+    let rows = qkv.rows();
+    let hd = heads * d;
+    if qkv.row_len() != 3 * hd {
+        return Err(Error::shape(OP, format!("qkv {:?} for 3 × {heads} heads × {d}", qkv.shape())));
+    }
+    if q_out.rows() != rows || q_out.row_len() != hd {
+        return Err(Error::shape(OP, format!("q_out {:?} for {rows} rows of {heads} heads × {d}", q_out.shape())));
+    }
+    check_i32(OP, "positions", &positions, rows)?;
+    check_i32(OP, "slots", &slots, rows)?;
+    if inv_freq.len() != d / 2 {
+        return Err(Error::shape(OP, format!("inv_freq has {} values for head_dim {d}", inv_freq.len())));
+    }
+    expect_dtype(OP, "inv_freq", &inv_freq, DType::F32)?;
+    let act = dev.compute_dtype();
+    expect_dtype(OP, "qkv", &qkv, act)?;
+    expect_dtype(OP, "q_out", &q_out.as_view(), act)?;
+    expect_dtype(OP, "k_cache", &k_cache.as_view(), act)?;
+    expect_dtype(OP, "v_cache", &v_cache.as_view(), act)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => cpu::rope_kv_write(
+            qkv.host_f32()?,
+            positions.host_i32()?,
+            slots.host_i32()?,
+            inv_freq.host_f32()?,
+            q_out.host_f32_mut()?,
+            k_cache.host_f32_mut()?,
+            v_cache.host_f32_mut()?,
+            heads,
+            max_len,
+        )
+        .map_err(|(r, what, v)| {
+            let bound = if what == "slot" { n_slots } else { max_len };
+            Error::invalid(OP, format!("row {r}: {what} {v} is outside 0..{bound}"))
+        }),
+        _ => {
+            let p = RopeKvParams {
+                qkv: qkv.addr(),
+                positions: positions.addr(),
+                slots: slots.addr(),
+                inv_freq: inv_freq.addr(),
+                q_out: q_out.addr(),
+                k_cache: k_cache.addr(),
+                v_cache: v_cache.addr(),
+                rows: u32_param(OP, "rows", rows)?,
+                heads: u32_param(OP, "heads", heads)?,
+                head_dim: d as u32,
+                max_len: u32_param(OP, "max_len", max_len)?.min(i32::MAX as u32),
+                n_slots: u32_param(OP, "n_slots", n_slots)?.min(i32::MAX as u32),
+                pad: 0,
+            };
+            launch(dev, "rope_kv_write_bf16", LaunchDims::new([p.rows, 1, 1], [ROPE_BLOCK, 1, 1], 0), &p)
+        }
+    }
+}
+
+/// The `attn_cached_d*_bf16` kernel of a head dim, or an error naming the supported ones.
+fn cached_kernel(op: &'static str, d: usize) -> Result<&'static str> {
+    Ok(match d {
+        32 => "attn_cached_d32_bf16",
+        64 => "attn_cached_d64_bf16",
+        96 => "attn_cached_d96_bf16",
+        128 => "attn_cached_d128_bf16",
+        160 => "attn_cached_d160_bf16",
+        192 => "attn_cached_d192_bf16",
+        224 => "attn_cached_d224_bf16",
+        256 => "attn_cached_d256_bf16",
+        _ => return Err(Error::invalid(op, format!("head_dim {d} is not supported (multiples of 32 up to 256)"))),
+    })
+}
+
+/// Warps per block of `attn_cached_d*_bf16` for `blocks` blocks: about 2048 warps in total (enough
+/// to fill a large GPU), at most [`ATTN_MAX_WARPS`], and no more than `max_len / 64` (each warp
+/// then has at least 64 positions of the longest context). Depends on shapes only.
+fn cached_warps(blocks: usize, max_len: usize) -> u32 {
+    let want = (2048 / blocks.max(1)).clamp(1, ATTN_MAX_WARPS as usize);
+    want.min(max_len.div_ceil(64)).max(1) as u32
+}
+
+/// A suggested number of key slices for [`attention_cached_split`]: 1 (no split) when `rows · heads`
+/// blocks already fill a GPU, else enough slices for about 512 blocks, each slice at least 256
+/// positions of `max_len`, at most 32.
+pub fn attention_cached_splits(rows: usize, heads: usize, max_len: usize) -> usize {
+    let blocks = (rows * heads).max(1);
+    if blocks >= 256 {
+        return 1;
+    }
+    512usize.div_ceil(blocks).min(max_len.div_ceil(256)).clamp(1, 32)
+}
+
+struct CachedArgs {
+    dev: Device,
+    rows: usize,
+    heads: usize,
+    max_len: usize,
+    n_slots: usize,
+    d: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_cached(
+    op: &'static str,
+    q: &View<'_>,
+    k_cache: &View<'_>,
+    v_cache: &View<'_>,
+    slots: &View<'_>,
+    lens: &View<'_>,
+    out: &View<'_>,
+    scale: f32,
+    extra: &[&Device],
+) -> Result<CachedArgs> {
+    let mut devs = vec![k_cache.device(), v_cache.device(), slots.device(), lens.device(), out.device()];
+    devs.extend_from_slice(extra);
+    let dev = same_device(op, q.device(), &devs)?.clone();
+    let (n_slots, heads, max_len, d) = cache_dims(op, k_cache, v_cache)?;
+    cached_kernel(op, d)?;
+    let rows = q.rows();
+    if q.row_len() != heads * d {
+        return Err(Error::shape(op, format!("q {:?} for {heads} heads × {d}", q.shape())));
+    }
+    if out.rows() != rows || out.row_len() != heads * d {
+        return Err(Error::shape(op, format!("out {:?} vs q {:?}", out.shape(), q.shape())));
+    }
+    check_i32(op, "slots", slots, rows)?;
+    check_i32(op, "lens", lens, rows)?;
+    if !scale.is_finite() {
+        return Err(Error::invalid(op, format!("scale = {scale}")));
+    }
+    let act = dev.compute_dtype();
+    expect_dtype(op, "q", q, act)?;
+    expect_dtype(op, "k_cache", k_cache, act)?;
+    expect_dtype(op, "v_cache", v_cache, act)?;
+    expect_dtype(op, "out", out, act)?;
+    Ok(CachedArgs { dev, rows, heads, max_len, n_slots, d })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cpu_cached(
+    op: &'static str,
+    a: &CachedArgs,
+    q: &View<'_>,
+    k_cache: &View<'_>,
+    v_cache: &View<'_>,
+    slots: &View<'_>,
+    lens: &View<'_>,
+    out: &mut ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    cpu::attention_cached(
+        q.host_f32()?,
+        k_cache.host_f32()?,
+        v_cache.host_f32()?,
+        slots.host_i32()?,
+        lens.host_i32()?,
+        out.host_f32_mut()?,
+        a.heads,
+        a.d,
+        a.max_len,
+        scale,
+    )
+    .map_err(|(r, what, v)| {
+        let bound = if what == "slot" { format!("0..{}", a.n_slots) } else { format!("0..={}", a.max_len) };
+        Error::invalid(op, format!("row {r}: {what} {v} is outside {bound}"))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_cached(
+    op: &'static str,
+    a: &CachedArgs,
+    q: &View<'_>,
+    k_cache: &View<'_>,
+    v_cache: &View<'_>,
+    slots: &View<'_>,
+    lens: &View<'_>,
+    out: &ViewMut<'_>,
+    partial: Option<(u64, usize)>,
+    scale: f32,
+) -> Result<()> {
+    check_aligned(op, &[("q", q.addr()), ("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
+    let n_splits = partial.map_or(1, |(_, s)| s);
+    let p = AttnCachedParams {
+        q: q.addr(),
+        k_cache: k_cache.addr(),
+        v_cache: v_cache.addr(),
+        slots: slots.addr(),
+        lens: lens.addr(),
+        out: out.addr(),
+        partial: partial.map_or(0, |(addr, _)| addr),
+        rows: u32_param(op, "rows", a.rows)?,
+        heads: u32_param(op, "heads", a.heads)?,
+        max_len: u32_param(op, "max_len", a.max_len)?.min(i32::MAX as u32),
+        n_slots: u32_param(op, "n_slots", a.n_slots)?.min(i32::MAX as u32),
+        n_splits: u32_param(op, "n_splits", n_splits)?,
+        scale,
+    };
+    let nwarps = cached_warps(a.rows * a.heads * n_splits, a.max_len);
+    let smem = 4 * nwarps * (a.d as u32 + 2);
+    let dims = LaunchDims::new([p.rows, p.heads, p.n_splits], [32 * nwarps, 1, 1], smem);
+    launch(&a.dev, cached_kernel(op, a.d)?, dims, &p)?;
+    if let Some((addr, _)) = partial {
+        let c = AttnCombineParams {
+            partial: addr,
+            slots: p.slots,
+            lens: p.lens,
+            out: p.out,
+            rows: p.rows,
+            heads: p.heads,
+            head_dim: a.d as u32,
+            n_splits: p.n_splits,
+            max_len: p.max_len,
+            n_slots: p.n_slots,
+        };
+        let dims = LaunchDims::new([p.rows, p.heads, 1], [ATTN_COMBINE_BLOCK, 1, 1], 0);
+        launch(&a.dev, "attn_cached_combine_bf16", dims, &c)?;
+    }
+    Ok(())
+}
+
+/// Attention of each row's query over its KV-cache slot (T3's decode step, and its causal prefill
+/// after [`rope_kv_write`] filled the cache):
+/// `out[r, h] = softmax(scale · q[r, h] · K[s, h, 0..len]ᵀ) · V[s, h, 0..len]` with `s = slots[r]`,
+/// `len = lens[r]`. Only positions `< len` are read. `len == 0` marks an inactive row (a finished
+/// request): its output is zeros and its slot is not looked at. For a causal prefill, the row of
+/// prompt position p has `len = p + 1`.
+///
+/// Shapes: `q`, `out` `[rows, heads·head_dim]`; `k_cache`, `v_cache` `[n_slots, heads, max_len,
+/// head_dim]` with head_dim a multiple of 32 up to 256; `slots`, `lens` `[rows]` i32. Dtypes: Cpu
+/// f32; Cuda/Emu bf16 (f32 softmax and accumulation inside). `len` outside `0..=max_len` or (for
+/// `len > 0`) a slot outside `0..n_slots` is an error on Cpu and a NaN row on Cuda/Emu.
+///
+/// One kernel launch, grid `(rows, heads)`; blocks get wider (up to 16 warps splitting the
+/// positions) when `rows · heads` is small. For few rows and long contexts see
+/// [`attention_cached_split`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_cached(
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    slots: View<'_>,
+    lens: View<'_>,
+    mut out: ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "attention_cached";
+    let a = check_cached(OP, &q, &k_cache, &v_cache, &slots, &lens, &out.as_view(), scale, &[])?;
+    if a.rows == 0 {
+        return Ok(());
+    }
+    match &*a.dev.inner {
+        Backend::Cpu => cpu_cached(OP, &a, &q, &k_cache, &v_cache, &slots, &lens, &mut out, scale),
+        _ => launch_cached(OP, &a, &q, &k_cache, &v_cache, &slots, &lens, &out, None, scale),
+    }
+}
+
+/// [`attention_cached`] with the keys of each (row, head) split into `n_splits` slices processed by
+/// separate blocks, merged by a second kernel (flash-decoding): for few rows and long contexts,
+/// where `rows · heads` blocks alone would leave most of a GPU idle. The slices are cut on the device
+/// from each row's live length, so the launch stays capture-safe.
+///
+/// `scratch` is an f32 tensor `[rows, heads, n_splits, head_dim + 2]` (`n_splits` from its shape;
+/// see [`attention_cached_splits`]) that the kernels overwrite; preallocate it with the cache. On
+/// Cpu the result is the same op as [`attention_cached`] and `scratch` is not touched.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_cached_split(
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    slots: View<'_>,
+    lens: View<'_>,
+    mut out: ViewMut<'_>,
+    scratch: ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "attention_cached_split";
+    let a = check_cached(OP, &q, &k_cache, &v_cache, &slots, &lens, &out.as_view(), scale, &[scratch.device()])?;
+    let s = scratch.shape();
+    if s.len() != 4 || s[0] != a.rows || s[1] != a.heads || s[2] == 0 || s[3] != a.d + 2 {
+        return Err(Error::shape(
+            OP,
+            format!("scratch {s:?} is not [rows {}, heads {}, n_splits >= 1, head_dim + 2 = {}]", a.rows, a.heads, a.d + 2),
+        ));
+    }
+    let n_splits = s[2];
+    expect_dtype(OP, "scratch", &scratch.as_view(), DType::F32)?;
+    if a.rows == 0 {
+        return Ok(());
+    }
+    match &*a.dev.inner {
+        Backend::Cpu => cpu_cached(OP, &a, &q, &k_cache, &v_cache, &slots, &lens, &mut out, scale),
+        _ => {
+            let partial = (n_splits > 1).then(|| (scratch.addr(), n_splits));
+            launch_cached(OP, &a, &q, &k_cache, &v_cache, &slots, &lens, &out, partial, scale)
+        }
+    }
+}
+
+/// Multi-head attention over contiguous sequences, without a cache: for batch b, query i, head h,
+/// `out[b, i, h] = softmax(scale · q[b, i, h] · k[b, j, h]ᵀ over visible j) · v[b, j, h]`, where key j
+/// is visible when `j < kv_lens[b]` (every key without `kv_lens`: padding of batched sequences)
+/// and, with `causal`, `j <= i`. A query that sees no key (`kv_lens[b] == 0`) gets zeros.
+///
+/// Shapes: `q`, `out` `[batch, lq, heads·head_dim]`; `k`, `v` `[batch, lk, heads·head_dim]`;
+/// `kv_lens` `[batch]` i32; any head_dim up to 256 (head_dim 64 takes a tiled kernel). Dtypes: Cpu
+/// f32; Cuda/Emu bf16. `kv_lens[b]` outside `0..=lk` is an error on Cpu and NaN rows on Cuda/Emu.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_dense(
+    q: View<'_>,
+    k: View<'_>,
+    v: View<'_>,
+    kv_lens: Option<View<'_>>,
+    mut out: ViewMut<'_>,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> Result<()> {
+    const OP: &str = "attention_dense";
+    let mut devs = vec![k.device(), v.device(), out.device()];
+    if let Some(l) = &kv_lens {
+        devs.push(l.device());
+    }
+    let dev = same_device(OP, q.device(), &devs)?;
+    let (qs, ks) = (q.shape(), k.shape());
+    if qs.len() != 3 || ks.len() != 3 || qs[0] != ks[0] || qs[2] != ks[2] {
+        return Err(Error::shape(
+            OP,
+            format!("q {qs:?} and k {ks:?} are not [batch, len, heads·head_dim] of one batch and width"),
+        ));
+    }
+    if v.shape() != ks {
+        return Err(Error::shape(OP, format!("v {:?} vs k {ks:?}", v.shape())));
+    }
+    if out.shape() != qs {
+        return Err(Error::shape(OP, format!("out {:?} vs q {qs:?}", out.shape())));
+    }
+    let (batch, lq, lk, width) = (qs[0], qs[1], ks[1], qs[2]);
+    if heads == 0 || width % heads != 0 || width / heads > ATTN_MAX_HEAD_DIM || width == 0 {
+        return Err(Error::shape(OP, format!("width {width} is not heads {heads} × a head_dim in 1..={ATTN_MAX_HEAD_DIM}")));
+    }
+    let dh = width / heads;
+    if let Some(l) = &kv_lens {
+        check_i32(OP, "kv_lens", l, batch)?;
+    }
+    if !scale.is_finite() {
+        return Err(Error::invalid(OP, format!("scale = {scale}")));
+    }
+    let act = dev.compute_dtype();
+    expect_dtype(OP, "q", &q, act)?;
+    expect_dtype(OP, "k", &k, act)?;
+    expect_dtype(OP, "v", &v, act)?;
+    expect_dtype(OP, "out", &out.as_view(), act)?;
+    if batch == 0 || lq == 0 {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => {
+            let lens = kv_lens.map(|l| l.host_i32()).transpose()?;
+            cpu::attention_dense(
+                q.host_f32()?,
+                k.host_f32()?,
+                v.host_f32()?,
+                lens,
+                out.host_f32_mut()?,
+                batch,
+                heads,
+                dh,
+                scale,
+                causal,
+            )
+            .map_err(|(b, l)| Error::invalid(OP, format!("batch {b}: kv_len {l} is outside 0..={lk}")))
+        }
+        _ => {
+            let p = AttnDenseParams {
+                q: q.addr(),
+                k: k.addr(),
+                v: v.addr(),
+                kv_lens: kv_lens.map_or(0, |l| l.addr()),
+                out: out.addr(),
+                batch: u32_param(OP, "batch", batch)?,
+                lq: u32_param(OP, "lq", lq)?,
+                lk: u32_param(OP, "lk", lk)?.min(i32::MAX as u32),
+                heads: u32_param(OP, "heads", heads)?,
+                head_dim: dh as u32,
+                scale,
+                causal: causal as u32,
+                pad: 0,
+            };
+            let aligned = [p.q, p.k, p.v].iter().all(|a| a % 16 == 0);
+            let (kernel, per_block) =
+                if dh == 64 && aligned { ("attn_dense_d64_bf16", ATTN_DQ) } else { ("attn_dense_bf16", ATTN_DENSE_WARPS) };
+            let grid = [blocks_for(OP, lq, per_block)?, p.heads, p.batch];
+            launch(dev, kernel, LaunchDims::new(grid, [ATTN_DENSE_BLOCK, 1, 1], 0), &p)
+        }
+    }
+}
