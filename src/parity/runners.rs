@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor};
+use super::{Case, Outcome, Tolerance, compare_tensor, t3};
 
 /// Runs a case on a backend ("cpu", "emu" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -26,9 +26,15 @@ const fn pending(name: &'static str, part: &'static str, implemented: bool) -> K
 
 pub static KINDS: &[Kind] = &[
     Kind { name: "text", part: "text front-end", run: Some(run_text), implemented: true, host_only: true },
-    pending("t3_cond_enc", "T3 conditioning encoder (issue 4)", tts_t3::IMPLEMENTED),
-    pending("t3_prefill", "T3 prefill (issue 4)", tts_t3::IMPLEMENTED),
-    pending("t3_decode_teacher_forced", "T3 decode (issue 4)", tts_t3::IMPLEMENTED),
+    Kind {
+        name: "t3_cond_enc",
+        part: "T3 conditioning encoder",
+        run: Some(t3::run_cond_enc),
+        implemented: true,
+        host_only: false,
+    },
+    Kind { name: "t3_prefill", part: "T3 prefill", run: Some(t3::run_prefill), implemented: true, host_only: false },
+    Kind { name: "t3_decode_teacher_forced", part: "T3 decode", run: Some(t3::run_decode), implemented: true, host_only: false },
     pending("t3_sampler", "T3 sampler (issue 4)", tts_t3::IMPLEMENTED),
     pending("s3gen_encoder", "S3Gen encoder (issue 5)", tts_s3gen::IMPLEMENTED),
     pending("s3gen_estimator", "S3Gen CFM estimator (issue 5)", tts_s3gen::IMPLEMENTED),

@@ -2,6 +2,7 @@
 //!
 //! Status: device selection and the kernel self-check. Synthesis (text → 24 kHz WAV through T3 and
 //! S3Gen) arrives with issues 4 and 5.
+pub mod bench;
 pub mod selfcheck;
 pub mod text;
 

@@ -21,6 +21,20 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Measures T3 decode speed (tokens/s, ms per step) on a model directory, per batch size.
+    BenchT3 {
+        /// Directory with t3_cfg.safetensors (and config.json, inputs.safetensors when present).
+        #[arg(long)]
+        model_dir: std::path::PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Comma-separated batch sizes (requests; each is two CFG rows).
+        #[arg(long, default_value = "1", value_delimiter = ',')]
+        batch: Vec<usize>,
+        /// New tokens per request.
+        #[arg(long, default_value_t = 50)]
+        tokens: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +75,21 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             }
             println!("{}", if all_ok { "self-check passed" } else { "self-check FAILED" });
             Ok(all_ok)
+        }
+        Command::BenchT3 { model_dir, backend, batch, tokens } => {
+            let (dev, note) = tts_engine::select_device(&backend)?;
+            println!("backend: {}", dev.describe());
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            println!("{:>6} {:>10} {:>8} {:>10} {:>11} {:>10}", "batch", "tok/req", "steps", "seconds", "ms/step", "tokens/s");
+            for s in tts_engine::bench::bench_t3(&model_dir, &dev, &batch, tokens)? {
+                println!(
+                    "{:>6} {:>10.1} {:>8} {:>10.3} {:>11.2} {:>10.2}",
+                    s.batch, s.tokens_per_request, s.decode_steps, s.seconds, s.ms_per_step, s.tokens_per_second
+                );
+            }
+            Ok(true)
         }
     }
 }

@@ -1,0 +1,89 @@
+//! `tts bench-t3`: T3 decode speed on a model directory (real weights, or the full-size random model
+//! tools/reference writes), for batch sizes chosen by the caller.
+use std::path::Path;
+use std::time::Instant;
+
+use tts_kernels::Device;
+use tts_kernels::testing::{random_f32, random_i32};
+use tts_t3::{Generator, Request, SamplerSettings, T3, Voice};
+
+use crate::{Error, Result};
+
+/// One measured batch size.
+#[derive(Debug, Clone)]
+pub struct T3Speed {
+    pub batch: usize,
+    /// Speech tokens generated per request (the mean; a request may stop early).
+    pub tokens_per_request: f64,
+    pub decode_steps: usize,
+    pub seconds: f64,
+    pub ms_per_step: f64,
+    /// Generated tokens of all requests per second (prefill included in the time).
+    pub tokens_per_second: f64,
+}
+
+/// The voice and text of the bench: `inputs.safetensors` of a reference case when the directory
+/// has one (so both engines do the same work), else seeded random ones.
+fn bench_request(dir: &Path, model: &T3, tokens: usize) -> Result<Request> {
+    let cfg = &model.cfg;
+    let inputs = dir.join("inputs.safetensors");
+    let (speaker_emb, prompt, text) = if inputs.exists() {
+        let bytes = std::fs::read(&inputs).map_err(|e| Error::Model(format!("{}: {e}", inputs.display())))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Model(format!("{}: {e}", inputs.display())))?;
+        let get = |n: &str| st.tensor(n).map_err(|e| Error::Model(format!("{}: {n}: {e}", inputs.display())));
+        let f32s = |v: safetensors::tensor::TensorView<'_>| {
+            v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>()
+        };
+        let i64s = |v: safetensors::tensor::TensorView<'_>| {
+            v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect::<Vec<u32>>()
+        };
+        let text = i64s(get("text_tokens")?);
+        let t = text.len() / 2;
+        (f32s(get("speaker_emb")?), i64s(get("cond_prompt_speech_tokens")?), text[..t].to_vec())
+    } else {
+        let mut text: Vec<u32> = random_i32(3, 60, 3, cfg.text_tokens_dict_size as i32).into_iter().map(|t| t as u32).collect();
+        text.insert(0, cfg.start_text_token);
+        text.push(cfg.stop_text_token);
+        let prompt =
+            random_i32(2, cfg.speech_cond_prompt_len, 0, cfg.start_speech_token as i32).into_iter().map(|t| t as u32).collect();
+        (random_f32(1, cfg.speaker_embed_size, 0.1), prompt, text)
+    };
+    Ok(Request {
+        text_tokens: text,
+        voice: Voice { speaker_emb, prompt_tokens: prompt },
+        exaggeration: 0.5,
+        settings: SamplerSettings { max_new_tokens: tokens, ..SamplerSettings::default() },
+    })
+}
+
+/// Loads T3 from `dir` on `dev` and measures `tokens` new tokens per request at each batch size.
+pub fn bench_t3(dir: &Path, dev: &Device, batches: &[usize], tokens: usize) -> Result<Vec<T3Speed>> {
+    let model = T3::load(dir, dev).map_err(|e| Error::Model(e.to_string()))?;
+    let base = bench_request(dir, &model, tokens)?;
+    let max_len = model.cfg.len_cond() + base.text_tokens.len() + 2 + tokens + 1;
+    let mut out = Vec::new();
+    for &b in batches {
+        let reqs: Vec<Request> = (0..b)
+            .map(|i| {
+                let mut r = base.clone();
+                r.settings.seed = i as u64 + 1;
+                r
+            })
+            .collect();
+        let mut g = Generator::new(&model, b, max_len, tokens).map_err(|e| Error::Model(e.to_string()))?;
+        let t = Instant::now();
+        let done = g.run(&reqs, 8).map_err(|e| Error::Model(e.to_string()))?;
+        dev.synchronize()?;
+        let seconds = t.elapsed().as_secs_f64();
+        let generated: usize = done.iter().map(|f| f.raw.len()).sum();
+        out.push(T3Speed {
+            batch: b,
+            tokens_per_request: generated as f64 / b as f64,
+            decode_steps: g.steps,
+            seconds,
+            ms_per_step: seconds * 1e3 / g.steps.max(1) as f64,
+            tokens_per_second: generated as f64 / seconds,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,390 @@
+//! Batched generation: many requests decode together, each a (conditional, unconditional) CFG row
+//! pair sharing its sampled token, each stopping on its own.
+//!
+//! Every per-step value (input tokens, positions, attention lengths, sampler settings and state,
+//! histories) lives in preallocated device tensors, so one decode step — embed, the Llama stack over
+//! the static KV cache, the sampler, the state advance — is captured once as a graph on Cuda and Emu
+//! and replayed for every token; the host only polls the done flags every few steps. A finished
+//! request's rows get attention length 0 (no attention work), and its slot can take a new request
+//! while the others keep decoding (slot replacement, the basis of continuous batching).
+use tts_kernels::{DType, Graph, Tensor, ops};
+
+use crate::model::{KvCache, RowLayout, T3, Workspace};
+use crate::{Error, Result};
+
+/// Per-request sampling settings. `Default` is what `ChatterboxTTS.generate` uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerSettings {
+    pub temperature: f32,
+    pub cfg_weight: f32,
+    pub repetition_penalty: f32,
+    pub min_p: f32,
+    pub top_p: f32,
+    /// 0 = off (the English reference has no top-k).
+    pub top_k: u32,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    /// The token that ends the request (None: the model's stop_speech_token, 6562).
+    pub stop_token: Option<u32>,
+}
+
+impl Default for SamplerSettings {
+    fn default() -> Self {
+        SamplerSettings {
+            temperature: 0.8,
+            cfg_weight: 0.5,
+            repetition_penalty: 1.2,
+            min_p: 0.05,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 1000,
+            seed: 0,
+            stop_token: None,
+        }
+    }
+}
+
+impl SamplerSettings {
+    fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: f32| Err(Error::Input(format!("sampler setting {what} = {v}")));
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad("temperature", self.temperature);
+        }
+        if !self.cfg_weight.is_finite() {
+            return bad("cfg_weight", self.cfg_weight);
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("repetition_penalty", self.repetition_penalty);
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p);
+        }
+        if self.max_new_tokens == 0 {
+            return Err(Error::Input("max_new_tokens = 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The T3 part of a voice: the speaker embedding and the speech-token prompt (`conds.pt`'s `t3`).
+#[derive(Debug, Clone)]
+pub struct Voice {
+    pub speaker_emb: Vec<f32>,
+    pub prompt_tokens: Vec<u32>,
+}
+
+/// One text to speak.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Text token ids with SOT and EOT.
+    pub text_tokens: Vec<u32>,
+    pub voice: Voice,
+    pub exaggeration: f32,
+    pub settings: SamplerSettings,
+}
+
+/// A request that finished: its speech tokens, post-processed as the reference does (cut at the
+/// stop token, ids ≥ the BOS id dropped), and why it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub id: usize,
+    pub tokens: Vec<u32>,
+    /// Raw sampled tokens (including a final stop token), before post-processing.
+    pub raw: Vec<u32>,
+    pub stopped_on_stop_token: bool,
+}
+
+/// Columns of the sampler's settings tensors (see kernels/sampling.cu).
+const SETTINGS_F32: usize = 8;
+const SETTINGS_I32: usize = 4;
+const STATE: usize = 4;
+
+struct Slot {
+    id: usize,
+    stop: u32,
+}
+
+/// A batch of decoding requests on one device.
+pub struct Generator<'m> {
+    model: &'m T3,
+    max_batch: usize,
+    max_len: usize,
+    max_hist: usize,
+    cache: KvCache,
+    ws: Workspace,
+    h: Tensor,
+    tokens: Tensor,
+    speech_pos: Tensor,
+    rows: RowLayout,
+    settings: Tensor,
+    settings_i: Tensor,
+    history: Tensor,
+    state: Tensor,
+    next_token: Tensor,
+    slots: Vec<Option<Slot>>,
+    next_id: usize,
+    graph: Option<Graph>,
+    /// Decode steps run (graph replays or eager steps).
+    pub steps: usize,
+}
+
+impl<'m> Generator<'m> {
+    /// A batch of up to `max_batch` requests, each with up to `max_len` positions (prefill + generated
+    /// tokens) and `max_new_tokens_cap` generated tokens.
+    pub fn new(model: &'m T3, max_batch: usize, max_len: usize, max_new_tokens_cap: usize) -> Result<Generator<'m>> {
+        if max_batch == 0 || max_len == 0 || max_new_tokens_cap == 0 {
+            return Err(Error::Input("max_batch, max_len and max_new_tokens must be positive".into()));
+        }
+        let (dev, cfg) = (&model.dev, &model.cfg);
+        let rows = 2 * max_batch;
+        let i32s = |n: usize, v: i32| Tensor::from_i32(dev, &[n], &vec![v; n]);
+        // empty slots look done to the sampler (state column 1) and inactive to attention (lens 0)
+        let mut state0 = vec![0i32; max_batch * STATE];
+        for q in 0..max_batch {
+            state0[q * STATE + 1] = 1;
+        }
+        let slot_ids: Vec<i32> = (0..rows as i32).collect();
+        Ok(Generator {
+            model,
+            max_batch,
+            max_len,
+            max_hist: max_new_tokens_cap + 1,
+            cache: KvCache::new(cfg, dev, rows, max_len)?,
+            ws: Workspace::new(cfg, dev, rows)?,
+            h: Tensor::zeros(dev, DType::F32, &[rows, cfg.hidden_size])?,
+            tokens: i32s(rows, cfg.start_speech_token as i32)?,
+            speech_pos: i32s(rows, 0)?,
+            rows: RowLayout {
+                positions: i32s(rows, 0)?,
+                slots: Tensor::from_i32(dev, &[rows], &slot_ids)?,
+                lens: i32s(rows, 0)?,
+            },
+            settings: Tensor::zeros(dev, DType::F32, &[max_batch, SETTINGS_F32])?,
+            settings_i: Tensor::zeros(dev, DType::I32, &[max_batch, SETTINGS_I32])?,
+            history: Tensor::zeros(dev, DType::I32, &[max_batch, max_new_tokens_cap + 1])?,
+            state: Tensor::from_i32(dev, &[max_batch, STATE], &state0)?,
+            next_token: i32s(max_batch, 0)?,
+            slots: (0..max_batch).map(|_| None).collect(),
+            next_id: 0,
+            graph: None,
+            steps: 0,
+        })
+    }
+
+    /// Requests currently decoding.
+    pub fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    pub fn has_free_slot(&self) -> bool {
+        self.slots.iter().any(|s| s.is_none())
+    }
+
+    /// Puts a request into a free slot: conditioning, prefill of its two CFG rows, and the draw of its
+    /// first token. Returns its id. Errors when no slot is free or the request does not fit.
+    pub fn add(&mut self, req: &Request) -> Result<usize> {
+        let m = self.model;
+        let cfg = &m.cfg;
+        req.settings.validate()?;
+        if req.settings.max_new_tokens + 1 > self.max_hist {
+            return Err(Error::Input(format!(
+                "max_new_tokens {} above this batch's cap {}",
+                req.settings.max_new_tokens,
+                self.max_hist - 1
+            )));
+        }
+        let q = self.slots.iter().position(|s| s.is_none()).ok_or_else(|| Error::Input("no free slot".into()))?;
+        let l0 = cfg.len_cond() + req.text_tokens.len() + 2;
+        if l0 + req.settings.max_new_tokens > self.max_len {
+            return Err(Error::Input(format!(
+                "{} prefill positions + {} new tokens exceed this batch's {} positions",
+                l0, req.settings.max_new_tokens, self.max_len
+            )));
+        }
+        let cond = m.cond_embeddings(&req.voice.speaker_emb, &req.voice.prompt_tokens, req.exaggeration)?;
+        let emb = m.prefill_embeddings(&cond, &req.text_tokens)?.to_f32_vec()?;
+        // rows: both sequences' first l0-1 positions, then the two last positions side by side, so
+        // that the two logits rows the sampler needs are adjacent
+        let d = cfg.hidden_size;
+        let (s0, s1) = (2 * q, 2 * q + 1);
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(2 * l0);
+        order.extend((0..l0 - 1).map(|p| (s0, p)));
+        order.extend((0..l0 - 1).map(|p| (s1, p)));
+        order.extend([(s0, l0 - 1), (s1, l0 - 1)]);
+        let mut rows_emb = Vec::with_capacity(2 * l0 * d);
+        for &(s, p) in &order {
+            let src = (s - s0) * l0 + p;
+            rows_emb.extend_from_slice(&emb[src * d..(src + 1) * d]);
+        }
+        let mut h = Tensor::from_f32(&m.dev, DType::F32, &[2 * l0, d], &rows_emb)?;
+        let layout = RowLayout::causal(&m.dev, &order)?;
+        let mut ws = Workspace::new(cfg, &m.dev, 2 * l0)?;
+        m.forward(&mut h, &layout, &mut self.cache, &mut ws, 2)?;
+
+        // sampler settings and state of the slot
+        let s = &req.settings;
+        let f = [s.temperature, s.cfg_weight, s.repetition_penalty, s.min_p, s.top_p, 0.0, 0.0, 0.0];
+        let i = [s.top_k as i32, 0, s.seed as u32 as i32, (s.seed >> 32) as u32 as i32];
+        self.settings.view_mut().narrow_rows(q, 1)?.copy_from_f32(&f)?;
+        self.settings_i.view_mut().narrow_rows(q, 1)?.copy_from_i32(&i)?;
+        let mut hist = vec![0i32; self.max_hist];
+        hist[0] = cfg.start_speech_token as i32;
+        self.history.view_mut().narrow_rows(q, 1)?.copy_from_i32(&hist)?;
+        let stop = s.stop_token.unwrap_or(cfg.stop_speech_token);
+        if stop as usize >= cfg.speech_tokens_dict_size {
+            return Err(Error::Input(format!("stop token {stop} outside the vocabulary")));
+        }
+        let st = [1, 0, s.max_new_tokens as i32, stop as i32];
+        self.state.view_mut().narrow_rows(q, 1)?.copy_from_i32(&st)?;
+        // row state: the last prefill position was fed; the next input gets RoPE position l0 and
+        // learned speech position 1
+        for (t, v) in [(&mut self.rows.positions, l0 as i32 - 1), (&mut self.speech_pos, 0), (&mut self.rows.lens, l0 as i32)] {
+            t.view_mut().narrow_rows(2 * q, 2)?.copy_from_i32(&[v, v])?;
+        }
+        // the first token, from the prefill logits
+        ops::sample_tokens(
+            ws.logits.view().narrow_rows(0, 2)?,
+            self.settings.view().narrow_rows(q, 1)?,
+            self.settings_i.view().narrow_rows(q, 1)?,
+            self.history.view_mut().narrow_rows(q, 1)?,
+            self.state.view_mut().narrow_rows(q, 1)?,
+            self.next_token.view_mut().narrow_rows(q, 1)?,
+            None,
+        )?;
+        ops::advance_decode_state(
+            self.next_token.view().narrow_rows(q, 1)?,
+            self.state.view().narrow_rows(q, 1)?,
+            self.tokens.view_mut().narrow_rows(2 * q, 2)?,
+            self.rows.positions.view_mut().narrow_rows(2 * q, 2)?,
+            self.speech_pos.view_mut().narrow_rows(2 * q, 2)?,
+            self.rows.lens.view_mut().narrow_rows(2 * q, 2)?,
+        )?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.slots[q] = Some(Slot { id, stop });
+        Ok(id)
+    }
+
+    /// One decode step of every slot (finished and empty ones cost no attention work and are not
+    /// sampled). On Cuda and Emu the step is captured on first use and replayed after.
+    pub fn step(&mut self) -> Result<()> {
+        if self.model.dev.kind() == tts_kernels::BackendKind::Cpu {
+            self.steps += 1;
+            return self.step_eager();
+        }
+        if self.graph.is_none() {
+            let dev = self.model.dev.clone();
+            let graph = dev.capture(|| self.step_eager())?;
+            self.graph = Some(graph);
+        }
+        self.graph.as_ref().expect("captured above").replay()?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// One decode step issued op by op (what the graph records).
+    pub fn step_eager(&mut self) -> Result<()> {
+        let m = self.model;
+        let rows = 2 * self.max_batch;
+        ops::embed_pos(
+            self.tokens.view(),
+            Some((self.speech_pos.view(), m.w.speech_pos.view())),
+            m.w.speech_emb.view(),
+            self.h.view_mut(),
+        )?;
+        m.forward(&mut self.h, &self.rows, &mut self.cache, &mut self.ws, rows)?;
+        ops::sample_tokens(
+            self.ws.logits.view().narrow_rows(0, rows)?,
+            self.settings.view(),
+            self.settings_i.view(),
+            self.history.view_mut(),
+            self.state.view_mut(),
+            self.next_token.view_mut(),
+            None,
+        )?;
+        ops::advance_decode_state(
+            self.next_token.view(),
+            self.state.view(),
+            self.tokens.view_mut(),
+            self.rows.positions.view_mut(),
+            self.speech_pos.view_mut(),
+            self.rows.lens.view_mut(),
+        )?;
+        Ok(())
+    }
+
+    /// Launches per decode step (kernels and GEMMs) of the captured graph, once a step has run
+    /// (None on Cpu, which runs eagerly).
+    pub fn launches_per_step(&self) -> Option<usize> {
+        self.graph.as_ref().map(|g| g.launch_count())
+    }
+
+    /// The kernels of one decode step in launch order, once captured.
+    pub fn step_kernels(&self) -> Option<&[&'static str]> {
+        self.graph.as_ref().map(|g| g.kernel_names())
+    }
+
+    /// Reads the done flags (one device-to-host copy) and returns the requests that finished since the
+    /// last poll; their slots become free.
+    pub fn poll(&mut self) -> Result<Vec<Finished>> {
+        let state = self.state.to_i32_vec()?;
+        let mut out = Vec::new();
+        for q in 0..self.max_batch {
+            let Some(slot) = &self.slots[q] else { continue };
+            let row = &state[q * STATE..(q + 1) * STATE];
+            if row[1] == 0 {
+                continue;
+            }
+            let n = (row[0].max(1) as usize).min(self.max_hist);
+            let hist = self.history.view().narrow_rows(q, 1)?.to_i32_vec()?;
+            let raw: Vec<u32> = hist[1..n].iter().map(|&t| t as u32).collect();
+            let stop = slot.stop;
+            out.push(Finished {
+                id: slot.id,
+                tokens: post_process(&raw, self.model.cfg.start_speech_token, stop),
+                stopped_on_stop_token: raw.last() == Some(&stop),
+                raw,
+            });
+            self.slots[q] = None;
+        }
+        Ok(out)
+    }
+
+    /// Runs `requests` to completion with continuous batching: free slots take queued requests,
+    /// the batch decodes, the host polls every `poll_every` steps. Results are in request order.
+    pub fn run(&mut self, requests: &[Request], poll_every: usize) -> Result<Vec<Finished>> {
+        let mut results: Vec<Option<Finished>> = vec![None; requests.len()];
+        let mut id_to_index = std::collections::HashMap::new();
+        let mut queue = 0;
+        loop {
+            while queue < requests.len() && self.has_free_slot() {
+                let id = self.add(&requests[queue])?;
+                id_to_index.insert(id, queue);
+                queue += 1;
+            }
+            for f in self.poll()? {
+                let i = id_to_index[&f.id];
+                results[i] = Some(f);
+            }
+            if queue == requests.len() && self.active() == 0 {
+                break;
+            }
+            if self.active() > 0 {
+                for _ in 0..poll_every.max(1) {
+                    self.step()?;
+                }
+            }
+        }
+        Ok(results.into_iter().map(|r| r.expect("every request finished")).collect())
+    }
+}
+
+/// The reference's post-processing (tts.py `drop_invalid_tokens` then `tokens < 6561`): cut at the
+/// first stop token and keep only speech codes below the BOS id.
+pub fn post_process(raw: &[u32], start_speech_token: u32, stop_speech_token: u32) -> Vec<u32> {
+    let end = raw.iter().position(|&t| t == stop_speech_token).unwrap_or(raw.len());
+    raw[..end].iter().copied().filter(|&t| t < start_speech_token).collect()
+}

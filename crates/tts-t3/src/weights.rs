@@ -1,0 +1,164 @@
+//! `t3_cfg.safetensors` with its official tensor names (chatterbox-tts 0.1.7, spec §3.11), memory-
+//! mapped and uploaded once: f32 on Cpu, bf16 on Cuda and Emu. The Q/K/V projections of a layer are
+//! stacked into one [3·D, D] weight and gate/up into one [2·I, D] weight, so that each is one GEMM.
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+use tts_kernels::{DType, Device, Tensor};
+
+use crate::config::T3Config;
+use crate::{Error, Result};
+
+/// A memory-mapped safetensors checkpoint.
+pub struct Checkpoint {
+    path: String,
+    mmap: memmap2::Mmap,
+    index: HashMap<String, (Dtype, Vec<usize>)>,
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let p = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+        // SAFETY: the file is opened read-only; a concurrent writer would be a user error.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: p.clone(), source: e })?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::Checkpoint { path: p.clone(), detail: e.to_string() })?;
+        let index = st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec()))).collect();
+        Ok(Checkpoint { path: p, mmap, index })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The tensor `name` as f32, checked against `shape`. A missing, misshapen or non-float tensor
+    /// is an error naming the tensor, its expected shape and the file.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let bad =
+            |detail: String| Error::Tensor { path: self.path.clone(), name: name.to_string(), expected: shape.to_vec(), detail };
+        let (dtype, got) = self.index.get(name).ok_or_else(|| bad("missing".into()))?;
+        if got.as_slice() != shape {
+            return Err(bad(format!("found shape {got:?}")));
+        }
+        let st = SafeTensors::deserialize(&self.mmap).map_err(|e| bad(e.to_string()))?;
+        let view = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        let raw = view.data();
+        Ok(match dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            d => return Err(bad(format!("dtype {d:?} (expected f32 or bf16)"))),
+        })
+    }
+
+    /// The tensor uploaded to `dev` in `dtype`.
+    pub fn upload(&self, dev: &Device, dtype: DType, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let data = self.f32(name, shape)?;
+        Ok(Tensor::from_f32(dev, dtype, shape, &data)?)
+    }
+
+    /// Several tensors of equal row length stacked along dim 0 and uploaded as one.
+    pub fn upload_stacked(&self, dev: &Device, dtype: DType, parts: &[(&str, &[usize])]) -> Result<Tensor> {
+        let mut data = Vec::new();
+        let mut rows = 0;
+        let cols = parts[0].1[1];
+        for (name, shape) in parts {
+            data.extend(self.f32(name, shape)?);
+            rows += shape[0];
+        }
+        Ok(Tensor::from_f32(dev, dtype, &[rows, cols], &data)?)
+    }
+}
+
+/// One Llama decoder layer.
+pub struct LayerWeights {
+    pub input_norm: Tensor,
+    /// [3·D, D]: q, k, v projections stacked.
+    pub qkv: Tensor,
+    pub o: Tensor,
+    pub post_norm: Tensor,
+    /// [2·I, D]: gate and up projections stacked.
+    pub gate_up: Tensor,
+    pub down: Tensor,
+}
+
+/// The perceiver resampler of the conditioning encoder (one attention block applied twice).
+pub struct PerceiverWeights {
+    /// [Q, D] f32: the learned queries (a residual stream).
+    pub query: Tensor,
+    pub norm_w: Tensor,
+    pub norm_b: Tensor,
+    pub to_q: (Tensor, Tensor),
+    pub to_k: (Tensor, Tensor),
+    pub to_v: (Tensor, Tensor),
+    pub proj_out: (Tensor, Tensor),
+}
+
+pub struct T3Weights {
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Tensor,
+    pub text_emb: Tensor,
+    pub text_pos: Tensor,
+    pub speech_emb: Tensor,
+    pub speech_pos: Tensor,
+    pub speech_head: Tensor,
+    pub spkr_w: Tensor,
+    pub spkr_b: Tensor,
+    /// [D] f32 on the host: `emotion_adv_fc.weight[:, 0]` (the emotion token is exaggeration · this).
+    pub emotion_w: Vec<f32>,
+    pub perceiver: PerceiverWeights,
+}
+
+impl T3Weights {
+    pub fn load(ck: &Checkpoint, cfg: &T3Config, dev: &Device) -> Result<T3Weights> {
+        let act = dev.compute_dtype();
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let n = |s: &str| format!("tfmr.layers.{l}.{s}");
+            let (q, k, v) = (n("self_attn.q_proj.weight"), n("self_attn.k_proj.weight"), n("self_attn.v_proj.weight"));
+            let (g, u) = (n("mlp.gate_proj.weight"), n("mlp.up_proj.weight"));
+            layers.push(LayerWeights {
+                input_norm: ck.upload(dev, act, &n("input_layernorm.weight"), &[d])?,
+                qkv: ck.upload_stacked(dev, act, &[(&q, &[d, d]), (&k, &[d, d]), (&v, &[d, d])])?,
+                o: ck.upload(dev, act, &n("self_attn.o_proj.weight"), &[d, d])?,
+                post_norm: ck.upload(dev, act, &n("post_attention_layernorm.weight"), &[d])?,
+                gate_up: ck.upload_stacked(dev, act, &[(&g, &[i, d]), (&u, &[i, d])])?,
+                down: ck.upload(dev, act, &n("mlp.down_proj.weight"), &[d, i])?,
+            });
+        }
+        let pq = cfg.perceiver_query_tokens;
+        let lin = |name: &str| -> Result<(Tensor, Tensor)> {
+            Ok((
+                ck.upload(dev, act, &format!("cond_enc.perceiver.attn.{name}.weight"), &[d, d])?,
+                ck.upload(dev, act, &format!("cond_enc.perceiver.attn.{name}.bias"), &[d])?,
+            ))
+        };
+        let query = ck.f32("cond_enc.perceiver.pre_attention_query", &[1, pq, d])?;
+        Ok(T3Weights {
+            layers,
+            final_norm: ck.upload(dev, act, "tfmr.norm.weight", &[d])?,
+            text_emb: ck.upload(dev, act, "text_emb.weight", &[cfg.text_tokens_dict_size, d])?,
+            text_pos: ck.upload(dev, act, "text_pos_emb.emb.weight", &[cfg.text_positions(), d])?,
+            speech_emb: ck.upload(dev, act, "speech_emb.weight", &[cfg.speech_tokens_dict_size, d])?,
+            speech_pos: ck.upload(dev, act, "speech_pos_emb.emb.weight", &[cfg.speech_positions(), d])?,
+            speech_head: ck.upload(dev, act, "speech_head.weight", &[cfg.speech_tokens_dict_size, d])?,
+            spkr_w: ck.upload(dev, act, "cond_enc.spkr_enc.weight", &[d, cfg.speaker_embed_size])?,
+            spkr_b: ck.upload(dev, act, "cond_enc.spkr_enc.bias", &[d])?,
+            emotion_w: ck.f32("cond_enc.emotion_adv_fc.weight", &[d, 1])?,
+            perceiver: PerceiverWeights {
+                query: Tensor::from_f32(dev, DType::F32, &[pq, d], &query)?,
+                norm_w: ck.upload(dev, act, "cond_enc.perceiver.attn.norm.weight", &[d])?,
+                norm_b: ck.upload(dev, act, "cond_enc.perceiver.attn.norm.bias", &[d])?,
+                to_q: lin("to_q")?,
+                to_k: lin("to_k")?,
+                to_v: lin("to_v")?,
+                proj_out: lin("proj_out")?,
+            },
+        })
+    }
+}
