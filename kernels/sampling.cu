@@ -18,7 +18,8 @@
 //   turbo (T3.inference_turbo): x = c / T → top_k → top_p (only if < 1) → repetition penalty over
 //     history[1..n] (history[0..1] on the first step, as inference_turbo's input_ids).
 //   Then probs = softmax(x), one token drawn by inverse CDF with a Philox4x32-10 uniform
-//   (key = the request's 64-bit seed, counter = (step, q, 0, 0)), appended to the history.
+//   (key = the request's 64-bit seed, counter = (step, 0, 0, 0): the slot index is left out so a
+//   request draws the same tokens whichever batch slot it occupies), appended to the history.
 //
 // Exactness. Every decision is made in arithmetic that does not depend on summation order, so Cpu
 // (crates/tts-kernels/src/cpu/sampling.rs, which implements the same rules with sorts and
@@ -406,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_BLOCK, 1) sample_tokens_f32(
     if (threadIdx.x == 0) s_index = 0xffffffffu;
     u64_t total;
     const u64_t before = block_scan_u64(wsum, u_scratch, &total);  // (its barriers publish s_index)
-    const unsigned rnd = philox4x32_10_first(step, q, 0u, 0u, seed_lo, seed_hi);
+    const unsigned rnd = philox4x32_10_first(step, 0u, 0u, 0u, seed_lo, seed_hi);  // not the slot: batch-invariant
     // target = floor(rnd · total / 2^32) < total, exactly (total < 2^63)
     const u64_t target = (u64_t)rnd * (total >> 32) + (((u64_t)rnd * (total & 0xffffffffull)) >> 32);
     if (total > 0ull && before <= target && target < before + wsum) {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use tts_suite::parity::{KINDS, Outcome, discover, load_case};
+use tts_suite::parity::{KINDS, Outcome, Tolerance, discover, load_case};
 
 fn main() -> ExitCode {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         };
         let targets: &[&str] = if kind.host_only { &["host"] } else { backends };
         for &b in targets {
-            let tol = if b == "emu" { case.meta.tolerance.bf16 } else { case.meta.tolerance.f32 };
+            let tol = if b == "emu" { Tolerance { bf16: true, ..case.meta.tolerance.bf16 } } else { case.meta.tolerance.f32 };
             match run(&case, b, tol) {
                 Ok(Outcome::Passed(r)) => {
                     let worst = r.iter().map(|t| t.max_rel).fold(0.0f64, f64::max);

@@ -22,6 +22,9 @@ pub use runners::{KINDS, Kind};
 pub struct Tolerance {
     pub rel: f64,
     pub abs: f64,
+    /// Which of the case's tolerances this is (set by the harness, not read from case.json).
+    #[serde(skip)]
+    pub bf16: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +50,9 @@ pub struct TensorSpec {
     pub compare: Compare,
     #[serde(default)]
     pub note: String,
+    /// A tighter absolute floor for this tensor on f32 backends (e.g. probabilities).
+    #[serde(default)]
+    pub abs_f32: Option<f64>,
 }
 
 /// `case.json`.
@@ -188,6 +194,10 @@ pub struct TensorReport {
 /// Compares `got` with the expected tensor `name` of the case.
 pub fn compare_tensor(case: &Case, name: &str, got: &[f64], got_shape: &[usize], tol: Tolerance) -> TensorReport {
     let spec = &case.meta.tensors[name];
+    let mut tol = tol;
+    if let (false, Some(a)) = (tol.bf16, spec.abs_f32) {
+        tol.abs = a;
+    }
     let want = &case.expected[name];
     let mut r = TensorReport {
         name: name.to_string(),

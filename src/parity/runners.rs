@@ -35,7 +35,7 @@ pub static KINDS: &[Kind] = &[
     },
     Kind { name: "t3_prefill", part: "T3 prefill", run: Some(t3::run_prefill), implemented: true, host_only: false },
     Kind { name: "t3_decode_teacher_forced", part: "T3 decode", run: Some(t3::run_decode), implemented: true, host_only: false },
-    pending("t3_sampler", "T3 sampler (issue 4)", tts_t3::IMPLEMENTED),
+    Kind { name: "t3_sampler", part: "T3 sampler", run: Some(t3::run_sampler), implemented: true, host_only: false },
     pending("s3gen_encoder", "S3Gen encoder (issue 5)", tts_s3gen::IMPLEMENTED),
     pending("s3gen_estimator", "S3Gen CFM estimator (issue 5)", tts_s3gen::IMPLEMENTED),
     pending("s3gen_cfm", "S3Gen CFM solver (issue 5)", tts_s3gen::IMPLEMENTED),

@@ -239,3 +239,82 @@ fn borderline_min_p(
     }
     (excused, None)
 }
+
+/// `t3_sampler`: the sampler chain on recorded logits. Cpu: every stage of `cpu::sampler_stages`.
+/// Emu: the sampler kernel's probabilities (`probs_out`) and its draw; the intermediate stages exist
+/// only in the Cpu chain (the kernel never stores them), so they are compared from there.
+pub(crate) fn run_sampler(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
+    use tts_kernels::cpu::{Pipeline, SamplerSettings};
+    let p = &case.meta.params;
+    let f = |k: &str, d: f32| p.get(k).and_then(|x| x.as_f64()).map_or(d, |x| x as f32);
+    let pipeline = match case.param_str("pipeline") {
+        Some("english") => Pipeline::English,
+        Some("turbo") => Pipeline::Turbo,
+        other => return Err(format!("{}: params.pipeline {other:?}", case.name)),
+    };
+    let settings = SamplerSettings {
+        pipeline,
+        temperature: f("temperature", 1.0),
+        cfg_weight: f("cfg_weight", 0.0),
+        repetition_penalty: f("repetition_penalty", 1.0),
+        min_p: f("min_p", 0.0),
+        top_p: f("top_p", 1.0),
+        top_k: p.get("top_k").and_then(|x| x.as_u64()).unwrap_or(0) as u32,
+        seed: 0,
+    };
+    let cond = case.input("logits_cond")?.f32s();
+    let uncond = case.input("logits_uncond")?.f32s();
+    let history: Vec<i32> = case.input("generated_ids")?.i64s().iter().map(|&t| t as i32).collect();
+    let v = cond.len();
+    let st = tts_kernels::cpu::sampler_stages(&cond, &uncond, &history, &settings);
+    let mut r = Runner { case, tol, reports: Vec::new() };
+    let as64 = |x: &[f32]| x.iter().map(|&y| y as f64).collect::<Vec<_>>();
+    for (name, stage) in [
+        ("logits_cfg", &st.cfg),
+        ("logits_rep", &st.rep),
+        ("logits_temp", &st.temp),
+        ("logits_min_p", &st.min_p),
+        ("logits_processed", &st.processed),
+    ] {
+        if case.meta.tensors.contains_key(name) {
+            r.check(name, &as64(stage), &[1, v]);
+        }
+    }
+    let probs = if backend == "cpu" {
+        st.probs.clone()
+    } else {
+        let dev = device(backend)?;
+        let e = |e: tts_kernels::Error| e.to_string();
+        let logits =
+            Tensor::from_f32(&dev, tts_kernels::DType::F32, &[2, v], &[cond.clone(), uncond.clone()].concat()).map_err(e)?;
+        let sf = Tensor::from_f32(&dev, tts_kernels::DType::F32, &[1, 8], &settings.f32_row()).map_err(e)?;
+        let si = Tensor::from_i32(&dev, &[1, 4], &settings.i32_row()).map_err(e)?;
+        let mut hist = history.clone();
+        hist.push(0);
+        let mut ht = Tensor::from_i32(&dev, &[1, hist.len()], &hist).map_err(e)?;
+        let state = tts_kernels::cpu::SamplerState::new(i32::MAX, -1);
+        let mut stt =
+            Tensor::from_i32(&dev, &[1, 4], &[history.len() as i32, state.done, state.max_new_tokens, state.stop_token])
+                .map_err(e)?;
+        let mut nt = Tensor::zeros(&dev, tts_kernels::DType::I32, &[1]).map_err(e)?;
+        let mut pt = Tensor::uninit(&dev, tts_kernels::DType::F32, &[1, v]).map_err(e)?;
+        tts_kernels::ops::sample_tokens(
+            logits.view(),
+            sf.view(),
+            si.view(),
+            ht.view_mut(),
+            stt.view_mut(),
+            nt.view_mut(),
+            Some(pt.view_mut()),
+        )
+        .map_err(e)?;
+        let drawn = nt.to_i32_vec().map_err(e)?[0];
+        let want = tts_kernels::cpu::draw_token(&st.processed, settings.seed, (history.len() - 1) as u32, 0);
+        if want.map(|t| t as i32) != Some(drawn) {
+            return Err(format!("{}: the kernel drew {drawn}, the Cpu chain {want:?}", case.name));
+        }
+        pt.to_f32_vec().map_err(e)?
+    };
+    r.check("probs", &as64(&probs), &[1, v]);
+    r.finish()
+}

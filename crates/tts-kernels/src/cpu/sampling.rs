@@ -410,7 +410,7 @@ pub struct RequestIo<'a> {
 /// done; otherwise the processor chain, one draw (Philox counter = (hist_len − 1, request, 0, 0)),
 /// the token appended to the history and written to `next_token`, and `done` set on the stop token or
 /// when `max_new_tokens` tokens have been generated.
-pub fn sample_request(cond: &[f32], uncond: &[f32], settings: &SamplerSettings, request: u32, io: RequestIo<'_>) {
+pub fn sample_request(cond: &[f32], uncond: &[f32], settings: &SamplerSettings, _request: u32, io: RequestIo<'_>) {
     let st = SamplerState::from_row(io.state);
     if st.done != DONE_RUNNING {
         return;
@@ -432,7 +432,8 @@ pub fn sample_request(cond: &[f32], uncond: &[f32], settings: &SamplerSettings, 
     if let Some(p) = io.probs {
         p.copy_from_slice(&stages.probs);
     }
-    let Some(tok) = draw_token(&stages.processed, settings.seed, (n - 1) as u32, request) else {
+    // the counter leaves out the slot (`request`): a request draws the same tokens in any batch slot
+    let Some(tok) = draw_token(&stages.processed, settings.seed, (n - 1) as u32, 0) else {
         io.state[1] = DONE_ERROR;
         return;
     };
