@@ -7,17 +7,21 @@
 use crate::Device;
 use crate::device::Backend;
 use crate::error::{Error, Result};
+#[cfg(feature = "emu")]
 use crate::launch::LaunchDims;
+#[cfg(feature = "emu")]
 use crate::ops::linear::Gemm;
 
 /// One recorded unit of work (Emu).
+#[cfg(feature = "emu")]
 #[derive(Clone)]
 pub(crate) enum Recorded {
     Kernel { name: &'static str, dims: LaunchDims, params: Vec<u64> },
     Gemm(Gemm),
 }
 
-/// What a capture collected.
+/// What an Emu capture collected.
+#[cfg(feature = "emu")]
 #[derive(Default)]
 pub(crate) struct CaptureLog {
     /// Kernel names in launch order ("gemm" for a cuBLAS / CPU GEMM).

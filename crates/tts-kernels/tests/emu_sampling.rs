@@ -122,12 +122,12 @@ fn exact_probs_mismatch(processed: &[f32], probs: &[f32]) -> Option<(usize, f32,
 /// Relative distance (as a fraction of the total) of the closest float-sensitive decision of a
 /// request to its threshold, per the Cpu reference: the draw's target against the CDF boundaries,
 /// min_p's `exp(x − max)` against min_p, and top_p's cumulative mass against its cut.
-fn decision_margin(st: &SamplerStages, s: &SamplerSettings, step: u32, q: u32) -> f64 {
+fn decision_margin(st: &SamplerStages, s: &SamplerSettings, step: u32) -> f64 {
     let mut margin = f64::INFINITY;
     let m = st.processed.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let w: Vec<u64> = st.processed.iter().map(|&v| cpu::mass_weight((v - m).exp())).collect();
     let total: u64 = w.iter().sum();
-    let r = cpu::draw_bits(s.seed, step, q);
+    let r = cpu::draw_bits(s.seed, step, 0); // the counter leaves out the batch slot
     let target = ((r as u128 * total as u128) >> 32) as u64;
     let mut cum = 0u64;
     for &wj in &w {
@@ -318,7 +318,7 @@ fn check_step(
         let removed_ok = st.processed.iter().zip(prow).all(|(x, p)| *x != f32::NEG_INFINITY || *p == 0.0);
         let exact_bad = if c.cuda { None } else { exact_probs_mismatch(&st.processed, prow) };
         if w(got) != w(want) || !cmp.ok() || !removed_ok || exact_bad.is_some() {
-            let margin = decision_margin(&st, &before.settings[q], (n - 1) as u32, q as u32);
+            let margin = decision_margin(&st, &before.settings[q], (n - 1) as u32);
             if c.cuda && margin < 1e-5 {
                 eprintln!("{what}: differs at a rounding boundary (margin {margin:e}): accepted on a GPU, re-syncing");
                 resync = true;
@@ -574,6 +574,86 @@ fn a_draw_exactly_on_a_cdf_boundary_takes_the_next_token() {
             ops::sample_tokens(logits.view(), sf.view(), si.view(), ht.view_mut(), state.view_mut(), next.view_mut(), None)
                 .unwrap();
             assert_eq!(next.to_i32_vec().unwrap(), [want as i32], "{label}: seed {seed}: boundary draw");
+        }
+    }
+}
+
+/// Runs one request (history = [BOS]) on `dev` and returns (token, probs_out).
+fn one_request(dev: &Device, cond: &[f32], uncond: &[f32], s: &SamplerSettings, slot: usize, n_req: usize) -> (i32, Vec<f32>) {
+    let v = cond.len();
+    let mut logits = vec![0.0f32; 2 * n_req * v];
+    logits[2 * slot * v..(2 * slot + 1) * v].copy_from_slice(cond);
+    logits[(2 * slot + 1) * v..(2 * slot + 2) * v].copy_from_slice(uncond);
+    let lt = Tensor::from_f32(dev, DType::F32, &[2 * n_req, v], &logits).unwrap();
+    let other = SamplerSettings { seed: s.seed ^ 0xabc, ..*s };
+    let all: Vec<SamplerSettings> = (0..n_req).map(|q| if q == slot { *s } else { other }).collect();
+    let sf: Vec<f32> = all.iter().flat_map(|s| s.f32_row()).collect();
+    let si: Vec<i32> = all.iter().flat_map(|s| s.i32_row()).collect();
+    let sft = Tensor::from_f32(dev, DType::F32, &[n_req, 8], &sf).unwrap();
+    let sit = Tensor::from_i32(dev, &[n_req, 4], &si).unwrap();
+    let mut ht = Tensor::zeros(dev, DType::I32, &[n_req, 4]).unwrap();
+    let st: Vec<i32> = (0..n_req).flat_map(|_| SamplerState::new(5, -1).row()).collect();
+    let mut state = Tensor::from_i32(dev, &[n_req, 4], &st).unwrap();
+    let mut next = Tensor::uninit(dev, DType::I32, &[n_req]).unwrap();
+    let mut probs = Tensor::uninit(dev, DType::F32, &[n_req, v]).unwrap();
+    ops::sample_tokens(
+        lt.view(),
+        sft.view(),
+        sit.view(),
+        ht.view_mut(),
+        state.view_mut(),
+        next.view_mut(),
+        Some(probs.view_mut()),
+    )
+    .unwrap();
+    (next.to_i32_vec().unwrap()[slot], probs.to_f32_vec().unwrap()[slot * v..(slot + 1) * v].to_vec())
+}
+
+/// top_p cutting inside one tie group, exactly on a token's cumulative mass: 64 equal tokens, so
+/// token i (stable ascending order = index order) has cumulative probability (i + 1)/64, and HF
+/// removes `cumulative <= 1 − top_p`. top_p 0.5 removes exactly 32 (cumulative 32/64 == 0.5 is
+/// removed), 0.75 removes 16, 0.3 (1 − 0.3 = 0.7 in f32 is 0.69999999) removes 44.
+#[test]
+fn top_p_cut_exactly_on_a_tie_matches_a_stable_sort() {
+    let v = 64usize;
+    let flat = vec![0.5f32; v];
+    let neutral = SamplerSettings {
+        temperature: 1.0,
+        cfg_weight: 0.0,
+        repetition_penalty: 1.0,
+        min_p: 0.0,
+        ..SamplerSettings::ENGLISH_DEFAULT
+    };
+    let mut devices = vec![("cpu".to_string(), Device::cpu())];
+    devices.extend(kernel_devices());
+    for (top_p, removed) in [(0.5f32, 32usize), (0.75, 16), (0.3, 44)] {
+        let s = SamplerSettings { top_p, seed: fresh_seed(), ..neutral };
+        let st = cpu::sampler_stages(&flat, &flat, &[0], &s);
+        let want: Vec<f32> = (0..v).map(|j| if j < removed { 0.0 } else { 1.0 / (v - removed) as f32 }).collect();
+        assert_eq!(st.processed.iter().filter(|x| **x == f32::NEG_INFINITY).count(), removed, "cpu stages, top_p {top_p}");
+        for (label, dev) in &devices {
+            let (tok, probs) = one_request(dev, &flat, &flat, &s, 0, 1);
+            assert_eq!(probs, want, "{label}: top_p {top_p}");
+            assert!(tok as usize >= removed, "{label}: top_p {top_p}: drew removed token {tok}");
+        }
+    }
+}
+
+/// The draw's counter is (step, 0, 0, 0): a request draws the same token in any batch slot.
+#[test]
+fn a_request_draws_the_same_token_in_any_batch_slot() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let v = 301usize;
+    let c = random_f32(seed, v, 2.0);
+    let u = random_f32(seed + 1, v, 2.0);
+    let s = SamplerSettings { seed, min_p: 0.0, temperature: 1.5, ..SamplerSettings::ENGLISH_DEFAULT };
+    let mut devices = vec![("cpu".to_string(), Device::cpu())];
+    devices.extend(kernel_devices());
+    let (want, _) = one_request(&devices[0].1, &c, &u, &s, 0, 1);
+    for (label, dev) in &devices {
+        for (slot, n_req) in [(0, 1), (3, 4), (6, 7)] {
+            assert_eq!(one_request(dev, &c, &u, &s, slot, n_req).0, want, "{label}: slot {slot} of {n_req}");
         }
     }
 }

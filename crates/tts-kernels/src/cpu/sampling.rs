@@ -20,7 +20,8 @@
 //!   kernel skips that pass: it cannot change a probability or a draw, only `-inf` positions);
 //! - top_k removes `x < k-th largest` (ties kept), `−0 == +0`;
 //! - the draw uses the same fixed-point weights: with `r` the first word of Philox4x32-10 (key = seed,
-//!   counter = (step, request, 0, 0)), `target = floor(r · total / 2^32)` and the token is the first
+//!   counter = (step, 0, 0, 0): not the batch slot, so a request draws the same tokens in any slot;
+//!   requests need distinct seeds), `target = floor(r · total / 2^32)` and the token is the first
 //!   index whose inclusive prefix weight exceeds `target` (inverse CDF with u = r / 2^32).
 //!
 //! Against HF's float cumsum this differs only for a token whose cumulative probability lies within
@@ -407,7 +408,8 @@ pub struct RequestIo<'a> {
 }
 
 /// One decode step of request number `request` of a batch, as the kernel does it: nothing if it is
-/// done; otherwise the processor chain, one draw (Philox counter = (hist_len − 1, request, 0, 0)),
+/// done; otherwise the processor chain, one draw (Philox counter = (hist_len − 1, 0, 0, 0); `_request`,
+/// the batch slot, is deliberately not part of it),
 /// the token appended to the history and written to `next_token`, and `done` set on the stop token or
 /// when `max_new_tokens` tokens have been generated.
 pub fn sample_request(cond: &[f32], uncond: &[f32], settings: &SamplerSettings, _request: u32, io: RequestIo<'_>) {

@@ -54,7 +54,8 @@ pub fn sample_launch_config(vocab: usize) -> (u32, u32) {
 ///
 /// For each request `q` that is not done: the processor chain of its pipeline on
 /// `c = logits[2q]`, `u = logits[2q + 1]` (see [`crate::cpu::sampler_stages`]), one token drawn by
-/// inverse CDF with Philox4x32-10 (key = its seed, counter = (tokens generated so far, q, 0, 0)),
+/// inverse CDF with Philox4x32-10 (key = its seed, counter = (tokens generated so far, 0, 0, 0): the
+/// batch slot is not part of it, so give every request its own seed),
 /// appended to `history[q]`, written to `next_token[q]`; `hist_len += 1`; `done` becomes
 /// [`DONE_STOP`] on the stop token or [`DONE_MAX_TOKENS`] once `max_new_tokens` tokens exist. A request
 /// already done is not touched (nor its `next_token` / `probs_out` rows). A request that cannot
