@@ -61,11 +61,6 @@ struct SampleParams {
 };
 static_assert(sizeof(SampleParams) == 72, "SampleParams must match its Rust mirror");
 
-#ifdef CUSHIM
-// The host shim has no __fmul_rn; a plain product is the same IEEE operation there (the host build
-// does not contract a*b+c). On the GPU the intrinsic keeps NVVM from fusing CFG's multiply-add.
-inline float __fmul_rn(float a, float b) { return a * b; }
-#endif
 
 typedef unsigned long long u64_t;
 

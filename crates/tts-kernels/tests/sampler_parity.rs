@@ -8,165 +8,16 @@
 //!   operations as the Cpu reference (only the softmax normaliser is summed in another order), so the
 //!   f32 tolerance applies there too; zero-probability (removed) positions must be identical. The
 //!   drawn token must be the Cpu reference's draw.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value as Json;
 use tts_kernels::cpu::{self, Pipeline, SamplerSettings, SamplerStages};
 use tts_kernels::testing::{compare, kernel_devices};
 use tts_kernels::{DType, Tensor, ops};
 
-// ------------------------------------------------------------------ a minimal JSON reader
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // every JSON value is parsed; only some are read
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.get(k),
-            _ => None,
-        }
-    }
-    fn num(&self) -> Option<f64> {
-        match self {
-            Json::Num(n) => Some(*n),
-            _ => None,
-        }
-    }
-    fn str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(self.s.get(self.i), Some(&c), "JSON: expected {:?} at byte {}", c as char, self.i);
-        self.i += 1;
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                self.ws();
-                if self.s[self.i] == b'}' {
-                    self.i += 1;
-                    return Json::Obj(m);
-                }
-                loop {
-                    self.ws();
-                    let Json::Str(k) = self.value() else { panic!("JSON: object key at byte {}", self.i) };
-                    self.eat(b':');
-                    let v = self.value();
-                    m.insert(k, v);
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b'}' {
-                        return Json::Obj(m);
-                    }
-                    assert_eq!(self.s[self.i - 1], b',', "JSON: expected , or }} at byte {}", self.i - 1);
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s[self.i] == b']' {
-                    self.i += 1;
-                    return Json::Arr(v);
-                }
-                loop {
-                    v.push(self.value());
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b']' {
-                        return Json::Arr(v);
-                    }
-                    assert_eq!(self.s[self.i - 1], b',', "JSON: expected , or ] at byte {}", self.i - 1);
-                }
-            }
-            b'"' => {
-                self.i += 1;
-                let mut out = String::new();
-                loop {
-                    let c = self.s[self.i];
-                    self.i += 1;
-                    match c {
-                        b'"' => return Json::Str(out),
-                        b'\\' => {
-                            let e = self.s[self.i];
-                            self.i += 1;
-                            match e {
-                                b'n' => out.push('\n'),
-                                b't' => out.push('\t'),
-                                b'u' => {
-                                    let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                                    out.push(char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap_or('?'));
-                                    self.i += 4;
-                                }
-                                other => out.push(other as char),
-                            }
-                        }
-                        _ => {
-                            // copy one UTF-8 sequence
-                            let start = self.i - 1;
-                            while self.i < self.s.len() && (self.s[self.i] & 0xC0) == 0x80 {
-                                self.i += 1;
-                            }
-                            out.push_str(std::str::from_utf8(&self.s[start..self.i]).unwrap());
-                        }
-                    }
-                }
-            }
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                Json::Num(t.parse().unwrap_or_else(|_| panic!("JSON: bad number {t:?}")))
-            }
-        }
-    }
-}
-
 fn read_json(path: &Path) -> Json {
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Parser { s: &text, i: 0 }.value()
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // ------------------------------------------------------------------ fixtures
@@ -196,12 +47,12 @@ fn i64_tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<i64> {
 fn load(dir: &Path) -> Case {
     let meta = read_json(&dir.join("case.json"));
     let config = read_json(&dir.join("config.json"));
-    assert_eq!(meta.get("kind").and_then(Json::str), Some("t3_sampler"));
+    assert_eq!(meta.get("kind").and_then(Json::as_str), Some("t3_sampler"));
     let tol = meta.get("tolerance").and_then(|t| t.get("f32")).expect("tolerance.f32");
-    let (rel, abs) = (tol.get("rel").and_then(Json::num).unwrap(), tol.get("abs").and_then(Json::num).unwrap());
+    let (rel, abs) = (tol.get("rel").and_then(Json::as_f64).unwrap(), tol.get("abs").and_then(Json::as_f64).unwrap());
     let params = meta.get("params").expect("params");
-    let p = |k: &str, default: f64| params.get(k).and_then(Json::num).unwrap_or(default);
-    let pipeline = match params.get("pipeline").and_then(Json::str) {
+    let p = |k: &str, default: f64| params.get(k).and_then(Json::as_f64).unwrap_or(default);
+    let pipeline = match params.get("pipeline").and_then(Json::as_str) {
         Some("english") => Pipeline::English,
         Some("turbo") => Pipeline::Turbo,
         other => panic!("{}: unknown pipeline {other:?}", dir.display()),
@@ -214,10 +65,10 @@ fn load(dir: &Path) -> Case {
         min_p: if pipeline == Pipeline::English { p("min_p", 0.05) as f32 } else { 0.0 },
         top_p: p("top_p", 1.0) as f32,
         top_k: p("top_k", 0.0) as u32,
-        seed: 0x5eed_0000_0000_0000 ^ meta.get("seed").and_then(Json::num).unwrap_or(0.0) as u64,
+        seed: 0x5eed_0000_0000_0000 ^ meta.get("seed").and_then(Json::as_f64).unwrap_or(0.0) as u64,
     };
     settings.validate().unwrap();
-    let bos = config.get("start_speech_token").and_then(Json::num).unwrap_or(6561.0) as i32;
+    let bos = config.get("start_speech_token").and_then(Json::as_f64).unwrap_or(6561.0) as i32;
 
     let inputs = std::fs::read(dir.join("inputs.safetensors")).unwrap();
     let inputs = safetensors::SafeTensors::deserialize(&inputs).unwrap();
@@ -236,11 +87,11 @@ fn load(dir: &Path) -> Case {
 
     let expected_bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let exp = safetensors::SafeTensors::deserialize(&expected_bytes).unwrap();
-    let Some(Json::Obj(tensors)) = meta.get("tensors") else { panic!("case.json has no tensors") };
+    let Some(Json::Object(tensors)) = meta.get("tensors") else { panic!("case.json has no tensors") };
     let mut expected = Vec::new();
     for (name, info) in tensors {
-        assert_eq!(info.get("compare").and_then(Json::str), Some("allclose"), "{name}");
-        let abs_t = info.get("abs_f32").and_then(Json::num).unwrap_or(abs);
+        assert_eq!(info.get("compare").and_then(Json::as_str), Some("allclose"), "{name}");
+        let abs_t = info.get("abs_f32").and_then(Json::as_f64).unwrap_or(abs);
         expected.push((name.clone(), f32_tensor(&exp, name), rel, abs_t));
     }
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
