@@ -9,20 +9,8 @@
 //! Run: `cargo bench --features emu --bench attention` (Emu numbers measure the CPU shim, not a GPU;
 //! its shapes are smaller: the shim runs ~10 M CUDA threads/s).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tts_kernels::testing::{random_f32, random_i32};
-use tts_kernels::{DType, Device, EmuOptions, Tensor, cpu, ops};
-
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut v = vec![("cpu", Device::cpu())];
-    if let Ok(d) = Device::emu(EmuOptions::default()) {
-        v.push(("emu", d));
-    }
-    match Device::cuda(0) {
-        Ok(d) => v.push(("cuda", d)),
-        Err(e) => eprintln!("cuda: not benchmarked ({e})"),
-    }
-    v
-}
+use tts_kernels::testing::{bench_devices, random_f32, random_i32};
+use tts_kernels::{DType, Tensor, cpu, ops};
 
 // T3: 16 heads × 64
 const HEADS: usize = 16;
@@ -31,7 +19,7 @@ const D: usize = 64;
 fn bench_rope(c: &mut Criterion) {
     let mut g = c.benchmark_group("rope_kv_write");
     g.sample_size(10);
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         // decode step: 64 requests × 2 CFG rows, one token each
         let (rows, n_slots, max_len) = (128usize, 128usize, 64usize);
         let act = dev.compute_dtype();
@@ -60,7 +48,7 @@ fn bench_rope(c: &mut Criterion) {
 fn bench_decode_attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention_cached");
     g.sample_size(10);
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         // (rows, context), the cache sized to the context: one request (a CFG pair) and a batch
         let shapes: &[(usize, usize)] = match name {
             "emu" => &[(2, 1024), (16, 128)],
@@ -117,7 +105,7 @@ fn bench_decode_attention(c: &mut Criterion) {
 fn bench_dense_attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention_dense");
     g.sample_size(10);
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         // (label, batch, lq, lk, heads, head_dim): an S3Gen estimator block (CFG batch 2, 8 × 64)
         // and the T3 Perceiver's cross-attention (4 × 256, 32 queries over a 150-token prompt)
         let s3_len = if name == "cuda" { 1600 } else { 256 };

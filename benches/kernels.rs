@@ -4,24 +4,12 @@
 //!
 //! Run: `cargo bench --features emu --bench kernels` (Emu numbers measure the CPU shim, not a GPU).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tts_kernels::testing::{random_f32, random_i32};
-use tts_kernels::{DType, Device, EmuOptions, Tensor, ops};
-
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut v = vec![("cpu", Device::cpu())];
-    if let Ok(d) = Device::emu(EmuOptions::default()) {
-        v.push(("emu", d));
-    }
-    match Device::cuda(0) {
-        Ok(d) => v.push(("cuda", d)),
-        Err(e) => eprintln!("cuda: not benchmarked ({e})"),
-    }
-    v
-}
+use tts_kernels::testing::{bench_devices, random_f32, random_i32};
+use tts_kernels::{DType, Tensor, ops};
 
 fn bench_rmsnorm(c: &mut Criterion) {
     let mut g = c.benchmark_group("add_rmsnorm");
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         // T3 decode (64 requests x 2 CFG rows) and prefill-sized shapes at hidden 1024
         for rows in [128usize, 1024] {
             let cols = 1024;
@@ -49,7 +37,7 @@ fn bench_rmsnorm(c: &mut Criterion) {
 
 fn bench_embedding(c: &mut Criterion) {
     let mut g = c.benchmark_group("embed_pos");
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         let (vocab, n_pos, dim) = (8194usize, 4100usize, 1024usize);
         for rows in [128usize, 512] {
             if name == "emu" && rows > 128 {
@@ -76,7 +64,7 @@ fn bench_embedding(c: &mut Criterion) {
 
 fn bench_linear(c: &mut Criterion) {
     let mut g = c.benchmark_group("linear");
-    for (name, dev) in devices() {
+    for (name, dev) in bench_devices() {
         if name == "emu" {
             continue; // Emu's GEMM is the Cpu one on widened bf16 inputs: nothing new to measure
         }

@@ -7,20 +7,9 @@
 //! finish; that copy is part of the measured time.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tts_kernels::ops::{SamplerSettings, SamplerState};
+use tts_kernels::testing::bench_devices;
 use tts_kernels::testing::random_f32;
-use tts_kernels::{DType, Device, EmuOptions, Tensor, ops};
-
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut v = vec![("cpu", Device::cpu())];
-    if let Ok(d) = Device::emu(EmuOptions::default()) {
-        v.push(("emu", d));
-    }
-    match Device::cuda(0) {
-        Ok(d) => v.push(("cuda", d)),
-        Err(e) => eprintln!("cuda: not benchmarked ({e})"),
-    }
-    v
-}
+use tts_kernels::{DType, Tensor, ops};
 
 fn bench_sampler(c: &mut Criterion) {
     let vocab = 8194usize;
@@ -33,7 +22,7 @@ fn bench_sampler(c: &mut Criterion) {
     for (cfg_name, settings) in configs {
         let mut g = c.benchmark_group(format!("sample_tokens/{cfg_name}"));
         g.sample_size(10);
-        for (name, dev) in devices() {
+        for (name, dev) in bench_devices() {
             // T3 decode batch of 64 requests; Emu runs ~10 M CUDA threads/s: keep it short
             let n_req = if name == "emu" { 4 } else { 64 };
             let mut logits = random_f32(1, 2 * n_req * vocab, 2.5);

@@ -171,6 +171,20 @@ pub fn launch_fault_kernel(
     crate::launch::launch(x.device(), kernel, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], dynamic_smem), &p)
 }
 
+/// The devices a benchmark measures: Cpu always, Emu in builds with the `emu` feature, Cuda when a
+/// usable GPU is present (the reason is printed when it is not).
+pub fn bench_devices() -> Vec<(&'static str, Device)> {
+    let mut v = vec![("cpu", Device::cpu())];
+    if let Ok(d) = Device::emu(EmuOptions::default()) {
+        v.push(("emu", d));
+    }
+    match Device::cuda(0) {
+        Ok(d) => v.push(("cuda", d)),
+        Err(e) => eprintln!("cuda: not benchmarked ({e})"),
+    }
+    v
+}
+
 /// True when `dev` runs the bf16 kernels (Cuda or Emu), false on Cpu.
 pub fn runs_kernels(dev: &Device) -> bool {
     dev.kind() != BackendKind::Cpu

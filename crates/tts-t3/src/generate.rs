@@ -45,22 +45,24 @@ impl Default for SamplerSettings {
 }
 
 impl SamplerSettings {
+    /// The sampler kernel's view of these settings (the English pipeline).
+    pub fn kernel_settings(&self) -> tts_kernels::cpu::SamplerSettings {
+        tts_kernels::cpu::SamplerSettings {
+            temperature: self.temperature,
+            cfg_weight: self.cfg_weight,
+            repetition_penalty: self.repetition_penalty,
+            min_p: self.min_p,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            ..tts_kernels::cpu::SamplerSettings::ENGLISH_DEFAULT
+        }
+    }
+
     fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f32| Err(Error::Input(format!("sampler setting {what} = {v}")));
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad("temperature", self.temperature);
-        }
-        if !self.cfg_weight.is_finite() {
-            return bad("cfg_weight", self.cfg_weight);
-        }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad("repetition_penalty", self.repetition_penalty);
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min_p", self.min_p);
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top_p", self.top_p);
+        self.kernel_settings().validate().map_err(|e| Error::Input(format!("sampler setting: {e}")))?;
+        if self.top_p <= 0.0 {
+            return Err(Error::Input(format!("sampler setting: top_p {} must be > 0", self.top_p)));
         }
         if self.max_new_tokens == 0 {
             return Err(Error::Input("max_new_tokens = 0".into()));
@@ -226,10 +228,9 @@ impl<'m> Generator<'m> {
 
         // sampler settings and state of the slot
         let s = &req.settings;
-        let f = [s.temperature, s.cfg_weight, s.repetition_penalty, s.min_p, s.top_p, 0.0, 0.0, 0.0];
-        let i = [s.top_k as i32, 0, s.seed as u32 as i32, (s.seed >> 32) as u32 as i32];
-        self.settings.view_mut().narrow_rows(q, 1)?.copy_from_f32(&f)?;
-        self.settings_i.view_mut().narrow_rows(q, 1)?.copy_from_i32(&i)?;
+        let ks = s.kernel_settings();
+        self.settings.view_mut().narrow_rows(q, 1)?.copy_from_f32(&ks.f32_row())?;
+        self.settings_i.view_mut().narrow_rows(q, 1)?.copy_from_i32(&ks.i32_row())?;
         let mut hist = vec![0i32; self.max_hist];
         hist[0] = cfg.start_speech_token as i32;
         self.history.view_mut().narrow_rows(q, 1)?.copy_from_i32(&hist)?;
