@@ -4,7 +4,7 @@
 # Needs the reference environment (bash tools/reference/setup.sh, ~6 GB) and writes the full-size
 # random T3 (~2.1 GB) to tools/reference/full-size/t3_bench once. Both engines load the same
 # weights and inputs; each reports generated tokens / seconds (prefill included); the ratio is
-# ours / reference. Not part of CI (the reference install alone is 6 GB).
+# ours / reference, for the f32 Cpu backend (the parity reference) and for Cpu with bf16 GEMM weights. Not part of CI (the reference install alone is 6 GB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens=${1:-50}
@@ -18,13 +18,15 @@ cargo build --release -q -p tts-engine
 echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
 ref=$("$py" tools/bench/t3_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
-echo "== this engine (Cpu backend, f32)"
-ours=$(target/release/tts bench-t3 --model-dir "$dir" --backend cpu --batch 1 --tokens "$tokens")
-echo "$ours"
-python3 - "$ref" "$ours" <<'PY'
+for backend in cpu cpu-bf16; do
+  echo "== this engine (--backend $backend)"
+  ours=$(target/release/tts bench-t3 --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+  echo "$ours"
+  python3 - "$ref" "$ours" "$backend" <<'PY'
 import json, sys
 ref = json.loads(sys.argv[1])
 row = [l.split() for l in sys.argv[2].splitlines() if l.split() and l.split()[0] == "1"][0]
 ours = float(row[5])
-print(f"T3 Cpu: {ours:.2f} tokens/s vs reference {ref['tokens_per_second']:.2f} tokens/s: ratio {ours / ref['tokens_per_second']:.2f}x")
+print(f"T3 {sys.argv[3]}: {ours:.2f} tokens/s vs reference {ref['tokens_per_second']:.2f} tokens/s: ratio {ours / ref['tokens_per_second']:.2f}x")
 PY
+done

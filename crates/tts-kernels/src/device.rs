@@ -61,6 +61,8 @@ pub(crate) enum Backend {
 #[derive(Clone)]
 pub struct Device {
     pub(crate) inner: Arc<Backend>,
+    /// Cpu only: GEMM weights stored as bf16 (f32 compute), half the memory traffic of a decode step.
+    cpu_bf16_weights: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -72,26 +74,32 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// The pure-Rust reference backend (always available).
     pub fn cpu() -> Device {
-        Device { inner: Arc::new(Backend::Cpu) }
+        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: false }
     }
 
     /// The GPU `ordinal`. Fails with [`Error::CudaUnavailable`] naming what is missing (driver,
     /// NVRTC, cuBLAS, a device) or with the NVRTC log when a kernel does not compile.
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Ok(Device { inner: Arc::new(Backend::Cuda(cuda::CudaBackend::new(ordinal)?)) })
+        Ok(Device { inner: Arc::new(Backend::Cuda(cuda::CudaBackend::new(ordinal)?)), cpu_bf16_weights: false })
     }
 
     /// The Emu backend (only in builds with the `emu` feature).
     pub fn emu(opts: EmuOptions) -> Result<Device> {
         #[cfg(feature = "emu")]
         {
-            Ok(Device { inner: Arc::new(Backend::Emu(crate::emu::EmuBackend::new(opts))) })
+            Ok(Device { inner: Arc::new(Backend::Emu(crate::emu::EmuBackend::new(opts))), cpu_bf16_weights: false })
         }
         #[cfg(not(feature = "emu"))]
         {
             let _ = opts;
             Err(Error::EmuUnavailable)
         }
+    }
+
+    /// The Cpu backend with bf16 GEMM weights (activations and accumulation stay f32): for speed, not
+    /// for parity (the f32 [`Device::cpu`] is the reference).
+    pub fn cpu_bf16_weights() -> Device {
+        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: true }
     }
 
     /// Cuda on GPU 0 when it is usable, otherwise Cpu. The reason Cuda was not used is returned too.
@@ -102,12 +110,13 @@ impl Device {
         }
     }
 
-    /// `auto`, `cpu`, `cuda`, `cuda:N` or `emu` (case-insensitive).
+    /// `auto`, `cpu`, `cpu-bf16` (bf16 GEMM weights), `cuda`, `cuda:N` or `emu` (case-insensitive).
     pub fn from_name(name: &str) -> Result<Device> {
         let n = name.trim().to_ascii_lowercase();
         match n.as_str() {
             "auto" => Ok(Device::auto().0),
             "cpu" => Ok(Device::cpu()),
+            "cpu-bf16" => Ok(Device::cpu_bf16_weights()),
             "cuda" => Device::cuda(0),
             "emu" => Device::emu(EmuOptions::default()),
             _ => match n.strip_prefix("cuda:").map(str::parse::<usize>) {
@@ -135,9 +144,15 @@ impl Device {
         }
     }
 
+    /// The dtype of GEMM weights: the compute dtype, except bf16 on [`Device::cpu_bf16_weights`].
+    pub fn weight_dtype(&self) -> DType {
+        if self.cpu_bf16_weights { DType::BF16 } else { self.compute_dtype() }
+    }
+
     /// A one-line description, e.g. `cuda:0 (NVIDIA H100, sm_90)`.
     pub fn describe(&self) -> String {
         match &*self.inner {
+            Backend::Cpu if self.cpu_bf16_weights => "cpu (pure-Rust ops, f32 compute, bf16 GEMM weights)".to_string(),
             Backend::Cpu => "cpu (pure-Rust reference ops, f32)".to_string(),
             Backend::Cuda(c) => c.describe(),
             #[cfg(feature = "emu")]
@@ -154,6 +169,6 @@ impl Device {
     }
 
     pub fn same(&self, other: &Device) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Arc::ptr_eq(&self.inner, &other.inner) && self.cpu_bf16_weights == other.cpu_bf16_weights
     }
 }

@@ -107,6 +107,8 @@ const STATE: usize = 4;
 struct Slot {
     id: usize,
     stop: u32,
+    /// Decode steps left before max_new_tokens is reached (the host's count; stop tokens end earlier).
+    remaining: usize,
 }
 
 /// A batch of decoding requests on one device.
@@ -265,7 +267,7 @@ impl<'m> Generator<'m> {
         )?;
         let id = self.next_id;
         self.next_id += 1;
-        self.slots[q] = Some(Slot { id, stop });
+        self.slots[q] = Some(Slot { id, stop, remaining: s.max_new_tokens - 1 });
         Ok(id)
     }
 
@@ -274,6 +276,7 @@ impl<'m> Generator<'m> {
     pub fn step(&mut self) -> Result<()> {
         if self.model.dev.kind() == tts_kernels::BackendKind::Cpu {
             self.steps += 1;
+            self.count_step();
             return self.step_eager();
         }
         if self.graph.is_none() {
@@ -283,6 +286,7 @@ impl<'m> Generator<'m> {
         }
         self.graph.as_ref().expect("captured above").replay()?;
         self.steps += 1;
+        self.count_step();
         Ok(())
     }
 
@@ -315,6 +319,19 @@ impl<'m> Generator<'m> {
             self.rows.lens.view_mut(),
         )?;
         Ok(())
+    }
+
+    fn count_step(&mut self) {
+        for s in self.slots.iter_mut().flatten() {
+            s.remaining = s.remaining.saturating_sub(1);
+        }
+    }
+
+    /// Steps until the next poll: `poll_every`, but no further than the first request that must
+    /// finish by its max_new_tokens (no decode steps are wasted after every request is done).
+    fn steps_until_poll(&self, poll_every: usize) -> usize {
+        let soonest = self.slots.iter().flatten().map(|s| s.remaining).min().unwrap_or(0);
+        poll_every.max(1).min(soonest.max(1))
     }
 
     /// Launches per decode step (kernels and GEMMs) of the captured graph, once a step has run
@@ -374,7 +391,7 @@ impl<'m> Generator<'m> {
                 break;
             }
             if self.active() > 0 {
-                for _ in 0..poll_every.max(1) {
+                for _ in 0..self.steps_until_poll(poll_every) {
                     self.step()?;
                 }
             }

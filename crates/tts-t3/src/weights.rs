@@ -116,6 +116,8 @@ pub struct T3Weights {
 impl T3Weights {
     pub fn load(ck: &Checkpoint, cfg: &T3Config, dev: &Device) -> Result<T3Weights> {
         let act = dev.compute_dtype();
+        // GEMM weights: bf16 on Cuda/Emu, and on the Cpu backend with bf16 weights
+        let wd = dev.weight_dtype();
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
@@ -124,17 +126,17 @@ impl T3Weights {
             let (g, u) = (n("mlp.gate_proj.weight"), n("mlp.up_proj.weight"));
             layers.push(LayerWeights {
                 input_norm: ck.upload(dev, act, &n("input_layernorm.weight"), &[d])?,
-                qkv: ck.upload_stacked(dev, act, &[(&q, &[d, d]), (&k, &[d, d]), (&v, &[d, d])])?,
-                o: ck.upload(dev, act, &n("self_attn.o_proj.weight"), &[d, d])?,
+                qkv: ck.upload_stacked(dev, wd, &[(&q, &[d, d]), (&k, &[d, d]), (&v, &[d, d])])?,
+                o: ck.upload(dev, wd, &n("self_attn.o_proj.weight"), &[d, d])?,
                 post_norm: ck.upload(dev, act, &n("post_attention_layernorm.weight"), &[d])?,
-                gate_up: ck.upload_stacked(dev, act, &[(&g, &[i, d]), (&u, &[i, d])])?,
-                down: ck.upload(dev, act, &n("mlp.down_proj.weight"), &[d, i])?,
+                gate_up: ck.upload_stacked(dev, wd, &[(&g, &[i, d]), (&u, &[i, d])])?,
+                down: ck.upload(dev, wd, &n("mlp.down_proj.weight"), &[d, i])?,
             });
         }
         let pq = cfg.perceiver_query_tokens;
         let lin = |name: &str| -> Result<(Tensor, Tensor)> {
             Ok((
-                ck.upload(dev, act, &format!("cond_enc.perceiver.attn.{name}.weight"), &[d, d])?,
+                ck.upload(dev, wd, &format!("cond_enc.perceiver.attn.{name}.weight"), &[d, d])?,
                 ck.upload(dev, act, &format!("cond_enc.perceiver.attn.{name}.bias"), &[d])?,
             ))
         };
@@ -146,8 +148,8 @@ impl T3Weights {
             text_pos: ck.upload(dev, act, "text_pos_emb.emb.weight", &[cfg.text_positions(), d])?,
             speech_emb: ck.upload(dev, act, "speech_emb.weight", &[cfg.speech_tokens_dict_size, d])?,
             speech_pos: ck.upload(dev, act, "speech_pos_emb.emb.weight", &[cfg.speech_positions(), d])?,
-            speech_head: ck.upload(dev, act, "speech_head.weight", &[cfg.speech_tokens_dict_size, d])?,
-            spkr_w: ck.upload(dev, act, "cond_enc.spkr_enc.weight", &[d, cfg.speaker_embed_size])?,
+            speech_head: ck.upload(dev, wd, "speech_head.weight", &[cfg.speech_tokens_dict_size, d])?,
+            spkr_w: ck.upload(dev, wd, "cond_enc.spkr_enc.weight", &[d, cfg.speaker_embed_size])?,
             spkr_b: ck.upload(dev, act, "cond_enc.spkr_enc.bias", &[d])?,
             emotion_w: ck.f32("cond_enc.emotion_adv_fc.weight", &[d, 1])?,
             perceiver: PerceiverWeights {

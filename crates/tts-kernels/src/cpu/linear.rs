@@ -59,6 +59,14 @@ impl SharedOut {
 }
 
 fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+    gemv_with(x, w, out, m, n, k, dots4);
+}
+
+/// Four dot products of input rows with one weight row (`simd`: AVX2+FMA may be used).
+type Dot4<W> = fn([&[f32]; 4], &[W], &mut [f32; 4], bool);
+
+/// The GEMV of [`linear`] over any weight element, with its 4-row dot product.
+fn gemv_with<W: Sync>(x: &[f32], w: &[W], out: &mut [f32], m: usize, n: usize, k: usize, dot: Dot4<W>) {
     use rayon::prelude::*;
     let dst = SharedOut(out.as_mut_ptr());
     let simd = simd_available();
@@ -69,7 +77,7 @@ fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
             for i0 in (0..m).step_by(4) {
                 let rows = (m - i0).min(4);
                 let xs: [&[f32]; 4] = std::array::from_fn(|r| &x[(i0 + r.min(rows - 1)) * k..][..k]);
-                dots4(xs, wr, &mut acc, simd);
+                dot(xs, wr, &mut acc, simd);
                 for (r, &v) in acc.iter().enumerate().take(rows) {
                     // SAFETY: (i0 + r, j0 + jj) is inside out[m, n] and owned by this task's columns.
                     unsafe { *dst.ptr().add((i0 + r) * n + j0 + jj) = v };
@@ -77,6 +85,62 @@ fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
             }
         }
     });
+}
+
+/// [`linear`] with bf16 weights (f32 inputs, accumulation and output): the weight is widened on the
+/// fly, so a decode step reads half the bytes (the GEMV path, for every m).
+pub fn linear_bf16_weights(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    // every m: widening the weight once per call for a packed GEMM costs more than it saves
+    gemv_with(x, w, out, m, n, k, dots4_bf16);
+}
+
+/// [`dots4`] over a bf16 weight row.
+#[inline]
+fn dots4_bf16(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: the CPU supports AVX2 and FMA (checked by the caller).
+        unsafe { dots4_bf16_avx2(xs, w, acc) };
+        return;
+    }
+    let _ = simd;
+    for r in 0..4 {
+        acc[r] = xs[r].iter().zip(w).map(|(&a, &b)| a * b.to_f32()).sum();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots4_bf16_avx2(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4]) {
+    use std::arch::x86_64::*;
+    let k = w.len();
+    let body = k / 8 * 8;
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut c = 0;
+    while c < body {
+        // SAFETY: c + 8 <= k <= every slice's length; bf16 -> f32 is a 16-bit left shift.
+        unsafe {
+            let raw = _mm_loadu_si128(w.as_ptr().add(c) as *const __m128i);
+            let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+            for r in 0..4 {
+                a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[r].as_ptr().add(c)), wv, a[r]);
+            }
+        }
+        c += 8;
+    }
+    for r in 0..4 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a[r]) };
+        acc[r] = lanes.iter().sum::<f32>() + (body..k).map(|c| xs[r][c] * w[c].to_f32()).sum::<f32>();
+    }
 }
 
 fn simd_available() -> bool {
@@ -165,6 +229,19 @@ mod tests {
             linear(&x, &w, &mut out, m, n, k);
             let want = naive_linear(&x, &w, m, n, k);
             for (g, w) in out.iter().zip(&want) {
+                prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{} vs {}", g, w);
+            }
+        }
+
+        #[test]
+        fn linear_with_bf16_weights_matches_f32_on_the_same_values(m in 1usize..40, n in 1usize..80, k in 0usize..70, seed in any::<u64>()) {
+            let x = crate::testing::random_f32(seed, m * k, 1.0);
+            let wb: Vec<half::bf16> = crate::testing::random_f32(seed ^ 1, n * k, 1.0).iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let wf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+            let mut got = vec![f32::NAN; m * n];
+            linear_bf16_weights(&x, &wb, &mut got, m, n, k);
+            let want = naive_linear(&x, &wf, m, n, k);
+            for (g, w) in got.iter().zip(&want) {
                 prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{} vs {}", g, w);
             }
         }

@@ -17,7 +17,7 @@ pub use attention::{attention_cached, attention_dense, llama3_inv_freq, rope_kv_
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
-pub use linear::linear;
+pub use linear::{linear, linear_bf16_weights};
 pub use norm::{add_rmsnorm, layer_norm};
 pub use sampling::{
     DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, MASS_SHIFT, MAX_SAMPLER_VOCAB, Pipeline, RequestIo, SamplerSettings,

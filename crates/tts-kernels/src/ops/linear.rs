@@ -24,6 +24,7 @@ pub(crate) struct Gemm {
 /// contract computed on the CPU (the stand-in for cuBLAS). The output is either the compute dtype or
 /// f32 (logits that feed the sampler): on Cuda/Emu an f32 output keeps the f32 accumulator unrounded.
 /// Shapes: `x` `[m, k]` (any rank; the last dim is k), `w` `[n, k]`, `bias` `[n]`, `out` `[m, n]`.
+/// The weight is in [`crate::Device::weight_dtype`] (bf16 on `Device::cpu_bf16_weights`).
 pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut<'_>) -> Result<()> {
     const OP: &str = "linear";
     let mut devs = vec![w.device(), out.device()];
@@ -46,7 +47,7 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     }
     let act = dev.compute_dtype();
     expect_dtype(OP, "x", &x, act)?;
-    expect_dtype(OP, "weight", &w, act)?;
+    expect_dtype(OP, "weight", &w, dev.weight_dtype())?;
     if let Some(b) = &bias {
         expect_dtype(OP, "bias", b, act)?;
     }
@@ -59,7 +60,10 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     }
     if let Backend::Cpu = &*dev.inner {
         let o = out.host_f32_mut()?;
-        cpu::linear(x.host_f32()?, w.host_f32()?, o, m, n, k);
+        match w.dtype() {
+            DType::BF16 => cpu::linear_bf16_weights(x.host_f32()?, w.host_bf16()?, o, m, n, k),
+            _ => cpu::linear(x.host_f32()?, w.host_f32()?, o, m, n, k),
+        }
         if let Some(b) = bias {
             cpu::add_bias(o, b.host_f32()?);
         }
