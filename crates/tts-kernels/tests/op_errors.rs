@@ -76,3 +76,27 @@ fn emu_outputs_start_poisoned() {
         assert_eq!(t.to_i32_vec().unwrap(), vec![-1; 4], "{label}");
     }
 }
+
+#[test]
+fn cpu_with_bf16_weights_computes_the_f32_result_of_the_rounded_weights() {
+    use tts_kernels::testing::{assert_close, random_f32, round_bf16};
+    let (m, n, k) = (3, 37, 70);
+    let x = random_f32(1, m * k, 1.0);
+    let w = round_bf16(&random_f32(2, n * k, 0.2));
+    let run = |d: &Device| {
+        let xt = Tensor::from_f32(d, DType::F32, &[m, k], &x).unwrap();
+        let wt = Tensor::from_f32(d, d.weight_dtype(), &[n, k], &w).unwrap();
+        let mut ot = Tensor::uninit(d, DType::F32, &[m, n]).unwrap();
+        ops::linear(xt.view(), wt.view(), None, ot.view_mut()).unwrap();
+        ot.to_f32_vec().unwrap()
+    };
+    let bf = Device::cpu_bf16_weights();
+    assert_eq!(bf.weight_dtype(), DType::BF16);
+    assert_eq!(bf.compute_dtype(), DType::F32);
+    assert_close("cpu-bf16 linear", &run(&bf), &run(&Device::cpu()), 1e-5, 1e-6);
+    // an f32 weight on the bf16-weight device is a dtype error, not a silent conversion
+    let wt = Tensor::from_f32(&bf, DType::F32, &[n, k], &w).unwrap();
+    let xt = Tensor::from_f32(&bf, DType::F32, &[m, k], &x).unwrap();
+    let mut ot = Tensor::uninit(&bf, DType::F32, &[m, n]).unwrap();
+    assert!(matches!(ops::linear(xt.view(), wt.view(), None, ot.view_mut()), Err(Error::DType { what: "weight", .. })));
+}
