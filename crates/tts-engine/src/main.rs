@@ -12,7 +12,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Shows which backend would run and why, and checks every kernel on it against the Cpu reference.
+    /// Shows which backend would run and why, and checks the core ops on it against the Cpu reference.
     SelfCheck {
         /// auto (Cuda if usable, else Cpu), cpu, cuda, cuda:N, or emu (builds with the `emu` feature).
         #[arg(long, default_value = "auto")]

@@ -1,4 +1,5 @@
-//! Runs every op of tts-kernels on a device against the Cpu reference on fresh random inputs:
+//! Runs the core ops of tts-kernels (RMSNorm with residual, embedding, the GEMM) on a device against
+//! the Cpu reference on fresh random inputs (the whole kernel suite is the test command):
 //! the quickest proof that a deployment's kernels compile, load and compute the right numbers.
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ pub struct OpCheck {
     pub millis: f64,
 }
 
-/// Checks every op on `dev` against Cpu. `seed` makes the inputs reproducible (None: fresh).
+/// Checks the core ops on `dev` against Cpu. `seed` makes the inputs reproducible (None: fresh).
 pub fn run(dev: &Device, seed: Option<u64>) -> Result<(u64, Vec<OpCheck>)> {
     let seed = seed.unwrap_or_else(fresh_seed);
     let cpu = Device::cpu();
