@@ -135,12 +135,7 @@ unsafe fn dots4_bf16_avx2(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4])
         }
         c += 8;
     }
-    for r in 0..4 {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 writable floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a[r]) };
-        acc[r] = lanes.iter().sum::<f32>() + (body..k).map(|c| xs[r][c] * w[c].to_f32()).sum::<f32>();
-    }
+    finish4(&a, acc, |r| (body..k).map(|c| xs[r][c] * w[c].to_f32()).sum());
 }
 
 fn simd_available() -> bool {
@@ -196,11 +191,17 @@ unsafe fn dots4_avx2(xs: [&[f32]; 4], w: &[f32], acc: &mut [f32; 4]) {
         }
         c += 8;
     }
+    finish4(&a, acc, |r| (body..k).map(|c| xs[r][c] * w[c]).sum());
+}
+
+/// `acc[r]` = the horizontal sum of the 8 lanes of `a[r]` plus `tail(r)` (the columns past the
+/// last full 8-lane chunk): the end of both AVX2 dot kernels.
+#[cfg(target_arch = "x86_64")]
+fn finish4(a: &[std::arch::x86_64::__m256; 4], acc: &mut [f32; 4], tail: impl Fn(usize) -> f32) {
     for r in 0..4 {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 writable floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a[r]) };
-        acc[r] = lanes.iter().sum::<f32>() + (body..k).map(|c| xs[r][c] * w[c]).sum::<f32>();
+        // SAFETY: __m256 is 8 f32 lanes; a plain reinterpretation of the register's bytes.
+        let lanes: [f32; 8] = unsafe { std::mem::transmute(a[r]) };
+        acc[r] = lanes.iter().sum::<f32>() + tail(r);
     }
 }
 
