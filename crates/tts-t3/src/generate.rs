@@ -280,6 +280,14 @@ impl<'m> Generator<'m> {
             return self.step_eager();
         }
         if self.graph.is_none() {
+            if self.steps == 0 {
+                // the first step runs eagerly: it warms cuBLAS (handle, workspace, algorithms) on
+                // the stream before any capture, as CUDA graphs with cuBLAS inside require
+                self.step_eager()?;
+                self.steps += 1;
+                self.count_step();
+                return Ok(());
+            }
             let dev = self.model.dev.clone();
             let graph = dev.capture(|| self.step_eager())?;
             self.graph = Some(graph);
