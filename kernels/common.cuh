@@ -39,3 +39,46 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     __syncthreads();  // scratch may be reused by the caller right after
     return v;
 }
+
+// sin and cos of an f32 angle, within 1 ulp of libm / torch, with no stack frame.
+// CUDA's precise sinf/cosf carry a Payne-Hanek path for huge arguments that needs a local memory
+// array (a stack frame, which the NVRTC gate forbids), and __sinf/__cosf are far too coarse for large
+// angles. This reduces by π/2 in double with a 25+53-bit π/2 (exact for |a| < 2^28, as musl's sinf)
+// and evaluates fdlibm's double kernels: the f32 results are correctly rounded but for rare
+// double-rounding ties. |a| >= 2^26 or NaN gives NaN.
+__device__ __forceinline__ void sincos_f32(float a, float* s_out, float* c_out) {
+    if (!(fabsf(a) < 67108864.0f)) {  // 2^26; also NaN / inf
+        *s_out = quiet_nan();
+        *c_out = quiet_nan();
+        return;
+    }
+    const double invpio2 = 6.36619772367581382433e-01;
+    const double pio2_1 = 1.57079631090164184570e+00;   // the first 25 bits of π/2
+    const double pio2_1t = 1.58932547735281966916e-08;  // π/2 − pio2_1
+    const double x = (double)a;
+    const double fn = rint(x * invpio2);
+    const double y = (x - fn * pio2_1) - fn * pio2_1t;  // |y| <= π/4 (+ a hair)
+    const int n = (int)fn;
+    const double z = y * y;
+    // fdlibm __kernel_sin / __kernel_cos (|y| <= π/4), double precision
+    const double sn =
+        y + y * z *
+                (-1.66666666666666324348e-01 +
+                 z * (8.33333333332248946124e-03 +
+                      z * (-1.98412698298579493134e-04 +
+                           z * (2.75573137070700676789e-06 + z * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)))));
+    const double cs =
+        1.0 - 0.5 * z +
+        z * z *
+            (4.16666666666666019037e-02 +
+             z * (-1.38888888888741095749e-03 +
+                  z * (2.48015872894767294178e-05 +
+                       z * (-2.75573143513906633035e-07 + z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11)))));
+    const float fs = (float)sn, fc = (float)cs;
+    switch (n & 3) {  // a = y + n·π/2
+        case 0: *s_out = fs; *c_out = fc; break;
+        case 1: *s_out = fc; *c_out = -fs; break;
+        case 2: *s_out = -fs; *c_out = -fc; break;
+        default: *s_out = -fc; *c_out = fs; break;
+    }
+}

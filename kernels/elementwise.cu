@@ -4,6 +4,8 @@
 // fill_rows_bf16:    y[r, j] = bias[j]                          (y bf16: the C operand of a GEMM
 //                                                                with beta = 1, so that the bias is
 //                                                                added before the single rounding)
+// fill_rows_f32:     y[r, j] = bias[j]                          (y f32, bias bf16: the same for a
+//                                                                GEMM with an f32 output)
 // add_residual_bf16: residual[r, j] += x[r, j] (+ bias[j])      (residual f32; x, bias bf16)
 //
 // Both compute in f32; add_bias_bf16 rounds once to bf16.
@@ -32,6 +34,12 @@ extern "C" __global__ void __launch_bounds__(EW_BLOCK) fill_rows_bf16(const Bias
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
     ((bf16_t*)p.y)[i] = p.bias[i % p.cols];
+}
+
+extern "C" __global__ void __launch_bounds__(EW_BLOCK) fill_rows_f32(const BiasParams p) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.rows * p.cols) return;
+    ((float*)p.y)[i] = bf16_to_f32(p.bias[i % p.cols]);
 }
 
 extern "C" __global__ void __launch_bounds__(EW_BLOCK) add_residual_bf16(const BiasParams p) {

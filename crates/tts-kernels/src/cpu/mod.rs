@@ -5,11 +5,15 @@
 //! One file per op family, mirroring `kernels/*.cu`.
 mod activation;
 mod attention;
+mod conv;
 mod decode_state;
 mod elementwise;
 mod embedding;
+mod hift;
 mod linear;
 mod norm;
+mod pointwise;
+mod relpos;
 mod sampling;
 
 pub use activation::swiglu;

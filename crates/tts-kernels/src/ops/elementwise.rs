@@ -102,8 +102,9 @@ pub fn add_residual(mut residual: ViewMut<'_>, x: View<'_>, bias: Option<View<'_
     }
 }
 
-/// `y[r, j] = bias[j]` on a kernel backend (the C operand of a GEMM with beta = 1).
-pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>) -> Result<()> {
+/// `y[r, j] = bias[j]` on a kernel backend (the C operand of a GEMM with beta = 1); `y` is bf16, or
+/// f32 with `y_f32`.
+pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>, y_f32: bool) -> Result<()> {
     const OP: &str = "fill_rows";
     let cols = bias.len();
     let p = BiasParams {
@@ -114,5 +115,6 @@ pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>) -> Result<()> {
         cols: u32_param(OP, "cols", cols)?,
     };
     let grid = blocks_for(OP, y.len(), EW_BLOCK)?;
-    launch(y.device(), "fill_rows_bf16", LaunchDims::new([grid, 1, 1], [EW_BLOCK, 1, 1], 0), &p)
+    let kernel = if y_f32 { "fill_rows_f32" } else { "fill_rows_bf16" };
+    launch(y.device(), kernel, LaunchDims::new([grid, 1, 1], [EW_BLOCK, 1, 1], 0), &p)
 }

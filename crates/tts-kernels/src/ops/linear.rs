@@ -72,10 +72,7 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     // Kernel backends: the bias is the GEMM's C operand (beta = 1), so it is added to the f32
     // accumulator before the single rounding of the output.
     if let Some(b) = &bias {
-        if out_f32 {
-            return Err(Error::invalid(OP, "a bias with an f32 output on a bf16 device is not supported"));
-        }
-        super::elementwise::fill_rows(&out, b)?;
+        super::elementwise::fill_rows(&out, b, out_f32)?;
     }
     let g = Gemm { m, n, k, x: x.addr(), w: w.addr(), out: out.addr(), out_f32, accumulate: bias.is_some() };
     match &*dev.inner {

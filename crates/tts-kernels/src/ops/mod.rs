@@ -4,11 +4,15 @@
 //! activations are bf16 ([`crate::Device::compute_dtype`]) while residual streams stay f32.
 mod activation;
 mod attention;
+mod conv;
 mod decode_state;
 pub(crate) mod elementwise;
 mod embedding;
+mod hift;
 mod layernorm;
 pub(crate) mod linear;
+mod pointwise;
+mod relpos;
 mod rmsnorm;
 mod sampling;
 
@@ -18,11 +22,15 @@ pub use attention::{
     AttnDenseParams, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeKvParams, attention_cached, attention_cached_split,
     attention_cached_splits, attention_dense, rope_kv_write,
 };
+pub use conv::{Im2col, PadMode, col2im_transpose, im2col};
 pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
 pub use elementwise::{BiasParams, EW_BLOCK, add_bias, add_residual};
 pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
+pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
 pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
 pub use linear::linear;
+pub use pointwise::{Activation, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
+pub use relpos::attention_relpos;
 pub use rmsnorm::{AddRmsNormParams, RMSNORM_BLOCK, add_rmsnorm};
 pub use sampling::{
     DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, Pipeline, SAMPLE_BLOCK, SAMPLE_MAX_VOCAB, SAMPLE_SETTINGS_F32,

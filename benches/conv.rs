@@ -1,0 +1,2 @@
+//! Microbenchmarks of the conv kernel family (placeholder until the family lands).
+fn main() {}

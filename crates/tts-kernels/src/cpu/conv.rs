@@ -1,0 +1,1 @@
+//! Cpu reference ops (conv family).

@@ -1,0 +1,1 @@
+//! Cpu reference ops (hift family).
