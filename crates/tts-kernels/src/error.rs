@@ -31,6 +31,12 @@ pub enum Error {
     UnknownKernel(String),
     #[error("kernel {kernel} failed: {detail}")]
     Launch { kernel: String, detail: String },
+    #[error("{path}: {source}")]
+    CheckpointIo { path: String, source: std::io::Error },
+    #[error("{path}: not a valid safetensors checkpoint: {detail}")]
+    Checkpoint { path: String, detail: String },
+    #[error("{path}: tensor {name} (expected shape {expected:?}): {detail}")]
+    Tensor { path: String, name: String, expected: Vec<usize>, detail: String },
     #[error("kernel {kernel} wrote outside a {len}-byte buffer (red zone {side} of it was overwritten)")]
     Overrun { kernel: String, len: usize, side: &'static str },
 }

@@ -10,6 +10,7 @@
 //!
 //! Model crates allocate [`Tensor`]s on a [`Device`] and call [`ops`]; nothing above this crate knows
 //! which backend runs.
+pub mod checkpoint;
 pub mod cpu;
 pub mod cuda;
 mod device;

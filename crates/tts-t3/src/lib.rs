@@ -23,10 +23,6 @@ pub enum Error {
     Kernels(#[from] tts_kernels::Error),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path}: not a valid safetensors checkpoint: {detail}")]
-    Checkpoint { path: String, detail: String },
-    #[error("{path}: tensor {name} (expected shape {expected:?}): {detail}")]
-    Tensor { path: String, name: String, expected: Vec<usize>, detail: String },
     #[error("T3 config: {0}")]
     Config(String),
     #[error("T3 input: {0}")]

@@ -5,7 +5,8 @@ use std::path::Path;
 use tts_kernels::{DType, Device, Tensor, ops};
 
 use crate::config::T3Config;
-use crate::weights::{Checkpoint, T3Weights};
+use crate::weights::T3Weights;
+use tts_kernels::checkpoint::Checkpoint;
 use crate::{Error, Result};
 
 /// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the compute
