@@ -6,6 +6,7 @@
 //                                                                added before the single rounding)
 // fill_rows_f32:     y[r, j] = bias[j]                          (y f32, bias bf16: the same for a
 //                                                                GEMM with an f32 output)
+// fill_rows_f32_f32: y[r, j] = bias[j]                          (y and bias f32: an f32 GEMM)
 // add_residual_bf16: residual[r, j] += x[r, j] (+ bias[j])      (residual f32; x, bias bf16)
 //
 // Both compute in f32; add_bias_bf16 rounds once to bf16.
@@ -40,6 +41,12 @@ extern "C" __global__ void __launch_bounds__(EW_BLOCK) fill_rows_f32(const BiasP
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
     ((float*)p.y)[i] = bf16_to_f32(p.bias[i % p.cols]);
+}
+
+extern "C" __global__ void __launch_bounds__(EW_BLOCK) fill_rows_f32_f32(const BiasParams p) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.rows * p.cols) return;
+    ((float*)p.y)[i] = ((const float*)p.bias)[i % p.cols];
 }
 
 extern "C" __global__ void __launch_bounds__(EW_BLOCK) add_residual_bf16(const BiasParams p) {

@@ -94,9 +94,13 @@ fn cpu_with_bf16_weights_computes_the_f32_result_of_the_rounded_weights() {
     assert_eq!(bf.weight_dtype(), DType::BF16);
     assert_eq!(bf.compute_dtype(), DType::F32);
     assert_close("cpu-bf16 linear", &run(&bf), &run(&Device::cpu()), 1e-5, 1e-6);
-    // an f32 weight on the bf16-weight device is a dtype error, not a silent conversion
+    // an f32 weight on the bf16-weight device is the precise (all-f32) linear: the f32 result itself
     let wt = Tensor::from_f32(&bf, DType::F32, &[n, k], &w).unwrap();
     let xt = Tensor::from_f32(&bf, DType::F32, &[m, k], &x).unwrap();
     let mut ot = Tensor::uninit(&bf, DType::F32, &[m, n]).unwrap();
-    assert!(matches!(ops::linear(xt.view(), wt.view(), None, ot.view_mut()), Err(Error::DType { what: "weight", .. })));
+    ops::linear(xt.view(), wt.view(), None, ot.view_mut()).unwrap();
+    assert_eq!(ot.to_f32_vec().unwrap(), run(&Device::cpu()));
+    // any other weight dtype is an error, not a silent conversion
+    let wi = Tensor::from_i32(&bf, &[n, k], &vec![1; n * k]).unwrap();
+    assert!(matches!(ops::linear(xt.view(), wi.view(), None, ot.view_mut()), Err(Error::DType { what: "weight", .. })));
 }

@@ -22,6 +22,21 @@ pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usiz
     if m <= GEMV_MAX_ROWS {
         return gemv(x, w, out, m, n, k);
     }
+    linear_packed(x, w, out, m, n, k)
+}
+
+/// [`linear`] always through the packed GEMM: each output element is summed in the same order
+/// whatever m is, so a row's result does not depend on the other rows (batch invariance; the Emu
+/// backend's stand-in for cuBLAS uses it).
+pub fn linear_packed(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+    debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
     // SAFETY: the slices hold at least m*k, n*k and m*n elements; strides describe row-major x,
     // w read as its transpose (k x n, column stride k), and row-major out.
     unsafe {

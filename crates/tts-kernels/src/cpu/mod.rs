@@ -18,11 +18,19 @@ mod sampling;
 
 pub use activation::swiglu;
 pub use attention::{attention_cached, attention_dense, llama3_inv_freq, rope_kv_write};
+pub use conv::{col2im_transpose, im2col, im2col_source};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
-pub use linear::{linear, linear_bf16_weights};
+pub use hift::{
+    HIFT_BINS, HIFT_HOP, HIFT_N_FFT, HIFT_NOISE_STD, HIFT_SINE_AMP, HIFT_SOURCE_HARMONICS, HIFT_TWO_PI, HIFT_UNVOICED_NOISE,
+    HIFT_VOICED_THRESHOLD, hann16, harmonic_step, hift_istft, hift_source, irfft16, istft_bins, istft_overlap_add, remainder1,
+    source_sample,
+};
+pub use linear::{linear, linear_bf16_weights, linear_packed};
 pub use norm::{add_rmsnorm, layer_norm};
+pub use pointwise::{activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
+pub use relpos::attention_relpos;
 pub use sampling::{
     DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, MASS_SHIFT, MAX_SAMPLER_VOCAB, Pipeline, RequestIo, SamplerSettings,
     SamplerStages, SamplerState, draw_bits, draw_token, draw_with_bits, mass_weight, order_key, penalised_history, philox4x32_10,

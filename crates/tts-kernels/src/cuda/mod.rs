@@ -190,7 +190,8 @@ impl CudaBackend {
         Ok(CudaMem { _slice: slice, addr, stream: self.stream.clone() })
     }
 
-    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ`, bf16 inputs, f32 accumulation, a bf16 or f32 output (cuBLAS is
+    /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ`, bf16 inputs (f32 with `g.f32_inputs`, then without
+    /// TF32: the handle keeps the default math mode), f32 accumulation, a bf16 or f32 output (cuBLAS is
     /// column-major: this is `outᵀ = w · xᵀ`).
     pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
         self.note_launch("gemm");
@@ -200,6 +201,7 @@ impl CudaBackend {
         };
         let (m, n, k) = (to_i32(m, "m")?, to_i32(n, "n")?, to_i32(k, "k")?);
         let (alpha, beta) = (1.0f32, if g.accumulate { 1.0f32 } else { 0.0 });
+        let in_type = if g.f32_inputs { blas_sys::cudaDataType::CUDA_R_32F } else { blas_sys::cudaDataType::CUDA_R_16BF };
         let blas = self.blas.lock().map_err(|_| Error::invalid("linear", "cuBLAS handle poisoned by a panic"))?;
         // SAFETY: the pointers are live device allocations of the checked shapes.
         unsafe {
@@ -212,10 +214,10 @@ impl CudaBackend {
                 k,
                 &alpha as *const f32 as *const c_void,
                 w as *const c_void,
-                blas_sys::cudaDataType::CUDA_R_16BF,
+                in_type,
                 k,
                 x as *const c_void,
-                blas_sys::cudaDataType::CUDA_R_16BF,
+                in_type,
                 k,
                 &beta as *const f32 as *const c_void,
                 out as *mut c_void,

@@ -163,12 +163,24 @@ impl EmuBackend {
         let (m, n, k, x, w, out) = (g.m, g.n, g.k, g.x, g.w, g.out);
         use half::bf16;
         // SAFETY: the op wrapper checked that these are live host allocations of these shapes.
-        let (xs, ws) =
-            unsafe { (std::slice::from_raw_parts(x as *const bf16, m * k), std::slice::from_raw_parts(w as *const bf16, n * k)) };
-        let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
-        let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
+        let (xf, wf): (Vec<f32>, Vec<f32>) = if g.f32_inputs {
+            // SAFETY: as above, f32 inputs.
+            unsafe {
+                (
+                    std::slice::from_raw_parts(x as *const f32, m * k).to_vec(),
+                    std::slice::from_raw_parts(w as *const f32, n * k).to_vec(),
+                )
+            }
+        } else {
+            let (xs, ws) = unsafe {
+                (std::slice::from_raw_parts(x as *const bf16, m * k), std::slice::from_raw_parts(w as *const bf16, n * k))
+            };
+            (xs.iter().map(|v| v.to_f32()).collect(), ws.iter().map(|v| v.to_f32()).collect())
+        };
         let mut acc = vec![0f32; m * n];
-        crate::cpu::linear(&xf, &wf, &mut acc, m, n, k);
+        // the packed path for every m: a row's result does not depend on the batch (as one cuBLAS
+        // algorithm would give)
+        crate::cpu::linear_packed(&xf, &wf, &mut acc, m, n, k);
         if g.out_f32 {
             // SAFETY: as above; an f32 output of m*n elements.
             let os = unsafe { std::slice::from_raw_parts_mut(out as *mut f32, m * n) };

@@ -4,8 +4,61 @@
 //! Layout: time-major, `[batch, time, channels]`. A PyTorch `Conv1d` weight `(C_out, C_in, K)` is
 //! used as the GEMM weight `[C_out, C_in·K]` as it is (column `c·K + j`); a `ConvTranspose1d`
 //! weight `(C_in, C_out, K)` becomes `[C_out·K, C_in]` (transposed once at load).
+//!
+//! Kernels: `im2col_1d` and `col2im_transpose_1d` in kernels/conv.cu (one thread per output
+//! element; see the header there).
+use bytemuck::{Pod, Zeroable};
+
+use crate::device::Backend;
 use crate::error::{Error, Result};
-use crate::{View, ViewMut};
+use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
+use crate::ops::expect_dtype;
+use crate::tensor::same_device;
+use crate::{DType, View, ViewMut, cpu};
+
+/// Threads per block of the conv kernels; mirrors CONV_BLOCK in conv.cu.
+pub const CONV_BLOCK: u32 = 256;
+
+/// Mirrors `Im2colParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Im2colParams {
+    pub x: u64,
+    pub lens: u64,
+    pub out: u64,
+    pub batch: u32,
+    pub l_in: u32,
+    pub l_out: u32,
+    pub channels: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub dilation: u32,
+    pub pad_left: u32,
+    pub upsample: u32,
+    pub reflect: u32,
+    pub x_f32: u32,
+    pub out_f32: u32,
+}
+const _: () = assert!(std::mem::size_of::<Im2colParams>() == 72);
+
+/// Mirrors `Col2imParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Col2imParams {
+    pub cols: u64,
+    pub lens: u64,
+    pub bias: u64,
+    pub out: u64,
+    pub batch: u32,
+    pub l_in: u32,
+    pub l_out: u32,
+    pub channels: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub pad_: u32,
+}
+const _: () = assert!(std::mem::size_of::<Col2imParams>() == 64);
 
 /// How an im2col reads positions outside a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +97,73 @@ pub struct Im2col {
 ///
 /// Shapes: `x` `[B, L_in, C]`, `lens` `[B]` i32 with `0 ≤ lens[b] ≤ L_in`, `out` `[B, L_out, C·K]`
 /// (`L_out` is the caller's choice). Dtypes: `x` and `out` each f32 or the compute dtype.
-pub fn im2col(x: View<'_>, lens: Option<View<'_>>, out: ViewMut<'_>, p: Im2col) -> Result<()> {
-    let _ = (x, lens, out, p);
-    Err(Error::invalid("im2col", "not implemented yet"))
+///
+/// Errors: kernel, stride, dilation or upsample 0; `(L_out − 1)·stride + (K − 1)·dilation`,
+/// `pad_left` or `L_in·upsample` of 2^31 or more; shape and dtype mismatches. A `lens[b]` outside
+/// `0..=L_in` is an error on Cpu (nothing written); on Cuda/Emu (the lengths live on the device)
+/// every element of batch b is written as NaN instead.
+pub fn im2col(x: View<'_>, lens: Option<View<'_>>, mut out: ViewMut<'_>, p: Im2col) -> Result<()> {
+    const OP: &str = "im2col";
+    let mut devs = vec![out.device()];
+    if let Some(l) = &lens {
+        devs.push(l.device());
+    }
+    let dev = same_device(OP, x.device(), &devs)?;
+    if p.kernel == 0 || p.stride == 0 || p.dilation == 0 || p.upsample == 0 {
+        return Err(Error::invalid(OP, format!("{p:?}: kernel, stride, dilation and upsample must be at least 1")));
+    }
+    let (batch, l_in, c) = dims3(OP, "x", x.shape())?;
+    let (ob, l_out, ock) = dims3(OP, "out", out.shape())?;
+    let ck = c.checked_mul(p.kernel).ok_or_else(|| Error::shape(OP, "C·K overflows"))?;
+    if ob != batch || ock != ck {
+        return Err(Error::shape(OP, format!("out {:?} for x {:?} and kernel {}", out.shape(), x.shape(), p.kernel)));
+    }
+    check_lens(OP, &lens, batch)?;
+    let act = dev.compute_dtype();
+    let x_f32 = float_dtype(OP, "x", &x, act)?;
+    let out_f32 = float_dtype(OP, "out", &out.as_view(), act)?;
+    // positions are computed in 64-bit signed arithmetic from values kept below 2^31
+    let reach = l_out
+        .saturating_sub(1)
+        .checked_mul(p.stride)
+        .and_then(|a| (p.kernel - 1).checked_mul(p.dilation).and_then(|b| a.checked_add(b)));
+    let span = l_in.checked_mul(p.upsample);
+    let limit = i32::MAX as usize;
+    if reach.is_none_or(|r| r > limit) || span.is_none_or(|s| s > limit) || p.pad_left > limit {
+        return Err(Error::invalid(OP, format!("{p:?} with L_in {l_in}, L_out {l_out}: positions beyond 2^31")));
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => {
+            let l = lens.map(|l| l.host_i32()).transpose()?;
+            cpu::im2col(x.host_f32()?, l, out.host_f32_mut()?, batch, l_in, c, l_out, &p)
+                .map_err(|(b, v)| Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")))
+        }
+        _ => {
+            let params = Im2colParams {
+                x: x.addr(),
+                lens: lens.map_or(0, |l| l.addr()),
+                out: out.addr(),
+                batch: u32_param(OP, "batch", batch)?,
+                l_in: u32_param(OP, "l_in", l_in)?,
+                l_out: u32_param(OP, "l_out", l_out)?,
+                channels: u32_param(OP, "channels", c)?,
+                kernel: u32_param(OP, "kernel", p.kernel)?,
+                stride: u32_param(OP, "stride", p.stride)?,
+                dilation: u32_param(OP, "dilation", p.dilation)?,
+                pad_left: u32_param(OP, "pad_left", p.pad_left)?,
+                upsample: u32_param(OP, "upsample", p.upsample)?,
+                reflect: (p.pad == PadMode::Reflect) as u32,
+                x_f32: x_f32 as u32,
+                out_f32: out_f32 as u32,
+            };
+            u32_param(OP, "C·K", ck)?;
+            let grid = blocks_for(OP, out.len(), CONV_BLOCK)?;
+            launch(dev, "im2col_1d", LaunchDims::new([grid, 1, 1], [CONV_BLOCK, 1, 1], 0), &params)
+        }
+    }
 }
 
 /// The overlap-add half of a transposed convolution (`ConvTranspose1d` after its GEMM):
@@ -56,15 +173,103 @@ pub fn im2col(x: View<'_>, lens: Option<View<'_>>, out: ViewMut<'_>, p: Im2col) 
 /// Shapes: `cols` `[B, L_in, C·K]` f32 (`x · W` with `W` `[C_out·K, C_in]`), `lens` `[B]` i32,
 /// `bias` `[C]` in the compute dtype, `out` `[B, L_out, C]` f32 (PyTorch's
 /// `L_out = (L_in − 1)·stride − 2·pad + K`; any `L_out` is accepted).
+///
+/// The sum runs over increasing j in f32 from 0, the bias added last, on every backend (a gather:
+/// deterministic, no atomics). Errors: kernel or stride 0, shape and dtype mismatches. A `lens[b]`
+/// outside `0..=L_in` is an error on Cpu (nothing written) and NaN for all of batch b on Cuda/Emu.
 pub fn col2im_transpose(
     cols: View<'_>,
     lens: Option<View<'_>>,
     bias: Option<View<'_>>,
-    out: ViewMut<'_>,
+    mut out: ViewMut<'_>,
     kernel: usize,
     stride: usize,
     pad: usize,
 ) -> Result<()> {
-    let _ = (cols, lens, bias, out, kernel, stride, pad);
-    Err(Error::invalid("col2im_transpose", "not implemented yet"))
+    const OP: &str = "col2im_transpose";
+    let mut devs = vec![out.device()];
+    if let Some(l) = &lens {
+        devs.push(l.device());
+    }
+    if let Some(b) = &bias {
+        devs.push(b.device());
+    }
+    let dev = same_device(OP, cols.device(), &devs)?;
+    if kernel == 0 || stride == 0 {
+        return Err(Error::invalid(OP, format!("kernel {kernel}, stride {stride}: both must be at least 1")));
+    }
+    let (batch, l_in, ck) = dims3(OP, "cols", cols.shape())?;
+    let (ob, l_out, c) = dims3(OP, "out", out.shape())?;
+    if ob != batch || c.checked_mul(kernel) != Some(ck) {
+        return Err(Error::shape(OP, format!("out {:?} for cols {:?} and kernel {kernel}", out.shape(), cols.shape())));
+    }
+    if bias.as_ref().is_some_and(|b| b.len() != c) {
+        return Err(Error::shape(OP, format!("bias of {} for {c} channels", bias.map_or(0, |b| b.len()))));
+    }
+    if l_in > i32::MAX as usize {
+        return Err(Error::invalid(OP, format!("L_in {l_in}: lengths are i32")));
+    }
+    check_lens(OP, &lens, batch)?;
+    expect_dtype(OP, "cols", &cols, DType::F32)?;
+    expect_dtype(OP, "out", &out.as_view(), DType::F32)?;
+    if let Some(b) = &bias {
+        expect_dtype(OP, "bias", b, dev.compute_dtype())?;
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => {
+            let l = lens.map(|l| l.host_i32()).transpose()?;
+            let b = bias.map(|b| b.host_f32()).transpose()?;
+            cpu::col2im_transpose(cols.host_f32()?, l, b, out.host_f32_mut()?, batch, l_in, c, l_out, kernel, stride, pad)
+                .map_err(|(b, v)| Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")))
+        }
+        _ => {
+            let params = Col2imParams {
+                cols: cols.addr(),
+                lens: lens.map_or(0, |l| l.addr()),
+                bias: bias.map_or(0, |b| b.addr()),
+                out: out.addr(),
+                batch: u32_param(OP, "batch", batch)?,
+                l_in: u32_param(OP, "l_in", l_in)?,
+                l_out: u32_param(OP, "l_out", l_out)?,
+                channels: u32_param(OP, "channels", c)?,
+                kernel: u32_param(OP, "kernel", kernel)?,
+                stride: u32_param(OP, "stride", stride)?,
+                pad: u32_param(OP, "pad", pad)?,
+                pad_: 0,
+            };
+            let grid = blocks_for(OP, out.len(), CONV_BLOCK)?;
+            launch(dev, "col2im_transpose_1d", LaunchDims::new([grid, 1, 1], [CONV_BLOCK, 1, 1], 0), &params)
+        }
+    }
+}
+
+/// The three dims of a `[batch, time, channels]` tensor.
+fn dims3(op: &'static str, what: &str, s: &[usize]) -> Result<(usize, usize, usize)> {
+    match *s {
+        [a, b, c] => Ok((a, b, c)),
+        _ => Err(Error::shape(op, format!("{what} {s:?} is not [batch, time, channels]"))),
+    }
+}
+
+/// `lens`, when given, is `[batch]` i32.
+pub(crate) fn check_lens(op: &'static str, lens: &Option<View<'_>>, batch: usize) -> Result<()> {
+    if let Some(l) = lens {
+        if l.len() != batch || l.shape().len() != 1 {
+            return Err(Error::shape(op, format!("lens {:?} for a batch of {batch}", l.shape())));
+        }
+        expect_dtype(op, "lens", l, DType::I32)?;
+    }
+    Ok(())
+}
+
+/// Whether a tensor that may be f32 or the compute dtype is f32 (an error for anything else).
+pub(crate) fn float_dtype(op: &'static str, what: &'static str, v: &View<'_>, act: DType) -> Result<bool> {
+    match v.dtype() {
+        DType::F32 => Ok(true),
+        d if d == act => Ok(false),
+        d => Err(Error::DType { op, what, got: d, expected: format!("f32 or {act}") }),
+    }
 }

@@ -103,8 +103,8 @@ pub fn add_residual(mut residual: ViewMut<'_>, x: View<'_>, bias: Option<View<'_
 }
 
 /// `y[r, j] = bias[j]` on a kernel backend (the C operand of a GEMM with beta = 1); `y` is bf16, or
-/// f32 with `y_f32`.
-pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>, y_f32: bool) -> Result<()> {
+/// f32 with `y_f32`; `bias` is bf16, or f32 with `bias_f32` (then `y` is f32).
+pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>, y_f32: bool, bias_f32: bool) -> Result<()> {
     const OP: &str = "fill_rows";
     let cols = bias.len();
     let p = BiasParams {
@@ -115,6 +115,10 @@ pub(crate) fn fill_rows(y: &ViewMut<'_>, bias: &View<'_>, y_f32: bool) -> Result
         cols: u32_param(OP, "cols", cols)?,
     };
     let grid = blocks_for(OP, y.len(), EW_BLOCK)?;
-    let kernel = if y_f32 { "fill_rows_f32" } else { "fill_rows_bf16" };
+    let kernel = match (y_f32, bias_f32) {
+        (true, true) => "fill_rows_f32_f32",
+        (true, false) => "fill_rows_f32",
+        _ => "fill_rows_bf16",
+    };
     launch(y.device(), kernel, LaunchDims::new([grid, 1, 1], [EW_BLOCK, 1, 1], 0), &p)
 }

@@ -21,14 +21,15 @@ pub struct LayerNormParams {
     pub rows: u32,
     pub cols: u32,
     pub eps: f32,
-    pub pad: u32,
+    pub out_f32: u32,
 }
 const _: () = assert!(std::mem::size_of::<LayerNormParams>() == 48);
 
 /// LayerNorm over the last dim (torch.nn.LayerNorm): `out = (x − mean)·rsqrt(var + eps)·weight + bias`.
 ///
 /// Shapes: `x`, `out` `[rows, cols]` (any rank; rows = dim 0), `weight`, `bias` `[cols]`.
-/// Dtypes: `x` f32 everywhere; `weight`, `bias`, `out` f32 on Cpu and bf16 on Cuda/Emu.
+/// Dtypes: `x` f32 everywhere; `weight`, `bias` the compute dtype (f32 on Cpu, bf16 on Cuda/Emu);
+/// `out` the compute dtype or f32.
 pub fn layer_norm(x: View<'_>, weight: View<'_>, bias: Option<View<'_>>, mut out: ViewMut<'_>, eps: f32) -> Result<()> {
     const OP: &str = "layer_norm";
     let mut devs = vec![weight.device(), out.device()];
@@ -49,7 +50,10 @@ pub fn layer_norm(x: View<'_>, weight: View<'_>, bias: Option<View<'_>>, mut out
     expect_dtype(OP, "x", &x, DType::F32)?;
     let act = dev.compute_dtype();
     expect_dtype(OP, "weight", &weight, act)?;
-    expect_dtype(OP, "out", &out.as_view(), act)?;
+    let out_f32 = out.dtype() == DType::F32;
+    if !out_f32 {
+        expect_dtype(OP, "out", &out.as_view(), act)?;
+    }
     if let Some(b) = &bias {
         expect_dtype(OP, "bias", b, act)?;
     }
@@ -71,7 +75,7 @@ pub fn layer_norm(x: View<'_>, weight: View<'_>, bias: Option<View<'_>>, mut out
                 rows: u32_param(OP, "rows", rows)?,
                 cols: u32_param(OP, "cols", cols)?,
                 eps,
-                pad: 0,
+                out_f32: out_f32 as u32,
             };
             launch(dev, "layer_norm_bf16", LaunchDims::new([p.rows, 1, 1], [LAYERNORM_BLOCK, 1, 1], 0), &p)
         }

@@ -16,6 +16,8 @@ pub(crate) struct Gemm {
     pub out: u64,
     pub out_f32: bool,
     pub accumulate: bool,
+    /// f32 `x` and `w` (a precise GEMM) instead of bf16.
+    pub f32_inputs: bool,
 }
 
 /// A linear layer, `out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` (PyTorch weight layout).
@@ -25,6 +27,9 @@ pub(crate) struct Gemm {
 /// f32 (logits that feed the sampler): on Cuda/Emu an f32 output keeps the f32 accumulator unrounded.
 /// Shapes: `x` `[m, k]` (any rank; the last dim is k), `w` `[n, k]`, `bias` `[n]`, `out` `[m, n]`.
 /// The weight is in [`crate::Device::weight_dtype`] (bf16 on `Device::cpu_bf16_weights`).
+///
+/// A precise variant on every backend: `x`, `w`, `bias` and `out` all f32 (on Cuda, cuBLAS in f32
+/// without TF32), for the few small layers whose outputs are integrated over time (HiFT's F0).
 pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut<'_>) -> Result<()> {
     const OP: &str = "linear";
     let mut devs = vec![w.device(), out.device()];
@@ -46,13 +51,18 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
         return Err(Error::shape(OP, format!("bias of {} for {n} outputs", bias.map_or(0, |b| b.len()))));
     }
     let act = dev.compute_dtype();
-    expect_dtype(OP, "x", &x, act)?;
-    expect_dtype(OP, "weight", &w, dev.weight_dtype())?;
+    let precise = w.dtype() == DType::F32 && x.dtype() == DType::F32 && !(act == DType::F32 && dev.weight_dtype() == DType::F32);
+    let (x_dtype, w_dtype, b_dtype) = if precise { (DType::F32, DType::F32, DType::F32) } else { (act, dev.weight_dtype(), act) };
+    expect_dtype(OP, "x", &x, x_dtype)?;
+    expect_dtype(OP, "weight", &w, w_dtype)?;
     if let Some(b) = &bias {
-        expect_dtype(OP, "bias", b, act)?;
+        expect_dtype(OP, "bias", b, b_dtype)?;
     }
     let out_f32 = out.dtype() == DType::F32;
     if !out_f32 {
+        if precise {
+            return Err(Error::invalid(OP, "a precise (f32) GEMM writes an f32 output"));
+        }
         expect_dtype(OP, "out", &out.as_view(), act)?;
     }
     if m == 0 || n == 0 {
@@ -72,9 +82,9 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     // Kernel backends: the bias is the GEMM's C operand (beta = 1), so it is added to the f32
     // accumulator before the single rounding of the output.
     if let Some(b) = &bias {
-        super::elementwise::fill_rows(&out, b, out_f32)?;
+        super::elementwise::fill_rows(&out, b, out_f32, precise)?;
     }
-    let g = Gemm { m, n, k, x: x.addr(), w: w.addr(), out: out.addr(), out_f32, accumulate: bias.is_some() };
+    let g = Gemm { m, n, k, x: x.addr(), w: w.addr(), out: out.addr(), out_f32, accumulate: bias.is_some(), f32_inputs: precise };
     match &*dev.inner {
         Backend::Cpu => Ok(()), // returned above
         Backend::Cuda(c) => c.gemm_bf16(&g),
