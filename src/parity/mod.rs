@@ -7,7 +7,9 @@
 //! `expected.safetensors` (format: `tools/reference/README.md`). A malformed case is an error,
 //! never a skip. A case whose engine part does not exist yet is *pending*, by name; it becomes a
 //! failure as soon as that part declares itself implemented.
+mod logmel;
 mod runners;
+mod s3gen;
 mod t3;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, t3};
+use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3};
 
 /// Runs a case on a backend ("cpu", "emu" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -36,11 +36,41 @@ pub static KINDS: &[Kind] = &[
     Kind { name: "t3_prefill", part: "T3 prefill", run: Some(t3::run_prefill), implemented: true, host_only: false },
     Kind { name: "t3_decode_teacher_forced", part: "T3 decode", run: Some(t3::run_decode), implemented: true, host_only: false },
     Kind { name: "t3_sampler", part: "T3 sampler", run: Some(t3::run_sampler), implemented: true, host_only: false },
-    pending("s3gen_encoder", "S3Gen encoder (issue 5)", tts_s3gen::IMPLEMENTED),
-    pending("s3gen_estimator", "S3Gen CFM estimator (issue 5)", tts_s3gen::IMPLEMENTED),
-    pending("s3gen_cfm", "S3Gen CFM solver (issue 5)", tts_s3gen::IMPLEMENTED),
-    pending("hift", "HiFT vocoder (issue 5)", tts_s3gen::IMPLEMENTED),
-    pending("s3gen_wav", "S3Gen end to end (issue 5)", tts_s3gen::IMPLEMENTED),
+    Kind {
+        name: "s3gen_encoder",
+        part: "S3Gen encoder",
+        run: Some(s3gen::run_encoder),
+        implemented: tts_s3gen::IMPLEMENTED,
+        host_only: false,
+    },
+    Kind {
+        name: "s3gen_estimator",
+        part: "S3Gen CFM estimator",
+        run: Some(s3gen::run_estimator),
+        implemented: tts_s3gen::IMPLEMENTED,
+        host_only: false,
+    },
+    Kind {
+        name: "s3gen_cfm",
+        part: "S3Gen CFM solver",
+        run: Some(s3gen::run_cfm),
+        implemented: tts_s3gen::IMPLEMENTED,
+        host_only: false,
+    },
+    Kind {
+        name: "hift",
+        part: "HiFT vocoder",
+        run: Some(s3gen::run_hift),
+        implemented: tts_s3gen::IMPLEMENTED,
+        host_only: false,
+    },
+    Kind {
+        name: "s3gen_wav",
+        part: "S3Gen end to end",
+        run: Some(s3gen::run_wav),
+        implemented: tts_s3gen::IMPLEMENTED,
+        host_only: false,
+    },
     pending("cond_mel", "S3Gen mel features (voice cloning)", false),
     pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),

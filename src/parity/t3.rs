@@ -12,26 +12,26 @@ pub(crate) fn device(backend: &str) -> Result<Device, String> {
     }
 }
 
-fn tokens(case: &Case, name: &str) -> Result<Vec<u32>, String> {
+pub(crate) fn tokens(case: &Case, name: &str) -> Result<Vec<u32>, String> {
     case.input(name)?.i64s().iter().map(|&t| u32::try_from(t).map_err(|_| format!("{name}: token {t}"))).collect()
 }
 
-fn f64s(t: &Tensor) -> Result<Vec<f64>, String> {
+pub(crate) fn f64s(t: &Tensor) -> Result<Vec<f64>, String> {
     Ok(t.to_f32_vec().map_err(|e| e.to_string())?.iter().map(|&v| v as f64).collect())
 }
 
-struct Runner<'a> {
-    case: &'a Case,
-    tol: Tolerance,
-    reports: Vec<TensorReport>,
+pub(crate) struct Runner<'a> {
+    pub case: &'a Case,
+    pub tol: Tolerance,
+    pub reports: Vec<TensorReport>,
 }
 
 impl Runner<'_> {
-    fn check(&mut self, name: &str, got: &[f64], shape: &[usize]) {
+    pub fn check(&mut self, name: &str, got: &[f64], shape: &[usize]) {
         self.reports.push(compare_tensor(self.case, name, got, shape, self.tol));
     }
     /// Every tensor listed in case.json must have been compared.
-    fn finish(self) -> Result<Outcome, String> {
+    pub fn finish(self) -> Result<Outcome, String> {
         for name in self.case.meta.tensors.keys() {
             if !self.reports.iter().any(|r| &r.name == name) {
                 return Err(format!("{}: the runner did not compute {name}", self.case.name));

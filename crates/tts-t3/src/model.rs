@@ -6,8 +6,8 @@ use tts_kernels::{DType, Device, Tensor, ops};
 
 use crate::config::T3Config;
 use crate::weights::T3Weights;
-use tts_kernels::checkpoint::Checkpoint;
 use crate::{Error, Result};
+use tts_kernels::checkpoint::Checkpoint;
 
 /// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the compute
 /// dtype. A sequence (one CFG row of one request) owns one slot.

@@ -4,8 +4,8 @@
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::{DType, Device, Tensor};
 
-use crate::config::T3Config;
 use crate::Result;
+use crate::config::T3Config;
 
 /// One Llama decoder layer.
 pub struct LayerWeights {

@@ -1,0 +1,311 @@
+//! The building blocks S3Gen is assembled from, on the op API of tts-kernels: linear layers,
+//! convolutions (im2col + GEMM), transposed convolutions (GEMM + overlap-add) and LayerNorm.
+//!
+//! Layout: time-major `[batch, time, channels]`. Dtype rule: the streams between layers are f32;
+//! only GEMM inputs are in the device's compute dtype (an im2col, a LayerNorm or an activation
+//! writes them), so a bf16 device rounds once per GEMM input and never the running state.
+use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::ops::{self, Activation, Im2col, PadMode};
+use tts_kernels::{DType, Device, Tensor, View};
+
+use crate::Result;
+
+/// Valid lengths of a padded batch: on the host (shapes, trimming) and on the device (kernels).
+pub struct Lens {
+    pub host: Vec<usize>,
+    pub dev: Tensor,
+}
+
+impl Lens {
+    pub fn new(dev: &Device, lens: &[usize]) -> Result<Lens> {
+        let v: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+        Ok(Lens { host: lens.to_vec(), dev: Tensor::from_i32(dev, &[lens.len()], &v)? })
+    }
+
+    /// The lengths mapped through `f` (e.g. the output lengths of a layer).
+    pub fn map(&self, f: impl Fn(usize) -> usize) -> Result<Lens> {
+        let l: Vec<usize> = self.host.iter().map(|&x| f(x)).collect();
+        Lens::new(self.dev.device(), &l)
+    }
+
+    /// The same lengths for the batch repeated twice (the two CFG halves).
+    pub fn doubled(&self) -> Result<Lens> {
+        let l: Vec<usize> = self.host.iter().chain(&self.host).copied().collect();
+        Lens::new(self.dev.device(), &l)
+    }
+
+    pub fn view(&self) -> View<'_> {
+        self.dev.view()
+    }
+
+    pub fn max(&self) -> usize {
+        self.host.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// A new tensor `act(x)` in `dtype` (a copy or a dtype conversion with `Identity`), with rows past
+/// `lens` zeroed when given.
+pub fn apply(x: View<'_>, dtype: DType, act: Activation, lens: Option<&Lens>) -> Result<Tensor> {
+    let mut out = Tensor::uninit(x.device(), dtype, x.shape())?;
+    ops::activation(x, out.view_mut(), act, None, lens.map(|l| l.view()))?;
+    Ok(out)
+}
+
+/// `x` in the device's compute dtype (the input of a GEMM).
+pub fn to_act(x: View<'_>) -> Result<Tensor> {
+    let act = x.device().compute_dtype();
+    apply(x, act, Activation::Identity, None)
+}
+
+/// A PyTorch `Linear`: weight `[n, k]` in the device's weight dtype, bias `[n]` in the compute dtype.
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    /// `{name}.weight` `[n, k]` and, with `bias`, `{name}.bias` `[n]`.
+    pub fn load(ck: &Checkpoint, dev: &Device, name: &str, n: usize, k: usize, bias: bool) -> Result<Linear> {
+        let w = ck.f32(&format!("{name}.weight"), &[n, k])?;
+        let b = if bias { Some(ck.f32(&format!("{name}.bias"), &[n])?) } else { None };
+        Linear::from_f32(dev, &w, n, k, b.as_deref())
+    }
+
+    pub fn from_f32(dev: &Device, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Result<Linear> {
+        Ok(Linear {
+            w: Tensor::from_f32(dev, dev.weight_dtype(), &[n, k], w)?,
+            b: b.map(|b| Tensor::from_f32(dev, dev.compute_dtype(), &[n], b)).transpose()?,
+        })
+    }
+
+    /// A precise layer: f32 weights, bias, inputs and outputs on every backend (an f32 GEMM).
+    pub fn from_f32_precise(dev: &Device, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Result<Linear> {
+        Ok(Linear {
+            w: Tensor::from_f32(dev, DType::F32, &[n, k], w)?,
+            b: b.map(|b| Tensor::from_f32(dev, DType::F32, &[n], b)).transpose()?,
+        })
+    }
+
+    /// The dtype of this layer's inputs: f32 for a precise layer, else the compute dtype.
+    pub fn input_dtype(&self) -> DType {
+        if self.w.dtype() == DType::F32 { DType::F32 } else { self.w.device().compute_dtype() }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.w.shape()[0]
+    }
+
+    /// `x · wᵀ + b` into a new tensor of `x`'s leading shape and `dtype` (f32 or the compute dtype).
+    pub fn apply(&self, x: View<'_>, dtype: DType) -> Result<Tensor> {
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("a linear input has a last dim") = self.out_features();
+        let mut out = Tensor::uninit(x.device(), dtype, &shape)?;
+        ops::linear(x, self.w.view(), self.b.as_ref().map(|b| b.view()), out.view_mut())?;
+        Ok(out)
+    }
+}
+
+/// Folds a weight-norm parametrization (`torch.nn.utils.parametrizations.weight_norm`, dim 0):
+/// `w[i] = g[i] · v[i] / ‖v[i]‖` over each dim-0 slice, computed in f64 and rounded once.
+pub fn fold_weight_norm(g: &[f32], v: &[f32]) -> Vec<f32> {
+    let per = v.len() / g.len().max(1);
+    let mut w = Vec::with_capacity(v.len());
+    for (gi, vi) in g.iter().zip(v.chunks(per.max(1))) {
+        let norm = vi.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        w.extend(vi.iter().map(|&x| ((*gi as f64) * (x as f64) / norm) as f32));
+    }
+    w
+}
+
+/// A convolution weight `(C_out, C_in, K)` under `name`: plain (`{name}.weight`) or weight-normed
+/// (`{name}.parametrizations.weight.original0/1`), folded.
+pub fn conv_weight(ck: &Checkpoint, name: &str, shape: [usize; 3], weight_norm: bool) -> Result<Vec<f32>> {
+    if !weight_norm {
+        return Ok(ck.f32(&format!("{name}.weight"), &shape)?);
+    }
+    let g = ck.f32(&format!("{name}.parametrizations.weight.original0"), &[shape[0], 1, 1])?;
+    let v = ck.f32(&format!("{name}.parametrizations.weight.original1"), &shape)?;
+    Ok(fold_weight_norm(&g, &v))
+}
+
+/// A 1-D convolution (`Conv1d`, optionally with an explicit left padding as `CausalConv1d` or
+/// `F.pad` before it) as im2col + GEMM.
+pub struct Conv1d {
+    pub lin: Linear,
+    pub c_in: usize,
+    pub geom: Im2col,
+    /// Padding after the last sample (zeros or reflection per `geom.pad`).
+    pub pad_right: usize,
+}
+
+impl Conv1d {
+    /// Loads `{name}` with weight `(c_out, c_in, k)` and a bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        ck: &Checkpoint,
+        dev: &Device,
+        name: &str,
+        [c_out, c_in, k]: [usize; 3],
+        weight_norm: bool,
+        (pad_left, pad_right): (usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Result<Conv1d> {
+        Conv1d::load_with(ck, dev, name, [c_out, c_in, k], weight_norm, (pad_left, pad_right), stride, dilation, false)
+    }
+
+    /// [`Conv1d::load`], optionally `precise` (f32 weights, im2col and GEMM on every backend).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_with(
+        ck: &Checkpoint,
+        dev: &Device,
+        name: &str,
+        [c_out, c_in, k]: [usize; 3],
+        weight_norm: bool,
+        (pad_left, pad_right): (usize, usize),
+        stride: usize,
+        dilation: usize,
+        precise: bool,
+    ) -> Result<Conv1d> {
+        let w = conv_weight(ck, name, [c_out, c_in, k], weight_norm)?;
+        let b = ck.f32(&format!("{name}.bias"), &[c_out])?;
+        let geom = Im2col { kernel: k, stride, dilation, pad_left, upsample: 1, pad: PadMode::Zero };
+        let lin = if precise {
+            Linear::from_f32_precise(dev, &w, c_out, c_in * k, Some(&b))?
+        } else {
+            Linear::from_f32(dev, &w, c_out, c_in * k, Some(&b))?
+        };
+        Ok(Conv1d { lin, c_in, geom, pad_right })
+    }
+
+    /// Output length for an input of `l` samples.
+    pub fn out_len(&self, l: usize) -> usize {
+        let g = &self.geom;
+        let span = (g.kernel - 1) * g.dilation + 1;
+        let padded = l * g.upsample + g.pad_left + self.pad_right;
+        if padded < span { 0 } else { (padded - span) / g.stride + 1 }
+    }
+
+    /// `x` `[B, L, C_in]` (f32 or the compute dtype; rows past `lens` read as zero) →
+    /// `[B, out_len(L), C_out]` f32, and the output lengths.
+    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<(Tensor, Lens)> {
+        let s = x.shape();
+        let (b, l) = (s[0], s[1]);
+        let l_out = self.out_len(l);
+        let dev = x.device();
+        let mut cols = Tensor::uninit(dev, self.lin.input_dtype(), &[b, l_out, self.c_in * self.geom.kernel])?;
+        ops::im2col(x, Some(lens.view()), cols.view_mut(), self.geom)?;
+        let y = self.lin.apply(cols.view(), DType::F32)?;
+        Ok((y, lens.map(|n| self.out_len(n))?))
+    }
+}
+
+/// A `ConvTranspose1d` as GEMM (`[C_out·K, C_in]` weight) + overlap-add.
+pub struct ConvTranspose1d {
+    pub lin: Linear,
+    pub bias: Tensor,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvTranspose1d {
+    /// Loads `{name}` with the weight-normed weight `(c_in, c_out, k)` and a bias `[c_out]`.
+    pub fn load_weight_norm(
+        ck: &Checkpoint,
+        dev: &Device,
+        name: &str,
+        [c_in, c_out, k]: [usize; 3],
+        stride: usize,
+        pad: usize,
+    ) -> Result<ConvTranspose1d> {
+        let w = conv_weight(ck, name, [c_in, c_out, k], true)?; // (C_in, C_out, K), norm over dim 0
+        // GEMM weight [C_out·K, C_in]: row c·K + j holds w[:, c, j]
+        let mut t = vec![0f32; w.len()];
+        for i in 0..c_in {
+            for c in 0..c_out {
+                for j in 0..k {
+                    t[(c * k + j) * c_in + i] = w[(i * c_out + c) * k + j];
+                }
+            }
+        }
+        let b = ck.f32(&format!("{name}.bias"), &[c_out])?;
+        Ok(ConvTranspose1d {
+            lin: Linear::from_f32(dev, &t, c_out * k, c_in, None)?,
+            bias: Tensor::from_f32(dev, dev.compute_dtype(), &[c_out], &b)?,
+            kernel: k,
+            stride,
+            pad,
+        })
+    }
+
+    pub fn out_len(&self, l: usize) -> usize {
+        ((l.max(1) - 1) * self.stride + self.kernel).saturating_sub(2 * self.pad)
+    }
+
+    /// `x` `[B, L, C_in]` in the compute dtype → `[B, out_len(L), C_out]` f32 and the output lengths.
+    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<(Tensor, Lens)> {
+        let s = x.shape();
+        let (b, l) = (s[0], s[1]);
+        let c_out = self.bias.len();
+        let cols = self.lin.apply(x, DType::F32)?;
+        let mut y = Tensor::uninit(x.device(), DType::F32, &[b, self.out_len(l), c_out])?;
+        ops::col2im_transpose(
+            cols.view(),
+            Some(lens.view()),
+            Some(self.bias.view()),
+            y.view_mut(),
+            self.kernel,
+            self.stride,
+            self.pad,
+        )?;
+        Ok((y, lens.map(|n| self.out_len(n))?))
+    }
+}
+
+/// A `LayerNorm` over channels: weight and bias in the compute dtype.
+pub struct LayerNorm {
+    pub w: Tensor,
+    pub b: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// `{name}.weight`, `{name}.bias` `[dim]`, both multiplied by `scale` (a folded output scale).
+    pub fn load(ck: &Checkpoint, dev: &Device, name: &str, dim: usize, eps: f32, scale: f32) -> Result<LayerNorm> {
+        let w: Vec<f32> = ck.f32(&format!("{name}.weight"), &[dim])?.iter().map(|v| v * scale).collect();
+        let b: Vec<f32> = ck.f32(&format!("{name}.bias"), &[dim])?.iter().map(|v| v * scale).collect();
+        let act = dev.compute_dtype();
+        Ok(LayerNorm { w: Tensor::from_f32(dev, act, &[dim], &w)?, b: Tensor::from_f32(dev, act, &[dim], &b)?, eps })
+    }
+
+    /// LayerNorm of the f32 stream `x` into a new tensor in `dtype` (f32 or the compute dtype).
+    pub fn apply(&self, x: View<'_>, dtype: DType) -> Result<Tensor> {
+        let mut out = Tensor::uninit(x.device(), dtype, x.shape())?;
+        let c = self.w.len();
+        let rows = x.len() / c.max(1);
+        ops::layer_norm(
+            x.reshape(&[rows, c])?,
+            self.w.view(),
+            Some(self.b.view()),
+            out.view_mut().reshape(&[rows, c])?,
+            self.eps,
+        )?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_norm_gives_each_slice_the_norm_g() {
+        let v = [3.0f32, 4.0, 0.0, 1.0, 1.0, 1.0];
+        let g = [10.0f32, -2.0];
+        let w = fold_weight_norm(&g, &v);
+        assert_eq!(&w[..3], &[6.0, 8.0, 0.0]);
+        let n1: f32 = w[3..].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n1 - 2.0).abs() < 1e-6 && w[3] < 0.0);
+    }
+}

@@ -1,0 +1,154 @@
+//! Batched synthesis equals one request at a time: requests of different lengths and different
+//! prompts in one pass (padding masks in every conv, attention and overlap-add), on Cpu and (with the
+//! `emu` feature) on Emu. The model is the tiny random S3Gen of the `s3gen_wav_a` fixture.
+use std::path::PathBuf;
+
+use tts_kernels::Device;
+use tts_kernels::testing::{fresh_seed, random_f32};
+use tts_s3gen::{FlowRequest, HiftRequest, MEL_BINS, Request, S3Gen};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/s3gen_wav_a")
+}
+
+struct Owned {
+    prompt_tokens: Vec<u32>,
+    prompt_feat: Vec<f32>,
+    embedding: Vec<f32>,
+    tokens: Vec<u32>,
+    seed: u64,
+}
+
+fn requests(seed: u64, vocab: usize, spk: usize) -> Vec<Owned> {
+    // different prompt lengths (one with a prompt mel one frame longer than 2·Tp, as embed_ref allows),
+    // different token counts
+    [(3usize, 7usize, 0usize), (5, 2, 1), (0, 11, 0), (4, 4, 0)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(tp, ts, extra))| {
+            let s = seed.wrapping_add(i as u64 * 100);
+            let toks =
+                |s: u64, n: usize| random_f32(s, n, 1.0).iter().map(|v| ((v.abs() * 1e4) as usize % vocab) as u32).collect();
+            Owned {
+                prompt_tokens: toks(s, tp),
+                prompt_feat: random_f32(s + 1, (2 * tp + extra) * MEL_BINS, 2.0).iter().map(|v| v - 5.0).collect(),
+                embedding: random_f32(s + 2, spk, 1.0),
+                tokens: toks(s + 3, ts),
+                seed: s + 4,
+            }
+        })
+        .collect()
+}
+
+fn flow_requests<'a>(reqs: &[&'a Owned]) -> Vec<FlowRequest<'a>> {
+    reqs.iter()
+        .map(|o| FlowRequest {
+            prompt_tokens: &o.prompt_tokens,
+            prompt_feat: &o.prompt_feat,
+            embedding: &o.embedding,
+            tokens: &o.tokens,
+            noise: None,
+            seed: o.seed,
+        })
+        .collect()
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let (mut n, mut d) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        n += (*x as f64 - *y as f64).powi(2);
+        d += (*y as f64).powi(2);
+    }
+    (n / d.max(1e-30)).sqrt()
+}
+
+/// Batched vs alone, stage by stage. Bit-for-bit equality is not promised: a GEMM over more rows may
+/// take another summation path (last bits; on a bf16 backend a last-bit change can flip a bf16
+/// rounding of a GEMM input). The bounds are therefore rounding-level: `tol` relative to the
+/// largest value for the mel and F0, and for the waveform with F0 shared (the NSF source integrates
+/// F0 over every sample, which turns F0's last bits into phase).
+fn batch_equals_alone(dev: Device, label: &str, tol: f64) {
+    let seed = fresh_seed();
+    let model = S3Gen::load(&model_dir(), &dev).unwrap();
+    let owned = requests(seed, model.config.flow_vocab_size, model.config.spk_embed_dim);
+    let all: Vec<&Owned> = owned.iter().collect();
+    let batched = model.flow.inference(&dev, &flow_requests(&all), 4).unwrap();
+    let hreq =
+        |mel: &'static [f32], f0: Option<&'static [f32]>, seed: u64| HiftRequest { mel, phases: None, noise: None, f0, seed };
+    let leak = |v: &[f32]| -> &'static [f32] { Box::leak(v.to_vec().into_boxed_slice()) };
+    let mels: Vec<&'static [f32]> = batched.mels.iter().map(|m| leak(m)).collect();
+    let voc_batched =
+        model.hift.inference(&dev, &mels.iter().zip(&owned).map(|(m, o)| hreq(m, None, o.seed)).collect::<Vec<_>>()).unwrap();
+    for (i, o) in owned.iter().enumerate() {
+        let what = format!("{label} request {i} (seed {seed})");
+        let alone = model.flow.inference(&dev, &flow_requests(&[o]), 4).unwrap();
+        let frames = 2 * (o.prompt_tokens.len() + o.tokens.len()) - o.prompt_feat.len() / MEL_BINS;
+        assert_eq!(batched.mels[i].len(), frames * MEL_BINS, "{what}");
+        let e = max_rel(&batched.mels[i], &alone.mels[0]);
+        eprintln!("{what}: mel max diff / max |mel| {e:e}");
+        assert!(e <= tol, "{what}: batched mel differs from alone by {e:e}");
+        // the vocoder on the same mel, alone
+        let voc_alone = model.hift.inference(&dev, &[hreq(mels[i], None, o.seed)]).unwrap();
+        let e = max_rel(&voc_batched.f0[i], &voc_alone.f0[0]);
+        assert!(e <= tol, "{what}: batched F0 differs from alone by {e:e}");
+        let forced = model.hift.inference(&dev, &[hreq(mels[i], Some(leak(&voc_batched.f0[i])), o.seed)]).unwrap();
+        assert_eq!(voc_batched.wav[i].len(), frames * 480, "{what}");
+        assert!(voc_batched.wav[i].iter().all(|v| v.is_finite()), "{what}");
+        let e = rel_l2(&voc_batched.wav[i], &forced.wav[0]);
+        eprintln!("{what}: waveform rel L2 {e:e}");
+        assert!(e <= tol, "{what}: batched waveform differs from alone by {e:e} (rel L2)");
+    }
+}
+
+#[test]
+fn cpu_batch_equals_alone() {
+    // f32: last-bit differences only
+    batch_equals_alone(Device::cpu(), "cpu", 1e-5);
+}
+
+/// Emu (built with `--features emu` at the workspace root, as the test command does) and Cuda when
+/// this machine has them.
+#[test]
+fn kernel_backends_batch_equals_alone() {
+    match Device::emu(tts_kernels::EmuOptions::default()) {
+        // Emu's GEMM stand-in sums every row in the same order whatever the batch: bit for bit
+        Ok(d) => batch_equals_alone(d, "emu", 0.0),
+        Err(e) => eprintln!("emu: skipped ({e})"),
+    }
+    match Device::cuda(0) {
+        // bf16 GEMM inputs: cuBLAS may pick another algorithm for more rows, flipping a bf16 rounding
+        Ok(d) => batch_equals_alone(d, "cuda", 1e-2),
+        Err(e) => eprintln!("cuda: skipped ({e})"),
+    }
+}
+
+#[test]
+fn bad_requests_are_errors_naming_the_problem() {
+    let dev = Device::cpu();
+    let model = S3Gen::load(&model_dir(), &dev).unwrap();
+    let req = |f: FlowRequest<'static>| Request { flow: f, source_phases: None, source_noise: None };
+    let leak = |v: Vec<f32>| -> &'static [f32] { Box::leak(v.into_boxed_slice()) };
+    let (spk, feat) = (leak(vec![0.1f32; model.config.spk_embed_dim]), leak(vec![0f32; 2 * MEL_BINS]));
+    let ok = FlowRequest { prompt_tokens: &[1], prompt_feat: feat, embedding: spk, tokens: &[1, 2], noise: None, seed: 1 };
+    assert!(model.synthesize(&[req(ok)], 2).is_ok());
+    let cases: Vec<(FlowRequest<'static>, &str)> = vec![
+        (FlowRequest { tokens: &[], ..ok }, "no speech tokens"),
+        (FlowRequest { tokens: &[1, 100_000], ..ok }, "outside the flow vocabulary"),
+        (FlowRequest { embedding: &[1.0], ..ok }, "x-vector"),
+        (FlowRequest { prompt_feat: leak(vec![0.0; 7]), ..ok }, "prompt mel"),
+        (FlowRequest { noise: Some(leak(vec![0.0; 3])), ..ok }, "noise"),
+        (FlowRequest { embedding: leak(vec![f32::NAN; 64]), ..ok }, "non-finite"),
+    ];
+    for (f, want) in cases {
+        let e = model.synthesize(&[req(f)], 2).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} does not mention {want:?}");
+    }
+    assert!(model.synthesize(&[], 2).unwrap_err().to_string().contains("empty"));
+    let e = S3Gen::load(&model_dir().join("missing"), &dev).err().unwrap().to_string();
+    assert!(e.contains("s3gen.safetensors"), "{e}");
+}
