@@ -35,6 +35,23 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         tokens: usize,
     },
+    /// Measures S3Gen synthesis speed (seconds per second of audio) on a model directory, per batch size.
+    BenchS3gen {
+        /// Directory with s3gen.safetensors (and config.json, inputs.safetensors when present).
+        #[arg(long)]
+        model_dir: std::path::PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Comma-separated batch sizes (requests).
+        #[arg(long, default_value = "1", value_delimiter = ',')]
+        batch: Vec<usize>,
+        /// Speech tokens per request (25 per second of audio).
+        #[arg(long, default_value_t = 250)]
+        tokens: usize,
+        /// Euler steps of the flow matching.
+        #[arg(long, default_value_t = tts_s3gen::DEFAULT_CFM_STEPS)]
+        steps: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +105,18 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                     "{:>6} {:>10.1} {:>8} {:>10.3} {:>11.2} {:>10.2}",
                     s.batch, s.tokens_per_request, s.decode_steps, s.seconds, s.ms_per_step, s.tokens_per_second
                 );
+            }
+            Ok(true)
+        }
+        Command::BenchS3gen { model_dir, backend, batch, tokens, steps } => {
+            let (dev, note) = tts_engine::select_device(&backend)?;
+            println!("backend: {}", dev.describe());
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            println!("{:>6} {:>14} {:>10} {:>10} {:>16}", "batch", "audio s/req", "seconds", "rtf", "ms per audio s");
+            for s in tts_engine::bench::bench_s3gen(&model_dir, &dev, &batch, tokens, steps)? {
+                println!("{:>6} {:>14.2} {:>10.3} {:>10.4} {:>16.1}", s.batch, s.audio_seconds, s.seconds, s.rtf, s.rtf * 1e3);
             }
             Ok(true)
         }

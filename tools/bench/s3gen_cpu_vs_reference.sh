@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# S3Gen speed on the Cpu backend against the PyTorch reference, on this machine, in one run.
+#   bash tools/bench/s3gen_cpu_vs_reference.sh [TOKENS]   (default 250 speech tokens = 10 s of audio)
+# Needs the reference environment (bash tools/reference/setup.sh, ~6 GB) and writes the full-size
+# random S3Gen (~1 GB) with the built-in voice's prompt size (157 tokens, 314 mel frames) to
+# tools/reference/full-size/s3gen_bench once. Both engines load the same weights and prompt and
+# synthesise the same tokens with 10 CFM steps, batch 1, 2 threads; each reports wall seconds per
+# second of audio (RTF); the ratio is reference RTF / ours (above 1: we are faster), for the f32 Cpu
+# backend (the parity reference) and Cpu with bf16 GEMM weights. Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tokens=${1:-250}
+py=tools/reference/.venv/bin/python
+dir=tools/reference/full-size/s3gen_bench
+[ -x "$py" ] || bash tools/reference/setup.sh
+if [ ! -f "$dir/s3gen.safetensors" ]; then
+  "$py" tools/reference/generate.py s3gen_wav --seed 1 --full-size --threads 2 \
+    --param n_prompt_tokens=157 --param n_tokens=250 --out "$dir"
+fi
+cargo build --release -q -p tts-engine
+echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
+ref=$("$py" tools/bench/s3gen_reference_speed.py "$dir" "$tokens" 2)
+echo "$ref"
+for backend in cpu cpu-bf16; do
+  echo "== this engine (--backend $backend)"
+  ours=$(MATMUL_NUM_THREADS=2 RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+  echo "$ours"
+  python3 - "$ref" "$ours" "$backend" <<'PY'
+import json, sys
+ref = json.loads(sys.argv[1])
+row = [l.split() for l in sys.argv[2].splitlines() if l.split() and l.split()[0] == "1"][0]
+ours = float(row[3])
+print(f"S3Gen {sys.argv[3]}: RTF {ours:.3f} vs reference {ref['rtf']:.3f}: ratio {ref['rtf'] / ours:.2f}x")
+PY
+done
