@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod selfcheck;
 pub mod text;
+pub mod voice;
 
 pub use tts_kernels::{BackendKind, Device, EmuOptions, Schedule};
 
@@ -17,6 +18,9 @@ pub enum Error {
     Model(String),
     #[error("self-check failed: {0}")]
     SelfCheck(String),
+    /// A voice file (`conds.pt`) that could not be read: the file and the problem.
+    #[error("voice file {}: {msg}", path.display())]
+    Voice { path: std::path::PathBuf, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -201,11 +201,12 @@ pub fn attention_cached(
 ///
 /// Scores are f32 dot products, the softmax is max-subtracted with f32 sums and normalised after
 /// the weighted sum of values (as in `attend_one`). Tiny problems run that scalar loop; larger ones
-/// run blocks of [`BLOCK_ROWS`] queries of one (batch, head) as parallel tasks, each computing its
-/// score block and its output block with matrixmultiply sgemms strided straight over the interleaved
-/// heads (only the summation order of the dot products differs from the scalar loop). Keys past
-/// `kv_lens[b]` are never read; with `causal`, the keys a block's earlier rows do not see (up to
-/// the block's last row) are read and given weight 0.
+/// run blocks of [`BLOCK_ROWS`] queries of one (batch, head) as tasks (on rayon's pool when the
+/// job is large enough, see [`run_blocks`]), each computing its score block and its output block
+/// with matrixmultiply sgemms strided straight over the interleaved heads (only the summation order
+/// of the dot products differs from the scalar loop). Keys past `kv_lens[b]` are never read; with
+/// `causal`, the keys a block's earlier rows do not see (up to the block's last row) are read and
+/// given weight 0.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense(
     q: &[f32],
@@ -231,16 +232,34 @@ pub fn attention_dense(
             }
         }
     }
-    let (nq, nk) = (batch * lq * hd, batch * lk * hd);
-    assert!(v.len() >= nk && out.len() >= nq, "attention_dense: v {} < {nk} or out {} < {nq}", v.len(), out.len());
-    // multiply-adds of the score and output products, counted over all keys
-    if 2 * batch * lq * lk * hd <= SCALAR_MAX_WORK {
+    if 2 * lq * lk * dh <= SCALAR_MAX_HEAD_WORK {
         attention_dense_scalar(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
         return Ok(());
     }
+    attention_dense_blocked(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
+    Ok(())
+}
+
+/// The blocked path of [`attention_dense`] (any size; lengths already checked).
+#[allow(clippy::too_many_arguments)]
+fn attention_dense_blocked(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_lens: Option<&[i32]>,
+    out: &mut [f32],
+    batch: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    causal: bool,
+) {
+    let hd = heads * dh;
+    let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
+    assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense: v or out too short");
     let blocks = lq.div_ceil(BLOCK_ROWS);
     let dst = SendPtr(out.as_mut_ptr());
-    (0..batch * heads * blocks).into_par_iter().for_each_init(BlockScratch::default, |scr, task| {
+    run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
         let (b, h, i0) = (task / (heads * blocks), task / blocks % heads, task % blocks * BLOCK_ROWS);
         let rows = BLOCK_ROWS.min(lq - i0);
         let n = kv_lens.map_or(lk, |l| l[b] as usize);
@@ -269,15 +288,15 @@ pub fn attention_dense(
         // SAFETY: v rows 0..keys of batch b and this task's out rows, as above.
         unsafe { weighted_values(s, sums, keys, vh, hd, dh, o, hd) };
     });
-    Ok(())
 }
 
-/// Up to this many multiply-adds (`2 · batch · lq · lk · heads · dh`) [`attention_dense`] runs the
-/// scalar loop: below it, the tasks and sgemm packing cost more than they save.
-const SCALAR_MAX_WORK: usize = 1 << 16;
+/// Up to this many multiply-adds per (batch, head) (`2 · lq · lk · dh` for [`attention_dense`],
+/// `3 · T² · dh` for the rel-pos attention) the scalar loop runs: below it, the sgemm calls (packing,
+/// buffers) cost more than they save (measured: 8 × 8 keys of 64 dims take ~3 µs either way).
+pub(super) const SCALAR_MAX_HEAD_WORK: usize = 1 << 13;
 
-/// Queries per task of the blocked attention: a score block of 64 × 1000 keys is 256 KB.
-pub(super) const BLOCK_ROWS: usize = 64;
+/// Queries per task of the blocked attentions: a score block of 128 queries × 1000 keys is 512 KB.
+pub(super) const BLOCK_ROWS: usize = 128;
 
 /// matrixmultiply splits an sgemm over its own threads when `m·k + k·n ≥ 2 · 2¹⁴`
 /// (`LoopThreadConfig::new_impl` in its threading.rs) and runs it on the calling thread below that.
@@ -289,8 +308,8 @@ const SGEMM_SERIAL_SIZE: usize = 1 << 15;
 /// calling thread (see [`SGEMM_SERIAL_SIZE`]).
 ///
 /// # Safety
-/// Every element `a[i·rsa + p·csa]`, `b[p·rsb + j·csb]`, `c[i·rsc + j·csc]` must be in bounds, and
-/// `c` must not overlap `a` or `b`.
+/// Every element `a[i·rsa + p·csa]`, `b[p·rsb + j·csb]`, `c[i·rsc + j·csc]` must be in bounds, `c`
+/// must not overlap `a` or `b`, and no other thread may access `c` meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn sgemm_serial(
     m: usize,
@@ -307,8 +326,21 @@ pub(super) unsafe fn sgemm_serial(
     csc: usize,
     accumulate: bool,
 ) {
-    let mc = m.clamp(1, 64);
-    let kc = k.clamp(1, 128);
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: an element of C.
+                    unsafe { *c.add(i * rsc + j * csc) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
+    // m and k in chunks of at most 256 and 64, n in the chunks that the size then allows (at least
+    // 255): the packing of A and B per multiply-add (1/nc + 1/mc) stays small
+    let mc = m.clamp(1, 256);
+    let kc = k.clamp(1, 64);
     let nc = ((SGEMM_SERIAL_SIZE - 1 - mc * kc) / kc).max(1);
     for i in (0..m).step_by(mc) {
         for j in (0..n).step_by(nc) {
@@ -418,12 +450,29 @@ pub(super) unsafe fn fill_rows(out: *mut f32, stride: usize, rows: usize, dh: us
     }
 }
 
+/// Runs `task(scratch, t)` for every `t < tasks`: as rayon tasks when the job has at least
+/// [`PARALLEL_MIN_WORK`] multiply-adds, else in order on the calling thread (waking the pool would
+/// cost more than it saves).
+pub(super) fn run_blocks(tasks: usize, work: usize, task: impl Fn(&mut BlockScratch, usize) + Send + Sync) {
+    if tasks > 1 && work >= PARALLEL_MIN_WORK {
+        (0..tasks).into_par_iter().for_each_init(BlockScratch::default, task);
+    } else {
+        let mut scr = BlockScratch::default();
+        (0..tasks).for_each(|t| task(&mut scr, t));
+    }
+}
+
+/// See [`run_blocks`]: ~0.3 ms of attention on one core (measured on 2 cores: below it, waking the
+/// pool costs about what the second core saves).
+const PARALLEL_MIN_WORK: usize = 1 << 21;
+
 /// Per-task scratch of the blocked attentions (one set per rayon split, reused across its tasks).
 #[derive(Default)]
 pub(super) struct BlockScratch {
     pub(super) scores: Vec<f32>,
     pub(super) sums: Vec<f32>,
-    pub(super) extra: Vec<f32>,
+    /// More room (the rel-pos attention's biased queries and position scores).
+    pub(super) aux: Vec<f32>,
 }
 
 /// The first `len` values of `buf`, grown as needed (contents unspecified).
@@ -581,9 +630,200 @@ mod tests {
 }
 
 #[cfg(test)]
+mod blocked_tests {
+    use super::*;
+    use crate::testing::{assert_close, compare, fresh_seed, random_f32};
+
+    /// Naive `C = A·B` (+ C) over the same strides, in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        rsa: usize,
+        csa: usize,
+        b: &[f32],
+        rsb: usize,
+        csb: usize,
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * rsa + p * csa] as f64 * b[p * rsb + j * csb] as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn sgemm_serial_equals_a_naive_product_across_its_chunks() {
+        let seed = fresh_seed();
+        eprintln!("seed {seed}");
+        // chunk edges: m over 256, k over 64, n over the allowed column chunk; strided and transposed
+        for (c, &(m, k, n)) in
+            [(1, 1, 1), (3, 5, 7), (300, 150, 700), (257, 64, 256), (64, 65, 600), (2, 200, 1)].iter().enumerate()
+        {
+            let s = seed.wrapping_add(c as u64 * 10);
+            // A as the transpose of a [k, m + 3] array (row stride 1, column stride m + 3)
+            let a = random_f32(s, k * (m + 3), 1.0);
+            let b = random_f32(s + 1, k * (n + 2), 1.0); // B [k, n] with row stride n + 2
+            let want = naive_gemm(m, k, n, &a, 1, m + 3, &b, n + 2, 1);
+            // C with row stride n + 1; the padding column must stay untouched
+            let mut got = vec![f32::NAN; m * (n + 1)];
+            // SAFETY: the strides stay inside a, b and got.
+            unsafe { sgemm_serial(m, k, n, a.as_ptr(), 1, m + 3, b.as_ptr(), n + 2, 1, got.as_mut_ptr(), n + 1, 1, false) };
+            let dense: Vec<f32> = got.chunks_exact(n + 1).flat_map(|r| r[..n].to_vec()).collect();
+            let tol = 1e-5 * (k as f64).sqrt();
+            assert_close(&format!("m {m} k {k} n {n} seed {s}"), &dense, &want, 1e-5, tol);
+            assert!(got.chunks_exact(n + 1).all(|r| r[n].is_nan()), "m {m} k {k} n {n}: wrote outside C");
+            // accumulate: C += A·B
+            unsafe { sgemm_serial(m, k, n, a.as_ptr(), 1, m + 3, b.as_ptr(), n + 2, 1, got.as_mut_ptr(), n + 1, 1, true) };
+            let dense: Vec<f32> = got.chunks_exact(n + 1).flat_map(|r| r[..n].to_vec()).collect();
+            let twice: Vec<f32> = want.iter().map(|x| 2.0 * x).collect();
+            assert_close(&format!("accumulate m {m} k {k} n {n} seed {s}"), &dense, &twice, 1e-5, 2.0 * tol);
+        }
+        // k = 0: C = 0 (or unchanged when accumulating)
+        let mut c = vec![f32::NAN; 6];
+        unsafe { sgemm_serial(2, 0, 3, [].as_ptr(), 0, 1, [].as_ptr(), 3, 1, c.as_mut_ptr(), 3, 1, false) };
+        assert_eq!(c, [0.0; 6]);
+        c.fill(1.5);
+        unsafe { sgemm_serial(2, 0, 3, [].as_ptr(), 0, 1, [].as_ptr(), 3, 1, c.as_mut_ptr(), 3, 1, true) };
+        assert_eq!(c, [1.5; 6]);
+    }
+
+    /// One case of the blocked attention against the scalar loop. Keys past each `kv_lens` are NaN
+    /// (must not be read) and `out` starts NaN (must be written everywhere).
+    #[allow(clippy::too_many_arguments)]
+    fn check_dense(seed: u64, batch: usize, lq: usize, lk: usize, heads: usize, dh: usize, lens: Option<&[i32]>, causal: bool) {
+        let hd = heads * dh;
+        let q = random_f32(seed, batch * lq * hd, 1.5);
+        let mut k = random_f32(seed + 1, batch * lk * hd, 1.0);
+        let mut v = random_f32(seed + 2, batch * lk * hd, 1.0);
+        if let Some(lens) = lens {
+            for (b, &l) in lens.iter().enumerate() {
+                k[(b * lk + l as usize) * hd..(b + 1) * lk * hd].fill(f32::NAN);
+                v[(b * lk + l as usize) * hd..(b + 1) * lk * hd].fill(f32::NAN);
+            }
+        }
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut want = vec![f32::NAN; q.len()];
+        attention_dense_scalar(&q, &k, &v, lens, &mut want, batch, heads, dh, scale, causal);
+        let mut got = vec![f32::NAN; q.len()];
+        attention_dense_blocked(&q, &k, &v, lens, &mut got, batch, heads, dh, scale, causal);
+        let what = format!("b {batch} lq {lq} lk {lk} heads {heads} dh {dh} lens {lens:?} causal {causal} seed {seed}");
+        assert_close(&what, &got, &want, 1e-5, 1e-5);
+        // and through the public function (the scalar loop when tiny)
+        let mut pub_out = vec![f32::NAN; q.len()];
+        attention_dense(&q, &k, &v, lens, &mut pub_out, batch, heads, dh, scale, causal).unwrap();
+        assert_close(&format!("attention_dense {what}"), &pub_out, &want, 1e-5, 1e-5);
+    }
+
+    #[test]
+    fn blocked_dense_attention_equals_the_scalar_loop() {
+        let seed = fresh_seed();
+        eprintln!("seed {seed}");
+        let lens_of = [1usize, 7, 129, 300];
+        let shapes = [(3usize, 1usize), (37, 2), (64, 3), (64, 1), (3, 3), (37, 1)];
+        let mut case = 0u64;
+        for &lq in &lens_of {
+            for &lk in &lens_of {
+                for causal in [false, true] {
+                    let (dh, heads) = shapes[case as usize % shapes.len()];
+                    let s = seed.wrapping_add(case * 1000);
+                    case += 1;
+                    // no kv_lens; then batch 2 with lens {lk, a random one} and {0, lk}
+                    check_dense(s, 1, lq, lk, heads, dh, None, causal);
+                    let mid = (s % (lk as u64 + 1)) as i32;
+                    check_dense(s + 10, 2, lq, lk, heads, dh, Some(&[lk as i32, mid]), causal);
+                    check_dense(s + 20, 2, lq, lk, heads, dh, Some(&[0, lk as i32]), causal);
+                }
+            }
+        }
+        // a long block edge: lq just past two blocks, keys past one column chunk
+        check_dense(seed ^ 7, 2, 2 * BLOCK_ROWS + 1, 401, 2, 64, Some(&[401, 390]), true);
+        check_dense(seed ^ 8, 2, 2 * BLOCK_ROWS + 1, 401, 2, 64, Some(&[17, 401]), false);
+    }
+
+    #[test]
+    fn softmax_numerators_scale_mask_and_sum() {
+        let mut s = [1.0, 3.0, 2.0, 100.0, f32::NAN];
+        let sum = softmax_numerators(&mut s, 3, 0.5);
+        let want = [(-1.0f32).exp(), 1.0, (-0.5f32).exp()];
+        assert_eq!(&s[..3], &want);
+        assert_eq!(&s[3..], &[0.0, 0.0]);
+        assert!((sum - want.iter().sum::<f32>()).abs() < 1e-6);
+        // more than 8 lanes: the max is found in any lane and in the tail
+        for at in 0..19 {
+            let mut s: Vec<f32> = (0..19).map(|j| j as f32 * 0.01).collect();
+            s[at] = 10.0;
+            softmax_numerators(&mut s, 19, 1.0);
+            assert_eq!(s[at], 1.0, "max at {at}");
+            assert!(s.iter().all(|&x| x > 0.0 && x <= 1.0));
+        }
+        assert_eq!(softmax_numerators(&mut [5.0, 6.0], 0, 1.0), 0.0);
+    }
+
+    #[test]
+    fn the_oracle_catches_a_wrong_fast_path() {
+        // the comparison above fails for an attention that drops one key (here: the last visible)
+        let (batch, lq, lk, heads, dh) = (1, 9, 300, 2, 37);
+        let hd = heads * dh;
+        let s = fresh_seed();
+        let q = random_f32(s, lq * hd, 1.5);
+        let (k, v) = (random_f32(s + 1, lk * hd, 1.0), random_f32(s + 2, lk * hd, 1.0));
+        let mut want = vec![0.0; q.len()];
+        attention_dense_scalar(&q, &k, &v, None, &mut want, batch, heads, dh, 0.3, false);
+        let mut got = vec![0.0; q.len()];
+        attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false);
+        assert!(!compare(&got, &want, 1e-5, 1e-5).ok(), "seed {s}");
+    }
+}
+
+#[cfg(test)]
 mod timing {
     use super::*;
     use crate::testing::random_f32;
+
+    #[test]
+    #[ignore]
+    fn timing_crossover() {
+        for &(batch, l, heads, dh) in &[
+            (1, 2, 1, 64),
+            (1, 4, 1, 64),
+            (1, 8, 1, 64),
+            (1, 16, 1, 64),
+            (1, 32, 1, 64),
+            (1, 64, 1, 64),
+            (1, 4, 16, 64),
+            (1, 8, 16, 64),
+            (1, 16, 16, 64),
+            (1, 32, 16, 64),
+            (2, 8, 8, 64),
+            (1, 7, 3, 37),
+        ] {
+            let n = batch * l * heads * dh;
+            let (q, k, v) = (random_f32(1, n, 1.0), random_f32(2, n, 1.0), random_f32(3, n, 1.0));
+            let mut out = vec![0f32; n];
+            let reps = 2000;
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                attention_dense_scalar(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true);
+            }
+            let ts = t0.elapsed().as_secs_f64() / reps as f64;
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                attention_dense_blocked(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true);
+            }
+            let tb = t0.elapsed().as_secs_f64() / reps as f64;
+            eprintln!(
+                "b {batch} l {l} heads {heads} dh {dh} work {}: scalar {:.1} us blocked {:.1} us",
+                2 * batch * l * l * heads * dh,
+                ts * 1e6,
+                tb * 1e6
+            );
+        }
+    }
 
     /// `cargo test -p tts-kernels --lib --release -- --ignored --nocapture timing_`
     #[test]
@@ -600,6 +840,13 @@ mod timing {
             attention_dense(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false).unwrap();
             best = best.min(t0.elapsed().as_secs_f64());
         }
-        eprintln!("attention_dense b {batch} T {t} {heads}x{dh}: best of 5 {:.2} ms", best * 1e3);
+        let t0 = std::time::Instant::now();
+        attention_dense_scalar(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false);
+        let scalar = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "attention_dense b {batch} T {t} {heads}x{dh}: {:.2} ms (best of 5); the scalar loop {:.2} ms",
+            best * 1e3,
+            scalar * 1e3
+        );
     }
 }

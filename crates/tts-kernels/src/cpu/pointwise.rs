@@ -44,18 +44,27 @@ pub fn activate(act: Activation, x: f32, alpha: f32) -> f32 {
     }
 }
 
-/// The shared loop of [`activation`] and [`activation_inplace`]: `f(i, c)` computes element `i`
-/// (channel `c`), masked elements are 0 and never computed.
-fn act_rows(out: &mut [f32], cols: usize, mask: Option<(&[i32], usize)>, mut f: impl FnMut(usize, usize) -> f32) {
+/// Rows per parallel task of the activations (large tensors are split across the CPU's cores).
+const ROWS_PER_TASK: usize = 64;
+
+/// The shared loop of [`activation`] and [`activation_inplace`]: `f(i, c, v)` computes element `i`
+/// (channel `c`, current value `v` of `out`), masked elements are 0 and never computed. Rows are
+/// independent, so they run in parallel chunks.
+fn act_rows(out: &mut [f32], cols: usize, mask: Option<(&[i32], usize)>, f: impl Fn(usize, usize, f32) -> f32 + Sync) {
+    use rayon::prelude::*;
     if cols == 0 {
         return;
     }
-    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-        let live = mask.is_none_or(|(lens, n)| ((r % n) as i64) < lens[r / n] as i64);
-        for (c, o) in row.iter_mut().enumerate() {
-            *o = if live { f(r * cols + c, c) } else { 0.0 };
+    let chunk = ROWS_PER_TASK * cols;
+    out.par_chunks_mut(chunk).enumerate().for_each(|(t, block)| {
+        for (rr, row) in block.chunks_exact_mut(cols).enumerate() {
+            let r = t * ROWS_PER_TASK + rr;
+            let live = mask.is_none_or(|(lens, n)| ((r % n) as i64) < lens[r / n] as i64);
+            for (c, o) in row.iter_mut().enumerate() {
+                *o = if live { f(r * cols + c, c, *o) } else { 0.0 };
+            }
         }
-    }
+    });
 }
 
 /// `out = act(x)` over rows of `cols` values (`cols` = the channel count C), `alpha` `[C]` the
@@ -69,20 +78,12 @@ pub fn activation(
     alpha: Option<&[f32]>,
     mask: Option<(&[i32], usize)>,
 ) {
-    act_rows(out, cols, mask, |i, c| activate(act, x[i], alpha.map_or(0.0, |a| a[c])));
+    act_rows(out, cols, mask, |i, c, _| activate(act, x[i], alpha.map_or(0.0, |a| a[c])));
 }
 
 /// [`activation`] in place.
 pub fn activation_inplace(x: &mut [f32], cols: usize, act: Activation, alpha: Option<&[f32]>, mask: Option<(&[i32], usize)>) {
-    if cols == 0 {
-        return;
-    }
-    for (r, row) in x.chunks_exact_mut(cols).enumerate() {
-        let live = mask.is_none_or(|(lens, n)| ((r % n) as i64) < lens[r / n] as i64);
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = if live { activate(act, *v, alpha.map_or(0.0, |a| a[c])) } else { 0.0 };
-        }
-    }
+    act_rows(x, cols, mask, |_, c, v| activate(act, v, alpha.map_or(0.0, |a| a[c])));
 }
 
 /// `y[b, t, c] += v[b, c]`; `y` `[B, N, C]` with `N = n`, `C = cols`; `v` `[B, C]`.
