@@ -174,12 +174,13 @@ const LOG_MEL_DISTANCE_MAX: f64 = 0.05;
 /// The NSF source integrates F0 over every sample (a float32 cumsum of ~1e4–1e6 terms), so F0's
 /// last-bit differences from the conv stack's summation order (f32: ~1e-7 relative, which moves the
 /// source by ~1e-4 relative L2) or an F0 computed from a bf16-accurate mel (radians of phase within a
-/// second) would dominate a sample-wise comparison. So: F0 is compared (allclose); `source` and the
+/// second) would dominate a sample-wise comparison, and grow with the audio's length (f32, 10 s of
+/// full-size S3Gen: 3e-4 relative L2 end to end). So: F0 is compared (allclose); `source` and the
 /// waveforms sample-wise on the F0-forced run; on bf16 backends the F0-forced waveform also by log-mel
-/// distance. The end-to-end waveform is compared sample-wise at f32, and on bf16 backends by log-mel
-/// distance when the vocoder's mel is the reference's (`e2e_on_bf16`, the `hift` kind); in
-/// `s3gen_wav` the bf16 mel differs within its tolerance, and the phases it drifts are as different
-/// as a redraw of the reference's own random phases.
+/// distance. The end-to-end waveform is compared by log-mel distance at f32, and on bf16 backends
+/// when the vocoder's mel is the reference's (`e2e_on_bf16`, the `hift` kind); in `s3gen_wav` the
+/// bf16 mel differs within its tolerance, and the phases it drifts are as different as a redraw of
+/// the reference's own random phases.
 fn check_hift(r: &mut Runner<'_>, e2e: &tts_s3gen::HiftOut, forced: &tts_s3gen::HiftOut, fade: bool, e2e_on_bf16: bool) {
     let v = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let faded = |w: &[f32]| {
@@ -206,14 +207,9 @@ fn check_hift(r: &mut Runner<'_>, e2e: &tts_s3gen::HiftOut, forced: &tts_s3gen::
     };
     if r.tol.bf16 {
         log_mel("wav (log-mel)", &faded(wav));
-        if e2e_on_bf16 {
-            log_mel("wav (end to end, log-mel)", &faded(&e2e.wav[0]));
-        }
-    } else {
-        let got = faded(&e2e.wav[0]);
-        let mut rep = super::compare_tensor(r.case, "wav", &v(&got), &[1, got.len()], r.tol);
-        rep.name = "wav (end to end)".into();
-        r.reports.push(rep);
+    }
+    if !r.tol.bf16 || e2e_on_bf16 {
+        log_mel("wav (end to end, log-mel)", &faded(&e2e.wav[0]));
     }
 }
 

@@ -1,9 +1,11 @@
-//! Runs the core ops of tts-kernels (RMSNorm with residual, embedding, the GEMM) on a device against
-//! the Cpu reference on fresh random inputs (the whole kernel suite is the test command):
-//! the quickest proof that a deployment's kernels compile, load and compute the right numbers.
+//! Runs core ops of tts-kernels (T3: RMSNorm with residual, embedding, the GEMM; S3Gen: a causal
+//! conv as im2col + GEMM, Mish with a padding mask, rel-pos attention) on a device against the Cpu
+//! reference on fresh random inputs (the whole kernel suite is the test command): the quickest proof
+//! that a deployment's kernels compile, load and compute the right numbers.
 use std::time::Instant;
 
 use tts_kernels::testing::{compare, fresh_seed, random_f32, random_i32, round_bf16};
+use tts_kernels::ops::{Activation, Im2col, PadMode};
 use tts_kernels::{DType, Device, Tensor, ops};
 
 use crate::Result;
@@ -109,6 +111,86 @@ pub fn run(dev: &Device, seed: Option<u64>) -> Result<(u64, Vec<OpCheck>)> {
         out.push(OpCheck {
             op: "linear",
             shape: format!("[{m}, {k}] x [{n}, {k}]^T"),
+            max_abs: c.max_abs,
+            max_rel: c.max_rel,
+            ok: c.ok(),
+            millis: ms,
+        });
+    }
+    // S3Gen: a causal conv (k3, left pad 2) as im2col + GEMM over two sequences of different lengths,
+    // then Mish with the padding mask
+    {
+        let (b, l, c_in, c_out, k) = (2usize, 37usize, 19usize, 23usize, 3usize);
+        let x = round_bf16(&random_f32(seed ^ 9, b * l * c_in, 1.0)); // exact in bf16: only sums differ
+        let w = round_bf16(&random_f32(seed ^ 10, c_out * c_in * k, 0.3));
+        let lens = [l as i32, 30];
+        let geom = Im2col { kernel: k, stride: 1, dilation: 1, pad_left: 2, upsample: 1, pad: PadMode::Zero };
+        let run_on = |d: &Device, dt: DType| -> Result<(Vec<f32>, f64)> {
+            let xt = Tensor::from_f32(d, DType::F32, &[b, l, c_in], &x)?;
+            let lt = Tensor::from_i32(d, &[b], &lens)?;
+            let wt = Tensor::from_f32(d, dt, &[c_out, c_in * k], &w)?;
+            let mut cols = Tensor::uninit(d, dt, &[b, l, c_in * k])?;
+            let mut y = Tensor::uninit(d, DType::F32, &[b, l, c_out])?;
+            let t = Instant::now();
+            ops::im2col(xt.view(), Some(lt.view()), cols.view_mut(), geom)?;
+            ops::linear(cols.view(), wt.view(), None, y.view_mut())?;
+            ops::activation_inplace(y.view_mut(), Activation::Mish, None, Some(lt.view()))?;
+            d.synchronize()?;
+            Ok((y.to_f32_vec()?, t.elapsed().as_secs_f64() * 1e3))
+        };
+        let (want, _) = run_on(&cpu, DType::F32)?;
+        let (got, ms) = run_on(dev, act)?;
+        let c = compare(&got, &want, rel, abs);
+        out.push(OpCheck {
+            op: "conv+mish",
+            shape: format!("[{b}, {l}, {c_in}] k{k}"),
+            max_abs: c.max_abs,
+            max_rel: c.max_rel,
+            ok: c.ok(),
+            millis: ms,
+        });
+    }
+
+    // S3Gen: rel-pos attention (2 heads × 64, T = 21, one padded sequence)
+    {
+        let (b, t, h, dh) = (2usize, 21usize, 2usize, 64usize);
+        let w = h * dh;
+        let q = round_bf16(&random_f32(seed ^ 11, b * t * w, 1.0));
+        let kk = round_bf16(&random_f32(seed ^ 12, b * t * w, 1.0));
+        let v = round_bf16(&random_f32(seed ^ 13, b * t * w, 1.0));
+        let pos = round_bf16(&random_f32(seed ^ 14, (2 * t - 1) * w, 1.0));
+        let (u, bv) = (random_f32(seed ^ 15, w, 0.1), random_f32(seed ^ 16, w, 0.1));
+        let lens = [t as i32, 13];
+        let run_on = |d: &Device, dt: DType| -> Result<(Vec<f32>, f64)> {
+            let f = |data: &[f32], shape: &[usize]| Tensor::from_f32(d, dt, shape, data);
+            let (qt, kt, vt, pt) = (f(&q, &[b, t, w])?, f(&kk, &[b, t, w])?, f(&v, &[b, t, w])?, f(&pos, &[2 * t - 1, w])?);
+            let ut = Tensor::from_f32(d, DType::F32, &[h, dh], &u)?;
+            let bt = Tensor::from_f32(d, DType::F32, &[h, dh], &bv)?;
+            let lt = Tensor::from_i32(d, &[b], &lens)?;
+            let mut ot = Tensor::uninit(d, dt, &[b, t, w])?;
+            let tm = Instant::now();
+            let scale = 1.0 / (dh as f32).sqrt();
+            ops::attention_relpos(
+                qt.view(),
+                kt.view(),
+                vt.view(),
+                pt.view(),
+                ut.view(),
+                bt.view(),
+                Some(lt.view()),
+                ot.view_mut(),
+                h,
+                scale,
+            )?;
+            d.synchronize()?;
+            Ok((ot.to_f32_vec()?, tm.elapsed().as_secs_f64() * 1e3))
+        };
+        let (want, _) = run_on(&cpu, DType::F32)?;
+        let (got, ms) = run_on(dev, act)?;
+        let c = compare(&got, &want, rel, abs);
+        out.push(OpCheck {
+            op: "attn_relpos",
+            shape: format!("[{b}, {t}, {h}x{dh}]"),
             max_abs: c.max_abs,
             max_rel: c.max_rel,
             ok: c.ok(),
