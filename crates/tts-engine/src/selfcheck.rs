@@ -4,8 +4,8 @@
 //! that a deployment's kernels compile, load and compute the right numbers.
 use std::time::Instant;
 
-use tts_kernels::testing::{compare, fresh_seed, random_f32, random_i32, round_bf16};
 use tts_kernels::ops::{Activation, Im2col, PadMode};
+use tts_kernels::testing::{compare, fresh_seed, random_f32, random_i32, round_bf16};
 use tts_kernels::{DType, Device, Tensor, ops};
 
 use crate::Result;
