@@ -9,6 +9,7 @@ mod conv;
 mod decode_state;
 mod elementwise;
 mod embedding;
+mod fastmath;
 mod hift;
 mod linear;
 mod norm;

@@ -1,26 +1,24 @@
 //! Pointwise activations with a padding mask, per-batch broadcasts, column concatenation and the
 //! flow-matching Euler step (S3Gen). Mirrors `kernels/pointwise.cu`: the same f32 formulas in the
 //! same order (products rounded before any add).
+use super::fastmath::{self, Kind};
 use crate::ops::Activation;
-
-// The C library's erff (Rust's f32::erf is not stable yet). The other functions used here
-// (exp, ln_1p, tanh, exp_m1, sin) go to the same library through std.
-unsafe extern "C" {
-    safe fn erff(x: f32) -> f32;
-}
 
 /// `act(x)` for channel `c` (`alpha` is the Snake α of that channel, ignored otherwise). The
 /// formulas of torch (ATen) in f32:
 /// - Silu `x / (1 + exp(−x))`, Gelu `0.5·x·(1 + erf(x·√½))`, Mish `x·tanh(log1p(exp(x)))`,
 /// - LeakyRelu `x > 0 ? x : slope·x`, Elu `x > 0 ? x : expm1(x)`,
 /// - Snake (hifigan.py) `x + (1 / (α + 1e-9))·sin(α·x)²`.
+///
+/// Silu, Gelu, Mish and Elu come from [`fastmath`] (each evaluated in f64 and rounded once: within
+/// 1 ulp of the exact value, vectorised over slices by [`activation`]); Snake's sine is libm's.
 #[inline]
 pub fn activate(act: Activation, x: f32, alpha: f32) -> f32 {
     match act {
         Activation::Identity => x,
-        Activation::Silu => x / (1.0 + (-x).exp()),
-        Activation::Gelu => 0.5 * x * (1.0 + erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-        Activation::Mish => x * x.exp().ln_1p().tanh(),
+        Activation::Silu => fastmath::silu(x),
+        Activation::Gelu => fastmath::gelu(x),
+        Activation::Mish => fastmath::mish(x),
         Activation::LeakyRelu(slope) => {
             if x > 0.0 {
                 x
@@ -28,13 +26,7 @@ pub fn activate(act: Activation, x: f32, alpha: f32) -> f32 {
                 x * slope
             }
         }
-        Activation::Elu => {
-            if x > 0.0 {
-                x
-            } else {
-                x.exp_m1()
-            }
-        }
+        Activation::Elu => fastmath::elu(x),
         Activation::Abs => x.abs(),
         Activation::Scale(s) => x * s,
         Activation::Snake => {
@@ -44,24 +36,55 @@ pub fn activate(act: Activation, x: f32, alpha: f32) -> f32 {
     }
 }
 
+/// `v = act(v)` in place over whole rows of `cols` values (`v.len()` a multiple of `cols`): the
+/// [`fastmath`] activations as one vectorised pass, the others per element ([`activate`]).
+fn activate_rows(act: Activation, v: &mut [f32], cols: usize, alpha: Option<&[f32]>) {
+    let kind = match act {
+        Activation::Gelu => Kind::Gelu,
+        Activation::Silu => Kind::Silu,
+        Activation::Mish => Kind::Mish,
+        Activation::Elu => Kind::Elu,
+        Activation::Identity => return,
+        Activation::Snake => {
+            for row in v.chunks_exact_mut(cols) {
+                for (c, o) in row.iter_mut().enumerate() {
+                    *o = activate(act, *o, alpha.map_or(0.0, |a| a[c]));
+                }
+            }
+            return;
+        }
+        _ => {
+            v.iter_mut().for_each(|o| *o = activate(act, *o, 0.0));
+            return;
+        }
+    };
+    fastmath::map_inplace(kind, v);
+}
+
 /// Rows per parallel task of the activations (large tensors are split across the CPU's cores).
 const ROWS_PER_TASK: usize = 64;
 
-/// The shared loop of [`activation`] and [`activation_inplace`]: `f(i, c, v)` computes element `i`
-/// (channel `c`, current value `v` of `out`), masked elements are 0 and never computed. Rows are
-/// independent, so they run in parallel chunks.
-fn act_rows(out: &mut [f32], cols: usize, mask: Option<(&[i32], usize)>, f: impl Fn(usize, usize, f32) -> f32 + Sync) {
+/// The shared loop of [`activation`] and [`activation_inplace`]: `f(r, rows)` computes the rows
+/// starting at row `r` in place (`rows` holds their current values: x, or a copy of it); masked
+/// rows are 0 and never computed. Rows are independent, so they run in parallel chunks.
+fn act_rows(out: &mut [f32], cols: usize, mask: Option<(&[i32], usize)>, f: impl Fn(usize, &mut [f32]) + Sync) {
     use rayon::prelude::*;
     if cols == 0 {
         return;
     }
     let chunk = ROWS_PER_TASK * cols;
     out.par_chunks_mut(chunk).enumerate().for_each(|(t, block)| {
+        let r0 = t * ROWS_PER_TASK;
+        let Some((lens, n)) = mask else {
+            f(r0, block);
+            return;
+        };
         for (rr, row) in block.chunks_exact_mut(cols).enumerate() {
-            let r = t * ROWS_PER_TASK + rr;
-            let live = mask.is_none_or(|(lens, n)| ((r % n) as i64) < lens[r / n] as i64);
-            for (c, o) in row.iter_mut().enumerate() {
-                *o = if live { f(r * cols + c, c, *o) } else { 0.0 };
+            let r = r0 + rr;
+            if ((r % n) as i64) < lens[r / n] as i64 {
+                f(r, row);
+            } else {
+                row.fill(0.0);
             }
         }
     });
@@ -78,12 +101,15 @@ pub fn activation(
     alpha: Option<&[f32]>,
     mask: Option<(&[i32], usize)>,
 ) {
-    act_rows(out, cols, mask, |i, c, _| activate(act, x[i], alpha.map_or(0.0, |a| a[c])));
+    act_rows(out, cols, mask, |r, rows| {
+        rows.copy_from_slice(&x[r * cols..r * cols + rows.len()]);
+        activate_rows(act, rows, cols, alpha);
+    });
 }
 
 /// [`activation`] in place.
 pub fn activation_inplace(x: &mut [f32], cols: usize, act: Activation, alpha: Option<&[f32]>, mask: Option<(&[i32], usize)>) {
-    act_rows(x, cols, mask, |_, c, v| activate(act, v, alpha.map_or(0.0, |a| a[c])));
+    act_rows(x, cols, mask, |_, rows| activate_rows(act, rows, cols, alpha));
 }
 
 /// `y[b, t, c] += v[b, c]`; `y` `[B, N, C]` with `N = n`, `C = cols`; `v` `[B, C]`.
@@ -145,6 +171,58 @@ pub fn cfm_euler_cfg(x: &mut [f32], v: &[f32], est: Option<(&mut [f32], usize)>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The C library's erff: the previous (per-element libm) implementation, for the timing test.
+    unsafe extern "C" {
+        safe fn erff(x: f32) -> f32;
+    }
+
+    /// The previous implementation: per-element libm calls in parallel row blocks.
+    fn activation_libm(x: &mut [f32], cols: usize, act: Activation) {
+        use rayon::prelude::*;
+        let f = move |x: f32| match act {
+            Activation::Gelu => 0.5 * x * (1.0 + erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::Mish => x * x.exp().ln_1p().tanh(),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::Elu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x.exp_m1()
+                }
+            }
+            _ => unimplemented!(),
+        };
+        x.par_chunks_mut(ROWS_PER_TASK * cols).for_each(|b| b.iter_mut().for_each(|v| *v = f(*v)));
+    }
+
+    /// `cargo test -p tts-kernels --features emu --lib -- --ignored --nocapture activation_timing`
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn activation_timing() {
+        let (rows, cols) = (1028, 1024);
+        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * 12.0).collect();
+        let time = |f: &dyn Fn(&mut [f32])| {
+            let mut best = f64::INFINITY;
+            for _ in 0..20 {
+                let mut y = x.clone();
+                let t = std::time::Instant::now();
+                f(&mut y);
+                best = best.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(&y);
+            }
+            best * 1e3
+        };
+        for act in [Activation::Gelu, Activation::Mish, Activation::Silu, Activation::Elu] {
+            let old = time(&|y| activation_libm(y, cols, act));
+            let new = time(&|y| activation_inplace(y, cols, act, None, None));
+            let out = time(&|y| activation(&x, y, cols, act, None, None));
+            eprintln!(
+                "{act:?} {rows}x{cols}: libm {old:.3} ms, fast in place {new:.3} ms (out of place {out:.3} ms), {:.1}x",
+                old / new
+            );
+        }
+    }
 
     /// erf in f64 without cancellation: `erf(x) = 2/√π · e^(−x²) · Σ_k 2^k x^(2k+1) / (1·3·…·(2k+1))`
     /// (all terms positive), for the Gelu check.
@@ -225,7 +303,7 @@ mod tests {
         }
         let mut out = vec![7.0; 12];
         activation(&x, &mut out, 2, Activation::Silu, None, Some((&[2, 0], 3)));
-        let s = 1.5 / (1.0 + (-1.5f32).exp());
+        let s = activate(Activation::Silu, 1.5, 0.0);
         assert_eq!(out, [s, s, s, s, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         // lens beyond N keeps every row; negative lens masks all
         let x2: Vec<f32> = (0..12).map(|i| i as f32).collect();
