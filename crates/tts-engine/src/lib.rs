@@ -1,9 +1,12 @@
 //! Public API of the Chatterbox TTS engine.
 //!
-//! Status: device selection and the kernel self-check. Synthesis (text → 24 kHz WAV through T3 and
-//! S3Gen) arrives with issues 4 and 5.
+//! - [`speak`]: text → 24 kHz speech through T3 and S3Gen ([`speak::Engine`]), batched;
+//! - [`voice`]: the built-in voice (`conds.pt`);
+//! - [`text`]: the text front-end;
+//! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands.
 pub mod bench;
 pub mod selfcheck;
+pub mod speak;
 pub mod text;
 pub mod voice;
 

@@ -21,6 +21,31 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Speaks texts to 24 kHz WAV files with the model in a directory (T3 + S3Gen, batched).
+    Speak {
+        /// Directory with t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt (the
+        /// official Chatterbox files), and config.json for non-default dimensions.
+        #[arg(long)]
+        model_dir: std::path::PathBuf,
+        /// A text to speak; repeat for a batch.
+        #[arg(long, required = true)]
+        text: Vec<String>,
+        /// Output WAV; with several texts, `NAME_0.wav`, `NAME_1.wav`, ...
+        #[arg(long, default_value = "out.wav")]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.5)]
+        exaggeration: f32,
+        #[arg(long, default_value_t = 0.5)]
+        cfg_weight: f32,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1000)]
+        max_new_tokens: usize,
+    },
     /// Measures T3 decode speed (tokens/s, ms per step) on a model directory, per batch size.
     BenchT3 {
         /// Directory with t3_cfg.safetensors (and config.json, inputs.safetensors when present).
@@ -92,6 +117,43 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             }
             println!("{}", if all_ok { "self-check passed" } else { "self-check FAILED" });
             Ok(all_ok)
+        }
+        Command::Speak { model_dir, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens } => {
+            let (dev, note) = tts_engine::select_device(&backend)?;
+            println!("backend: {}", dev.describe());
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            let engine = tts_engine::speak::Engine::load(&model_dir, &dev)?;
+            let opts = tts_engine::speak::SpeakOptions {
+                seed,
+                exaggeration,
+                cfg_weight,
+                temperature,
+                max_new_tokens,
+                ..Default::default()
+            };
+            let texts: Vec<&str> = text.iter().map(|t| t.as_str()).collect();
+            let t = std::time::Instant::now();
+            let spoken = engine.speak(&texts, None, &opts)?;
+            let secs = t.elapsed().as_secs_f64();
+            for (i, s) in spoken.iter().enumerate() {
+                let path = if spoken.len() == 1 {
+                    out.clone()
+                } else {
+                    let stem = out.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned());
+                    out.with_file_name(format!("{stem}_{i}.wav"))
+                };
+                tts_engine::speak::write_wav(&path, &s.wav)?;
+                println!(
+                    "{}: {} speech tokens, {:.2} s of audio",
+                    path.display(),
+                    s.speech_tokens.len(),
+                    s.wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64
+                );
+            }
+            println!("{} text(s) in {secs:.2} s", spoken.len());
+            Ok(true)
         }
         Command::BenchT3 { model_dir, backend, batch, tokens } => {
             let (dev, note) = tts_engine::select_device(&backend)?;
