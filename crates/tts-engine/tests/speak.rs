@@ -65,7 +65,8 @@ fn tokens_to_speech_through_both_models_batched() {
     let batched = match engine.speak_tokens(&texts, Some(&voice), &opts) {
         Ok(s) => s,
         Err(e) if e.to_string().contains("no speech tokens") => {
-            eprintln!("seed {seed}: a request stopped at once ({e}); the wiring is still checked below");
+            // a legitimate outcome of a random model (never seen in practice): nothing more to check
+            eprintln!("seed {seed}: a request stopped at once ({e}); skipped");
             return;
         }
         Err(e) => panic!("seed {seed}: {e}"),
