@@ -118,20 +118,12 @@ pub fn bench_s3gen(dir: &Path, dev: &Device, batches: &[usize], tokens: usize, s
 /// has one (so both engines do the same work), else seeded random ones.
 fn bench_request(dir: &Path, model: &T3, tokens: usize) -> Result<Request> {
     let cfg = &model.cfg;
-    let inputs = dir.join("inputs.safetensors");
-    let (speaker_emb, prompt, text) = if inputs.exists() {
-        let bytes = std::fs::read(&inputs).map_err(|e| Error::Model(format!("{}: {e}", inputs.display())))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Model(format!("{}: {e}", inputs.display())))?;
-        let get = |n: &str| st.tensor(n).map_err(|e| Error::Model(format!("{}: {n}: {e}", inputs.display())));
-        let f32s = |v: safetensors::tensor::TensorView<'_>| {
-            v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>()
-        };
-        let i64s = |v: safetensors::tensor::TensorView<'_>| {
-            v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect::<Vec<u32>>()
-        };
-        let text = i64s(get("text_tokens")?);
+    let (speaker_emb, prompt, text) = if let Some(bytes) = case_inputs(dir)? {
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Model(format!("inputs.safetensors: {e}")))?;
+        let get = |n: &str| st.tensor(n).map_err(|e| Error::Model(format!("inputs.safetensors: {n}: {e}")));
+        let text = st_tokens(get("text_tokens")?);
         let t = text.len() / 2;
-        (f32s(get("speaker_emb")?), i64s(get("cond_prompt_speech_tokens")?), text[..t].to_vec())
+        (st_f32s(get("speaker_emb")?), st_tokens(get("cond_prompt_speech_tokens")?), text[..t].to_vec())
     } else {
         let mut text: Vec<u32> = random_i32(3, 60, 3, cfg.text_tokens_dict_size as i32).into_iter().map(|t| t as u32).collect();
         text.insert(0, cfg.start_text_token);

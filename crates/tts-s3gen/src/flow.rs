@@ -197,14 +197,12 @@ impl Flow {
 
     /// Euler integration of the CFG-combined velocity from `x` (the noise) in place.
     pub fn solve(&self, x: &mut Tensor, enc: &EncoderOut, spks: &Tensor, cond: &Tensor, n_steps: usize) -> Result<()> {
-        let dev = x.device().clone();
         let b = x.shape()[0];
         let lens2 = enc.lens.doubled()?;
         let mut inp = self.estimator_input(x, &enc.mu, spks, cond)?;
         let ts = t_span(n_steps);
         for k in 0..n_steps {
-            let t_emb = self.estimator.time_embedding(&dev, &vec![ts[k]; 2 * b])?;
-            let v = self.estimator.forward(inp.view(), &lens2, t_emb.view())?;
+            let (v, _) = self.velocity(&inp, &lens2, &vec![ts[k]; 2 * b])?;
             let dt = ts[k + 1] - ts[k];
             ops::cfm_euler_cfg(x.view_mut(), v.view(), Some(inp.view_mut()), dt, CFM_CFG_RATE)?;
         }

@@ -225,13 +225,7 @@ pub fn attention_dense(
         return Ok(());
     }
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
-    if let Some(lens) = kv_lens {
-        for (b, &l) in lens.iter().enumerate() {
-            if l < 0 || l as usize > lk {
-                return Err((b, l));
-            }
-        }
-    }
+    super::conv::check_lens(kv_lens, lk)?;
     if 2 * lq * lk * dh <= SCALAR_MAX_HEAD_WORK {
         attention_dense_scalar(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
         return Ok(());

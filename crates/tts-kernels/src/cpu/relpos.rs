@@ -44,13 +44,7 @@ pub fn attention_relpos(
         return Ok(());
     }
     let t = q.len() / (batch * hd);
-    if let Some(lens) = kv_lens {
-        for (b, &l) in lens.iter().enumerate() {
-            if l < 0 || l as usize > t {
-                return Err((b, l));
-            }
-        }
-    }
+    super::conv::check_lens(kv_lens, t)?;
     if t == 0 {
         return Ok(());
     }
