@@ -70,10 +70,7 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     }
     if let Backend::Cpu = &*dev.inner {
         let o = out.host_f32_mut()?;
-        match w.dtype() {
-            DType::BF16 => cpu::linear_bf16_weights(x.host_f32()?, w.host_bf16()?, o, m, n, k),
-            _ => cpu::linear(x.host_f32()?, w.host_f32()?, o, m, n, k),
-        }
+        cpu_linear(x.host_f32()?, &w, o, m, n, k)?;
         if let Some(b) = bias {
             cpu::add_bias(o, b.host_f32()?);
         }
@@ -91,4 +88,14 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
         #[cfg(feature = "emu")]
         Backend::Emu(e) => e.gemm_bf16(&g),
     }
+}
+
+/// The Cpu backend's `out[m, n] = x[m, k] · w[n, k]ᵀ` for a checked weight view of either weight
+/// dtype: the one place that picks the Cpu GEMM/GEMV for a weight (fused ops call it too).
+pub(crate) fn cpu_linear(x: &[f32], w: &View<'_>, out: &mut [f32], m: usize, n: usize, k: usize) -> Result<()> {
+    match w.dtype() {
+        DType::BF16 => cpu::linear_bf16_weights(x, w.host_bf16()?, out, m, n, k),
+        _ => cpu::linear(x, w.host_f32()?, out, m, n, k),
+    }
+    Ok(())
 }
