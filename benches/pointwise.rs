@@ -1,11 +1,15 @@
-//! Benchmarks of the pointwise family (`kernels/pointwise.cu`) and of the relative-position
-//! attention (`kernels/relpos_attention.cu`) on every backend this build and machine have (Cpu
-//! always; Emu with `--features emu`; Cuda when a GPU is usable).
+//! Benchmarks of the pointwise family (`kernels/pointwise.cu`), of GroupNorm
+//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/relpos_attention.cu`)
+//! on every backend this build and machine have (Cpu always; Emu with `--features emu`; Cuda when a
+//! GPU is usable).
 //!
 //! - `activation` (Mish: the S3Gen decoder's ResNet blocks, [2 CFG rows, 814 frames, 256 channels];
 //!   Snake: HiFT, [1, 24000 samples, 64 channels]) and `cfm_euler_cfg` (one flow-matching step of
 //!   80 mel channels, writing the next estimator input of 320 channels) report bytes moved per
 //!   second (GB/s).
+//! - `group_norm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
+//!   second row 17 frames shorter) reports the bytes of one read of x (f32) and one write of out
+//!   (compute dtype) per second (GB/s); the kernel reads x three times, mostly from cache.
 //! - `attention_relpos` (the conformer encoder: B = 1, T = 400, 8 heads × 64) reports floating-point
 //!   operations per second (criterion prints them as "elem/s": 1 elem = 1 FLOP, counting
 //!   6·T²·head_dim per head: two score dot products and the weighted sum).
@@ -75,6 +79,30 @@ fn bench_euler(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_group_norm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("group_norm");
+    g.sample_size(10);
+    for (name, dev) in bench_devices() {
+        let (b, t, ch, groups) = (2usize, 814usize, 256usize, 8usize);
+        let len = b * t * ch;
+        let act = dev.compute_dtype();
+        let x: Vec<f32> = random_f32(11, len, 2.0).iter().map(|v| v + 1.0).collect();
+        let x = Tensor::from_f32(&dev, DType::F32, &[b, t, ch], &x).unwrap();
+        let w = Tensor::from_f32(&dev, act, &[ch], &random_f32(12, ch, 1.0)).unwrap();
+        let bias = Tensor::from_f32(&dev, act, &[ch], &random_f32(13, ch, 1.0)).unwrap();
+        let lens = Tensor::from_i32(&dev, &[b], &[t as i32, t as i32 - 17]).unwrap();
+        let mut out = Tensor::uninit(&dev, act, &[b, t, ch]).unwrap();
+        g.throughput(Throughput::Bytes((len * (4 + act.size())) as u64));
+        g.bench_with_input(BenchmarkId::new(name, format!("{b}x{t}x{ch}/g{groups}")), &len, |bch, _| {
+            bch.iter(|| {
+                ops::group_norm(x.view(), w.view(), Some(bias.view()), Some(lens.view()), groups, out.view_mut(), 1e-5).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_relpos(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention_relpos");
     g.sample_size(10);
@@ -113,5 +141,5 @@ fn bench_relpos(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_activation, bench_euler, bench_relpos);
+criterion_group!(benches, bench_activation, bench_euler, bench_group_norm, bench_relpos);
 criterion_main!(benches);

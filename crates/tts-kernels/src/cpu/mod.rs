@@ -29,7 +29,7 @@ pub use hift::{
     source_sample,
 };
 pub use linear::{linear, linear_bf16_weights, linear_packed};
-pub use norm::{add_rmsnorm, layer_norm};
+pub use norm::{add_rmsnorm, group_norm, layer_norm};
 pub use pointwise::{activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
 pub use relpos::attention_relpos;
 pub use sampling::{
