@@ -5,7 +5,7 @@
 //! Run: `cargo bench --features emu --bench kernels` (Emu numbers measure the CPU shim, not a GPU).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tts_kernels::testing::{bench_devices, random_f32, random_i32};
-use tts_kernels::{DType, Tensor, ops};
+use tts_kernels::{DType, Device, Tensor, ops};
 
 fn bench_rmsnorm(c: &mut Criterion) {
     let mut g = c.benchmark_group("add_rmsnorm");
@@ -88,5 +88,39 @@ fn bench_linear(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_rmsnorm, bench_embedding, bench_linear);
+/// The decode GEMV as a decode step meets it: a chain of weights larger than the last-level cache
+/// (16 × [4096, 1024], 128 MB in bf16), each read from memory, for the Cpu backends with row-major
+/// weights against the same weights packed by `ops::pack_linear_weight`, side by side. Throughput
+/// is weight bytes per second (the bound of a decode step: memory bandwidth).
+fn bench_linear_stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear_stream");
+    g.sample_size(10);
+    let (n, k, count) = (4096usize, 1024usize, 16usize);
+    for (name, dev) in [("cpu", Device::cpu()), ("cpu-bf16", Device::cpu_bf16_weights())] {
+        let wd = dev.weight_dtype();
+        let row_major: Vec<Tensor> =
+            (0..count).map(|i| Tensor::from_f32(&dev, wd, &[n, k], &random_f32(20 + i as u64, n * k, 0.03)).unwrap()).collect();
+        let packed: Vec<Tensor> = row_major
+            .iter()
+            .map(|w| ops::pack_linear_weight(Tensor::from_f32(&dev, wd, &[n, k], &w.to_f32_vec().unwrap()).unwrap()).unwrap())
+            .collect();
+        g.throughput(Throughput::Bytes((count * n * k * wd.size()) as u64));
+        for m in [2usize, 16, 256] {
+            let x = Tensor::from_f32(&dev, DType::F32, &[m, k], &random_f32(8, m * k, 1.0)).unwrap();
+            let mut out = Tensor::uninit(&dev, DType::F32, &[m, n]).unwrap();
+            for (layout, ws) in [("row-major", &row_major), ("packed", &packed)] {
+                g.bench_with_input(BenchmarkId::new(format!("{name}/{layout}"), m), &m, |b, _| {
+                    b.iter(|| {
+                        for w in ws.iter() {
+                            ops::linear(x.view(), w.view(), None, out.view_mut()).unwrap();
+                        }
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_rmsnorm, bench_embedding, bench_linear, bench_linear_stream);
 criterion_main!(benches);

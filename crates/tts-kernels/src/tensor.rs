@@ -11,7 +11,7 @@ use half::bf16;
 
 use crate::device::Backend;
 use crate::error::{Error, Result};
-use crate::{DType, Device, cuda};
+use crate::{DType, Device, cpu, cuda};
 
 /// Alignment of every allocation (what cuBLAS and vectorised kernel loads like).
 pub(crate) const ALIGN: usize = 256;
@@ -91,6 +91,17 @@ pub struct Tensor {
     storage: Storage,
     dtype: DType,
     dims: Dims,
+    packing: Packing,
+}
+
+/// How a tensor's elements sit in its memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Packing {
+    /// Contiguous and row-major: every tensor but packed weights.
+    RowMajor,
+    /// A Cpu linear weight `[n, k]` regrouped for the Cpu decode GEMV ([`cpu::pack_gemv`], padding
+    /// included). Only `ops::linear` reads it; host access, row views and copies in are errors.
+    CpuGemv,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -146,7 +157,7 @@ impl Tensor {
             #[cfg(feature = "emu")]
             Backend::Emu(e) => Storage::Host(e.alloc(bytes, init == Init::Zero)?),
         };
-        Ok(Tensor { dev: dev.clone(), storage, dtype, dims })
+        Ok(Tensor { dev: dev.clone(), storage, dtype, dims, packing: Packing::RowMajor })
     }
 
     /// A zero-filled tensor.
@@ -172,6 +183,43 @@ impl Tensor {
         let mut t = Tensor::uninit(dev, DType::I32, shape)?;
         t.copy_from_i32(data)?;
         Ok(t)
+    }
+
+    /// This `[n, k]` f32 or bf16 Cpu tensor regrouped for the Cpu decode GEMV (see
+    /// `ops::pack_linear_weight`).
+    pub(crate) fn packed_for_cpu_gemv(&self) -> Result<Tensor> {
+        const OP: &str = "pack_linear_weight";
+        if self.packing != Packing::RowMajor || self.dims.rank != 2 {
+            return Err(Error::shape(OP, format!("a row-major [n, k] weight, not {:?}", self.shape())));
+        }
+        let (n, k) = (self.dims.d[0], self.dims.d[1]);
+        let src = self.view();
+        let storage = match self.dtype {
+            DType::F32 => {
+                let mem = HostMem::new(cpu::packed_gemv_len::<f32>(n, k) * 4, 0, 0)?;
+                // SAFETY: the fresh allocation holds packed_gemv_len f32s, aligned.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(mem.data_ptr() as *mut f32, cpu::packed_gemv_len::<f32>(n, k)) };
+                cpu::pack_gemv(src.host_f32()?, n, k, out);
+                mem
+            }
+            DType::BF16 => {
+                let mem = HostMem::new(cpu::packed_gemv_len::<bf16>(n, k) * 2, 0, 0)?;
+                // SAFETY: as above, for bf16.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(mem.data_ptr() as *mut bf16, cpu::packed_gemv_len::<bf16>(n, k)) };
+                cpu::pack_gemv(src.host_bf16()?, n, k, out);
+                mem
+            }
+            d => return Err(Error::DType { op: OP, what: "weight", got: d, expected: "f32 or bf16".into() }),
+        };
+        Ok(Tensor {
+            dev: self.dev.clone(),
+            storage: Storage::Host(storage),
+            dtype: self.dtype,
+            dims: self.dims,
+            packing: Packing::CpuGemv,
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -284,6 +332,7 @@ macro_rules! view_common {
             }
             /// Rows `start..start + len` of this view.
             pub fn narrow_rows(self, start: usize, len: usize) -> Result<$ty<'a>> {
+                self.expect_row_major("narrow_rows")?;
                 let rows = self.rows();
                 if start.checked_add(len).is_none_or(|end| end > rows) {
                     return Err(Error::shape("narrow_rows", format!("rows {start}..{} of {rows}", start.saturating_add(len))));
@@ -294,6 +343,7 @@ macro_rules! view_common {
             }
             /// The same elements with another shape of equal length.
             pub fn reshape(self, shape: &[usize]) -> Result<$ty<'a>> {
+                self.expect_row_major("reshape")?;
                 let dims = Dims::new("reshape", shape)?;
                 if dims.len() != self.len() {
                     return Err(Error::shape("reshape", format!("{:?} to {shape:?}", self.shape())));
@@ -303,6 +353,9 @@ macro_rules! view_common {
             /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
             pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
                 self.device().forbid_while_capturing("a device-to-host copy")?;
+                if self.t.packing == Packing::CpuGemv {
+                    return self.unpacked_f32();
+                }
                 match self.dtype() {
                     DType::F32 => {
                         let mut v = vec![0f32; self.len()];
@@ -341,12 +394,45 @@ macro_rules! view_common {
                 self.host_slice::<bf16>()
             }
             fn host_slice<T: bytemuck::Pod>(&self) -> Result<&'a [T]> {
+                self.expect_row_major("host access")?;
                 match self.storage() {
                     // SAFETY: in bounds (views never exceed their tensor), aligned (ALIGN), and no
                     // ViewMut of these elements can exist while this shared borrow of the tensor lives.
                     Storage::Host(_) => Ok(unsafe { std::slice::from_raw_parts(self.addr() as *const T, self.len()) }),
                     Storage::Cuda(_) => Err(Error::invalid("host access", "the tensor lives on a GPU")),
                 }
+            }
+            /// All elements of a packed weight's storage (padding included), for `ops::linear`.
+            pub(crate) fn packed_host_slice<T: bytemuck::Pod>(&self) -> Result<&'a [T]> {
+                let (n, k) = (self.rows(), self.row_len());
+                let len = match self.dtype() {
+                    DType::F32 => cpu::packed_gemv_len::<f32>(n, k),
+                    _ => cpu::packed_gemv_len::<bf16>(n, k),
+                };
+                match (self.t.packing, self.storage()) {
+                    // SAFETY: a packed tensor's allocation holds exactly its packed length, aligned;
+                    // packed views always cover the whole tensor (no narrowing).
+                    (Packing::CpuGemv, Storage::Host(_)) if std::mem::size_of::<T>() == self.dtype().size() => {
+                        Ok(unsafe { std::slice::from_raw_parts(self.addr() as *const T, len) })
+                    }
+                    _ => Err(Error::invalid("packed weight access", "not a packed Cpu weight of that element size")),
+                }
+            }
+            fn unpacked_f32(&self) -> Result<Vec<f32>> {
+                let (n, k) = (self.rows(), self.row_len());
+                Ok(match self.dtype() {
+                    DType::F32 => cpu::unpack_gemv(self.packed_host_slice::<f32>()?, n, k),
+                    _ => cpu::unpack_gemv(self.packed_host_slice::<bf16>()?, n, k).into_iter().map(f32::from).collect(),
+                })
+            }
+            fn expect_row_major(&self, op: &'static str) -> Result<()> {
+                if self.t.packing == Packing::CpuGemv {
+                    return Err(Error::invalid(
+                        op,
+                        "the tensor is a linear weight packed for the Cpu GEMV: only linear reads it",
+                    ));
+                }
+                Ok(())
             }
             pub(crate) fn expect_dtype(&self, op: &'static str, what: &'static str, want: DType) -> Result<()> {
                 if self.dtype() != want {
@@ -360,6 +446,13 @@ macro_rules! view_common {
 view_common!(View);
 view_common!(ViewMut);
 
+impl View<'_> {
+    /// Whether this is a weight packed for the Cpu decode GEMV.
+    pub(crate) fn is_cpu_gemv_packed(&self) -> bool {
+        self.t.packing == Packing::CpuGemv
+    }
+}
+
 impl<'a> ViewMut<'a> {
     /// A shorter-lived exclusive view of the same elements.
     pub fn reborrow(&mut self) -> ViewMut<'_> {
@@ -371,6 +464,7 @@ impl<'a> ViewMut<'a> {
     }
     /// Splits into rows `..at` and `at..`.
     pub fn split_rows_at(self, at: usize) -> Result<(ViewMut<'a>, ViewMut<'a>)> {
+        self.expect_row_major("split_rows_at")?;
         let rows = self.rows();
         if at > rows {
             return Err(Error::shape("split_rows_at", format!("row {at} of {rows}")));
@@ -397,6 +491,7 @@ impl<'a> ViewMut<'a> {
         self.host_slice_mut::<bf16>()
     }
     fn host_slice_mut<T: bytemuck::Pod>(&mut self) -> Result<&mut [T]> {
+        self.expect_row_major("host access")?;
         match self.storage() {
             // SAFETY: in bounds and aligned; this ViewMut is the only access to these elements.
             Storage::Host(_) => Ok(unsafe { std::slice::from_raw_parts_mut(self.addr() as *mut T, self.len()) }),
@@ -406,6 +501,7 @@ impl<'a> ViewMut<'a> {
     /// Overwrites the view with host f32 values (converted to its float dtype).
     pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
         self.device().forbid_while_capturing("a host-to-device copy")?;
+        self.expect_row_major("copy_from_f32")?;
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_f32", format!("{} values for {:?}", data.len(), self.shape())));
         }
@@ -422,6 +518,7 @@ impl<'a> ViewMut<'a> {
     pub fn copy_from_i32(&mut self, data: &[i32]) -> Result<()> {
         self.device().forbid_while_capturing("a host-to-device copy")?;
         self.expect_dtype("copy_from_i32", "tensor", DType::I32)?;
+        self.expect_row_major("copy_from_i32")?;
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_i32", format!("{} values for {:?}", data.len(), self.shape())));
         }

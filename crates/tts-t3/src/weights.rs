@@ -2,7 +2,7 @@
 //! mapped and uploaded once: f32 on Cpu, bf16 on Cuda and Emu. The Q/K/V projections of a layer are
 //! stacked into one [3·D, D] weight and gate/up into one [2·I, D] weight, so that each is one GEMM.
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::{DType, Device, Tensor};
+use tts_kernels::{DType, Device, Tensor, ops};
 
 use crate::Result;
 use crate::config::T3Config;
@@ -51,6 +51,8 @@ impl T3Weights {
         let act = dev.compute_dtype();
         // GEMM weights: bf16 on Cuda/Emu, and on the Cpu backend with bf16 weights
         let wd = dev.weight_dtype();
+        // the weights every decode step streams: packed for the Cpu decode GEMV (as they are on Cuda/Emu)
+        let pack = ops::pack_linear_weight;
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
@@ -59,11 +61,11 @@ impl T3Weights {
             let (g, u) = (n("mlp.gate_proj.weight"), n("mlp.up_proj.weight"));
             layers.push(LayerWeights {
                 input_norm: ck.upload(dev, act, &n("input_layernorm.weight"), &[d])?,
-                qkv: ck.upload_stacked(dev, wd, &[(&q, &[d, d]), (&k, &[d, d]), (&v, &[d, d])])?,
-                o: ck.upload(dev, wd, &n("self_attn.o_proj.weight"), &[d, d])?,
+                qkv: pack(ck.upload_stacked(dev, wd, &[(&q, &[d, d]), (&k, &[d, d]), (&v, &[d, d])])?)?,
+                o: pack(ck.upload(dev, wd, &n("self_attn.o_proj.weight"), &[d, d])?)?,
                 post_norm: ck.upload(dev, act, &n("post_attention_layernorm.weight"), &[d])?,
-                gate_up: ck.upload_stacked(dev, wd, &[(&g, &[i, d]), (&u, &[i, d])])?,
-                down: ck.upload(dev, wd, &n("mlp.down_proj.weight"), &[d, i])?,
+                gate_up: pack(ck.upload_stacked(dev, wd, &[(&g, &[i, d]), (&u, &[i, d])])?)?,
+                down: pack(ck.upload(dev, wd, &n("mlp.down_proj.weight"), &[d, i])?)?,
             });
         }
         let pq = cfg.perceiver_query_tokens;
@@ -81,7 +83,7 @@ impl T3Weights {
             text_pos: ck.upload(dev, act, "text_pos_emb.emb.weight", &[cfg.text_positions(), d])?,
             speech_emb: ck.upload(dev, act, "speech_emb.weight", &[cfg.speech_tokens_dict_size, d])?,
             speech_pos: ck.upload(dev, act, "speech_pos_emb.emb.weight", &[cfg.speech_positions(), d])?,
-            speech_head: ck.upload(dev, wd, "speech_head.weight", &[cfg.speech_tokens_dict_size, d])?,
+            speech_head: pack(ck.upload(dev, wd, "speech_head.weight", &[cfg.speech_tokens_dict_size, d])?)?,
             spkr_w: ck.upload(dev, wd, "cond_enc.spkr_enc.weight", &[d, cfg.speaker_embed_size])?,
             spkr_b: ck.upload(dev, act, "cond_enc.spkr_enc.bias", &[d])?,
             emotion_w: ck.f32("cond_enc.emotion_adv_fc.weight", &[d, 1])?,

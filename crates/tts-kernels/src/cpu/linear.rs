@@ -172,7 +172,7 @@ unsafe fn dots4_bf16_avx2(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4])
     finish4(&a, acc, |r| (body..k).map(|c| xs[r][c] * w[c].to_f32()).sum());
 }
 
-fn simd_available() -> bool {
+pub(super) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

@@ -10,6 +10,7 @@ mod decode_state;
 mod elementwise;
 mod embedding;
 mod fastmath;
+mod gemv;
 mod hift;
 mod linear;
 mod norm;
@@ -23,6 +24,7 @@ pub use conv::{col2im_transpose, im2col, im2col_source};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
+pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, pack_gemv, packed_gemv_len, unpack_gemv};
 pub use hift::{
     HIFT_BINS, HIFT_HOP, HIFT_N_FFT, HIFT_NOISE_STD, HIFT_SINE_AMP, HIFT_SOURCE_HARMONICS, HIFT_TWO_PI, HIFT_UNVOICED_NOISE,
     HIFT_VOICED_THRESHOLD, hann16, harmonic_step, hift_istft, hift_source, irfft16, istft_bins, istft_overlap_add, remainder1,

@@ -30,7 +30,7 @@ pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
 pub use groupnorm::{GROUPNORM_BLOCK, GroupNormParams, group_norm};
 pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
 pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
-pub use linear::linear;
+pub use linear::{linear, pack_linear_weight};
 pub use pointwise::{Activation, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
 pub use relpos::attention_relpos;
 pub use rmsnorm::{AddRmsNormParams, RMSNORM_BLOCK, add_rmsnorm};
