@@ -18,6 +18,18 @@
 //    (flash-decoding, for few rows × heads and long contexts) block z takes the z-th slice of
 //    0..len (sliced on the device from len, in multiples of 32) and writes (max, sum, acc[D]) in
 //    f32 to `partial`; attn_cached_combine_bf16 merges the slices.
+// 1b. rope_attn_decode_d<D>_bf16: rope_kv_write_bf16 (rope.cu) and attn_cached_d<D>_bf16 fused for
+//    decode rows, one block per (row r, head h): with p = positions[r], s = slots[r], len = lens[r],
+//      k_cache[s, h, p] = rope(k_h, p),  v_cache[s, h, p] = v_h,  q' = rope(q_h, p) (bf16, in shared memory),
+//      __syncthreads(),  out[r, h] = softmax(scale · q' · K[s, h, 0..len]ᵀ) · V[s, h, 0..len]
+//    with the rotation of rope.cu (common.cuh) and attn_cached_core, the code of attn_cached_d<D>:
+//    at the same nwarps the output and the cache rows equal the unfused pair's bit for bit.
+//    len == 0: a finished row, zeros, nothing written (position and slot not looked at). len > 0 with
+//    len outside 1..=max_len, p outside 0..max_len or s outside 0..n_slots: a NaN row and nothing
+//    written (the Cpu op returns an error). Precondition: no two rows with len > 0 share a slot (a
+//    block could read another block's row while it is written; the Cpu op checks it).
+//    Launch: as attn_cached_d<D> without splits: grid = (rows, heads), block = (32·nwarps),
+//    dynamic shared memory = 4·nwarps·(D + 2) bytes (+ D bf16 of static shared memory for q').
 // 2. attn_cached_combine_bf16: grid = (rows, heads), block = (ATTN_COMBINE_BLOCK).
 // 3. attn_dense_d64_bf16 (head_dim 64) and attn_dense_bf16 (any head_dim <= 256), for each batch b,
 //    query i, head h:  out[b, i, h] = softmax(scale · q[b, i, h] · k[b, j, h]ᵀ over visible j) · v[b, j, h]
@@ -48,6 +60,22 @@ struct AttnCachedParams {
     float scale;
 };
 static_assert(sizeof(AttnCachedParams) == 80, "AttnCachedParams must match its Rust mirror");
+
+// Mirrors tts_kernels::ops::attention::RopeAttnParams (#[repr(C)], 88 bytes).
+struct RopeAttnParams {
+    const bf16_t* qkv;      // [rows, 3·heads·D] bf16, [q | k | v]
+    const int* positions;   // [rows]
+    const int* slots;       // [rows]
+    const int* lens;        // [rows]
+    const float* inv_freq;  // [D/2] f32
+    bf16_t* k_cache;        // [n_slots, heads, max_len, D] bf16
+    bf16_t* v_cache;        // [n_slots, heads, max_len, D] bf16
+    bf16_t* out;            // [rows, heads·D] bf16
+    unsigned rows, heads, max_len, n_slots;
+    float scale;
+    unsigned pad_;
+};
+static_assert(sizeof(RopeAttnParams) == 88, "RopeAttnParams must match its Rust mirror");
 
 // Mirrors tts_kernels::ops::attention::AttnCombineParams (#[repr(C)], 56 bytes).
 struct AttnCombineParams {
@@ -140,44 +168,32 @@ struct AttnGeom {
     static_assert(D % 32 == 0 && D <= 256 && E * L == D && E <= 8, "unsupported head dim");
 };
 
+// The attention of one (row, head) over positions start..end of its cache slot, by the whole block
+// (every thread calls it). q_head: the head's D query values (bf16; global or shared memory, 16-byte
+// aligned); k_head, v_head: the (slot, head) plane [max_len, D] of each cache. Writes out_head (D
+// values, bf16) when part is null, else the slice's (max, sum, acc[D]) in f32 to part.
+// Deliberately no __restrict__ on the cache pointers: the fused decode kernel reads positions it
+// wrote itself earlier in the same launch (coherent loads, never the read-only path).
 template <int D>
-__device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
+__device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf16_t* k_head, const bf16_t* v_head, int start,
+                                                 int end, float scale, bf16_t* out_head, float* part) {
     using Gm = AttnGeom<D>;
     constexpr int L = Gm::L, E = Gm::E, G = Gm::G, U = Gm::U;
     float* red = attn_red;  // [nwarps][D + 2]: per warp max, sum, acc[D]
 
-    const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
-    if (row >= p.rows) return;
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     const unsigned sub = lane % L;
     const int grp = (int)(warp * G + lane / L), ngrp = (int)(nwarps * G);
-    const int len = p.lens[row], slot = p.slots[row];
-    const size_t hd = (size_t)p.heads * D;
-    const bool bad = len < 0 || len > (int)p.max_len || (len > 0 && (slot < 0 || slot >= (int)p.n_slots));
-    if (bad || len == 0) {  // block-uniform; with splits the combine kernel writes these rows
-        if (p.n_splits == 1) {
-            const bf16_t v = bad ? f32_to_bf16(quiet_nan()) : (bf16_t)0;
-            for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) p.out[row * hd + h * D + d] = v;
-        }
-        return;
-    }
-    int start = 0, end = len;
-    if (p.n_splits > 1) {
-        const int chunk = (((len + (int)p.n_splits - 1) / (int)p.n_splits) + 31) & ~31;
-        start = attn_imin((int)split * chunk, len);
-        end = attn_imin(start + chunk, len);
-    }
 
     float qv[E];
     {
         AttnRaw<E> r;
-        r.load(p.q + row * hd + h * D + sub * E);
+        r.load(q_head + sub * E);
 #pragma unroll
-        for (int e = 0; e < E; e++) qv[e] = r.get(e) * p.scale;
+        for (int e = 0; e < E; e++) qv[e] = r.get(e) * scale;
     }
-    const size_t base = (((size_t)slot * p.heads + h) * p.max_len) * D + sub * E;
-    const bf16_t* __restrict__ kp = p.k_cache + base;
-    const bf16_t* __restrict__ vp = p.v_cache + base;
+    const bf16_t* kp = k_head + sub * E;
+    const bf16_t* vp = v_head + sub * E;
 
     float m = attn_neg_inf(), l = 0.0f, acc[E];
 #pragma unroll
@@ -260,10 +276,9 @@ __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
             lsum += rw[1] * c;
             a += rw[2 + d] * c;
         }
-        if (p.n_splits == 1) {
-            p.out[row * hd + h * D + d] = f32_to_bf16(a / lsum);  // lsum >= 1: len > 0
+        if (!part) {
+            out_head[d] = f32_to_bf16(a / lsum);  // lsum >= 1: end > start
         } else {
-            float* part = p.partial + (((size_t)row * p.heads + h) * p.n_splits + split) * (D + 2);
             part[2 + d] = a;
             if (d == 0) {
                 part[0] = mall;  // -inf for an empty slice (then sum and acc are 0)
@@ -271,6 +286,75 @@ __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
             }
         }
     }
+}
+
+template <int D>
+__device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
+    const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
+    if (row >= p.rows) return;
+    const int len = p.lens[row], slot = p.slots[row];
+    const size_t hd = (size_t)p.heads * D;
+    const bool bad = len < 0 || len > (int)p.max_len || (len > 0 && (slot < 0 || slot >= (int)p.n_slots));
+    if (bad || len == 0) {  // block-uniform; with splits the combine kernel writes these rows
+        if (p.n_splits == 1) {
+            const bf16_t v = bad ? f32_to_bf16(quiet_nan()) : (bf16_t)0;
+            for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) p.out[row * hd + h * D + d] = v;
+        }
+        return;
+    }
+    int start = 0, end = len;
+    float* part = nullptr;
+    if (p.n_splits > 1) {
+        const int chunk = (((len + (int)p.n_splits - 1) / (int)p.n_splits) + 31) & ~31;
+        start = attn_imin((int)split * chunk, len);
+        end = attn_imin(start + chunk, len);
+        part = p.partial + (((size_t)row * p.heads + h) * p.n_splits + split) * (D + 2);
+    }
+    const size_t base = (((size_t)slot * p.heads + h) * p.max_len) * D;
+    attn_cached_core<D>(p.q + row * hd + h * D, p.k_cache + base, p.v_cache + base, start, end, p.scale,
+                        p.out + row * hd + h * D, part);
+}
+
+// The fused decode step of one (row, head): RoPE of q and k at positions[row], k and v written into
+// the cache slot, a block barrier, then attn_cached_core over positions 0..len of the slot with the
+// rotated q from shared memory. The rotation (rope_cos_sin / rope_rotate_bf16) and the attention
+// are the code of rope_kv_write_bf16 and attn_cached_d*_bf16: with the same launch width (nwarps)
+// the results are those of the unfused pair bit for bit.
+template <int D>
+__device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
+    __shared__ __align__(16) bf16_t q_rot[D];
+    constexpr unsigned half = D / 2;
+    const unsigned row = blockIdx.x, h = blockIdx.y;
+    if (row >= p.rows) return;
+    const size_t hd = (size_t)p.heads * D;
+    bf16_t* out = p.out + row * hd + h * D;
+    const int len = p.lens[row];
+    if (len == 0) {  // a finished row: zeros; its position and slot are not looked at, nothing written
+        for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = (bf16_t)0;
+        return;
+    }
+    const int pos = p.positions[row], slot = p.slots[row];
+    const bool bad = len < 0 || len > (int)p.max_len || pos < 0 || pos >= (int)p.max_len || slot < 0 ||
+                     slot >= (int)p.n_slots;
+    if (bad) {  // block-uniform: a NaN row and nothing written to the caches
+        const bf16_t nan = f32_to_bf16(quiet_nan());
+        for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = nan;
+        return;
+    }
+    const bf16_t* src = p.qkv + row * 3 * hd + h * D;
+    const size_t plane = (((size_t)slot * p.heads + h) * p.max_len) * D;
+    bf16_t* kc = p.k_cache + plane + (size_t)pos * D;
+    bf16_t* vc = p.v_cache + plane + (size_t)pos * D;
+    for (unsigned i = threadIdx.x; i < half; i += blockDim.x) {
+        float c, s;
+        rope_cos_sin(pos, p.inv_freq[i], &c, &s);
+        rope_rotate_bf16(src[i], src[i + half], c, s, &q_rot[i], &q_rot[i + half]);
+        rope_rotate_bf16(src[hd + i], src[hd + i + half], c, s, &kc[i], &kc[i + half]);
+        vc[i] = src[2 * hd + i];
+        vc[i + half] = src[2 * hd + i + half];
+    }
+    __syncthreads();  // q_rot and the new cache row are visible to the whole block
+    attn_cached_core<D>(q_rot, p.k_cache + plane, p.v_cache + plane, 0, len, p.scale, out, nullptr);
 }
 
 }  // namespace
@@ -284,6 +368,15 @@ extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d1
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d192_bf16(const AttnCachedParams p) { attn_cached_impl<192>(p); }
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d224_bf16(const AttnCachedParams p) { attn_cached_impl<224>(p); }
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d256_bf16(const AttnCachedParams p) { attn_cached_impl<256>(p); }
+
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d32_bf16(const RopeAttnParams p) { rope_attn_decode_impl<32>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d64_bf16(const RopeAttnParams p) { rope_attn_decode_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d96_bf16(const RopeAttnParams p) { rope_attn_decode_impl<96>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d128_bf16(const RopeAttnParams p) { rope_attn_decode_impl<128>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d160_bf16(const RopeAttnParams p) { rope_attn_decode_impl<160>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d192_bf16(const RopeAttnParams p) { rope_attn_decode_impl<192>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d224_bf16(const RopeAttnParams p) { rope_attn_decode_impl<224>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d256_bf16(const RopeAttnParams p) { rope_attn_decode_impl<256>(p); }
 
 extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_BLOCK) attn_cached_combine_bf16(const AttnCombineParams p) {
     const unsigned row = blockIdx.x, h = blockIdx.y, D = p.head_dim;

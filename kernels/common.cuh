@@ -82,3 +82,17 @@ __device__ __forceinline__ void sincos_f32(float a, float* s_out, float* c_out) 
         default: *s_out = -fc; *c_out = fs; break;
     }
 }
+
+// RoPE, HF rotate_half (non-interleaved), shared by rope.cu and the fused decode attention of
+// attention.cu so that both store exactly the same bits. For element pair (x[i], x[i + D/2]) of a
+// head at position pos: a = (float)pos · inv_freq[i] (one f32 multiply, as torch), then
+//   y[i] = x[i]·cos a − x[i+D/2]·sin a,   y[i+D/2] = x[i+D/2]·cos a + x[i]·sin a   (f32, rounded to bf16).
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv_freq, float* c, float* s) {
+    sincos_f32((float)pos * inv_freq, s, c);
+}
+
+__device__ __forceinline__ void rope_rotate_bf16(bf16_t x0, bf16_t x1, float c, float s, bf16_t* y0, bf16_t* y1) {
+    const float a = bf16_to_f32(x0), b = bf16_to_f32(x1);
+    *y0 = f32_to_bf16(a * c - b * s);
+    *y1 = f32_to_bf16(b * c + a * s);
+}

@@ -6,7 +6,8 @@
 //   k_cache[s, h, p, :]  = rope(k_h, p)
 //   v_cache[s, h, p, :]  = v_h
 // RoPE is HF's rotate_half (non-interleaved): with a_i = (float)p · inv_freq[i] (one f32 multiply,
-// as torch), for i < D/2:  x'[i] = x[i]·cos a_i − x[i+D/2]·sin a_i,  x'[i+D/2] = x[i+D/2]·cos a_i + x[i]·sin a_i.
+// as torch), for i < D/2:  x'[i] = x[i]·cos a_i − x[i+D/2]·sin a_i,  x'[i+D/2] = x[i+D/2]·cos a_i + x[i]·sin a_i
+// (rope_cos_sin / rope_rotate_bf16 in common.cuh, shared with the fused decode kernel of attention.cu).
 // Positions and slots live on the device (a captured decode step replays with new values). A
 // position outside 0..max_len or a slot outside 0..n_slots cannot be reported from the device: the
 // row's q_out is written as NaN and nothing is written to the caches (the Cpu op returns an error).
@@ -54,8 +55,8 @@ extern "C" __global__ void __launch_bounds__(ROPE_BLOCK) rope_kv_write_bf16(cons
         return;
     }
     for (unsigned i = threadIdx.x; i < half; i += blockDim.x) {
-        float s, c;
-        sincos_f32((float)pos * p.inv_freq[i], &s, &c);
+        float c, s;
+        rope_cos_sin(pos, p.inv_freq[i], &c, &s);
         cos_t[i] = c;
         sin_t[i] = s;
     }
@@ -66,14 +67,9 @@ extern "C" __global__ void __launch_bounds__(ROPE_BLOCK) rope_kv_write_bf16(cons
         const unsigned h = j / half, i = j - h * half;
         const unsigned o = h * D + i;  // element i of head h within q (and k, v)
         const float c = cos_t[i], s = sin_t[i];
-        float a = bf16_to_f32(src[o]), b = bf16_to_f32(src[o + half]);
-        qo[o] = f32_to_bf16(a * c - b * s);
-        qo[o + half] = f32_to_bf16(b * c + a * s);
+        rope_rotate_bf16(src[o], src[o + half], c, s, &qo[o], &qo[o + half]);
         const size_t at = (((size_t)slot * p.heads + h) * p.max_len + (unsigned)pos) * D + i;
-        a = bf16_to_f32(src[hd + o]);
-        b = bf16_to_f32(src[hd + o + half]);
-        p.k_cache[at] = f32_to_bf16(a * c - b * s);
-        p.k_cache[at + half] = f32_to_bf16(b * c + a * s);
+        rope_rotate_bf16(src[hd + o], src[hd + o + half], c, s, &p.k_cache[at], &p.k_cache[at + half]);
         p.v_cache[at] = src[2 * hd + o];
         p.v_cache[at + half] = src[2 * hd + o + half];
     }

@@ -1,6 +1,7 @@
 //! RoPE with the KV-cache write (`kernels/rope.cu`) and attention (`kernels/attention.cu`): over a
 //! static KV cache (T3's decode step and causal prefill) and over contiguous sequences (the T3
-//! Perceiver, S3Gen's transformer blocks).
+//! Perceiver, S3Gen's transformer blocks). [`rope_attention_decode`] fuses `rope_kv_write` and
+//! `attention_cached` into one launch for decode steps.
 //!
 //! KV caches are `[n_slots, heads, max_len, head_dim]` tensors (one slot per sequence). Per-step
 //! values (positions, slots, lengths) are device tensors and the launch configurations depend only
@@ -69,6 +70,27 @@ pub struct AttnCachedParams {
     pub scale: f32,
 }
 const _: () = assert!(std::mem::size_of::<AttnCachedParams>() == 80);
+
+/// Mirrors `RopeAttnParams` in kernels/attention.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct RopeAttnParams {
+    pub qkv: u64,
+    pub positions: u64,
+    pub slots: u64,
+    pub lens: u64,
+    pub inv_freq: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub out: u64,
+    pub rows: u32,
+    pub heads: u32,
+    pub max_len: u32,
+    pub n_slots: u32,
+    pub scale: f32,
+    pub pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<RopeAttnParams>() == 88);
 
 /// Mirrors `AttnCombineParams` in kernels/attention.cu.
 #[repr(C)]
@@ -471,6 +493,159 @@ pub fn attention_cached_split(
         _ => {
             let partial = (n_splits > 1).then(|| (scratch.addr(), n_splits));
             launch_cached(OP, &a, &q, &k_cache, &v_cache, &slots, &lens, &out, partial, scale)
+        }
+    }
+}
+
+/// The `rope_attn_decode_d*_bf16` kernel of a head dim (the head dims of [`attention_cached`]).
+fn rope_attn_kernel(op: &'static str, d: usize) -> Result<&'static str> {
+    Ok(match d {
+        32 => "rope_attn_decode_d32_bf16",
+        64 => "rope_attn_decode_d64_bf16",
+        96 => "rope_attn_decode_d96_bf16",
+        128 => "rope_attn_decode_d128_bf16",
+        160 => "rope_attn_decode_d160_bf16",
+        192 => "rope_attn_decode_d192_bf16",
+        224 => "rope_attn_decode_d224_bf16",
+        256 => "rope_attn_decode_d256_bf16",
+        _ => return Err(Error::invalid(op, format!("head_dim {d} is not supported (multiples of 32 up to 256)"))),
+    })
+}
+
+/// A decode step's [`rope_kv_write`] and [`attention_cached`] fused: for each row r with
+/// `p = positions[r]`, `s = slots[r]`, `len = lens[r] > 0`, RoPE of the row's q and k at p, k and v
+/// written into `k_cache[s, h, p]`, `v_cache[s, h, p]`, then
+/// `out[r, h] = softmax(scale · rope(q_h, p) · K[s, h, 0..len]ᵀ) · V[s, h, 0..len]`. The rotated q
+/// never leaves the kernel. A decode step sets `len = p + 1` for a live row (other lengths are
+/// allowed: the row attends over `0..len` of its slot whatever p is).
+///
+/// Rows with `len == 0` (finished requests) output zeros and write nothing; their position and slot
+/// are not looked at. For rows with `len > 0`, `len` outside `1..=max_len`, a position outside
+/// `0..max_len` or a slot outside `0..n_slots` is an error on Cpu (checked for every row before
+/// anything is written) and, on Cuda/Emu, a NaN output row with nothing written to the caches
+/// (the rules of the two unfused ops, applied to live rows only).
+///
+/// Precondition: no two rows with `len > 0` share a slot (each row writes its slot while the others
+/// read theirs). Cpu checks it (an error); on Cuda/Emu the values live on the device and sharing rows
+/// race (their outputs are unspecified; memory stays in bounds).
+///
+/// Shapes and dtypes: those of the two ops: `qkv` `[rows, 3·heads·head_dim]` (`[q | k | v]`);
+/// `positions`, `slots`, `lens` `[rows]` i32; `inv_freq` `[head_dim / 2]` f32; caches `[n_slots,
+/// heads, max_len, head_dim]` with head_dim a multiple of 32 up to 256; `out` `[rows,
+/// heads·head_dim]`; Cpu f32, Cuda/Emu bf16. Cuda/Emu: one launch, grid `(rows, heads)`, the block
+/// width of [`attention_cached`]; the rotation and the attention are the device code of the two
+/// kernels, so outputs and cache rows equal `rope_kv_write` (on the live rows) followed by
+/// `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_attention_decode(
+    qkv: View<'_>,
+    positions: View<'_>,
+    slots: View<'_>,
+    inv_freq: View<'_>,
+    mut k_cache: ViewMut<'_>,
+    mut v_cache: ViewMut<'_>,
+    lens: View<'_>,
+    mut out: ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "rope_attention_decode";
+    let dev = same_device(
+        OP,
+        qkv.device(),
+        &[positions.device(), slots.device(), inv_freq.device(), k_cache.device(), v_cache.device(), lens.device(), out.device()],
+    )?;
+    let (n_slots, heads, max_len, d) = cache_dims(OP, &k_cache.as_view(), &v_cache.as_view())?;
+    let kernel = rope_attn_kernel(OP, d)?;
+    let rows = qkv.rows();
+    let hd = heads * d;
+    if qkv.row_len() != 3 * hd {
+        return Err(Error::shape(OP, format!("qkv {:?} for 3 × {heads} heads × {d}", qkv.shape())));
+    }
+    if out.rows() != rows || out.row_len() != hd {
+        return Err(Error::shape(OP, format!("out {:?} for {rows} rows of {heads} heads × {d}", out.shape())));
+    }
+    check_i32(OP, "positions", &positions, rows)?;
+    check_i32(OP, "slots", &slots, rows)?;
+    check_i32(OP, "lens", &lens, rows)?;
+    if inv_freq.len() != d / 2 {
+        return Err(Error::shape(OP, format!("inv_freq has {} values for head_dim {d}", inv_freq.len())));
+    }
+    expect_dtype(OP, "inv_freq", &inv_freq, DType::F32)?;
+    if !scale.is_finite() {
+        return Err(Error::invalid(OP, format!("scale = {scale}")));
+    }
+    let act = dev.compute_dtype();
+    expect_dtype(OP, "qkv", &qkv, act)?;
+    expect_dtype(OP, "k_cache", &k_cache.as_view(), act)?;
+    expect_dtype(OP, "v_cache", &v_cache.as_view(), act)?;
+    expect_dtype(OP, "out", &out.as_view(), act)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => {
+            let (pos, sl, ln) = (positions.host_i32()?, slots.host_i32()?, lens.host_i32()?);
+            // every row first: nothing is written when one is bad
+            let mut live_slots = Vec::new();
+            for r in 0..rows {
+                let (len, p, s) = (ln[r], pos[r], sl[r]);
+                if len == 0 {
+                    continue;
+                }
+                if len < 0 || len as usize > max_len {
+                    return Err(Error::invalid(OP, format!("row {r}: length {len} is outside 0..={max_len}")));
+                }
+                if p < 0 || p as usize >= max_len {
+                    return Err(Error::invalid(OP, format!("row {r}: position {p} is outside 0..{max_len}")));
+                }
+                if s < 0 || s as usize >= n_slots {
+                    return Err(Error::invalid(OP, format!("row {r}: slot {s} is outside 0..{n_slots}")));
+                }
+                live_slots.push((s, r));
+            }
+            live_slots.sort_unstable();
+            if let Some(w) = live_slots.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(Error::invalid(OP, format!("rows {} and {} are both live in slot {}", w[0].1, w[1].1, w[0].0)));
+            }
+            // rope_kv_write on the live rows, then attention_cached over every row (zeros for the others)
+            let live: Vec<usize> = (0..rows).filter(|&r| ln[r] != 0).collect();
+            let qkv_all = qkv.host_f32()?;
+            let lqkv: Vec<f32> = live.iter().flat_map(|&r| &qkv_all[r * 3 * hd..(r + 1) * 3 * hd]).copied().collect();
+            let lpos: Vec<i32> = live.iter().map(|&r| pos[r]).collect();
+            let lslots: Vec<i32> = live.iter().map(|&r| sl[r]).collect();
+            let mut lq = vec![0f32; live.len() * hd];
+            let (kc, vc) = (k_cache.host_f32_mut()?, v_cache.host_f32_mut()?);
+            cpu::rope_kv_write(&lqkv, &lpos, &lslots, inv_freq.host_f32()?, &mut lq, kc, vc, heads, max_len)
+                .map_err(|(r, what, v)| Error::invalid(OP, format!("row {}: {what} {v} is invalid", live[r])))?;
+            let mut q = vec![0f32; rows * hd];
+            for (i, &r) in live.iter().enumerate() {
+                q[r * hd..(r + 1) * hd].copy_from_slice(&lq[i * hd..(i + 1) * hd]);
+            }
+            cpu::attention_cached(&q, kc, vc, sl, ln, out.host_f32_mut()?, heads, d, max_len, scale)
+                .map_err(|(r, what, v)| Error::invalid(OP, format!("row {r}: {what} {v} is invalid")))
+        }
+        _ => {
+            check_aligned(OP, &[("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
+            let p = RopeAttnParams {
+                qkv: qkv.addr(),
+                positions: positions.addr(),
+                slots: slots.addr(),
+                lens: lens.addr(),
+                inv_freq: inv_freq.addr(),
+                k_cache: k_cache.addr(),
+                v_cache: v_cache.addr(),
+                out: out.addr(),
+                rows: u32_param(OP, "rows", rows)?,
+                heads: u32_param(OP, "heads", heads)?,
+                max_len: u32_param(OP, "max_len", max_len)?.min(i32::MAX as u32),
+                n_slots: u32_param(OP, "n_slots", n_slots)?.min(i32::MAX as u32),
+                scale,
+                pad: 0,
+            };
+            // the width attention_cached takes for these shapes: the same summation order
+            let nwarps = cached_warps(rows * heads, max_len);
+            let smem = 4 * nwarps * (d as u32 + 2);
+            launch(dev, kernel, LaunchDims::new([p.rows, p.heads, 1], [32 * nwarps, 1, 1], smem), &p)
         }
     }
 }

@@ -8,6 +8,7 @@ mod conv;
 mod decode_state;
 pub(crate) mod elementwise;
 mod embedding;
+mod gemv;
 mod groupnorm;
 mod hift;
 mod layernorm;
@@ -20,13 +21,14 @@ mod sampling;
 pub use activation::{ACT_BLOCK, SwigluParams, swiglu};
 pub use attention::{
     ATTN_COMBINE_BLOCK, ATTN_DENSE_BLOCK, ATTN_MAX_HEAD_DIM, ATTN_MAX_WARPS, AttnCachedParams, AttnCombineParams,
-    AttnDenseParams, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeKvParams, attention_cached, attention_cached_split,
-    attention_cached_splits, attention_dense, rope_kv_write,
+    AttnDenseParams, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeAttnParams, RopeKvParams, attention_cached, attention_cached_split,
+    attention_cached_splits, attention_dense, rope_attention_decode, rope_kv_write,
 };
 pub use conv::{Im2col, PadMode, col2im_transpose, im2col};
 pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
 pub use elementwise::{BiasParams, EW_BLOCK, add_bias, add_residual};
 pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
+pub use gemv::{GEMV_BLOCK, GemvParams, linear_add_residual, rmsnorm_linear, rmsnorm_linear_swiglu};
 pub use groupnorm::{GROUPNORM_BLOCK, GroupNormParams, group_norm};
 pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
 pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
