@@ -12,6 +12,14 @@ use tts_kernels::{DType, Graph, Tensor, ops};
 use crate::model::{KvCache, RowLayout, T3, Workspace};
 use crate::{Error, Result};
 
+/// Decode steps of up to this many rows (8 requests with CFG) run the fused decode ops
+/// ([`T3::forward_decode`]: 5 launches per layer, weights streamed once by GEMV kernels); larger
+/// batches the unfused stack, whose projections are GEMMs (cuBLAS tensor cores on Cuda). On a GPU
+/// the GEMV kernels do their multiply-adds on CUDA cores, which stops paying around this batch size
+/// by arithmetic (16 rows × 0.5 G weights ≈ the time to read the weights); the crossover has not
+/// been measured on a GPU.
+pub const FUSED_DECODE_MAX_ROWS: usize = 16;
+
 /// Per-request sampling settings. `Default` is what `ChatterboxTTS.generate` uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSettings {
@@ -151,6 +159,10 @@ impl<'m> Generator<'m> {
             state0[q * STATE + 1] = 1;
         }
         let slot_ids: Vec<i32> = (0..rows as i32).collect();
+        // empty slots carry valid (default) settings: the sampler checks every row it is given
+        let idle = SamplerSettings::default().kernel_settings();
+        let settings_f: Vec<f32> = (0..max_batch).flat_map(|_| idle.f32_row()).collect();
+        let settings_i: Vec<i32> = (0..max_batch).flat_map(|_| idle.i32_row()).collect();
         Ok(Generator {
             model,
             max_batch,
@@ -166,8 +178,8 @@ impl<'m> Generator<'m> {
                 slots: Tensor::from_i32(dev, &[rows], &slot_ids)?,
                 lens: i32s(rows, 0)?,
             },
-            settings: Tensor::zeros(dev, DType::F32, &[max_batch, SETTINGS_F32])?,
-            settings_i: Tensor::zeros(dev, DType::I32, &[max_batch, SETTINGS_I32])?,
+            settings: Tensor::from_f32(dev, DType::F32, &[max_batch, SETTINGS_F32], &settings_f)?,
+            settings_i: Tensor::from_i32(dev, &[max_batch, SETTINGS_I32], &settings_i)?,
             history: Tensor::zeros(dev, DType::I32, &[max_batch, max_new_tokens_cap + 1])?,
             state: Tensor::from_i32(dev, &[max_batch, STATE], &state0)?,
             next_token: i32s(max_batch, 0)?,
@@ -308,7 +320,11 @@ impl<'m> Generator<'m> {
             m.w.speech_emb.view(),
             self.h.view_mut(),
         )?;
-        m.forward(&mut self.h, &self.rows, &mut self.cache, &mut self.ws, rows)?;
+        if rows <= FUSED_DECODE_MAX_ROWS {
+            m.forward_decode(&mut self.h, &self.rows, &mut self.cache, &mut self.ws)?;
+        } else {
+            m.forward(&mut self.h, &self.rows, &mut self.cache, &mut self.ws, rows)?;
+        }
         ops::sample_tokens(
             self.ws.logits.view().narrow_rows(0, rows)?,
             self.settings.view(),

@@ -9,7 +9,7 @@ pub mod model;
 pub mod weights;
 
 pub use config::T3Config;
-pub use generate::{Finished, Generator, Request, SamplerSettings, Voice};
+pub use generate::{FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice};
 pub use model::{KvCache, RowLayout, T3, Workspace};
 
 /// Whether the model is implemented. The parity harness reports its fixture cases as pending

@@ -290,6 +290,46 @@ impl T3 {
         ops::linear(ws.a.view().narrow_rows(0, head_rows)?, self.w.speech_head.view(), None, r(&mut ws.logits, head_rows)?)?;
         Ok(())
     }
+
+    /// The decode step's Llama stack through the fused decode ops: one row per KV-cache slot
+    /// (each row writes its own position, then attends over its slot up to `lens`; rows of
+    /// finished requests have `lens` 0 and cost no attention work). Five launches per layer on
+    /// kernel backends:
+    /// `rmsnorm_linear` (input norm + QKV) → `rope_attention_decode` → `linear_add_residual` (o) →
+    /// `rmsnorm_linear_swiglu` (post norm + gate/up + SwiGLU) → `linear_add_residual` (down);
+    /// then one more for the final norm + speech head into `ws.logits` (f32, every row).
+    ///
+    /// Same model as [`T3::forward`] over those rows; the difference is rounding on kernel
+    /// backends: the o and down projections reach the f32 residual stream unrounded (the unfused
+    /// path rounds them to bf16 first). Allocates nothing on kernel backends.
+    pub fn forward_decode(&self, h: &mut Tensor, rows: &RowLayout, cache: &mut KvCache, ws: &mut Workspace) -> Result<()> {
+        let c = &self.cfg;
+        let n = h.shape()[0];
+        if n > ws.rows {
+            return Err(Error::Input(format!("{n} rows for a workspace of {}", ws.rows)));
+        }
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let eps = c.rms_norm_eps;
+        for (l, w) in self.w.layers.iter().enumerate() {
+            ops::rmsnorm_linear(h.view(), w.input_norm.view(), eps, w.qkv.view(), r(&mut ws.qkv, n)?)?;
+            ops::rope_attention_decode(
+                ws.qkv.view().narrow_rows(0, n)?,
+                rows.positions.view(),
+                rows.slots.view(),
+                self.inv_freq.view(),
+                cache.k[l].view_mut(),
+                cache.v[l].view_mut(),
+                rows.lens.view(),
+                r(&mut ws.attn, n)?,
+                scale,
+            )?;
+            ops::linear_add_residual(ws.attn.view().narrow_rows(0, n)?, w.o.view(), h.view_mut())?;
+            ops::rmsnorm_linear_swiglu(h.view(), w.post_norm.view(), eps, w.gate_up.view(), r(&mut ws.m, n)?)?;
+            ops::linear_add_residual(ws.m.view().narrow_rows(0, n)?, w.down.view(), h.view_mut())?;
+        }
+        ops::rmsnorm_linear(h.view(), self.w.final_norm.view(), eps, self.w.speech_head.view(), r(&mut ws.logits, n)?)?;
+        Ok(())
+    }
 }
 
 /// The first `k` rows of a workspace tensor.
