@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tts_engine::speak::{Engine, SpeakOptions, write_wav};
 use tts_engine::voice::BuiltinVoice;
 use tts_kernels::Device;
-use tts_kernels::testing::{fresh_seed, random_i32};
+use tts_kernels::testing::{fresh_seed, random_i32, rel_l2};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
@@ -34,15 +34,6 @@ fn voice() -> BuiltinVoice {
     let t3 = BuiltinVoice::load(&fixture("t3_decode_teacher_forced_a").join("conds.pt")).unwrap();
     let s3 = BuiltinVoice::load(&fixture("s3gen_wav_a").join("conds.pt")).unwrap();
     BuiltinVoice { t3: t3.t3, s3gen: s3.s3gen }
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let (mut n, mut d) = (0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        n += (*x as f64 - *y as f64).powi(2);
-        d += (*y as f64).powi(2);
-    }
-    (n / d.max(1e-30)).sqrt()
 }
 
 #[test]

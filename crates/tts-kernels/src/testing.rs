@@ -116,6 +116,20 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f64, abs: f64) {
     }
 }
 
+/// The relative L2 distance `‖got − want‖₂ / ‖want‖₂` of `got` from the reference `want`, both
+/// sums accumulated in f64. The squared norm of `want` is floored at 1e-30, so an all-zero
+/// reference gives `‖got‖₂ · 1e15` (0 when `got` is zero too). Panics when the lengths differ (a
+/// test helper: a length mismatch is a failed test, not a distance).
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "rel_l2 of slices of different lengths");
+    let (mut n, mut d) = (0.0f64, 0.0f64);
+    for (x, y) in got.iter().zip(want) {
+        n += (*x as f64 - *y as f64).powi(2);
+        d += (*y as f64).powi(2);
+    }
+    (n / d.max(1e-30)).sqrt()
+}
+
 /// The devices that run the GPU kernels in this build and on this machine, each with a label:
 /// Emu in forward, reverse and random schedules (builds with the `emu` feature) and Cuda when a
 /// usable GPU is present. With `TTS_REQUIRE_CUDA=1` a missing GPU panics instead of being skipped.
@@ -213,5 +227,13 @@ mod tests {
         assert!(mean.abs() < 0.03, "mean {mean}");
         assert!((var.sqrt() - 2.0).abs() < 0.03, "std {}", var.sqrt());
         assert_ne!(random_f32(1, 4, 1.0), random_f32(2, 4, 1.0));
+    }
+
+    #[test]
+    fn rel_l2_is_relative_to_the_reference() {
+        assert_eq!(rel_l2(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        assert!((rel_l2(&[3.0, 0.0], &[0.0, 4.0]) - 1.25).abs() < 1e-15);
+        assert!((rel_l2(&[2.0], &[0.0]) - 2e15).abs() < 1.0);
+        assert_eq!(rel_l2(&[0.0], &[0.0]), 0.0);
     }
 }

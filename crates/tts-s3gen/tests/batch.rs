@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tts_kernels::Device;
-use tts_kernels::testing::{fresh_seed, random_f32};
+use tts_kernels::testing::{fresh_seed, random_f32, rel_l2};
 use tts_s3gen::{FlowRequest, HiftRequest, MEL_BINS, Request, S3Gen};
 
 fn model_dir() -> PathBuf {
@@ -56,15 +56,6 @@ fn flow_requests<'a>(reqs: &[&'a Owned]) -> Vec<FlowRequest<'a>> {
 fn max_rel(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
     a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let (mut n, mut d) = (0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        n += (*x as f64 - *y as f64).powi(2);
-        d += (*y as f64).powi(2);
-    }
-    (n / d.max(1e-30)).sqrt()
 }
 
 /// Batched vs alone, stage by stage. Bit-for-bit equality is not promised: a GEMM over more rows may

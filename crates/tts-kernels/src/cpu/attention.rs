@@ -234,9 +234,10 @@ pub fn attention_dense(
     Ok(())
 }
 
-/// The blocked path of [`attention_dense`] (any size; lengths already checked).
+/// The blocked path of [`attention_dense`] (any size; lengths already checked). `pub` only for
+/// `bench_support`.
 #[allow(clippy::too_many_arguments)]
-fn attention_dense_blocked(
+pub fn attention_dense_blocked(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -492,9 +493,9 @@ impl SendPtr {
 }
 
 /// [`attention_dense`] as one scalar loop per (batch, query, head) over `attend_one`: the path of
-/// tiny problems and the tests' oracle. Lengths already checked.
+/// tiny problems and the tests' oracle. Lengths already checked. `pub` only for `bench_support`.
 #[allow(clippy::too_many_arguments)]
-fn attention_dense_scalar(
+pub fn attention_dense_scalar(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -770,76 +771,5 @@ mod blocked_tests {
         let mut got = vec![0.0; q.len()];
         attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false);
         assert!(!compare(&got, &want, 1e-5, 1e-5).ok(), "seed {s}");
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use crate::testing::random_f32;
-
-    #[test]
-    #[ignore]
-    fn timing_crossover() {
-        for &(batch, l, heads, dh) in &[
-            (1, 2, 1, 64),
-            (1, 4, 1, 64),
-            (1, 8, 1, 64),
-            (1, 16, 1, 64),
-            (1, 32, 1, 64),
-            (1, 64, 1, 64),
-            (1, 4, 16, 64),
-            (1, 8, 16, 64),
-            (1, 16, 16, 64),
-            (1, 32, 16, 64),
-            (2, 8, 8, 64),
-            (1, 7, 3, 37),
-        ] {
-            let n = batch * l * heads * dh;
-            let (q, k, v) = (random_f32(1, n, 1.0), random_f32(2, n, 1.0), random_f32(3, n, 1.0));
-            let mut out = vec![0f32; n];
-            let reps = 2000;
-            let t0 = std::time::Instant::now();
-            for _ in 0..reps {
-                attention_dense_scalar(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true);
-            }
-            let ts = t0.elapsed().as_secs_f64() / reps as f64;
-            let t0 = std::time::Instant::now();
-            for _ in 0..reps {
-                attention_dense_blocked(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true);
-            }
-            let tb = t0.elapsed().as_secs_f64() / reps as f64;
-            eprintln!(
-                "b {batch} l {l} heads {heads} dh {dh} work {}: scalar {:.1} us blocked {:.1} us",
-                2 * batch * l * l * heads * dh,
-                ts * 1e6,
-                tb * 1e6
-            );
-        }
-    }
-
-    /// `cargo test -p tts-kernels --lib --release -- --ignored --nocapture timing_`
-    #[test]
-    #[ignore]
-    fn timing_attention_dense_s3gen_estimator() {
-        let (batch, t, heads, dh) = (2, 814, 8, 64);
-        let n = batch * t * heads * dh;
-        let (q, k, v) = (random_f32(1, n, 1.0), random_f32(2, n, 1.0), random_f32(3, n, 1.0));
-        let lens = [t as i32, 700];
-        let mut out = vec![0f32; n];
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t0 = std::time::Instant::now();
-            attention_dense(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false).unwrap();
-            best = best.min(t0.elapsed().as_secs_f64());
-        }
-        let t0 = std::time::Instant::now();
-        attention_dense_scalar(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false);
-        let scalar = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "attention_dense b {batch} T {t} {heads}x{dh}: {:.2} ms (best of 5); the scalar loop {:.2} ms",
-            best * 1e3,
-            scalar * 1e3
-        );
     }
 }

@@ -397,9 +397,9 @@ pub enum Kind {
 }
 
 /// The loops of [`map_inplace`]: plain loops (no closures) so that everything inlines into the
-/// AVX2 instance and vectorises there.
+/// AVX2 instance and vectorises there. `pub` only for `bench_support`.
 #[inline(always)]
-fn map_generic(kind: Kind, v: &mut [f32]) {
+pub fn map_generic(kind: Kind, v: &mut [f32]) {
     match kind {
         Kind::Gelu => {
             for x in v {
@@ -676,46 +676,6 @@ mod tests {
             let mut v = xs.clone();
             map_generic(kind, &mut v);
             assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "{kind:?} generic");
-        }
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore = "timing"]
-    fn single_thread_timing() {
-        let x: Vec<f32> = (0..1usize << 20).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * 12.0).collect();
-        for kind in [super::Kind::Gelu, super::Kind::Silu, super::Kind::Mish, super::Kind::Elu] {
-            let mut best = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-            for _ in 0..10 {
-                let mut y = x.clone();
-                let t = std::time::Instant::now();
-                super::map_inplace(kind, &mut y);
-                best.0 = best.0.min(t.elapsed().as_secs_f64());
-                let mut y = x.clone();
-                let t = std::time::Instant::now();
-                super::map_generic(kind, &mut y);
-                best.1 = best.1.min(t.elapsed().as_secs_f64());
-                let mut y = x.clone();
-                let t = std::time::Instant::now();
-                for v in &mut y {
-                    *v = match kind {
-                        super::Kind::Silu => *v / (1.0 + (-*v).exp()),
-                        super::Kind::Mish => *v * v.exp().ln_1p().tanh(),
-                        super::Kind::Elu => v.exp_m1(),
-                        super::Kind::Gelu => v.exp(), // no erff in std: a lower bound for the libm Gelu
-                    };
-                }
-                std::hint::black_box(&y);
-                best.2 = best.2.min(t.elapsed().as_secs_f64());
-            }
-            eprintln!(
-                "{kind:?}: avx2 {:.2} ns/elem, generic {:.2}, libm {:.2}",
-                best.0 * 1e9 / x.len() as f64,
-                best.1 * 1e9 / x.len() as f64,
-                best.2 * 1e9 / x.len() as f64
-            );
         }
     }
 }

@@ -39,3 +39,12 @@ pub use sampling::{
     SamplerStages, SamplerState, draw_bits, draw_token, draw_with_bits, mass_weight, order_key, penalised_history, philox4x32_10,
     sample_request, sampler_stages,
 };
+
+/// The private fast/oracle pairs that `benches/cpu_paths.rs` measures side by side. Not an API:
+/// nothing else may use it.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use super::attention::{attention_dense_blocked, attention_dense_scalar};
+    pub use super::fastmath::{Kind, exp_sub_inplace, map_generic, map_inplace};
+    pub use super::relpos::attention_relpos_scalar;
+}

@@ -172,58 +172,6 @@ pub fn cfm_euler_cfg(x: &mut [f32], v: &[f32], est: Option<(&mut [f32], usize)>,
 mod tests {
     use super::*;
 
-    // The C library's erff: the previous (per-element libm) implementation, for the timing test.
-    unsafe extern "C" {
-        safe fn erff(x: f32) -> f32;
-    }
-
-    /// The previous implementation: per-element libm calls in parallel row blocks.
-    fn activation_libm(x: &mut [f32], cols: usize, act: Activation) {
-        use rayon::prelude::*;
-        let f = move |x: f32| match act {
-            Activation::Gelu => 0.5 * x * (1.0 + erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-            Activation::Mish => x * x.exp().ln_1p().tanh(),
-            Activation::Silu => x / (1.0 + (-x).exp()),
-            Activation::Elu => {
-                if x > 0.0 {
-                    x
-                } else {
-                    x.exp_m1()
-                }
-            }
-            _ => unimplemented!(),
-        };
-        x.par_chunks_mut(ROWS_PER_TASK * cols).for_each(|b| b.iter_mut().for_each(|v| *v = f(*v)));
-    }
-
-    /// `cargo test -p tts-kernels --features emu --lib -- --ignored --nocapture activation_timing`
-    #[test]
-    #[ignore = "timing, not a check"]
-    fn activation_timing() {
-        let (rows, cols) = (1028, 1024);
-        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * 12.0).collect();
-        let time = |f: &dyn Fn(&mut [f32])| {
-            let mut best = f64::INFINITY;
-            for _ in 0..20 {
-                let mut y = x.clone();
-                let t = std::time::Instant::now();
-                f(&mut y);
-                best = best.min(t.elapsed().as_secs_f64());
-                std::hint::black_box(&y);
-            }
-            best * 1e3
-        };
-        for act in [Activation::Gelu, Activation::Mish, Activation::Silu, Activation::Elu] {
-            let old = time(&|y| activation_libm(y, cols, act));
-            let new = time(&|y| activation_inplace(y, cols, act, None, None));
-            let out = time(&|y| activation(&x, y, cols, act, None, None));
-            eprintln!(
-                "{act:?} {rows}x{cols}: libm {old:.3} ms, fast in place {new:.3} ms (out of place {out:.3} ms), {:.1}x",
-                old / new
-            );
-        }
-    }
-
     /// erf in f64 without cancellation: `erf(x) = 2/√π · e^(−x²) · Σ_k 2^k x^(2k+1) / (1·3·…·(2k+1))`
     /// (all terms positive), for the Gelu check.
     fn erf64(x: f64) -> f64 {

@@ -134,9 +134,9 @@ fn attention_relpos_blocked(
 }
 
 /// [`attention_relpos`] as a scalar loop per (batch, query, head): the path of tiny problems and
-/// the tests' oracle. Lengths already checked, `T ≥ 1`.
+/// the tests' oracle. Lengths already checked, `T ≥ 1`. `pub` only for `bench_support`.
 #[allow(clippy::too_many_arguments)]
-fn attention_relpos_scalar(
+pub fn attention_relpos_scalar(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -394,38 +394,5 @@ mod tests {
         assert!(out.iter().all(|&x| x == 0.0));
         assert_eq!(attention_relpos(&q, &k, &v, &pos, &[0.0, 0.0], &bv, Some(&[6]), &mut out, 1, 1, dh, 1.0), Err((0, 6)));
         assert_eq!(attention_relpos(&q, &k, &v, &pos, &[0.0, 0.0], &bv, Some(&[-1]), &mut out, 1, 1, dh, 1.0), Err((0, -1)));
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use crate::testing::random_f32;
-
-    /// `cargo test -p tts-kernels --lib --release -- --ignored --nocapture timing_`
-    #[test]
-    #[ignore]
-    fn timing_attention_relpos_s3gen_encoder() {
-        let (batch, t, heads, dh) = (1, 814, 8, 64);
-        let hd = heads * dh;
-        let n = batch * t * hd;
-        let (q, k, v) = (random_f32(1, n, 1.0), random_f32(2, n, 1.0), random_f32(3, n, 1.0));
-        let pos = random_f32(4, (2 * t - 1) * hd, 1.0);
-        let (bu, bv) = (random_f32(5, hd, 0.5), random_f32(6, hd, 0.5));
-        let mut out = vec![0f32; n];
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t0 = std::time::Instant::now();
-            attention_relpos(&q, &k, &v, &pos, &bu, &bv, Some(&[t as i32]), &mut out, batch, heads, dh, 0.125).unwrap();
-            best = best.min(t0.elapsed().as_secs_f64());
-        }
-        let t0 = std::time::Instant::now();
-        attention_relpos_scalar(&q, &k, &v, &pos, &bu, &bv, Some(&[t as i32]), &mut out, batch, heads, dh, 0.125);
-        let scalar = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "attention_relpos b {batch} T {t} {heads}x{dh}: {:.2} ms (best of 5); the scalar loop {:.2} ms",
-            best * 1e3,
-            scalar * 1e3
-        );
     }
 }
