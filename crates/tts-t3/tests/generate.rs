@@ -46,7 +46,7 @@ fn a_batch_equals_one_request_at_a_time_with_slot_replacement() {
     }
     // 9 slots (18 rows) take the unfused decode stack (above FUSED_DECODE_MAX_ROWS); on Cpu both
     // stacks compute the same sums, so the tokens are the same
-    assert!(18 > tts_t3::FUSED_DECODE_MAX_ROWS);
+    const { assert!(2 * 9 > tts_t3::FUSED_DECODE_MAX_ROWS) };
     let wide = run(&model, &reqs, 9, 3);
     for (i, (a, b)) in alone.iter().zip(&wide).enumerate() {
         assert_eq!(a.raw, b.raw, "request {i}: the unfused decode stack differs from the fused one");
