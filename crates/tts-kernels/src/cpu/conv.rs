@@ -51,30 +51,30 @@ pub fn im2col(
         return Ok(());
     }
     let reflect = p.pad == PadMode::Reflect;
-    for b in 0..batch {
+    // one output row per (b, t), rows in parallel (each row is written alone: same values)
+    use rayon::prelude::*;
+    out[..batch * l_out * ck].par_chunks_mut(ck).with_min_len(64).enumerate().for_each(|(bt, row)| {
+        let (b, t) = (bt / l_out, bt % l_out);
         let len = lens.map_or(l_in, |l| l[b] as usize);
         let s = (len * p.upsample) as i64;
         let xb = &x[b * l_in * channels..(b + 1) * l_in * channels];
-        for t in 0..l_out {
-            let row = &mut out[(b * l_out + t) * ck..(b * l_out + t + 1) * ck];
-            for j in 0..k {
-                let pos = (t * p.stride + j * p.dilation) as i64 - p.pad_left as i64;
-                match im2col_source(pos, s, reflect) {
-                    Some(i) => {
-                        let src = &xb[(i as usize / p.upsample) * channels..][..channels];
-                        for (c, &v) in src.iter().enumerate() {
-                            row[c * k + j] = v;
-                        }
+        for j in 0..k {
+            let pos = (t * p.stride + j * p.dilation) as i64 - p.pad_left as i64;
+            match im2col_source(pos, s, reflect) {
+                Some(i) => {
+                    let src = &xb[(i as usize / p.upsample) * channels..][..channels];
+                    for (c, &v) in src.iter().enumerate() {
+                        row[c * k + j] = v;
                     }
-                    None => {
-                        for c in 0..channels {
-                            row[c * k + j] = 0.0;
-                        }
+                }
+                None => {
+                    for c in 0..channels {
+                        row[c * k + j] = 0.0;
                     }
                 }
             }
         }
-    }
+    });
     Ok(())
 }
 

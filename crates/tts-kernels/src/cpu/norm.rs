@@ -29,14 +29,17 @@ pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f3
     if cols == 0 {
         return;
     }
-    for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+    use rayon::prelude::*;
+    let rows = out.len() / cols;
+    // rows in parallel (each row is normalised alone: same values)
+    x[..rows * cols].par_chunks_exact(cols).zip(out.par_chunks_exact_mut(cols)).with_min_len(16).for_each(|(xr, o)| {
         let mean = xr.iter().sum::<f32>() / cols as f32;
         let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for (j, (o, &v)) in o.iter_mut().zip(xr).enumerate() {
             *o = (v - mean) * inv * weight[j] + bias.map_or(0.0, |b| b[j]);
         }
-    }
+    });
 }
 
 /// Elements (`batch·T·C`) from which [`group_norm`] runs its batch items as parallel tasks.
