@@ -117,6 +117,48 @@ pub fn run(dev: &Device, seed: Option<u64>) -> Result<(u64, Vec<OpCheck>)> {
             millis: ms,
         });
     }
+    // T3's fused decode GEMV: RMSNorm prologue + projection (odd K: the unaligned weight path),
+    // the weight prepared for the device's decode GEMV (packed on Cpu)
+    {
+        let (m, n, k) = (3usize, 67usize, 1031usize);
+        let h = random_f32(seed ^ 21, m * k, 2.0);
+        let nw = round_bf16(&random_f32(seed ^ 22, k, 1.0));
+        let w = round_bf16(&random_f32(seed ^ 23, n * k, 0.1));
+        let run_on = |d: &Device, dt: DType, pack: bool| -> Result<(Vec<f32>, f64)> {
+            let ht = Tensor::from_f32(d, DType::F32, &[m, k], &h)?;
+            let nwt = Tensor::from_f32(d, dt, &[k], &nw)?;
+            let wt = Tensor::from_f32(d, d.weight_dtype(), &[n, k], &w)?;
+            let wt = if pack { ops::pack_linear_weight(wt)? } else { wt };
+            let mut ot = Tensor::uninit(d, DType::F32, &[m, n])?;
+            let t = Instant::now();
+            ops::rmsnorm_linear(ht.view(), nwt.view(), 1e-5, wt.view(), ot.view_mut())?;
+            d.synchronize()?;
+            Ok((ot.to_f32_vec()?, t.elapsed().as_secs_f64() * 1e3))
+        };
+        let (want, _) = run_on(&cpu, DType::F32, false)?;
+        let (got, ms) = run_on(dev, act, true)?;
+        let c = compare(&got, &want, rel, abs);
+        // bf16 backends round the normalised activation a to bf16 (as add_rmsnorm writes it) before
+        // the dot: each output may move by up to 2^-8 · Σ_k |a_k · w_k| (plus f32 summation order)
+        let unit = if act == DType::BF16 { 2f64.powi(-8) } else { 1e-6 };
+        let ok = (0..m).all(|i| {
+            let row = &h[i * k..(i + 1) * k];
+            let inv = 1.0 / (row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / k as f64 + 1e-5).sqrt();
+            (0..n).all(|j| {
+                let s: f64 = (0..k).map(|t| (row[t] as f64 * inv * nw[t] as f64 * w[j * k + t] as f64).abs()).sum();
+                let d = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
+                d.is_finite() && d <= unit * s + 1e-5
+            })
+        });
+        out.push(OpCheck {
+            op: "rmsnorm_linear",
+            shape: format!("[{m}, {k}] x [{n}, {k}]^T"),
+            max_abs: c.max_abs,
+            max_rel: c.max_rel,
+            ok,
+            millis: ms,
+        });
+    }
     // S3Gen: a causal conv (k3, left pad 2) as im2col + GEMM over two sequences of different lengths,
     // then Mish with the padding mask
     {
