@@ -46,10 +46,13 @@ impl HostMem {
             .ok_or_else(|| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
         let layout = Layout::from_size_align(total.max(1), ALIGN).unwrap();
         // SAFETY: layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc(layout) };
+        let raw = unsafe { if fill == 0 { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
         let block = NonNull::new(raw).ok_or_else(|| Error::invalid("alloc", format!("out of memory for {bytes} bytes")))?;
-        // SAFETY: the block is `total` bytes long.
-        unsafe { std::ptr::write_bytes(block.as_ptr(), fill, total) };
+        if fill != 0 {
+            // SAFETY: the block is `total` bytes long. (Zeros come from alloc_zeroed: for large
+            // blocks the allocator maps fresh zero pages instead of writing every byte.)
+            unsafe { std::ptr::write_bytes(block.as_ptr(), fill, total) };
+        }
         if redzone > 0 {
             unsafe {
                 std::ptr::write_bytes(block.as_ptr(), REDZONE_BYTE, redzone);

@@ -84,13 +84,24 @@ fn packed_offset<T: GemvElem>(j: usize, c: usize, k: usize) -> usize {
 
 /// Writes the packed form of the row-major `w[n, k]` into `out` ([`packed_gemv_len`] elements).
 pub fn pack_gemv<T: GemvElem>(w: &[T], n: usize, k: usize, out: &mut [T]) {
+    use rayon::prelude::*;
     debug_assert!(w.len() >= n * k && out.len() == packed_gemv_len::<T>(n, k));
-    out.fill(T::ZERO);
-    for j in 0..n {
-        for c in 0..k {
-            out[packed_offset::<T>(j, c, k)] = w[j * k + c];
-        }
+    let kp = k.div_ceil(T::CHUNK) * T::CHUNK;
+    if kp == 0 {
+        return;
     }
+    // one group (4 weight rows) per task: block q of the group holds chunk q of its rows
+    out.par_chunks_mut(GEMV_GROUP * kp).enumerate().for_each(|(g, group)| {
+        for (q, block) in group.chunks_exact_mut(GEMV_GROUP * T::CHUNK).enumerate() {
+            for (jj, chunk) in block.chunks_exact_mut(T::CHUNK).enumerate() {
+                let j = g * GEMV_GROUP + jj;
+                for c in 0..T::CHUNK {
+                    let col = q * T::CHUNK + c;
+                    chunk[T::stored_at(c)] = if j < n && col < k { w[j * k + col] } else { T::ZERO };
+                }
+            }
+        }
+    });
 }
 
 /// The row-major `[n, k]` weight back from its packed form (for inspection and tests).
