@@ -326,17 +326,8 @@ unsafe fn dots_2x4_f32_avx2(xs: [&[f32]; 2], group: &[f32]) -> [[f32; 4]; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::linear::tests::naive_linear as naive;
     use proptest::prelude::*;
-
-    fn naive(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
-        let mut o = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                o[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum();
-            }
-        }
-        o
-    }
 
     fn packed<T: GemvElem>(w: &[T], n: usize, k: usize) -> Vec<T> {
         let mut p = vec![T::ZERO; packed_gemv_len::<T>(n, k)];

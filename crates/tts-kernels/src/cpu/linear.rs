@@ -240,12 +240,13 @@ fn finish4(a: &[std::arch::x86_64::__m256; 4], acc: &mut [f32; 4], tail: impl Fn
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cpu::{add_rmsnorm, embed_pos};
     use proptest::prelude::*;
 
-    fn naive_linear(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+    /// `x[m, k] · w[n, k]ᵀ` from the definition, in f64 (also used by the packed GEMV's tests).
+    pub(in crate::cpu) fn naive_linear(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
         let mut o = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
