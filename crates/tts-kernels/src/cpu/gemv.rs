@@ -19,6 +19,8 @@
 //! input row is summed alone, in the same order whatever the other rows are (batch-invariant).
 use half::bf16;
 
+use super::linear::SharedOut;
+
 /// Weight rows per packed group (output columns computed together).
 pub const GEMV_GROUP: usize = 4;
 /// Parallel tasks per thread of one GEMV: few and long, so that each thread streams long
@@ -166,19 +168,6 @@ pub fn gemv_packed<T: GemvElem>(x: &[f32], wp: &[T], out: &mut [f32], m: usize, 
             }
         }
     });
-}
-
-/// A pointer that parallel tasks write through at disjoint positions.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (its own output columns).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The 2-row × 4-column micro-kernel over one packed group.

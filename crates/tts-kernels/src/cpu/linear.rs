@@ -61,14 +61,14 @@ pub fn linear_packed(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, 
 
 /// A pointer that parallel tasks write through at disjoint positions.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: every task writes a disjoint set of elements (its own output columns).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// (A method, so that closures capture the whole Send + Sync wrapper, not its raw field.)
-    fn ptr(self) -> *mut f32 {
+    pub(super) fn ptr(self) -> *mut f32 {
         self.0
     }
 }
