@@ -935,50 +935,30 @@ fn rope_attention_decode_bad_rows_are_nan_on_kernels_and_errors_on_cpu() {
     let mut kc = Tensor::from_f32(&cpu, DType::F32, &c.cshape(), &c.k).unwrap();
     let mut vc = Tensor::from_f32(&cpu, DType::F32, &c.cshape(), &c.v).unwrap();
     let mut out = Tensor::zeros(&cpu, DType::F32, &[2, hd]).unwrap();
+    let decode = |kc: &mut Tensor, vc: &mut Tensor, out: &mut Tensor, p: &Tensor, s: &Tensor, l: &Tensor| {
+        ops::rope_attention_decode(
+            qkv.view(),
+            p.view(),
+            s.view(),
+            inv.view(),
+            kc.view_mut(),
+            vc.view_mut(),
+            l.view(),
+            out.view_mut(),
+            c.scale,
+        )
+    };
     let (p, s, l) = (i32t(&[2, 1]), i32t(&[0, 1]), i32t(&[3, 9]));
-    ops::rope_attention_decode(
-        qkv.view(),
-        p.view(),
-        s.view(),
-        inv.view(),
-        kc.view_mut(),
-        vc.view_mut(),
-        l.view(),
-        out.view_mut(),
-        c.scale,
-    )
-    .unwrap_err();
+    decode(&mut kc, &mut vc, &mut out, &p, &s, &l).unwrap_err();
     assert_bits_eq("cpu: k_cache after an error", &kc.to_f32_vec().unwrap(), &c.k);
     assert_bits_eq("cpu: v_cache after an error", &vc.to_f32_vec().unwrap(), &c.v);
     // duplicate live slots: an error on Cpu; an inactive row may name any slot
     let (p, s, l) = (i32t(&[2, 1]), i32t(&[1, 1]), i32t(&[3, 2]));
-    let e = ops::rope_attention_decode(
-        qkv.view(),
-        p.view(),
-        s.view(),
-        inv.view(),
-        kc.view_mut(),
-        vc.view_mut(),
-        l.view(),
-        out.view_mut(),
-        c.scale,
-    )
-    .unwrap_err();
+    let e = decode(&mut kc, &mut vc, &mut out, &p, &s, &l).unwrap_err();
     assert!(e.to_string().contains("rows 0 and 1 are both live in slot 1"), "{e}");
     assert_bits_eq("cpu: k_cache after a duplicate slot", &kc.to_f32_vec().unwrap(), &c.k);
     let l0 = i32t(&[3, 0]);
-    ops::rope_attention_decode(
-        qkv.view(),
-        p.view(),
-        s.view(),
-        inv.view(),
-        kc.view_mut(),
-        vc.view_mut(),
-        l0.view(),
-        out.view_mut(),
-        c.scale,
-    )
-    .unwrap();
+    decode(&mut kc, &mut vc, &mut out, &p, &s, &l0).unwrap();
 
     // kernels: NaN for the bad rows, zeros for the inactive one, the caches as if only row 0 ran
     let good = DecodeCase {
