@@ -374,8 +374,14 @@ fn fused_gemvs_match_the_unfused_chains_on_kernel_backends() {
                     // one output rounding apart at most
                     0 => assert_within(&what, &fused, &unfused, &activation_order_allowance(&d), BF16_REL),
                     1 => assert_within(&what, &fused, &unfused, &activation_order_allowance(&d), 1e-7),
-                    // g and u at most one bf16 ulp apart (2^-7 relative), propagated through silu(g)·u
-                    2 => assert_swiglu_close(&what, &fused, &unfused, &gate_up(&dev, &d), n, 1.0 / 128.0, None, BF16_REL),
+                    // g and u: the unfused chain rounds them to bf16 (allowed: one bf16 ulp, 2^-7
+                    // relative) after summing in another order (allowed: the f32 order noise, which is
+                    // absolute: a g that cancels to ~1e-6 of its Σ|t| has no relative bound), both
+                    // propagated through silu(g)·u
+                    2 => {
+                        let order = activation_order_allowance(&d);
+                        assert_swiglu_close(&what, &fused, &unfused, &gate_up(&dev, &d), n, 1.0 / 128.0, Some(&order), BF16_REL)
+                    }
                     _ => {
                         // |fused − unfused| <= one bf16 rounding of the product (+ summation order)
                         let y: Vec<f32> = fused.iter().zip(&d.h0).map(|(a, b)| a - b).collect();
