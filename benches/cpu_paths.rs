@@ -6,7 +6,9 @@
 //!   over `l` positions, at the tiny shapes around the crossover `SCALAR_MAX_HEAD_WORK` = 8192
 //!   multiply-adds per (batch, head) (`work` in the id: `2·l²·head_dim`), up to which
 //!   `attention_dense` runs the scalar loop: the pair shows whether that threshold is right.
-//! - `attention_dense_s3gen`: `attention_dense` (blocked at this size) vs the scalar loop at the S3Gen
+//! - `attention_dense_s3gen`: `attention_dense` (blocked at this size: the AVX2 register tiles where
+//!   the CPU has them) vs the same blocks through matrixmultiply sgemms (`blocked_sgemm`, the path
+//!   without AVX2) vs the scalar loop at the S3Gen
 //!   estimator's self-attention (CFG batch 2, T = 814 frames, 8 heads × 64, the second row 700
 //!   long), non-causal. Reported in FLOP/s ("elem/s", 1 elem = 1 FLOP, `4·T·len·head_dim` per head).
 //! - `attention_relpos_s3gen`: `attention_relpos` (blocked) vs its scalar loop at the conformer
@@ -31,7 +33,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tts_kernels::cpu::bench_support::{
-    Kind, attention_dense_blocked, attention_dense_scalar, attention_relpos_scalar, exp_sub_inplace, map_generic, map_inplace,
+    Kind, attention_dense_blocked, attention_dense_blocked_sgemm, attention_dense_scalar, attention_relpos_scalar,
+    exp_sub_inplace, map_generic, map_inplace,
 };
 use tts_kernels::cpu::{activation, activation_inplace, attention_dense, attention_relpos};
 use tts_kernels::ops::Activation;
@@ -99,6 +102,9 @@ fn bench_dense_s3gen(c: &mut Criterion) {
     let id = format!("{batch}x{t}x{heads}x{dh}");
     g.bench_function(BenchmarkId::new("blocked", &id), |b| {
         b.iter(|| attention_dense(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false).unwrap())
+    });
+    g.bench_function(BenchmarkId::new("blocked_sgemm", &id), |b| {
+        b.iter(|| attention_dense_blocked_sgemm(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false))
     });
     g.bench_function(BenchmarkId::new("scalar", &id), |b| {
         b.iter(|| attention_dense_scalar(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false))

@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use super::attention_tiles::{self as tiles, TILE_ROWS};
+
 /// Llama-3 scaled RoPE inverse frequencies (HF `_compute_llama3_parameters`), in f32 exactly as
 /// torch computes them: `f_i = 1 / theta^(2i / head_dim)`, wavelength `λ_i = 2π / f_i`; low
 /// frequencies (`λ > original_max_position / low_freq_factor`) are divided by `factor`, high ones
@@ -234,8 +236,8 @@ pub fn attention_dense(
     Ok(())
 }
 
-/// The blocked path of [`attention_dense`] (any size; lengths already checked). `pub` only for
-/// `bench_support`.
+/// The blocked path of [`attention_dense`] (any size; lengths already checked): AVX2 register
+/// tiles where [`tiles::available`], sgemm blocks otherwise. `pub` only for `bench_support`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense_blocked(
     q: &[f32],
@@ -249,14 +251,52 @@ pub fn attention_dense_blocked(
     scale: f32,
     causal: bool,
 ) {
+    let tiles = tiles::available(dh);
+    attention_dense_blocked_with(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, tiles);
+}
+
+/// [`attention_dense_blocked`] always through the sgemm blocks (the path of CPUs without AVX2 and
+/// of head sizes that are not multiples of 8). `pub` only for `bench_support` (the side-by-side
+/// bench) and the tests.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_dense_blocked_sgemm(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_lens: Option<&[i32]>,
+    out: &mut [f32],
+    batch: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    causal: bool,
+) {
+    attention_dense_blocked_with(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_dense_blocked_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_lens: Option<&[i32]>,
+    out: &mut [f32],
+    batch: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    causal: bool,
+    tiles: bool,
+) {
     let hd = heads * dh;
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense: v or out too short");
-    let blocks = lq.div_ceil(BLOCK_ROWS);
+    let block_rows = if tiles { TILED_BLOCK_ROWS } else { BLOCK_ROWS };
+    let blocks = lq.div_ceil(block_rows);
     let dst = SendPtr(out.as_mut_ptr());
     run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
-        let (b, h, i0) = (task / (heads * blocks), task / blocks % heads, task % blocks * BLOCK_ROWS);
-        let rows = BLOCK_ROWS.min(lq - i0);
+        let (b, h, i0) = (task / (heads * blocks), task / blocks % heads, task % blocks * block_rows);
+        let rows = block_rows.min(lq - i0);
         let n = kv_lens.map_or(lk, |l| l[b] as usize);
         // keys of the block: with causal, row i sees min(n, i + 1)
         let keys = if causal { n.min(i0 + rows) } else { n };
@@ -267,10 +307,16 @@ pub fn attention_dense_blocked(
             unsafe { fill_rows(o, hd, rows, dh, 0.0) };
             return;
         }
-        let s = self::scratch(&mut scr.scores, rows * keys);
-        let sums = self::scratch(&mut scr.sums, rows);
         let qh = &q[(b * lq + i0) * hd + h * dh..];
         let kh = &k[b * lk * hd + h * dh..];
+        let vh = &v[b * lk * hd + h * dh..];
+        if tiles {
+            // SAFETY: this task's own rows of out (as above).
+            unsafe { attend_block_tiled(scr, qh, kh, vh, rows, keys, &row_keys, hd, dh, scale, o) };
+            return;
+        }
+        let s = self::scratch(&mut scr.scores, rows * keys);
+        let sums = self::scratch(&mut scr.sums, rows);
         // SAFETY: q rows i0..i0 + rows and k rows 0..keys of batch b stay inside q and k (row stride
         // hd, dh values at offset h·dh); s holds rows × keys values.
         unsafe {
@@ -279,10 +325,52 @@ pub fn attention_dense_blocked(
         for (r, sr) in s.chunks_exact_mut(keys).enumerate() {
             sums[r] = softmax_numerators(sr, row_keys(r), scale);
         }
-        let vh = v[b * lk * hd + h * dh..].as_ptr();
         // SAFETY: v rows 0..keys of batch b and this task's out rows, as above.
-        unsafe { weighted_values(s, sums, keys, vh, hd, dh, o, hd) };
+        unsafe { weighted_values(s, sums, keys, vh.as_ptr(), hd, dh, o, hd) };
     });
+}
+
+/// One block of [`attention_dense_blocked`] through the AVX2 register tiles
+/// ([`super::attention_tiles`]): the block's keys packed once, then [`TILE_ROWS`] queries at a time
+/// from scores through the softmax to the weighted values, the tile's score rows staying in L1.
+/// `q`, `k`, `v`: the block's first query row and the head's first key / value row (row stride `hd`);
+/// `keys`: keys the block reads; `row_keys(r)`: keys visible to block row `r`.
+///
+/// # Safety
+/// `out` must hold `rows` rows of `dh` values at stride `hd`, owned by the caller's task.
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_block_tiled(
+    scr: &mut BlockScratch,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    rows: usize,
+    keys: usize,
+    row_keys: &dyn Fn(usize) -> usize,
+    hd: usize,
+    dh: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    tiles::pack_keys(k, hd, keys, dh, &mut scr.aux);
+    let ld = tiles::padded_keys(keys);
+    let s = self::scratch(&mut scr.scores, TILE_ROWS * ld);
+    for t0 in (0..rows).step_by(TILE_ROWS) {
+        let tr = TILE_ROWS.min(rows - t0);
+        // the keys any row of the tile sees (row_keys grows with the row)
+        let tile_keys = row_keys(t0 + tr - 1);
+        let mut inv = [0f32; TILE_ROWS];
+        if tile_keys > 0 {
+            let panels = tile_keys.div_ceil(tiles::KEY_PANEL);
+            tiles::scores(&q[t0 * hd..], hd, tr, &scr.aux, panels, dh, s, ld);
+            for (r, sr) in s.chunks_exact_mut(ld).take(tr).enumerate() {
+                let sum = softmax_numerators(&mut sr[..tile_keys], row_keys(t0 + r), scale);
+                inv[r] = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            }
+        }
+        // SAFETY: rows t0..t0 + tr of the caller's out rows.
+        unsafe { tiles::weighted_values(s, ld, tile_keys, v, hd, dh, &inv[..tr], out.add(t0 * hd), hd) };
+    }
 }
 
 /// Up to this many multiply-adds per (batch, head) (`2 · lq · lk · dh` for [`attention_dense`],
@@ -292,6 +380,11 @@ pub(super) const SCALAR_MAX_HEAD_WORK: usize = 1 << 13;
 
 /// Queries per task of the blocked attentions: a score block of 128 queries × 1000 keys is 512 KB.
 pub(super) const BLOCK_ROWS: usize = 128;
+
+/// Queries per task of the dense attention's register-tile path, which holds only one tile's scores
+/// at a time: long blocks, so that each task's packing of its keys is shared by many tiles (the
+/// S3Gen self-attention over 814 frames: 3 blocks per (batch, head)).
+const TILED_BLOCK_ROWS: usize = 64 * TILE_ROWS;
 
 /// matrixmultiply splits an sgemm over its own threads when `m·k + k·n ≥ 2 · 2¹⁴`
 /// (`LoopThreadConfig::new_impl` in its threading.rs) and runs it on the calling thread below that.
@@ -707,6 +800,9 @@ mod blocked_tests {
         attention_dense_blocked(&q, &k, &v, lens, &mut got, batch, heads, dh, scale, causal);
         let what = format!("b {batch} lq {lq} lk {lk} heads {heads} dh {dh} lens {lens:?} causal {causal} seed {seed}");
         assert_close(&what, &got, &want, 1e-5, 1e-5);
+        let mut sgemm = vec![f32::NAN; q.len()];
+        attention_dense_blocked_sgemm(&q, &k, &v, lens, &mut sgemm, batch, heads, dh, scale, causal);
+        assert_close(&format!("sgemm path {what}"), &sgemm, &want, 1e-5, 1e-5);
         // and through the public function (the scalar loop when tiny)
         let mut pub_out = vec![f32::NAN; q.len()];
         attention_dense(&q, &k, &v, lens, &mut pub_out, batch, heads, dh, scale, causal).unwrap();
@@ -718,7 +814,7 @@ mod blocked_tests {
         let seed = fresh_seed();
         eprintln!("seed {seed}");
         let lens_of = [1usize, 7, 129, 300];
-        let shapes = [(3usize, 1usize), (37, 2), (64, 3), (64, 1), (3, 3), (37, 1)];
+        let shapes = [(3usize, 1usize), (37, 2), (64, 3), (24, 2), (64, 1), (3, 3), (8, 3), (37, 1), (40, 1)];
         let mut case = 0u64;
         for &lq in &lens_of {
             for &lk in &lens_of {
@@ -737,6 +833,9 @@ mod blocked_tests {
         // a long block edge: lq just past two blocks, keys past one column chunk
         check_dense(seed ^ 7, 2, 2 * BLOCK_ROWS + 1, 401, 2, 64, Some(&[401, 390]), true);
         check_dense(seed ^ 8, 2, 2 * BLOCK_ROWS + 1, 401, 2, 64, Some(&[17, 401]), false);
+        // and the register-tile path's longer blocks
+        check_dense(seed ^ 9, 1, 2 * TILED_BLOCK_ROWS + 5, 130, 2, 64, None, true);
+        check_dense(seed ^ 10, 2, TILED_BLOCK_ROWS + 1, 50, 1, 24, Some(&[50, 3]), false);
     }
 
     #[test]
@@ -760,16 +859,19 @@ mod blocked_tests {
 
     #[test]
     fn the_oracle_catches_a_wrong_fast_path() {
-        // the comparison above fails for an attention that drops one key (here: the last visible)
-        let (batch, lq, lk, heads, dh) = (1, 9, 300, 2, 37);
-        let hd = heads * dh;
-        let s = fresh_seed();
-        let q = random_f32(s, lq * hd, 1.5);
-        let (k, v) = (random_f32(s + 1, lk * hd, 1.0), random_f32(s + 2, lk * hd, 1.0));
-        let mut want = vec![0.0; q.len()];
-        attention_dense_scalar(&q, &k, &v, None, &mut want, batch, heads, dh, 0.3, false);
-        let mut got = vec![0.0; q.len()];
-        attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false);
-        assert!(!compare(&got, &want, 1e-5, 1e-5).ok(), "seed {s}");
+        // the comparison above fails for an attention that drops one key (here: the last visible),
+        // on the sgemm path (dh 37) and on the register tiles (dh 64, where AVX2 is present)
+        for dh in [37, 64] {
+            let (batch, lq, lk, heads) = (1, 9, 300, 2);
+            let hd = heads * dh;
+            let s = fresh_seed();
+            let q = random_f32(s, lq * hd, 1.5);
+            let (k, v) = (random_f32(s + 1, lk * hd, 1.0), random_f32(s + 2, lk * hd, 1.0));
+            let mut want = vec![0.0; q.len()];
+            attention_dense_scalar(&q, &k, &v, None, &mut want, batch, heads, dh, 0.3, false);
+            let mut got = vec![0.0; q.len()];
+            attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false);
+            assert!(!compare(&got, &want, 1e-5, 1e-5).ok(), "dh {dh} seed {s}");
+        }
     }
 }

@@ -1,0 +1,289 @@
+//! AVX2+FMA register tiles of the blocked dense attention (`attention::attention_dense_blocked`):
+//! scores and weighted values computed a few query rows at a time, straight from the row-major q, v
+//! and out (no packing of the score rows), with the keys of the block transposed once into panels.
+//!
+//! Why: through matrixmultiply, the `P · V` product re-packs the whole score block for only
+//! `head_dim` (64) output columns, and a 128-query score block (~400 KB over 814 keys) leaves the
+//! L1/L2 caches between the score product, the softmax passes and `P · V`. Here a tile of
+//! [`TILE_ROWS`] queries keeps its score rows (6 × 814 keys = 19.5 KB) in L1 from the score
+//! product through the softmax to `P · V`.
+//!
+//! - Keys: `pack_keys` writes keys `0..keys` of one head as `⌈keys/16⌉` panels of `[head_dim, 16]`
+//!   (`panel[d·16 + t]` = key `16p + t`, value `d`), zeros past `keys`.
+//! - Scores: a tile of `R ≤ 6` rows × 16 keys in 12 accumulators; for each `d`, two loads of the
+//!   panel and one broadcast of `q[r, d]` per row. Lane order: each score is one FMA chain over
+//!   `d = 0, 1, ...` (the scalar loop's order, with fused multiply-adds).
+//! - Weighted values: a tile of `R` rows × 16 value columns (8 for a last odd chunk); for each key
+//!   `j`, two loads of `v[j]` and one broadcast of `p[r, j]` per row; each output is one FMA chain
+//!   over `j = 0, 1, ...`, multiplied by the row's `1/sum` at the store.
+//!
+//! Each row is computed alone, in an order that does not depend on the other rows of the tile (batch
+//! invariance). Needs AVX2 and FMA and a head_dim that is a multiple of 8 ([`available`]).
+
+/// Query rows per register tile.
+pub(super) const TILE_ROWS: usize = 6;
+/// Keys per packed panel (two 8-lane vectors).
+pub(super) const KEY_PANEL: usize = 16;
+
+/// Whether the tiles can run: an x86-64 CPU with AVX2 and FMA, and `dh` a non-zero multiple of 8.
+pub(super) fn available(dh: usize) -> bool {
+    dh > 0 && dh.is_multiple_of(8) && super::linear::simd_available()
+}
+
+/// Keys rounded up to whole panels.
+pub(super) fn padded_keys(keys: usize) -> usize {
+    keys.div_ceil(KEY_PANEL) * KEY_PANEL
+}
+
+/// Packs keys `0..keys` of one head (key `j` at `k[j·rsk..][..dh]`) into `out` as panels of
+/// [`KEY_PANEL`] keys: `out[(p·dh + d)·16 + t] = k[(16p + t)·rsk + d]`, zeros for keys past `keys`.
+/// `out` is resized to `padded_keys(keys)·dh`.
+pub(super) fn pack_keys(k: &[f32], rsk: usize, keys: usize, dh: usize, out: &mut Vec<f32>) {
+    let panels = keys.div_ceil(KEY_PANEL);
+    out.clear();
+    out.resize(panels * dh * KEY_PANEL, 0.0);
+    for (p, panel) in out.chunks_exact_mut(dh * KEY_PANEL).enumerate() {
+        let n = KEY_PANEL.min(keys - p * KEY_PANEL);
+        let rows: [&[f32]; KEY_PANEL] = std::array::from_fn(|t| if t < n { &k[(p * KEY_PANEL + t) * rsk..][..dh] } else { &[] });
+        // written in order, the panel's 16 key rows read across (they stay in L1)
+        for (d, dst) in panel.chunks_exact_mut(KEY_PANEL).enumerate() {
+            for (x, row) in dst[..n].iter_mut().zip(&rows) {
+                *x = row[d];
+            }
+        }
+    }
+}
+
+/// Raw scores of `rows ≤ 6` queries (query `r` at `q[r·rsq..][..dh]`) against the first `panels`
+/// panels of `packed` (from [`pack_keys`]): `s[r·lds + j] = Σ_d q[r, d]·key_j[d]` for
+/// `j < 16·panels` (padding keys give 0).
+///
+/// # Panics
+/// If the CPU lacks AVX2/FMA or `dh` is not a multiple of 8 (see [`available`]), or a slice is too
+/// short for these extents.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scores(q: &[f32], rsq: usize, rows: usize, packed: &[f32], panels: usize, dh: usize, s: &mut [f32], lds: usize) {
+    assert!(available(dh) && (1..=TILE_ROWS).contains(&rows), "attention tiles: not available for dh {dh}, rows {rows}");
+    assert!(q.len() >= (rows - 1) * rsq + dh, "attention tiles: q too short");
+    assert!(packed.len() >= panels * dh * KEY_PANEL, "attention tiles: packed keys too short");
+    assert!(lds >= panels * KEY_PANEL && s.len() >= (rows - 1) * lds + panels * KEY_PANEL, "attention tiles: s too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA are present (available), and the asserts above bound every access.
+    unsafe {
+        let (q, k, s) = (q.as_ptr(), packed.as_ptr(), s.as_mut_ptr());
+        match rows {
+            1 => avx::scores_tile::<1>(q, rsq, k, panels, dh, s, lds),
+            2 => avx::scores_tile::<2>(q, rsq, k, panels, dh, s, lds),
+            3 => avx::scores_tile::<3>(q, rsq, k, panels, dh, s, lds),
+            4 => avx::scores_tile::<4>(q, rsq, k, panels, dh, s, lds),
+            5 => avx::scores_tile::<5>(q, rsq, k, panels, dh, s, lds),
+            _ => avx::scores_tile::<6>(q, rsq, k, panels, dh, s, lds),
+        }
+    }
+}
+
+/// `out[r·rso + c] = inv[r] · Σ_{j < keys} p[r·ldp + j] · v[j·rsv + c]` for `r < inv.len() ≤ 6`,
+/// `c < dh`.
+///
+/// # Safety
+/// `out` must hold `inv.len()` rows of `dh` values at stride `rso`, not overlapping `p` or `v`, and no
+/// other thread may access them meanwhile.
+///
+/// # Panics
+/// As [`scores`], or if `p` or `v` is too short.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn weighted_values(
+    p: &[f32],
+    ldp: usize,
+    keys: usize,
+    v: &[f32],
+    rsv: usize,
+    dh: usize,
+    inv: &[f32],
+    out: *mut f32,
+    rso: usize,
+) {
+    let rows = inv.len();
+    assert!(available(dh) && (1..=TILE_ROWS).contains(&rows), "attention tiles: not available for dh {dh}, rows {rows}");
+    assert!(ldp >= keys && p.len() >= (rows - 1) * ldp + keys, "attention tiles: p too short");
+    assert!(keys == 0 || v.len() >= (keys - 1) * rsv + dh, "attention tiles: v too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA are present, p and v are bounded by the asserts, out by the caller.
+    unsafe {
+        let (pp, vp) = (p.as_ptr(), v.as_ptr());
+        match rows {
+            1 => avx::values_tile::<1>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+            2 => avx::values_tile::<2>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+            3 => avx::values_tile::<3>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+            4 => avx::values_tile::<4>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+            5 => avx::values_tile::<5>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+            _ => avx::values_tile::<6>(pp, ldp, keys, vp, rsv, dh, inv, out, rso),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    use super::KEY_PANEL;
+
+    /// See [`super::scores`] (extents already checked).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_tile<const R: usize>(
+        q: *const f32,
+        rsq: usize,
+        packed: *const f32,
+        panels: usize,
+        dh: usize,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        for p in 0..panels {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            // SAFETY (all pointer arithmetic below): within the extents checked by `scores`.
+            unsafe {
+                let panel = packed.add(p * dh * KEY_PANEL);
+                for d in 0..dh {
+                    let k0 = _mm256_loadu_ps(panel.add(d * KEY_PANEL));
+                    let k1 = _mm256_loadu_ps(panel.add(d * KEY_PANEL + 8));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*q.add(r * rsq + d));
+                        a[0] = _mm256_fmadd_ps(x, k0, a[0]);
+                        a[1] = _mm256_fmadd_ps(x, k1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let dst = s.add(r * lds + p * KEY_PANEL);
+                    _mm256_storeu_ps(dst, a[0]);
+                    _mm256_storeu_ps(dst.add(8), a[1]);
+                }
+            }
+        }
+    }
+
+    /// See [`super::weighted_values`] (extents already checked).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn values_tile<const R: usize>(
+        p: *const f32,
+        ldp: usize,
+        keys: usize,
+        v: *const f32,
+        rsv: usize,
+        dh: usize,
+        inv: &[f32],
+        out: *mut f32,
+        rso: usize,
+    ) {
+        let mut c0 = 0;
+        // SAFETY (all pointer arithmetic below): within the extents checked by `weighted_values`
+        // and guaranteed by its caller.
+        unsafe {
+            while c0 + 16 <= dh {
+                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                for j in 0..keys {
+                    let vr = v.add(j * rsv + c0);
+                    let (v0, v1) = (_mm256_loadu_ps(vr), _mm256_loadu_ps(vr.add(8)));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let w = _mm256_broadcast_ss(&*p.add(r * ldp + j));
+                        a[0] = _mm256_fmadd_ps(w, v0, a[0]);
+                        a[1] = _mm256_fmadd_ps(w, v1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let f = _mm256_set1_ps(inv[r]);
+                    let dst = out.add(r * rso + c0);
+                    _mm256_storeu_ps(dst, _mm256_mul_ps(a[0], f));
+                    _mm256_storeu_ps(dst.add(8), _mm256_mul_ps(a[1], f));
+                }
+                c0 += 16;
+            }
+            if c0 < dh {
+                // the last 8 columns (dh is a multiple of 8)
+                let mut acc = [_mm256_setzero_ps(); R];
+                for j in 0..keys {
+                    let v0 = _mm256_loadu_ps(v.add(j * rsv + c0));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*p.add(r * ldp + j)), v0, *a);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.add(r * rso + c0), _mm256_mul_ps(*a, _mm256_set1_ps(inv[r])));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, fresh_seed, random_f32};
+
+    #[test]
+    fn tiles_equal_naive_products_at_odd_extents() {
+        if !available(8) {
+            eprintln!("no AVX2+FMA on this CPU: the tiles are not used here");
+            return;
+        }
+        let seed = fresh_seed();
+        eprintln!("seed {seed}");
+        for (c, &(rows, keys, dh)) in
+            [(1, 1, 8), (6, 16, 64), (5, 17, 24), (3, 40, 16), (6, 33, 40), (2, 0, 8)].iter().enumerate()
+        {
+            let s = seed.wrapping_add(c as u64 * 10);
+            let (rsq, rsk) = (dh + 5, dh + 3);
+            let q = random_f32(s, (rows - 1) * rsq + dh, 1.0);
+            let k = random_f32(s + 1, keys.max(1) * rsk, 1.0);
+            let mut packed = vec![f32::NAN; 3];
+            pack_keys(&k, rsk, keys, dh, &mut packed);
+            let panels = keys.div_ceil(KEY_PANEL);
+            assert_eq!(packed.len(), panels * dh * KEY_PANEL);
+            let lds = padded_keys(keys) + 3;
+            let mut sc = vec![f32::NAN; rows * lds];
+            scores(&q, rsq, rows, &packed, panels, dh, &mut sc, lds);
+            let what = format!("rows {rows} keys {keys} dh {dh} seed {s}");
+            for r in 0..rows {
+                for j in 0..padded_keys(keys) {
+                    let want: f64 =
+                        if j < keys { (0..dh).map(|d| q[r * rsq + d] as f64 * k[j * rsk + d] as f64).sum() } else { 0.0 };
+                    let got = sc[r * lds + j] as f64;
+                    assert!((got - want).abs() <= 1e-5 * (dh as f64).sqrt(), "{what}: score [{r}, {j}] {got} want {want}");
+                }
+                assert!(sc[r * lds + padded_keys(keys)..(r + 1) * lds].iter().all(|x| x.is_nan()), "{what}: wrote past the keys");
+            }
+            // weighted values: p [rows, keys] with stride ldp; out rows of stride rso, padding untouched
+            let (ldp, rsv, rso) = (keys + 2, dh + 7, dh + 1);
+            let p = random_f32(s + 2, rows * ldp, 1.0);
+            let v = random_f32(s + 3, keys.max(1) * rsv, 1.0);
+            let inv: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32).collect();
+            let mut out = vec![f32::NAN; rows * rso];
+            // SAFETY: out holds rows rows of dh values at stride rso.
+            unsafe { weighted_values(&p, ldp, keys, &v, rsv, dh, &inv, out.as_mut_ptr(), rso) };
+            let mut want = Vec::new();
+            let mut got = Vec::new();
+            for r in 0..rows {
+                for c in 0..dh {
+                    let sum: f64 = (0..keys).map(|j| p[r * ldp + j] as f64 * v[j * rsv + c] as f64).sum();
+                    want.push((sum * inv[r] as f64) as f32);
+                    got.push(out[r * rso + c]);
+                }
+                assert!(out[r * rso + dh..(r + 1) * rso].iter().all(|x| x.is_nan()), "{what}: wrote past the row");
+            }
+            assert_close(&format!("values {what}"), &got, &want, 1e-5, 1e-5 * (keys.max(1) as f64).sqrt());
+        }
+    }
+
+    #[test]
+    fn tiles_refuse_what_they_cannot_do() {
+        assert!(!available(0) && !available(12) && !available(7));
+        if !available(8) {
+            return;
+        }
+        let r = std::panic::catch_unwind(|| scores(&[0.0; 8], 8, 7, &[0.0; 128], 1, 8, &mut [0.0; 128], 16));
+        assert!(r.is_err(), "7 rows is more than a tile");
+        let r = std::panic::catch_unwind(|| scores(&[0.0; 8], 8, 1, &[0.0; 127], 1, 8, &mut [0.0; 16], 16));
+        assert!(r.is_err(), "a short panel");
+    }
+}
