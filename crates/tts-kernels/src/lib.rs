@@ -19,6 +19,7 @@ mod dtype;
 mod emu;
 mod error;
 mod graph;
+mod host_pool;
 mod launch;
 pub mod ops;
 mod tensor;
@@ -28,6 +29,7 @@ pub use device::{BackendKind, Device, EmuOptions, Schedule};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use graph::Graph;
+pub use host_pool::{pooled_host_bytes, release_pooled_host_memory};
 pub use tensor::{Tensor, View, ViewMut};
 
 /// One kernel source file of `kernels/`, as embedded by the build script.

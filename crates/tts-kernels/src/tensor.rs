@@ -30,6 +30,8 @@ pub(crate) struct HostMem {
     layout: Layout,
     /// Bytes of red zone before and after the data.
     pub(crate) redzone: usize,
+    /// Given back to [`crate::host_pool`] when dropped (Cpu tensors).
+    pooled: bool,
     #[cfg(feature = "emu")]
     pub(crate) registry: Option<std::sync::Arc<crate::emu::Registry>>,
 }
@@ -63,6 +65,38 @@ impl HostMem {
             block,
             layout,
             redzone,
+            pooled: false,
+            #[cfg(feature = "emu")]
+            registry: None,
+        })
+    }
+
+    /// A Cpu tensor's memory, reusing a freed block of the same size when [`crate::host_pool`] has
+    /// one: zeros if `zero`, else unspecified contents (0xFF bytes in debug builds, see there).
+    pub(crate) fn cpu(bytes: usize, zero: bool) -> Result<HostMem> {
+        let layout = Layout::from_size_align(bytes.max(1), ALIGN)
+            .map_err(|_| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
+        let poison = !zero && cfg!(debug_assertions);
+        let block = match crate::host_pool::take(layout) {
+            Some(block) => {
+                if zero || poison {
+                    // SAFETY: the pooled block is `layout.size()` bytes long.
+                    unsafe { std::ptr::write_bytes(block.as_ptr(), if zero { 0 } else { REDZONE_BYTE }, layout.size()) };
+                }
+                block
+            }
+            None => {
+                let mut mem = HostMem::new(bytes, 0, if poison { REDZONE_BYTE } else { 0 })?;
+                // the block now belongs to the new HostMem below
+                mem.pooled = true;
+                return Ok(mem);
+            }
+        };
+        Ok(HostMem {
+            block,
+            layout,
+            redzone: 0,
+            pooled: true,
             #[cfg(feature = "emu")]
             registry: None,
         })
@@ -83,8 +117,11 @@ impl Drop for HostMem {
         if let Some(r) = &self.registry {
             r.unregister(self.data_ptr() as usize);
         }
-        // SAFETY: allocated with this layout in `new`.
-        unsafe { std::alloc::dealloc(self.block.as_ptr(), self.layout) };
+        let block = if self.pooled { crate::host_pool::give(self.block, self.layout) } else { Some(self.block) };
+        if let Some(block) = block {
+            // SAFETY: allocated with this layout in `new`, and not kept by the pool.
+            unsafe { std::alloc::dealloc(block.as_ptr(), self.layout) };
+        }
     }
 }
 
@@ -155,7 +192,7 @@ impl Tensor {
             .checked_mul(dtype.size())
             .ok_or_else(|| Error::shape("alloc", format!("{shape:?} of {dtype} overflows")))?;
         let storage = match &*dev.inner {
-            Backend::Cpu => Storage::Host(HostMem::new(bytes, 0, 0)?),
+            Backend::Cpu => Storage::Host(HostMem::cpu(bytes, init == Init::Zero)?),
             Backend::Cuda(c) => Storage::Cuda(c.alloc(bytes, init == Init::Zero)?),
             #[cfg(feature = "emu")]
             Backend::Emu(e) => Storage::Host(e.alloc(bytes, init == Init::Zero)?),
