@@ -203,12 +203,14 @@ pub fn attention_cached(
 ///
 /// Scores are f32 dot products, the softmax is max-subtracted with f32 sums and normalised after
 /// the weighted sum of values (as in `attend_one`). Tiny problems run that scalar loop; larger ones
-/// run blocks of [`BLOCK_ROWS`] queries of one (batch, head) as tasks (on rayon's pool when the
-/// job is large enough, see [`run_blocks`]), each computing its score block and its output block
-/// with matrixmultiply sgemms strided straight over the interleaved heads (only the summation order
-/// of the dot products differs from the scalar loop). Keys past `kv_lens[b]` are never read; with
-/// `causal`, the keys a block's earlier rows do not see (up to the block's last row) are read and
-/// given weight 0.
+/// run blocks of queries of one (batch, head) as tasks (on rayon's pool when the job is large
+/// enough, see [`run_blocks`]). With AVX2+FMA and a head size that is a multiple of 8, each block
+/// runs [`TILE_ROWS`] queries at a time through the register tiles of [`super::attention_tiles`]
+/// (blocks of `TILED_BLOCK_ROWS`); otherwise each block of [`BLOCK_ROWS`] computes its score block
+/// and its output block with matrixmultiply sgemms strided straight over the interleaved heads.
+/// Either way only the summation order of the dot products differs from the scalar loop. Keys past
+/// `kv_lens[b]` are never read; with `causal`, the keys a block's (or tile's) earlier rows do not
+/// see (up to its last row) are read and given weight 0.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense(
     q: &[f32],
