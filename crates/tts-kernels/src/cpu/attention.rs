@@ -204,9 +204,9 @@ pub fn attention_cached(
 /// Scores are f32 dot products, the softmax is max-subtracted with f32 sums and normalised after
 /// the weighted sum of values (as in `attend_one`). Tiny problems run that scalar loop; larger ones
 /// run blocks of queries of one (batch, head) as tasks (on rayon's pool when the job is large
-/// enough, see [`run_blocks`]). With AVX2+FMA and a head size that is a multiple of 8, each block
-/// runs [`TILE_ROWS`] queries at a time through the register tiles of [`super::attention_tiles`]
-/// (blocks of `TILED_BLOCK_ROWS`); otherwise each block of [`BLOCK_ROWS`] computes its score block
+/// enough, see `run_blocks`). With AVX2+FMA and a head size that is a multiple of 8, each block
+/// runs 6 queries at a time through the register tiles of `cpu/attention_tiles.rs`
+/// (blocks of `TILED_BLOCK_ROWS`); otherwise each block of `BLOCK_ROWS` computes its score block
 /// and its output block with matrixmultiply sgemms strided straight over the interleaved heads.
 /// Either way only the summation order of the dot products differs from the scalar loop. Keys past
 /// `kv_lens[b]` are never read; with `causal`, the keys a block's (or tile's) earlier rows do not
@@ -239,7 +239,7 @@ pub fn attention_dense(
 }
 
 /// The blocked path of [`attention_dense`] (any size; lengths already checked): AVX2 register
-/// tiles where [`tiles::available`], sgemm blocks otherwise. `pub` only for `bench_support`.
+/// tiles where `tiles::available`, sgemm blocks otherwise. `pub` only for `bench_support`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense_blocked(
     q: &[f32],
