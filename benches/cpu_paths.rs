@@ -1,11 +1,12 @@
 //! The Cpu backend's optimised paths side by side with the simple versions they replace (the
 //! tests' oracles, or libm), on the Cpu only, so that one run gives each speed-up:
 //!
-//! - `attention_dense_crossover`: the blocked attention (`attention_dense_blocked`: sgemm blocks,
-//!   rayon tasks) vs the scalar loop (`attention_dense_scalar`, the oracle), causal self-attention
-//!   over `l` positions, at the tiny shapes around the crossover `SCALAR_MAX_HEAD_WORK` = 8192
-//!   multiply-adds per (batch, head) (`work` in the id: `2·l²·head_dim`), up to which
-//!   `attention_dense` runs the scalar loop: the pair shows whether that threshold is right.
+//! - `attention_dense_crossover`: the blocked attention (`attention_dense_blocked`: AVX2 register
+//!   tiles or sgemm blocks, rayon tasks) vs the scalar loop (`attention_dense_scalar`, the oracle),
+//!   causal self-attention over `l` positions, at the tiny shapes around the crossover: up to
+//!   `SCALAR_MAX_HEAD_WORK` = 8192 multiply-adds per (batch, head) (4096 where the register tiles
+//!   run: head sizes that are multiples of 8; `work` in the id: `2·l²·head_dim`) `attention_dense`
+//!   runs the scalar loop; the pairs show whether those thresholds are right.
 //! - `attention_dense_s3gen`: `attention_dense` (blocked at this size: the AVX2 register tiles where
 //!   the CPU has them) vs the same blocks through matrixmultiply sgemms (`blocked_sgemm`, the path
 //!   without AVX2) vs the scalar loop at the S3Gen

@@ -230,7 +230,8 @@ pub fn attention_dense(
     }
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     super::conv::check_lens(kv_lens, lk)?;
-    if 2 * lq * lk * dh <= SCALAR_MAX_HEAD_WORK {
+    let scalar_max = if tiles::available(dh) { SCALAR_MAX_HEAD_WORK_TILED } else { SCALAR_MAX_HEAD_WORK };
+    if 2 * lq * lk * dh <= scalar_max {
         attention_dense_scalar(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
         return Ok(());
     }
@@ -379,6 +380,11 @@ unsafe fn attend_block_tiled(
 /// `3 · T² · dh` for the rel-pos attention) the scalar loop runs: below it, the sgemm calls (packing,
 /// buffers) cost more than they save (measured: 8 × 8 keys of 64 dims take ~3 µs either way).
 pub(super) const SCALAR_MAX_HEAD_WORK: usize = 1 << 13;
+
+/// [`SCALAR_MAX_HEAD_WORK`] of the dense attention when its register tiles run: they pay off
+/// sooner (`cargo bench --bench cpu_paths -- attention_dense_crossover`: at 2048 multiply-adds
+/// 1.13 µs against the scalar loop's 1.03 µs, at 8192 2.06 µs against 3.17 µs).
+const SCALAR_MAX_HEAD_WORK_TILED: usize = 1 << 12;
 
 /// Queries per task of the blocked attentions: a score block of 128 queries × 1000 keys is 512 KB.
 pub(super) const BLOCK_ROWS: usize = 128;
