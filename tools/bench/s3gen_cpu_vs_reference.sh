@@ -23,7 +23,7 @@ ref=$("$py" tools/bench/s3gen_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
 for backend in cpu cpu-bf16; do
   echo "== this engine (--backend $backend)"
-  ours=$(MATMUL_NUM_THREADS=2 RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+  ours=$(RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
   echo "$ours"
   python3 - "$ref" "$ours" "$backend" <<'PY'
 import json, sys

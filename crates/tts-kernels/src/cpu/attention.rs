@@ -394,14 +394,10 @@ pub(super) const BLOCK_ROWS: usize = 128;
 /// S3Gen self-attention over 814 frames: 3 blocks per (batch, head)).
 const TILED_BLOCK_ROWS: usize = 64 * TILE_ROWS;
 
-/// matrixmultiply splits an sgemm over its own threads when `m·k + k·n ≥ 2 · 2¹⁴`
-/// (`LoopThreadConfig::new_impl` in its threading.rs) and runs it on the calling thread below that.
-/// [`sgemm_serial`] keeps its calls below, so rayon tasks don't nest into matrixmultiply's threads.
-const SGEMM_SERIAL_SIZE: usize = 1 << 15;
-
 /// `C = A · B` (or `C += A · B` with `accumulate`) for `A` [m, k], `B` [k, n], `C` [m, n] given by
-/// pointers and element strides as in `matrixmultiply::sgemm`, in calls small enough to run on the
-/// calling thread (see [`SGEMM_SERIAL_SIZE`]).
+/// pointers and element strides as in `matrixmultiply::sgemm`, on the calling thread (matrixmultiply
+/// is built without its threading feature: the Cpu backend's parallelism is rayon's, and these calls
+/// run inside rayon tasks).
 ///
 /// # Safety
 /// Every element `a[i·rsa + p·csa]`, `b[p·rsb + j·csb]`, `c[i·rsc + j·csc]` must be in bounds, `c`
@@ -433,36 +429,25 @@ pub(super) unsafe fn sgemm_serial(
         }
         return;
     }
-    // m and k in chunks of at most 256 and 64, n in the chunks that the size then allows (at least
-    // 255): the packing of A and B per multiply-add (1/nc + 1/mc) stays small
-    let mc = m.clamp(1, 256);
-    let kc = k.clamp(1, 64);
-    let nc = ((SGEMM_SERIAL_SIZE - 1 - mc * kc) / kc).max(1);
-    for i in (0..m).step_by(mc) {
-        for j in (0..n).step_by(nc) {
-            for p in (0..k).step_by(kc) {
-                let beta = if accumulate || p > 0 { 1.0 } else { 0.0 };
-                // SAFETY: a sub-block of the caller's matrices.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        mc.min(m - i),
-                        kc.min(k - p),
-                        nc.min(n - j),
-                        1.0,
-                        a.add(i * rsa + p * csa),
-                        rsa as isize,
-                        csa as isize,
-                        b.add(p * rsb + j * csb),
-                        rsb as isize,
-                        csb as isize,
-                        beta,
-                        c.add(i * rsc + j * csc),
-                        rsc as isize,
-                        csc as isize,
-                    );
-                }
-            }
-        }
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: as required of the caller.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a,
+            rsa as isize,
+            csa as isize,
+            b,
+            rsb as isize,
+            csb as isize,
+            beta,
+            c,
+            rsc as isize,
+            csc as isize,
+        );
     }
 }
 
@@ -752,10 +737,10 @@ mod blocked_tests {
     }
 
     #[test]
-    fn sgemm_serial_equals_a_naive_product_across_its_chunks() {
+    fn sgemm_serial_equals_a_naive_product() {
         let seed = fresh_seed();
         eprintln!("seed {seed}");
-        // chunk edges: m over 256, k over 64, n over the allowed column chunk; strided and transposed
+        // odd sizes past matrixmultiply's blocks (k past 256, m past 64); strided and transposed
         for (c, &(m, k, n)) in
             [(1, 1, 1), (3, 5, 7), (300, 150, 700), (257, 64, 256), (64, 65, 600), (2, 200, 1)].iter().enumerate()
         {
