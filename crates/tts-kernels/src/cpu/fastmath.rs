@@ -221,6 +221,9 @@ pub fn elu(x: f32) -> f32 {
 ///   (relative error 8e-10 on `|x| ∈ [0.7, 14.5]`); `x²` is split into two f32s (FMA) whose low part
 ///   goes into the reduced exponent, and `1 + (e^r − 1)` is folded into the last FMA. Then
 ///   `x − h·erfc` for `x > 0`, `h·erfc` for `x < 0`. Measured: ≤ 3.7 ulp on [−10, 10], ≤ 3.4 beyond.
+///   Slices go through it 4 vectors at a time, each step applied to all 4 before the next
+///   (`lanes!`): the same bits as one at a time, +10% throughput (`cargo bench --bench cpu_paths --
+///   fastmath/dispatched/gelu`: 234 against 212 M values/s on one Zen 1 core).
 #[cfg(target_arch = "x86_64")]
 mod avx {
     use std::arch::x86_64::*;
@@ -252,44 +255,48 @@ mod avx {
         unsafe { _mm256_set1_ps(c) }
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn horner<const N: usize>(c: &[f32; N], u: __m256) -> __m256 {
-        let mut s = _mm256_set1_ps(c[N - 1]);
-        let mut i = N - 1;
-        while i > 0 {
-            i -= 1;
-            s = _mm256_fmadd_ps(s, u, _mm256_set1_ps(c[i]));
-        }
-        s
+    /// `[f(0), f(1), .., f(N − 1)]` for an expression in `$i`: one step of a kernel applied to `N`
+    /// independent vectors before the next step, so that the core overlaps their dependency chains
+    /// (Gelu's is ~100 cycles long; one vector at a time left Zen 1 waiting on it).
+    macro_rules! lanes {
+        ($n:expr, |$i:ident| $e:expr) => {{
+            let mut out = [_mm256_setzero_ps(); $n];
+            for $i in 0..$n {
+                out[$i] = $e;
+            }
+            out
+        }};
     }
 
     /// `(e^r − 1, 2^n1, 2^n2)` with `e^(x + lo) = e^r·2^n1·2^n2` (`lo` tiny: added to the reduced
     /// argument; `2^n1`, `2^n2` normal), `x` clamped to `[−110, 90]`; NaN lanes come out as garbage
-    /// (the callers restore them).
+    /// (the callers restore them). `N` vectors at a time (see `lanes!`).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp_parts(x: __m256, lo: __m256) -> (__m256, __m256, __m256) {
-        let x = _mm256_min_ps(_mm256_max_ps(x, splat(-110.0)), splat(90.0));
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-            x,
+    fn exp_parts<const N: usize>(x: [__m256; N], lo: [__m256; N]) -> ([__m256; N], [__m256; N], [__m256; N]) {
+        let x = lanes!(N, |i| _mm256_min_ps(_mm256_max_ps(x[i], splat(-110.0)), splat(90.0)));
+        let n = lanes!(N, |i| _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x[i],
             splat(std::f32::consts::LOG2_E),
-        ));
-        let r = _mm256_fnmadd_ps(n, splat(0.693_359_4), x); // ln2 hi = 0.693359375 (few bits: n·hi exact)
-        let r = _mm256_add_ps(_mm256_fnmadd_ps(n, splat(-0.00021219444), r), lo);
-        let mut p = splat(0.00019875691);
-        p = _mm256_fmadd_ps(p, r, splat(0.0013981999));
-        p = _mm256_fmadd_ps(p, r, splat(0.008333452));
-        p = _mm256_fmadd_ps(p, r, splat(0.041665796));
-        p = _mm256_fmadd_ps(p, r, splat(0.16666666));
-        p = _mm256_fmadd_ps(p, r, splat(0.5));
-        let em1 = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-        let ni = _mm256_cvtps_epi32(n);
-        let n1 = _mm256_srai_epi32::<1>(ni);
-        let n2 = _mm256_sub_epi32(ni, n1);
+        )));
+        // ln2 hi = 0.693359375 (few bits: n·hi exact), then ln2 lo
+        let r = lanes!(N, |i| _mm256_fnmadd_ps(n[i], splat(0.693_359_4), x[i]));
+        let r = lanes!(N, |i| _mm256_add_ps(_mm256_fnmadd_ps(n[i], splat(-0.00021219444), r[i]), lo[i]));
+        let mut p = [splat(0.00019875691); N];
+        for c in [0.0013981999, 0.008333452, 0.041665796, 0.16666666, 0.5] {
+            p = lanes!(N, |i| _mm256_fmadd_ps(p[i], r[i], splat(c)));
+        }
+        let em1 = lanes!(N, |i| _mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]));
         let bias = _mm256_set1_epi32(127);
-        let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
-        let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+        let mut s1 = [_mm256_setzero_ps(); N];
+        let mut s2 = [_mm256_setzero_ps(); N];
+        for i in 0..N {
+            let ni = _mm256_cvtps_epi32(n[i]);
+            let n1 = _mm256_srai_epi32::<1>(ni);
+            let n2 = _mm256_sub_epi32(ni, n1);
+            s1[i] = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
+            s2[i] = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+        }
         (em1, s1, s2)
     }
 
@@ -323,38 +330,52 @@ mod avx {
         _mm256_blendv_ps(y, x, nan)
     }
 
-    /// Gelu on 8 lanes (NaN kept; −inf gives NaN, +inf inf).
+    /// Gelu on `N` vectors of 8 lanes (NaN kept; −inf gives NaN, +inf inf), each step applied to
+    /// all `N` before the next (see `lanes!`): the same operations, the same bits, as `N = 1`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub fn gelu8(x: __m256) -> __m256 {
-        let h = _mm256_mul_ps(x, splat(0.5));
-        let z = _mm256_mul_ps(x, splat(std::f32::consts::FRAC_1_SQRT_2));
-        let xa = _mm256_andnot_ps(splat(-0.0), x);
+    pub fn gelu_n<const N: usize>(x: [__m256; N]) -> [__m256; N] {
+        let h = lanes!(N, |i| _mm256_mul_ps(x[i], splat(0.5)));
+        let z = lanes!(N, |i| _mm256_mul_ps(x[i], splat(std::f32::consts::FRAC_1_SQRT_2)));
+        let xa = lanes!(N, |i| _mm256_andnot_ps(splat(-0.0), x[i]));
         // small: h + h·erf(z)
-        let erf = _mm256_mul_ps(z, horner(&ERF_P, _mm256_mul_ps(z, z)));
-        let small = _mm256_fmadd_ps(h, erf, h);
+        let z2 = lanes!(N, |i| _mm256_mul_ps(z[i], z[i]));
+        let mut pe = [splat(ERF_P[ERF_P.len() - 1]); N];
+        for &c in ERF_P[..ERF_P.len() - 1].iter().rev() {
+            pe = lanes!(N, |i| _mm256_fmadd_ps(pe[i], z2[i], splat(c)));
+        }
+        let small = lanes!(N, |i| _mm256_fmadd_ps(h[i], _mm256_mul_ps(z[i], pe[i]), h[i]));
         // large: erfc(|z|) = e^(−x²/2)·G(q)/(1 + S·|x|)
-        let ac = _mm256_min_ps(_mm256_max_ps(xa, splat(SMALL)), splat(14.5));
-        let q = _mm256_div_ps(_mm256_sub_ps(ac, splat(K)), _mm256_add_ps(ac, splat(K)));
-        let g = horner(&ERFCX_G, q);
-        let den = _mm256_fmadd_ps(ac, splat(S), splat(1.0));
+        let ac = lanes!(N, |i| _mm256_min_ps(_mm256_max_ps(xa[i], splat(SMALL)), splat(14.5)));
+        let q = lanes!(N, |i| _mm256_div_ps(_mm256_sub_ps(ac[i], splat(K)), _mm256_add_ps(ac[i], splat(K))));
+        let mut g = [splat(ERFCX_G[ERFCX_G.len() - 1]); N];
+        for &c in ERFCX_G[..ERFCX_G.len() - 1].iter().rev() {
+            g = lanes!(N, |i| _mm256_fmadd_ps(g[i], q[i], splat(c)));
+        }
+        let den = lanes!(N, |i| _mm256_fmadd_ps(ac[i], splat(S), splat(1.0)));
         // beyond |x| = 16 erfc is 0 in f32 (clamped so that x² stays finite)
-        let xc = _mm256_min_ps(_mm256_max_ps(x, splat(-16.0)), splat(16.0));
-        let sq = _mm256_mul_ps(xc, xc);
-        let sq_lo = _mm256_fmsub_ps(xc, xc, sq);
-        let t = _mm256_mul_ps(sq, splat(-0.5));
-        // e^(t + t_lo), t_lo = −sq_lo/2 added to the reduced argument
-        let (em1, s1, s) = exp_parts(t, _mm256_mul_ps(sq_lo, splat(-0.5)));
+        let xc = lanes!(N, |i| _mm256_min_ps(_mm256_max_ps(x[i], splat(-16.0)), splat(16.0)));
+        let sq = lanes!(N, |i| _mm256_mul_ps(xc[i], xc[i]));
+        let sq_lo = lanes!(N, |i| _mm256_fmsub_ps(xc[i], xc[i], sq[i]));
+        // e^(t + t_lo), t = −x²/2, t_lo = −sq_lo/2 added to the reduced argument
+        let t = lanes!(N, |i| _mm256_mul_ps(sq[i], splat(-0.5)));
+        let t_lo = lanes!(N, |i| _mm256_mul_ps(sq_lo[i], splat(-0.5)));
+        let (em1, s1, s) = exp_parts(t, t_lo);
         // w·(1 + em1) with w = (x/2)·2^n1·G/den: the exponential's 1 + em1 is not rounded separately
-        let w = _mm256_div_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(xc, splat(0.5)), s1), g), den);
-        let hy = _mm256_fmadd_ps(w, em1, w);
-        let neg = _mm256_mul_ps(hy, s);
-        let pos = _mm256_fnmadd_ps(hy, s, x);
-        let large = _mm256_blendv_ps(neg, pos, _mm256_cmp_ps::<_CMP_GT_OQ>(x, splat(0.0)));
-        let r = _mm256_blendv_ps(large, small, _mm256_cmp_ps::<_CMP_LT_OQ>(xa, splat(SMALL)));
-        // NaN in, NaN out; −inf gives NaN as torch's −inf·0 does (x − x is NaN in both cases)
-        let nan = _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x), _mm256_cmp_ps::<_CMP_EQ_OQ>(x, splat(f32::NEG_INFINITY)));
-        _mm256_blendv_ps(r, _mm256_sub_ps(x, x), nan)
+        let w = lanes!(N, |i| _mm256_div_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(xc[i], splat(0.5)), s1[i]), g[i]), den[i]));
+        lanes!(N, |i| {
+            let hy = _mm256_fmadd_ps(w[i], em1[i], w[i]);
+            let neg = _mm256_mul_ps(hy, s[i]);
+            let pos = _mm256_fnmadd_ps(hy, s[i], x[i]);
+            let large = _mm256_blendv_ps(neg, pos, _mm256_cmp_ps::<_CMP_GT_OQ>(x[i], splat(0.0)));
+            let r = _mm256_blendv_ps(large, small[i], _mm256_cmp_ps::<_CMP_LT_OQ>(xa[i], splat(SMALL)));
+            // NaN in, NaN out; −inf gives NaN as torch's −inf·0 does (x − x is NaN in both cases)
+            let nan = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(x[i], x[i]),
+                _mm256_cmp_ps::<_CMP_EQ_OQ>(x[i], splat(f32::NEG_INFINITY)),
+            );
+            _mm256_blendv_ps(r, _mm256_sub_ps(x[i], x[i]), nan)
+        })
     }
 
     /// `v[i] = f(v[i] − m)` over the slice (tail through a zero-padded buffer).
@@ -383,10 +404,21 @@ mod avx {
         map8(v, m, |x| exp8(x))
     }
 
-    /// `v[i] = gelu(v[i])`.
+    /// `v[i] = gelu(v[i])`: 4 vectors (32 values) at a time, then one, the tail zero-padded.
     #[target_feature(enable = "avx2,fma")]
     pub fn gelu(v: &mut [f32]) {
-        map8(v, 0.0, |x| gelu8(x))
+        let mut quads = v.chunks_exact_mut(32);
+        for c in &mut quads {
+            let p = c.as_mut_ptr();
+            // SAFETY: c holds 32 f32.
+            unsafe {
+                let x = lanes!(4, |i| _mm256_loadu_ps(p.add(8 * i)));
+                for (i, y) in gelu_n(x).into_iter().enumerate() {
+                    _mm256_storeu_ps(p.add(8 * i), y);
+                }
+            }
+        }
+        map8(quads.into_remainder(), 0.0, |x| gelu_n([x])[0])
     }
 }
 
@@ -683,6 +715,15 @@ mod tests {
         let e_core = max_ulps_slice("avx gelu [-10, 10]", &core, run, gelu64);
         let e_tails = max_ulps_slice("avx gelu tails", &tails, run, gelu64);
         assert!(e_core <= 4.0 && e_tails <= 4.0);
+        // 4 vectors at a time (the body) and one at a time (the tail): the same bits
+        let some: Vec<f32> = xs.iter().step_by(997).copied().collect();
+        let mut body = some.clone();
+        run(&mut body);
+        for (&x, &y) in some.iter().zip(&body) {
+            let mut one = [x];
+            run(&mut one);
+            assert_eq!(one[0].to_bits(), y.to_bits(), "gelu({x}) alone and in a block of 32");
+        }
         let mut sp = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 100.0, -100.0];
         run(&mut sp);
         assert_eq!((sp[0], sp[2], sp[5], sp[6]), (0.0, f32::INFINITY, 100.0, 0.0));
