@@ -8,7 +8,7 @@
 //!   run: head sizes that are multiples of 8; `work` in the id: `2·l²·head_dim`) `attention_dense`
 //!   runs the scalar loop; the pairs show whether those thresholds are right.
 //! - `attention_dense_s3gen`: `attention_dense` (blocked at this size: the AVX2 register tiles where
-//!   the CPU has them) vs the same blocks through matrixmultiply sgemms (`blocked_sgemm`, the path
+//!   the CPU has them) vs the same blocks through matrixmultiply sgemms (`blocked_sgemm`: `allow_tiles` false, the path
 //!   without AVX2) vs the scalar loop at the S3Gen
 //!   estimator's self-attention (CFG batch 2, T = 814 frames, 8 heads × 64, the second row 700
 //!   long), non-causal. Reported in FLOP/s ("elem/s", 1 elem = 1 FLOP, `4·T·len·head_dim` per head).
@@ -34,8 +34,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tts_kernels::cpu::bench_support::{
-    Kind, attention_dense_blocked, attention_dense_blocked_sgemm, attention_dense_scalar, attention_relpos_scalar,
-    exp_sub_inplace, map_generic, map_inplace,
+    Kind, attention_dense_blocked, attention_dense_scalar, attention_relpos_scalar, exp_sub_inplace, map_generic, map_inplace,
 };
 use tts_kernels::cpu::{activation, activation_inplace, attention_dense, attention_relpos};
 use tts_kernels::ops::Activation;
@@ -76,7 +75,7 @@ fn bench_crossover(c: &mut Criterion) {
             b.iter(|| attention_dense_scalar(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true))
         });
         g.bench_function(BenchmarkId::new("blocked", &id), |b| {
-            b.iter(|| attention_dense_blocked(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true))
+            b.iter(|| attention_dense_blocked(&q, &k, &v, None, &mut out, batch, heads, dh, 0.125, true, true))
         });
     }
     g.finish();
@@ -105,7 +104,7 @@ fn bench_dense_s3gen(c: &mut Criterion) {
         b.iter(|| attention_dense(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false).unwrap())
     });
     g.bench_function(BenchmarkId::new("blocked_sgemm", &id), |b| {
-        b.iter(|| attention_dense_blocked_sgemm(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false))
+        b.iter(|| attention_dense_blocked(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false, false))
     });
     g.bench_function(BenchmarkId::new("scalar", &id), |b| {
         b.iter(|| attention_dense_scalar(&q, &k, &v, Some(&lens), &mut out, batch, heads, dh, 0.125, false))

@@ -235,12 +235,14 @@ pub fn attention_dense(
         attention_dense_scalar(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
         return Ok(());
     }
-    attention_dense_blocked(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
+    attention_dense_blocked(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, true);
     Ok(())
 }
 
 /// The blocked path of [`attention_dense`] (any size; lengths already checked): AVX2 register
-/// tiles where `tiles::available`, sgemm blocks otherwise. `pub` only for `bench_support`.
+/// tiles where `allow_tiles` and `tiles::available` (the CPU has AVX2+FMA, `dh` is a multiple of 8),
+/// sgemm blocks otherwise (`allow_tiles = false` forces them: the side-by-side bench and the
+/// tests). `pub` only for `bench_support`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense_blocked(
     q: &[f32],
@@ -253,44 +255,9 @@ pub fn attention_dense_blocked(
     dh: usize,
     scale: f32,
     causal: bool,
+    allow_tiles: bool,
 ) {
-    let tiles = tiles::available(dh);
-    attention_dense_blocked_with(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, tiles);
-}
-
-/// [`attention_dense_blocked`] always through the sgemm blocks (the path of CPUs without AVX2 and
-/// of head sizes that are not multiples of 8). `pub` only for `bench_support` (the side-by-side
-/// bench) and the tests.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_dense_blocked_sgemm(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_lens: Option<&[i32]>,
-    out: &mut [f32],
-    batch: usize,
-    heads: usize,
-    dh: usize,
-    scale: f32,
-    causal: bool,
-) {
-    attention_dense_blocked_with(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, false);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn attention_dense_blocked_with(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_lens: Option<&[i32]>,
-    out: &mut [f32],
-    batch: usize,
-    heads: usize,
-    dh: usize,
-    scale: f32,
-    causal: bool,
-    tiles: bool,
-) {
+    let tiles = allow_tiles && tiles::available(dh);
     let hd = heads * dh;
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense: v or out too short");
@@ -790,11 +757,11 @@ mod blocked_tests {
         let mut want = vec![f32::NAN; q.len()];
         attention_dense_scalar(&q, &k, &v, lens, &mut want, batch, heads, dh, scale, causal);
         let mut got = vec![f32::NAN; q.len()];
-        attention_dense_blocked(&q, &k, &v, lens, &mut got, batch, heads, dh, scale, causal);
+        attention_dense_blocked(&q, &k, &v, lens, &mut got, batch, heads, dh, scale, causal, true);
         let what = format!("b {batch} lq {lq} lk {lk} heads {heads} dh {dh} lens {lens:?} causal {causal} seed {seed}");
         assert_close(&what, &got, &want, 1e-5, 1e-5);
         let mut sgemm = vec![f32::NAN; q.len()];
-        attention_dense_blocked_sgemm(&q, &k, &v, lens, &mut sgemm, batch, heads, dh, scale, causal);
+        attention_dense_blocked(&q, &k, &v, lens, &mut sgemm, batch, heads, dh, scale, causal, false);
         assert_close(&format!("sgemm path {what}"), &sgemm, &want, 1e-5, 1e-5);
         // and through the public function (the scalar loop when tiny)
         let mut pub_out = vec![f32::NAN; q.len()];
@@ -863,7 +830,7 @@ mod blocked_tests {
             let mut want = vec![0.0; q.len()];
             attention_dense_scalar(&q, &k, &v, None, &mut want, batch, heads, dh, 0.3, false);
             let mut got = vec![0.0; q.len()];
-            attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false);
+            attention_dense_blocked(&q, &k, &v, Some(&[lk as i32 - 1]), &mut got, batch, heads, dh, 0.3, false, true);
             assert!(!compare(&got, &want, 1e-5, 1e-5).ok(), "dh {dh} seed {s}");
         }
     }

@@ -45,7 +45,7 @@ pub use sampling::{
 /// nothing else may use it.
 #[doc(hidden)]
 pub mod bench_support {
-    pub use super::attention::{attention_dense_blocked, attention_dense_blocked_sgemm, attention_dense_scalar};
+    pub use super::attention::{attention_dense_blocked, attention_dense_scalar};
     pub use super::fastmath::{Kind, exp_sub_inplace, map_generic, map_inplace};
     pub use super::relpos::attention_relpos_scalar;
 }
