@@ -61,14 +61,19 @@ impl HostMem {
                 std::ptr::write_bytes(block.as_ptr().add(redzone + bytes), REDZONE_BYTE, redzone);
             }
         }
-        Ok(HostMem {
+        Ok(HostMem::owning(block, layout, redzone))
+    }
+
+    /// The HostMem that owns `block` (allocated with `layout`), freed to the allocator when dropped.
+    fn owning(block: NonNull<u8>, layout: Layout, redzone: usize) -> HostMem {
+        HostMem {
             block,
             layout,
             redzone,
             pooled: false,
             #[cfg(feature = "emu")]
             registry: None,
-        })
+        }
     }
 
     /// A Cpu tensor's memory, reusing a freed block of the same size when [`crate::host_pool`] has
@@ -77,29 +82,19 @@ impl HostMem {
         let layout = Layout::from_size_align(bytes.max(1), ALIGN)
             .map_err(|_| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
         let poison = !zero && cfg!(debug_assertions);
-        let block = match crate::host_pool::take(layout) {
+        let mut mem = match crate::host_pool::take(layout) {
             Some(block) => {
                 if zero || poison {
                     // SAFETY: the pooled block is `layout.size()` bytes long.
                     unsafe { std::ptr::write_bytes(block.as_ptr(), if zero { 0 } else { REDZONE_BYTE }, layout.size()) };
                 }
-                block
+                HostMem::owning(block, layout, 0)
             }
-            None => {
-                let mut mem = HostMem::new(bytes, 0, if poison { REDZONE_BYTE } else { 0 })?;
-                // the block now belongs to the new HostMem below
-                mem.pooled = true;
-                return Ok(mem);
-            }
+            None => HostMem::new(bytes, 0, if poison { REDZONE_BYTE } else { 0 })?,
         };
-        Ok(HostMem {
-            block,
-            layout,
-            redzone: 0,
-            pooled: true,
-            #[cfg(feature = "emu")]
-            registry: None,
-        })
+        // given back to the pool when dropped
+        mem.pooled = true;
+        Ok(mem)
     }
 
     pub(crate) fn data_ptr(&self) -> *mut u8 {

@@ -268,6 +268,13 @@ mod avx {
         }};
     }
 
+    /// ln2 split for the argument reduction `r = x − n·LN2_HI − n·LN2_LO` (Cody-Waite): LN2_HI =
+    /// 0.693359375 has few bits, so `n·LN2_HI` is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -0.00021219444;
+    /// `e^r − 1 ≈ r + r²·P(r)`: P's coefficients, highest degree first (Cephes' minimax).
+    const EXP_P: [f32; 6] = [0.00019875691, 0.0013981999, 0.008333452, 0.041665796, 0.16666666, 0.5];
+
     /// `(e^r − 1, 2^n1, 2^n2)` with `e^(x + lo) = e^r·2^n1·2^n2` (`lo` tiny: added to the reduced
     /// argument; `2^n1`, `2^n2` normal), `x` clamped to `[−110, 90]`; NaN lanes come out as garbage
     /// (the callers restore them). `N` vectors at a time (see `lanes!`).
@@ -279,11 +286,10 @@ mod avx {
             x[i],
             splat(std::f32::consts::LOG2_E),
         )));
-        // ln2 hi = 0.693359375 (few bits: n·hi exact), then ln2 lo
-        let r = lanes!(N, |i| _mm256_fnmadd_ps(n[i], splat(0.693_359_4), x[i]));
-        let r = lanes!(N, |i| _mm256_add_ps(_mm256_fnmadd_ps(n[i], splat(-0.00021219444), r[i]), lo[i]));
-        let mut p = [splat(0.00019875691); N];
-        for c in [0.0013981999, 0.008333452, 0.041665796, 0.16666666, 0.5] {
+        let r = lanes!(N, |i| _mm256_fnmadd_ps(n[i], splat(LN2_HI), x[i]));
+        let r = lanes!(N, |i| _mm256_add_ps(_mm256_fnmadd_ps(n[i], splat(LN2_LO), r[i]), lo[i]));
+        let mut p = [splat(EXP_P[0]); N];
+        for &c in &EXP_P[1..] {
             p = lanes!(N, |i| _mm256_fmadd_ps(p[i], r[i], splat(c)));
         }
         let em1 = lanes!(N, |i| _mm256_fmadd_ps(p[i], _mm256_mul_ps(r[i], r[i]), r[i]));
@@ -315,14 +321,11 @@ mod avx {
         let xc = _mm256_min_ps(_mm256_max_ps(x, splat(-88.0)), splat(88.0));
         let t = _mm256_fmadd_ps(xc, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
         let n = _mm256_sub_ps(t, splat(SHIFTER));
-        let r = _mm256_fnmadd_ps(n, splat(0.693_359_4), xc); // ln2 hi = 0.693359375 (few bits: n·hi exact)
-        let r = _mm256_fnmadd_ps(n, splat(-0.00021219444), r);
-        let mut p = splat(0.00019875691);
-        p = _mm256_fmadd_ps(p, r, splat(0.0013981999));
-        p = _mm256_fmadd_ps(p, r, splat(0.008333452));
-        p = _mm256_fmadd_ps(p, r, splat(0.041665796));
-        p = _mm256_fmadd_ps(p, r, splat(0.16666666));
-        p = _mm256_fmadd_ps(p, r, splat(0.5));
+        let r = _mm256_fnmadd_ps(n, splat(LN2_LO), _mm256_fnmadd_ps(n, splat(LN2_HI), xc));
+        let mut p = splat(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm256_fmadd_ps(p, r, splat(c));
+        }
         let em1 = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
         let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
         let y = _mm256_fmadd_ps(em1, scale, scale);
