@@ -137,6 +137,9 @@ pub(crate) enum Packing {
     /// A Cpu linear weight `[n, k]` regrouped for the Cpu decode GEMV ([`cpu::pack_gemv`], padding
     /// included). Only `ops::linear` reads it; host access, row views and copies in are errors.
     CpuGemv,
+    /// A Cpu linear weight `[n, k]` as f32 panels of 16 output columns for the many-row GEMM
+    /// ([`cpu::pack_gemm`]; a bf16 weight widened exactly). Only `ops::linear` reads it, as above.
+    CpuGemm,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -224,10 +227,7 @@ impl Tensor {
     /// `ops::pack_linear_weight`).
     pub(crate) fn packed_for_cpu_gemv(&self) -> Result<Tensor> {
         const OP: &str = "pack_linear_weight";
-        if self.packing != Packing::RowMajor || self.dims.rank != 2 {
-            return Err(Error::shape(OP, format!("a row-major [n, k] weight, not {:?}", self.shape())));
-        }
-        let (n, k) = (self.dims.d[0], self.dims.d[1]);
+        let (n, k) = self.packable_dims(OP)?;
         let src = self.view();
         let storage = match self.dtype {
             DType::F32 => {
@@ -248,13 +248,37 @@ impl Tensor {
             }
             d => return Err(Error::DType { op: OP, what: "weight", got: d, expected: "f32 or bf16".into() }),
         };
-        Ok(Tensor {
-            dev: self.dev.clone(),
-            storage: Storage::Host(storage),
-            dtype: self.dtype,
-            dims: self.dims,
-            packing: Packing::CpuGemv,
-        })
+        Ok(self.with_packed_storage(storage, Packing::CpuGemv))
+    }
+
+    /// This `[n, k]` f32 or bf16 Cpu tensor as f32 panels for the many-row Cpu GEMM (see
+    /// `ops::pack_gemm_weight`).
+    pub(crate) fn packed_for_cpu_gemm(&self) -> Result<Tensor> {
+        const OP: &str = "pack_gemm_weight";
+        let (n, k) = self.packable_dims(OP)?;
+        let src = self.view();
+        let len = cpu::packed_gemm_len(n, k);
+        let mem = HostMem::new(len * 4, 0, 0)?;
+        // SAFETY: the fresh allocation holds len f32s, aligned.
+        let out = unsafe { std::slice::from_raw_parts_mut(mem.data_ptr() as *mut f32, len) };
+        match self.dtype {
+            DType::F32 => cpu::pack_gemm(src.host_f32()?, n, k, out),
+            DType::BF16 => cpu::pack_gemm(src.host_bf16()?, n, k, out),
+            d => return Err(Error::DType { op: OP, what: "weight", got: d, expected: "f32 or bf16".into() }),
+        }
+        Ok(self.with_packed_storage(mem, Packing::CpuGemm))
+    }
+
+    /// `(n, k)` of a row-major 2-D tensor that may be packed.
+    fn packable_dims(&self, op: &'static str) -> Result<(usize, usize)> {
+        if self.packing != Packing::RowMajor || self.dims.rank != 2 {
+            return Err(Error::shape(op, format!("a row-major [n, k] weight, not {:?}", self.shape())));
+        }
+        Ok((self.dims.d[0], self.dims.d[1]))
+    }
+
+    fn with_packed_storage(&self, mem: HostMem, packing: Packing) -> Tensor {
+        Tensor { dev: self.dev.clone(), storage: Storage::Host(mem), dtype: self.dtype, dims: self.dims, packing }
     }
 
     pub fn device(&self) -> &Device {
@@ -388,7 +412,7 @@ macro_rules! view_common {
             /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
             pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
                 self.device().forbid_while_capturing("a device-to-host copy")?;
-                if self.t.packing == Packing::CpuGemv {
+                if self.t.packing != Packing::RowMajor {
                     return self.unpacked_f32();
                 }
                 match self.dtype() {
@@ -453,18 +477,32 @@ macro_rules! view_common {
                     _ => Err(Error::invalid("packed weight access", "not a packed Cpu weight of that element size")),
                 }
             }
+            /// The f32 panels of a weight packed for the many-row Cpu GEMM, for `ops::linear`.
+            pub(crate) fn gemm_panels(&self) -> Result<&'a [f32]> {
+                match (self.t.packing, self.storage()) {
+                    // SAFETY: such a tensor's allocation holds exactly its packed length of f32s,
+                    // aligned; packed views always cover the whole tensor (no narrowing).
+                    (Packing::CpuGemm, Storage::Host(_)) => Ok(unsafe {
+                        std::slice::from_raw_parts(self.addr() as *const f32, cpu::packed_gemm_len(self.rows(), self.row_len()))
+                    }),
+                    _ => Err(Error::invalid("packed weight access", "not a weight packed for the Cpu GEMM")),
+                }
+            }
             fn unpacked_f32(&self) -> Result<Vec<f32>> {
                 let (n, k) = (self.rows(), self.row_len());
+                if self.t.packing == Packing::CpuGemm {
+                    return Ok(cpu::unpack_gemm(self.gemm_panels()?, n, k));
+                }
                 Ok(match self.dtype() {
                     DType::F32 => cpu::unpack_gemv(self.packed_host_slice::<f32>()?, n, k),
                     _ => cpu::unpack_gemv(self.packed_host_slice::<bf16>()?, n, k).into_iter().map(f32::from).collect(),
                 })
             }
             fn expect_row_major(&self, op: &'static str) -> Result<()> {
-                if self.t.packing == Packing::CpuGemv {
+                if self.t.packing != Packing::RowMajor {
                     return Err(Error::invalid(
                         op,
-                        "the tensor is a linear weight packed for the Cpu GEMV: only linear reads it",
+                        "the tensor is a linear weight packed for a Cpu GEMV or GEMM: only linear reads it",
                     ));
                 }
                 Ok(())
@@ -485,6 +523,11 @@ impl View<'_> {
     /// Whether this is a weight packed for the Cpu decode GEMV.
     pub(crate) fn is_cpu_gemv_packed(&self) -> bool {
         self.t.packing == Packing::CpuGemv
+    }
+
+    /// Whether this is a weight packed for the many-row Cpu GEMM.
+    pub(crate) fn is_cpu_gemm_packed(&self) -> bool {
+        self.t.packing == Packing::CpuGemm
     }
 }
 

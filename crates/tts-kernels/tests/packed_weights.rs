@@ -1,13 +1,18 @@
-//! `ops::pack_linear_weight`: on Cpu the weight is regrouped for the decode GEMV and `linear` gives
-//! the row-major result (bit for bit for widths in whole chunks, within f32 rounding otherwise);
-//! every other access to a packed weight is an error; on kernel backends packing changes nothing.
+//! `ops::pack_linear_weight` and `ops::pack_gemm_weight`: on Cpu the weight is regrouped for the
+//! decode GEMV (bit for bit the row-major result for decode rows in whole chunks, within f32 rounding
+//! otherwise) or into panels for the many-row GEMM (within f32 rounding, the bias added at the
+//! store); every other access to a packed weight is an error; on kernel backends packing changes
+//! nothing.
 use tts_kernels::testing::random_f32;
 use tts_kernels::{DType, Device, Tensor, ops};
 
-fn linear(dev: &Device, x: &Tensor, w: &Tensor) -> Vec<f32> {
+type Packer = fn(Tensor) -> tts_kernels::Result<Tensor>;
+const PACKERS: [(&str, Packer); 2] = [("gemv", ops::pack_linear_weight), ("gemm", ops::pack_gemm_weight)];
+
+fn linear(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Vec<f32> {
     let m = x.shape()[0];
     let mut out = Tensor::from_f32(dev, DType::F32, &[m, w.shape()[0]], &vec![f32::NAN; m * w.shape()[0]]).unwrap();
-    ops::linear(x.view(), w.view(), None, out.view_mut()).unwrap();
+    ops::linear(x.view(), w.view(), b.map(|b| b.view()), out.view_mut()).unwrap();
     out.to_f32_vec().unwrap()
 }
 
@@ -23,19 +28,32 @@ fn packed_cpu_weights_give_the_row_major_result() {
             let x = Tensor::from_f32(&dev, DType::F32, &[m, k], &random_f32(seed, m * k, 1.0)).unwrap();
             let wv = random_f32(seed + 50, n * k, 0.5);
             let w = Tensor::from_f32(&dev, wd, &[n, k], &wv).unwrap();
-            let want = linear(&dev, &x, &w);
-            let packed = ops::pack_linear_weight(Tensor::from_f32(&dev, wd, &[n, k], &wv).unwrap()).unwrap();
-            assert_eq!(packed.shape(), &[n, k]);
-            assert_eq!(packed.to_f32_vec().unwrap(), w.to_f32_vec().unwrap(), "unpacks to the same values");
-            let got = linear(&dev, &x, &packed);
-            let label = format!("{} [{m}, {k}] x [{n}, {k}]", dev.describe());
-            assert!(got.iter().all(|v| v.is_finite()), "{label}: every output written");
-            // decode-sized rows over whole chunks: the same summation order as the row-major GEMV
-            if m <= 16 && k % 16 == 0 {
-                assert_eq!(got, want, "{label}: bit-identical");
-            } else {
-                for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{label}: {g} vs {w}");
+            let b = Tensor::from_f32(&dev, DType::F32, &[n], &random_f32(seed + 70, n, 1.0)).unwrap();
+            for (name, pack) in PACKERS {
+                let packed = pack(Tensor::from_f32(&dev, wd, &[n, k], &wv).unwrap()).unwrap();
+                assert_eq!(packed.shape(), &[n, k]);
+                assert_eq!(packed.to_f32_vec().unwrap(), w.to_f32_vec().unwrap(), "{name}: unpacks to the same values");
+                for bias in [None, Some(&b)] {
+                    let want = linear(&dev, &x, &w, bias);
+                    let got = linear(&dev, &x, &packed, bias);
+                    let label = format!("{name} {} [{m}, {k}] x [{n}, {k}], bias {}", dev.describe(), bias.is_some());
+                    assert!(got.iter().all(|v| v.is_finite()), "{label}: every output written");
+                    // GEMV, decode-sized rows over whole chunks: the row-major GEMV's summation order
+                    if name == "gemv" && m <= 16 && k % 16 == 0 {
+                        assert_eq!(got, want, "{label}: bit-identical");
+                    } else {
+                        // two f32 summation orders of k products (and the bias): each within
+                        // (k + 1)·u·Σ|terms| of the exact sum (u = 2^-24)
+                        let (xs, ws) = (x.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
+                        let bs = b.to_f32_vec().unwrap();
+                        for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                            let (i, j) = (idx / n, idx % n);
+                            let mag: f64 = (0..k).map(|c| (xs[i * k + c] as f64 * ws[j * k + c] as f64).abs()).sum::<f64>()
+                                + bias.map_or(0.0, |_| bs[j].abs() as f64);
+                            let tol = 2.0 * (k as f64 + 1.0) * f64::from(f32::EPSILON) / 2.0 * mag;
+                            assert!(((g - w).abs() as f64) <= tol, "{label}: {g} vs {w} (bound {tol:e})");
+                        }
+                    }
                 }
             }
         }
@@ -44,9 +62,20 @@ fn packed_cpu_weights_give_the_row_major_result() {
 
 #[test]
 fn a_packed_weight_refuses_every_other_access() {
+    for (_, pack) in PACKERS {
+        refuses_every_other_access(pack);
+    }
+    // nor packs one way and then the other
+    let dev = Device::cpu();
+    for ((_, first), (_, second)) in [(PACKERS[0], PACKERS[1]), (PACKERS[1], PACKERS[0])] {
+        let w = first(Tensor::from_f32(&dev, DType::F32, &[3, 5], &random_f32(2, 15, 1.0)).unwrap()).unwrap();
+        assert!(second(w).is_err());
+    }
+}
+
+fn refuses_every_other_access(pack: Packer) {
     let dev = Device::cpu_bf16_weights();
-    let mut w =
-        ops::pack_linear_weight(Tensor::from_f32(&dev, DType::BF16, &[8, 32], &random_f32(1, 256, 1.0)).unwrap()).unwrap();
+    let mut w = pack(Tensor::from_f32(&dev, DType::BF16, &[8, 32], &random_f32(1, 256, 1.0)).unwrap()).unwrap();
     let msg = |e: tts_kernels::Error| e.to_string();
     assert!(msg(w.view().narrow_rows(0, 4).map(|_| ()).unwrap_err()).contains("packed"));
     assert!(msg(w.view().reshape(&[256]).map(|_| ()).unwrap_err()).contains("packed"));
@@ -58,9 +87,9 @@ fn a_packed_weight_refuses_every_other_access() {
     assert!(ops::embed_pos(ids.view(), None, w.view(), out.view_mut()).is_err());
     // only 2-D float weights pack
     let ids3 = Tensor::from_i32(&dev, &[3], &[1, 2, 3]).unwrap();
-    assert!(ops::pack_linear_weight(ids3).is_err());
-    assert!(ops::pack_linear_weight(Tensor::zeros(&dev, DType::F32, &[2, 3, 4]).unwrap()).is_err());
-    assert!(ops::pack_linear_weight(w).is_err(), "packing twice");
+    assert!(pack(ids3).is_err());
+    assert!(pack(Tensor::zeros(&dev, DType::F32, &[2, 3, 4]).unwrap()).is_err());
+    assert!(pack(w).is_err(), "packing twice");
 }
 
 #[cfg(feature = "emu")]
@@ -68,9 +97,11 @@ fn a_packed_weight_refuses_every_other_access() {
 fn packing_is_the_identity_on_kernel_backends() {
     let dev = Device::emu(Default::default()).unwrap();
     let v = random_f32(3, 6 * 16, 1.0);
-    let w = ops::pack_linear_weight(Tensor::from_f32(&dev, DType::BF16, &[6, 16], &v).unwrap()).unwrap();
-    // row views still work: the layout is unchanged
-    let rows = w.view().narrow_rows(2, 2).unwrap().to_f32_vec().unwrap();
-    let want: Vec<f32> = v[32..64].iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
-    assert_eq!(rows, want);
+    for (_, pack) in PACKERS {
+        let w = pack(Tensor::from_f32(&dev, DType::BF16, &[6, 16], &v).unwrap()).unwrap();
+        // row views still work: the layout is unchanged
+        let rows = w.view().narrow_rows(2, 2).unwrap().to_f32_vec().unwrap();
+        let want: Vec<f32> = v[32..64].iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
+        assert_eq!(rows, want);
+    }
 }

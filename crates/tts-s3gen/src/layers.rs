@@ -58,6 +58,8 @@ pub fn to_act(x: View<'_>) -> Result<Tensor> {
 }
 
 /// A PyTorch `Linear`: weight `[n, k]` in the device's weight dtype, bias `[n]` in the compute dtype.
+/// The weight is packed for GEMMs over many rows (`ops::pack_gemm_weight`): every S3Gen layer meets
+/// hundreds of frames or more per call.
 pub struct Linear {
     pub w: Tensor,
     pub b: Option<Tensor>,
@@ -73,7 +75,7 @@ impl Linear {
 
     pub fn from_f32(dev: &Device, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Result<Linear> {
         Ok(Linear {
-            w: Tensor::from_f32(dev, dev.weight_dtype(), &[n, k], w)?,
+            w: ops::pack_gemm_weight(Tensor::from_f32(dev, dev.weight_dtype(), &[n, k], w)?)?,
             b: b.map(|b| Tensor::from_f32(dev, dev.compute_dtype(), &[n], b)).transpose()?,
         })
     }
@@ -81,7 +83,7 @@ impl Linear {
     /// A precise layer: f32 weights, bias, inputs and outputs on every backend (an f32 GEMM).
     pub fn from_f32_precise(dev: &Device, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Result<Linear> {
         Ok(Linear {
-            w: Tensor::from_f32(dev, DType::F32, &[n, k], w)?,
+            w: ops::pack_gemm_weight(Tensor::from_f32(dev, DType::F32, &[n, k], w)?)?,
             b: b.map(|b| Tensor::from_f32(dev, DType::F32, &[n], b)).transpose()?,
         })
     }

@@ -11,6 +11,7 @@ mod decode_state;
 mod elementwise;
 mod embedding;
 mod fastmath;
+mod gemm_panels;
 mod gemv;
 mod hift;
 mod linear;
@@ -25,6 +26,7 @@ pub use conv::{col2im_transpose, im2col, im2col_source};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
+pub use gemm_panels::{gemm_panels, pack_gemm, packed_gemm_len, unpack_gemm};
 pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, pack_gemv, packed_gemv_len, unpack_gemv};
 pub use hift::{
     HIFT_BINS, HIFT_HOP, HIFT_N_FFT, HIFT_NOISE_STD, HIFT_SINE_AMP, HIFT_SOURCE_HARMONICS, HIFT_TWO_PI, HIFT_UNVOICED_NOISE,

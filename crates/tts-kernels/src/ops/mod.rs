@@ -32,7 +32,7 @@ pub use gemv::{GEMV_BLOCK, GemvParams, linear_add_residual, rmsnorm_linear, rmsn
 pub use groupnorm::{GROUPNORM_BLOCK, GroupNormParams, group_norm};
 pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
 pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
-pub use linear::{linear, pack_linear_weight};
+pub use linear::{linear, pack_gemm_weight, pack_linear_weight};
 pub use pointwise::{Activation, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
 pub use relpos::attention_relpos;
 pub use rmsnorm::{AddRmsNormParams, RMSNORM_BLOCK, add_rmsnorm};
