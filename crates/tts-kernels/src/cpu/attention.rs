@@ -323,6 +323,7 @@ unsafe fn attend_block_tiled(
     out: *mut f32,
 ) {
     tiles::pack_keys(k, hd, keys, dh, &mut scr.aux);
+    tiles::pack_values(v, hd, keys, dh, &mut scr.values);
     let ld = tiles::padded_keys(keys);
     let s = self::scratch(&mut scr.scores, TILE_ROWS * ld);
     for t0 in (0..rows).step_by(TILE_ROWS) {
@@ -339,7 +340,7 @@ unsafe fn attend_block_tiled(
             }
         }
         // SAFETY: rows t0..t0 + tr of the caller's out rows.
-        unsafe { tiles::weighted_values(s, ld, tile_keys, v, hd, dh, &inv[..tr], out.add(t0 * hd), hd) };
+        unsafe { tiles::weighted_values(s, ld, tile_keys, &scr.values, keys, dh, &inv[..tr], out.add(t0 * hd), hd) };
     }
 }
 
@@ -518,8 +519,11 @@ const PARALLEL_MIN_WORK: usize = 1 << 21;
 pub(super) struct BlockScratch {
     pub(super) scores: Vec<f32>,
     pub(super) sums: Vec<f32>,
-    /// More room (the rel-pos attention's biased queries and position scores).
+    /// More room (the rel-pos attention's biased queries and position scores; the register
+    /// tiles' packed keys).
     pub(super) aux: Vec<f32>,
+    /// The register tiles' packed values.
+    pub(super) values: Vec<f32>,
 }
 
 /// The first `len` values of `buf`, grown as needed (contents unspecified).
