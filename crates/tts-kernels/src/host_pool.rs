@@ -5,7 +5,10 @@
 //! such block came back zeroed from fresh pages (page faults, the kernel's page clearing) or from a
 //! `calloc` memset, on the calling thread while the other cores waited: ~5% of a 10 s synthesis on
 //! 2 cores, measured with perf. Freed blocks of at least [`MIN_BLOCK`] bytes are therefore kept here,
-//! by exact size, up to [`MAX_POOLED`] bytes in all, and handed out again.
+//! by exact size, up to [`MAX_POOLED`] bytes in all, and handed out again. When a freed block does
+//! not fit, the blocks of the size least recently given or taken are freed to make room: HiFT's
+//! im2col buffers (up to 169 MB each for 10 s of audio) come after the estimator's blocks have filled
+//! the pool, and went to fresh, zeroed pages on every convolution before this.
 //!
 //! A reused block holds whatever the last tensor wrote: what `Tensor::uninit` promises
 //! ("unspecified"). Zeros are written when asked for. In debug builds (the tests) every uninit Cpu
@@ -28,8 +31,17 @@ unsafe impl Send for Block {}
 
 #[derive(Default)]
 struct Pool {
-    by_layout: HashMap<(usize, usize), Vec<Block>>,
+    by_layout: HashMap<(usize, usize), SizeClass>,
     bytes: usize,
+    /// Counts gives and takes: the age of a size class.
+    clock: u64,
+}
+
+/// The pooled blocks of one layout, and when that layout was last given or taken.
+#[derive(Default)]
+struct SizeClass {
+    blocks: Vec<Block>,
+    last_use: u64,
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
@@ -45,11 +57,7 @@ pub(crate) fn take(layout: Layout) -> Option<NonNull<u8>> {
     if layout.size() < MIN_BLOCK {
         return None;
     }
-    with_pool(|p| {
-        let b = p.by_layout.get_mut(&(layout.size(), layout.align()))?.pop()?;
-        p.bytes -= layout.size();
-        Some(b.0)
-    })
+    with_pool(|p| p.take_from(layout))
 }
 
 /// Keeps `block` (allocated with `layout`) for reuse if it is large enough and the pool has room;
@@ -58,14 +66,51 @@ pub(crate) fn give(block: NonNull<u8>, layout: Layout) -> Option<NonNull<u8>> {
     if layout.size() < MIN_BLOCK {
         return Some(block);
     }
-    with_pool(|p| {
-        if p.bytes + layout.size() > MAX_POOLED {
+    with_pool(|p| p.give(block, layout, MAX_POOLED))
+}
+
+impl Pool {
+    /// [`take`] from this pool.
+    fn take_from(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.clock += 1;
+        let class = self.by_layout.get_mut(&(layout.size(), layout.align()))?;
+        let b = class.blocks.pop()?;
+        class.last_use = self.clock;
+        self.bytes -= layout.size();
+        Some(b.0)
+    }
+
+    /// [`give`] with a cap of `cap` bytes: makes room by freeing the blocks of the least recently
+    /// used other sizes; a block larger than `cap` is returned.
+    fn give(&mut self, block: NonNull<u8>, layout: Layout, cap: usize) -> Option<NonNull<u8>> {
+        if layout.size() > cap {
             return Some(block);
         }
-        p.bytes += layout.size();
-        p.by_layout.entry((layout.size(), layout.align())).or_default().push(Block(block));
+        let key = (layout.size(), layout.align());
+        while self.bytes + layout.size() > cap {
+            let oldest = self
+                .by_layout
+                .iter()
+                .filter(|(k, c)| **k != key && !c.blocks.is_empty())
+                .min_by_key(|(_, c)| c.last_use)
+                .map(|(k, _)| *k);
+            let Some(victim) = oldest else {
+                // only blocks of this very size fill the pool: keep those
+                return Some(block);
+            };
+            let b = self.by_layout.get_mut(&victim).and_then(|c| c.blocks.pop()).expect("a non-empty size class");
+            let l = Layout::from_size_align(victim.0, victim.1).expect("a layout that was allocated");
+            // SAFETY: allocated with this layout by HostMem and owned by the pool.
+            unsafe { std::alloc::dealloc(b.0.as_ptr(), l) };
+            self.bytes -= victim.0;
+        }
+        self.clock += 1;
+        self.bytes += layout.size();
+        let class = self.by_layout.entry(key).or_default();
+        class.blocks.push(Block(block));
+        class.last_use = self.clock;
         None
-    })
+    }
 }
 
 /// Frees every pooled block (e.g. after a large job, to hand the memory back to the system).
@@ -73,9 +118,9 @@ pub(crate) fn give(block: NonNull<u8>, layout: Layout) -> Option<NonNull<u8>> {
 pub fn release_pooled_host_memory() -> usize {
     with_pool(|p| {
         let bytes = p.bytes;
-        for ((size, align), blocks) in p.by_layout.drain() {
+        for ((size, align), class) in p.by_layout.drain() {
             let layout = Layout::from_size_align(size, align).expect("a layout that was allocated");
-            for b in blocks {
+            for b in class.blocks {
                 // SAFETY: allocated with this layout by HostMem and owned by the pool.
                 unsafe { std::alloc::dealloc(b.0.as_ptr(), layout) };
             }
@@ -115,6 +160,52 @@ mod tests {
                     assert!(i.to_i32_vec().unwrap().iter().all(|&x| x == -1), "n {n}: i32 poison");
                 }
                 i.copy_from_i32(&vec![7; n]).unwrap();
+            }
+        }
+    }
+
+    /// A private pool with a small cap: what `give` keeps and what it frees to make room.
+    #[test]
+    fn a_full_pool_frees_the_least_recently_used_sizes_first() {
+        use std::alloc::{Layout, alloc, dealloc};
+        let layout = |kb: usize| Layout::from_size_align(kb << 10, 64).unwrap();
+        // SAFETY: non-zero sizes; every block is freed by the pool or below.
+        let block = |kb: usize| std::ptr::NonNull::new(unsafe { alloc(layout(kb)) }).unwrap();
+        let cap = 1000 << 10;
+        let mut p = super::Pool::default();
+        for kb in [300, 200, 300] {
+            assert!(p.give(block(kb), layout(kb), cap).is_none());
+        }
+        assert_eq!(p.bytes, 800 << 10);
+        // the 300 KB size was used last: room for 400 KB comes from the 200 KB block
+        assert!(p.give(block(400), layout(400), cap).is_none());
+        assert_eq!(p.bytes, 1000 << 10);
+        assert!(p.by_layout[&(200 << 10, 64)].blocks.is_empty());
+        assert_eq!(p.by_layout[&(300 << 10, 64)].blocks.len(), 2);
+        // a take makes the 300 KB size the most recent: room for 200 KB now comes from the 400 KB block
+        let t = super::Pool::take_from(&mut p, layout(300)).unwrap();
+        assert!(p.give(t, layout(300), cap).is_none());
+        assert!(p.give(block(200), layout(200), cap).is_none());
+        assert_eq!(p.bytes, 800 << 10);
+        assert!(p.by_layout[&(400 << 10, 64)].blocks.is_empty());
+        assert_eq!(p.by_layout[&(300 << 10, 64)].blocks.len(), 2);
+        // a block larger than the cap is handed back; so is one that only its own size could make room for
+        let big = block(1200);
+        assert_eq!(p.give(big, layout(1200), cap), Some(big));
+        // SAFETY: allocated above with this layout and handed back.
+        unsafe { dealloc(big.as_ptr(), layout(1200)) };
+        let mut q = super::Pool::default();
+        assert!(q.give(block(600), layout(600), cap).is_none());
+        let again = block(600);
+        assert_eq!(q.give(again, layout(600), cap), Some(again));
+        // SAFETY: as above.
+        unsafe { dealloc(again.as_ptr(), layout(600)) };
+        for pool in [p, q] {
+            for ((size, align), class) in pool.by_layout {
+                for b in class.blocks {
+                    // SAFETY: the pool's own blocks, of their layout.
+                    unsafe { dealloc(b.0.as_ptr(), Layout::from_size_align(size, align).unwrap()) };
+                }
             }
         }
     }

@@ -503,11 +503,26 @@ pub(super) unsafe fn fill_rows(out: *mut f32, stride: usize, rows: usize, dh: us
 /// cost more than it saves).
 pub(super) fn run_blocks(tasks: usize, work: usize, task: impl Fn(&mut BlockScratch, usize) + Send + Sync) {
     if tasks > 1 && work >= PARALLEL_MIN_WORK {
-        (0..tasks).into_par_iter().for_each_init(BlockScratch::default, task);
+        (0..tasks).into_par_iter().for_each(|t| with_scratch(|scr| task(scr, t)));
     } else {
-        let mut scr = BlockScratch::default();
-        (0..tasks).for_each(|t| task(&mut scr, t));
+        with_scratch(|scr| (0..tasks).for_each(|t| task(scr, t)));
     }
+}
+
+thread_local! {
+    /// Each thread's [`BlockScratch`], kept between calls: per call (rayon's `for_each_init`), the
+    /// S3Gen estimator's ~10^3 attention calls per synthesis each allocated and zeroed fresh
+    /// buffers of hundreds of KB per split.
+    static SCRATCH: std::cell::RefCell<BlockScratch> = std::cell::RefCell::new(BlockScratch::default());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one if a caller up the stack holds it: a task that
+/// waits inside rayon may run another task on the same thread).
+fn with_scratch(f: impl FnOnce(&mut BlockScratch)) {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut scr) => f(&mut scr),
+        Err(_) => f(&mut BlockScratch::default()),
+    })
 }
 
 /// See [`run_blocks`]: ~0.3 ms of attention on one core (measured on 2 cores: below it, waking the
