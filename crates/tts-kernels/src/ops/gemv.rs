@@ -173,7 +173,7 @@ pub fn rmsnorm_linear(h: View<'_>, norm_w: View<'_>, eps: f32, w: View<'_>, mut 
     match &*dev.inner {
         Backend::Cpu => {
             let a = cpu_rmsnorm(&h, &norm_w, eps)?;
-            cpu_linear(&a, &w, out.host_f32_mut()?, m, n, k)
+            cpu_linear(&a, &w, None, out.host_f32_mut()?, m, n, k)
         }
         _ => {
             let kernel = if out_f32 { "gemv_rmsnorm_f32" } else { "gemv_rmsnorm_bf16" };
@@ -210,7 +210,7 @@ pub fn rmsnorm_linear_swiglu(h: View<'_>, norm_w: View<'_>, eps: f32, w_gate_up:
         Backend::Cpu => {
             let a = cpu_rmsnorm(&h, &norm_w, eps)?;
             let mut gu = vec![0f32; m * n2];
-            cpu_linear(&a, &w_gate_up, &mut gu, m, n2, k)?;
+            cpu_linear(&a, &w_gate_up, None, &mut gu, m, n2, k)?;
             cpu::swiglu(&gu, out.host_f32_mut()?, inner);
             Ok(())
         }
@@ -242,7 +242,7 @@ pub fn linear_add_residual(x: View<'_>, w: View<'_>, mut h: ViewMut<'_>) -> Resu
     match &*dev.inner {
         Backend::Cpu => {
             let mut y = vec![0f32; m * n];
-            cpu_linear(x.host_f32()?, &w, &mut y, m, n, k)?;
+            cpu_linear(x.host_f32()?, &w, None, &mut y, m, n, k)?;
             cpu::add_residual(h.host_f32_mut()?, &y, None);
             Ok(())
         }

@@ -69,16 +69,8 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
         return Ok(());
     }
     if let Backend::Cpu = &*dev.inner {
-        let o = out.host_f32_mut()?;
-        if w.is_cpu_gemm_packed() {
-            // the bias is added at the GEMM's store
-            cpu::gemm_panels(x.host_f32()?, w.gemm_panels()?, bias.map(|b| b.host_f32()).transpose()?, o, m, n, k);
-            return Ok(());
-        }
-        cpu_linear(x.host_f32()?, &w, o, m, n, k)?;
-        if let Some(b) = bias {
-            cpu::add_bias(o, b.host_f32()?);
-        }
+        let b = bias.map(|b| b.host_f32()).transpose()?;
+        cpu_linear(x.host_f32()?, &w, b, out.host_f32_mut()?, m, n, k)?;
         return Ok(());
     }
     // Kernel backends: the bias is the GEMM's C operand (beta = 1), so it is added to the f32
@@ -97,11 +89,31 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
 
 /// The Cpu backend's `out[m, n] = x[m, k] · w[n, k]ᵀ` for a checked weight view of either weight
 /// dtype: the one place that picks the Cpu GEMM/GEMV for a weight (fused ops call it too).
-pub(crate) fn cpu_linear(x: &[f32], w: &View<'_>, out: &mut [f32], m: usize, n: usize, k: usize) -> Result<()> {
+///
+/// `bias` `[n]` (if any) is added to every row: at the store by the panel GEMM of a weight packed
+/// with [`pack_gemm_weight`], after the product otherwise.
+pub(crate) fn cpu_linear(
+    x: &[f32],
+    w: &View<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
     if w.is_cpu_gemm_packed() {
-        cpu::gemm_panels(x, w.gemm_panels()?, None, out, m, n, k);
+        cpu::gemm_panels(x, w.gemm_panels()?, bias, out, m, n, k);
         return Ok(());
     }
+    cpu_product(x, w, out, m, n, k)?;
+    if let Some(b) = bias {
+        cpu::add_bias(&mut out[..m * n], b);
+    }
+    Ok(())
+}
+
+/// `out = x · wᵀ` for a GEMV-packed or row-major weight (no bias).
+fn cpu_product(x: &[f32], w: &View<'_>, out: &mut [f32], m: usize, n: usize, k: usize) -> Result<()> {
     if w.is_cpu_gemv_packed() {
         match w.dtype() {
             DType::BF16 => cpu::gemv_packed(x, w.packed_host_slice::<half::bf16>()?, out, m, n, k),
