@@ -257,11 +257,14 @@ pub fn attention_dense_blocked(
     causal: bool,
     allow_tiles: bool,
 ) {
-    let tiles = allow_tiles && tiles::available(dh);
     let hd = heads * dh;
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense: v or out too short");
-    let block_rows = if tiles { TILED_BLOCK_ROWS } else { BLOCK_ROWS };
+    if allow_tiles && tiles::available(dh) {
+        attention_dense_tiled(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
+        return;
+    }
+    let block_rows = BLOCK_ROWS;
     let blocks = lq.div_ceil(block_rows);
     let dst = SendPtr(out.as_mut_ptr());
     run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
@@ -280,11 +283,6 @@ pub fn attention_dense_blocked(
         let qh = &q[(b * lq + i0) * hd + h * dh..];
         let kh = &k[b * lk * hd + h * dh..];
         let vh = &v[b * lk * hd + h * dh..];
-        if tiles {
-            // SAFETY: this task's own rows of out (as above).
-            unsafe { attend_block_tiled(scr, qh, kh, vh, rows, keys, &row_keys, hd, dh, scale, o) };
-            return;
-        }
         let s = self::scratch(&mut scr.scores, rows * keys);
         let sums = self::scratch(&mut scr.sums, rows);
         // SAFETY: q rows i0..i0 + rows and k rows 0..keys of batch b stay inside q and k (row stride
@@ -300,11 +298,105 @@ pub fn attention_dense_blocked(
     });
 }
 
-/// One block of [`attention_dense_blocked`] through the AVX2 register tiles
-/// ([`super::attention_tiles`]): the block's keys packed once, then [`TILE_ROWS`] queries at a time
-/// from scores through the softmax to the weighted values, the tile's score rows staying in L1.
-/// `q`, `k`, `v`: the block's first query row and the head's first key / value row (row stride `hd`);
-/// `keys`: keys the block reads; `row_keys(r)`: keys visible to block row `r`.
+/// The register-tile path of [`attention_dense_blocked`] (AVX2+FMA present, `dh` a multiple of 8;
+/// lengths checked): the keys and values of each (batch, head) packed once for all its blocks
+/// (`tiles::pack_keys`, `tiles::pack_values`, in parallel over the heads), then blocks of
+/// [`TILED_BLOCK_ROWS`] queries as tasks (`attend_block_tiled`).
+#[allow(clippy::too_many_arguments)]
+fn attention_dense_tiled(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_lens: Option<&[i32]>,
+    out: &mut [f32],
+    batch: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    causal: bool,
+) {
+    let hd = heads * dh;
+    let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
+    if lk == 0 {
+        // no key to see (and nothing to pack): zeros, as for a block without keys
+        out[..batch * lq * hd].fill(0.0);
+        return;
+    }
+    // blocks of at most TILED_BLOCK_ROWS queries, whole tiles, of sizes differing by one tile at most
+    let tiles_per_head = lq.div_ceil(TILE_ROWS);
+    let blocks = tiles_per_head.div_ceil(TILED_BLOCK_ROWS / TILE_ROWS);
+    let block_start = |i: usize| (i * tiles_per_head / blocks * TILE_ROWS).min(lq);
+    let dst = SendPtr(out.as_mut_ptr());
+    let keys_of = |b: usize| kv_lens.map_or(lk, |l| l[b] as usize);
+    let (k_len, v_len) = (tiles::packed_keys_len(lk, dh), tiles::packed_values_len(lk, dh));
+    with_packed_kv(|pk, pv| {
+        let (pk, pv) = (self::scratch(pk, batch * heads * k_len), self::scratch(pv, batch * heads * v_len));
+        // each (batch, head): its n visible keys and values (a causal block reads a prefix of them)
+        let pack = |(bh, (kp, vp)): (usize, (&mut [f32], &mut [f32]))| {
+            let (b, h) = (bh / heads, bh % heads);
+            let n = keys_of(b);
+            tiles::pack_keys(&k[b * lk * hd + h * dh..], hd, n, dh, kp);
+            tiles::pack_values(&v[b * lk * hd + h * dh..], hd, n, dh, vp);
+        };
+        if batch * heads > 1 && 2 * batch * lq * lk * hd >= PARALLEL_MIN_WORK {
+            pk.par_chunks_mut(k_len).zip(pv.par_chunks_mut(v_len)).enumerate().for_each(pack);
+        } else {
+            pk.chunks_mut(k_len).zip(pv.chunks_mut(v_len)).enumerate().for_each(pack);
+        }
+        let (pk, pv) = (&*pk, &*pv);
+        run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
+            let (b, h, i) = (task / (heads * blocks), task / blocks % heads, task % blocks);
+            let i0 = block_start(i);
+            let rows = block_start(i + 1) - i0;
+            let n = keys_of(b);
+            // keys of the block: with causal, row i sees min(n, i + 1)
+            let keys = if causal { n.min(i0 + rows) } else { n };
+            let row_keys = |r: usize| if causal { n.min(i0 + r + 1) } else { n };
+            let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
+            if keys == 0 {
+                // SAFETY: rows `i0..i0 + rows` of batch b, head h are this task's own part of `out`.
+                unsafe { fill_rows(o, hd, rows, dh, 0.0) };
+                return;
+            }
+            let bh = b * heads + h;
+            let head = PackedHead { keys: &pk[bh * k_len..][..k_len], values: &pv[bh * v_len..][..v_len], packed_keys: n };
+            // SAFETY: this task's own rows of out (as above).
+            unsafe { attend_block_tiled(scr, &q[(b * lq + i0) * hd + h * dh..], head, rows, keys, &row_keys, hd, dh, scale, o) };
+        });
+    });
+}
+
+/// The keys and values of one (batch, head) as packed by `tiles::pack_keys` and `tiles::pack_values`
+/// for its `packed_keys` visible keys.
+#[derive(Clone, Copy)]
+struct PackedHead<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    packed_keys: usize,
+}
+
+thread_local! {
+    /// The calling thread's buffers for the packed keys and values of [`attention_dense_tiled`],
+    /// kept between calls (about the size of one call's `k` and `v`).
+    static PACKED_KV: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's packed key and value buffers (fresh ones if a caller up the stack
+/// holds them, as [`with_scratch`]).
+fn with_packed_kv(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>)) {
+    PACKED_KV.with(|p| match p.try_borrow_mut() {
+        Ok(mut p) => {
+            let (pk, pv) = &mut *p;
+            f(pk, pv)
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// One block of [`attention_dense_tiled`]: [`TILE_ROWS`] queries at a time from scores through the
+/// softmax to the weighted values, the tile's score rows staying in L1. `q`: the block's first query
+/// row (row stride `hd`); `head`: the packed keys and values of its (batch, head); `keys`: keys the
+/// block reads (≤ `head.packed_keys`); `row_keys(r)`: keys visible to block row `r`.
 ///
 /// # Safety
 /// `out` must hold `rows` rows of `dh` values at stride `hd`, owned by the caller's task.
@@ -312,8 +404,7 @@ pub fn attention_dense_blocked(
 unsafe fn attend_block_tiled(
     scr: &mut BlockScratch,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    head: PackedHead<'_>,
     rows: usize,
     keys: usize,
     row_keys: &dyn Fn(usize) -> usize,
@@ -322,8 +413,6 @@ unsafe fn attend_block_tiled(
     scale: f32,
     out: *mut f32,
 ) {
-    tiles::pack_keys(k, hd, keys, dh, &mut scr.aux);
-    tiles::pack_values(v, hd, keys, dh, &mut scr.values);
     let ld = tiles::padded_keys(keys);
     let s = self::scratch(&mut scr.scores, TILE_ROWS * ld);
     for t0 in (0..rows).step_by(TILE_ROWS) {
@@ -333,14 +422,14 @@ unsafe fn attend_block_tiled(
         let mut inv = [0f32; TILE_ROWS];
         if tile_keys > 0 {
             let panels = tile_keys.div_ceil(tiles::KEY_PANEL);
-            tiles::scores(&q[t0 * hd..], hd, tr, &scr.aux, panels, dh, s, ld);
+            tiles::scores(&q[t0 * hd..], hd, tr, head.keys, panels, dh, s, ld);
             for (r, sr) in s.chunks_exact_mut(ld).take(tr).enumerate() {
                 let sum = softmax_numerators(&mut sr[..tile_keys], row_keys(t0 + r), scale);
                 inv[r] = if sum == 0.0 { 0.0 } else { 1.0 / sum };
             }
         }
         // SAFETY: rows t0..t0 + tr of the caller's out rows.
-        unsafe { tiles::weighted_values(s, ld, tile_keys, &scr.values, keys, dh, &inv[..tr], out.add(t0 * hd), hd) };
+        unsafe { tiles::weighted_values(s, ld, tile_keys, head.values, head.packed_keys, dh, &inv[..tr], out.add(t0 * hd), hd) };
     }
 }
 
@@ -357,9 +446,8 @@ const SCALAR_MAX_HEAD_WORK_TILED: usize = 1 << 12;
 /// Queries per task of the blocked attentions: a score block of 128 queries × 1000 keys is 512 KB.
 pub(super) const BLOCK_ROWS: usize = 128;
 
-/// Queries per task of the dense attention's register-tile path, which holds only one tile's scores
-/// at a time: long blocks, so that each task's packing of its keys is shared by many tiles (the
-/// S3Gen self-attention over 814 frames: 3 blocks per (batch, head)).
+/// Queries per task of the dense attention's register-tile path, at most (the S3Gen
+/// self-attention over 814 frames: 3 blocks of 45 or 46 tiles per (batch, head)).
 const TILED_BLOCK_ROWS: usize = 64 * TILE_ROWS;
 
 /// `C = A · B` (or `C += A · B` with `accumulate`) for `A` [m, k], `B` [k, n], `C` [m, n] given by
@@ -441,16 +529,8 @@ pub(super) fn softmax_numerators(s: &mut [f32], keys: usize, scale: f32) -> f32 
         *x *= scale;
         m = m.max(*x);
     }
-    // 8-lane AVX2+FMA exp (≤ 2 ulp) when available, f32::exp otherwise
-    super::fastmath::exp_sub_inplace(live, m);
-    let mut s8 = [0f32; 8];
-    let mut chunks = live.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in s8.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    s8.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    // 8-lane AVX2+FMA exp (≤ 2 ulp) when available, f32::exp otherwise; summed in the same pass
+    super::fastmath::exp_sub_sum_inplace(live, m)
 }
 
 /// `out[r] = (p[r] · V) / sums[r]` for the `rows = sums.len()` rows of `p` ([rows, keys], softmax
@@ -534,11 +614,8 @@ const PARALLEL_MIN_WORK: usize = 1 << 21;
 pub(super) struct BlockScratch {
     pub(super) scores: Vec<f32>,
     pub(super) sums: Vec<f32>,
-    /// More room (the rel-pos attention's biased queries and position scores; the register
-    /// tiles' packed keys).
+    /// More room (the rel-pos attention's biased queries and position scores).
     pub(super) aux: Vec<f32>,
-    /// The register tiles' packed values.
-    pub(super) values: Vec<f32>,
 }
 
 /// The first `len` values of `buf`, grown as needed (contents unspecified).
@@ -590,9 +667,11 @@ pub fn attention_dense_scalar(
             let keys = if causal { n.min(i + 1) } else { n };
             let row = (b * lq + i) * hd;
             for h in 0..heads {
-                let (kh, vh) = (&kb[h * dh..], &vb[h * dh..]);
-                let (kh, vh) =
-                    if keys > 0 { (&kh[..(keys - 1) * hd + dh], &vh[..(keys - 1) * hd + dh]) } else { (&kh[..0], &vh[..0]) };
+                let (kh, vh) = if keys > 0 {
+                    (&kb[h * dh..][..(keys - 1) * hd + dh], &vb[h * dh..][..(keys - 1) * hd + dh])
+                } else {
+                    (&kb[..0], &vb[..0])
+                };
                 attend_one(
                     &q[row + h * dh..row + (h + 1) * dh],
                     kh,
@@ -815,6 +894,8 @@ mod blocked_tests {
         // and the register-tile path's longer blocks
         check_dense(seed ^ 9, 1, 2 * TILED_BLOCK_ROWS + 5, 130, 2, 64, None, true);
         check_dense(seed ^ 10, 2, TILED_BLOCK_ROWS + 1, 50, 1, 24, Some(&[50, 3]), false);
+        // no keys at all: zeros
+        check_dense(seed ^ 11, 2, 9, 0, 2, 64, None, false);
     }
 
     #[test]

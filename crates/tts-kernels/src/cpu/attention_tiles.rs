@@ -1,6 +1,7 @@
 //! AVX2+FMA register tiles of the blocked dense attention (`attention::attention_dense_blocked`):
 //! scores and weighted values computed a few query rows at a time, straight from the row-major q, v
-//! and out (no packing of the score rows), with the keys of the block transposed once into panels.
+//! and out (no packing of the score rows), with the keys and values of each (batch, head) packed once
+//! (keys transposed into panels, values into 16-column chunks) for all the blocks of its queries.
 //!
 //! Why: through matrixmultiply, the `P · V` product re-packs the whole score block for only
 //! `head_dim` (64) output columns, and a 128-query score block (~400 KB over 814 keys) leaves the
@@ -35,14 +36,17 @@ pub(super) fn padded_keys(keys: usize) -> usize {
     keys.div_ceil(KEY_PANEL) * KEY_PANEL
 }
 
+/// Length of [`pack_keys`]' output for `keys` keys of `dh` values.
+pub(super) fn packed_keys_len(keys: usize, dh: usize) -> usize {
+    padded_keys(keys) * dh
+}
+
 /// Packs keys `0..keys` of one head (key `j` at `k[j·rsk..][..dh]`) into `out` as panels of
 /// [`KEY_PANEL`] keys: `out[(p·dh + d)·16 + t] = k[(16p + t)·rsk + d]`, zeros for keys past `keys`.
-/// `out` is resized to `padded_keys(keys)·dh`.
-pub(super) fn pack_keys(k: &[f32], rsk: usize, keys: usize, dh: usize, out: &mut Vec<f32>) {
+/// Writes all of `out[..packed_keys_len(keys, dh)]` and nothing after it.
+pub(super) fn pack_keys(k: &[f32], rsk: usize, keys: usize, dh: usize, out: &mut [f32]) {
     let panels = keys.div_ceil(KEY_PANEL);
-    out.clear();
-    out.resize(panels * dh * KEY_PANEL, 0.0);
-    for (p, panel) in out.chunks_exact_mut(dh * KEY_PANEL).enumerate() {
+    for (p, panel) in out[..panels * dh * KEY_PANEL].chunks_exact_mut(dh * KEY_PANEL).enumerate() {
         let n = KEY_PANEL.min(keys - p * KEY_PANEL);
         let rows: [&[f32]; KEY_PANEL] = std::array::from_fn(|t| if t < n { &k[(p * KEY_PANEL + t) * rsk..][..dh] } else { &[] });
         // written in order, the panel's 16 key rows read across (they stay in L1)
@@ -50,6 +54,7 @@ pub(super) fn pack_keys(k: &[f32], rsk: usize, keys: usize, dh: usize, out: &mut
             for (x, row) in dst[..n].iter_mut().zip(&rows) {
                 *x = row[d];
             }
+            dst[n..].fill(0.0);
         }
     }
 }
@@ -82,21 +87,32 @@ pub(super) fn scores(q: &[f32], rsq: usize, rows: usize, packed: &[f32], panels:
     }
 }
 
+/// Length of [`pack_values`]' output for `keys` values of `dh` columns.
+pub(super) fn packed_values_len(keys: usize, dh: usize) -> usize {
+    dh.div_ceil(KEY_PANEL) * KEY_PANEL * keys
+}
+
 /// Packs values `0..keys` of one head (value `j` at `v[j·rsv..][..dh]`) into `out` as `⌈dh/16⌉`
 /// column chunks of `[keys, 16]`: `out[(ch·keys + j)·16 + t] = v[j·rsv + 16ch + t]`, zeros for columns
-/// past `dh`. `out` is resized to `⌈dh/16⌉·16·keys`.
+/// past `dh`. Writes all of `out[..packed_values_len(keys, dh)]` and nothing after it.
 ///
 /// Why: read in place, a 16-column chunk of the values sits at a stride of `heads·dh` floats (2 KB in
 /// S3Gen's estimator), so that every pass of a tile over 814 keys touched ~400 pages; packed, it is
 /// 52 KB read in order. Measured (`cargo bench --bench cpu_paths -- attention_dense_s3gen`, blocked,
 /// 2 cores): 42.3 ms → 38.8 ms.
-pub(super) fn pack_values(v: &[f32], rsv: usize, keys: usize, dh: usize, out: &mut Vec<f32>) {
+pub(super) fn pack_values(v: &[f32], rsv: usize, keys: usize, dh: usize, out: &mut [f32]) {
     let chunks = dh.div_ceil(KEY_PANEL);
-    out.clear();
-    out.resize(chunks * keys * KEY_PANEL, 0.0);
+    let out = &mut out[..chunks * keys * KEY_PANEL];
     for (j, row) in v.chunks(rsv).take(keys).enumerate() {
         for (ch, src) in row[..dh].chunks(KEY_PANEL).enumerate() {
-            out[(ch * keys + j) * KEY_PANEL..][..src.len()].copy_from_slice(src);
+            let dst = &mut out[(ch * keys + j) * KEY_PANEL..][..KEY_PANEL];
+            if let (Ok(dst), Ok(src)) = (<&mut [f32; KEY_PANEL]>::try_from(&mut *dst), <&[f32; KEY_PANEL]>::try_from(src)) {
+                // a whole chunk: a fixed-size copy (a memmove call per 64 bytes was ~4% of the attention)
+                *dst = *src;
+            } else {
+                dst[..src.len()].copy_from_slice(src);
+                dst[src.len()..].fill(0.0);
+            }
         }
     }
 }
@@ -247,10 +263,13 @@ mod tests {
             let (rsq, rsk) = (dh + 5, dh + 3);
             let q = random_f32(s, (rows - 1) * rsq + dh, 1.0);
             let k = random_f32(s + 1, keys.max(1) * rsk, 1.0);
-            let mut packed = vec![f32::NAN; 3];
-            pack_keys(&k, rsk, keys, dh, &mut packed);
             let panels = keys.div_ceil(KEY_PANEL);
-            assert_eq!(packed.len(), panels * dh * KEY_PANEL);
+            assert_eq!(packed_keys_len(keys, dh), panels * dh * KEY_PANEL);
+            // poisoned: every element up to the length is written, none after it
+            let mut packed = vec![f32::NAN; packed_keys_len(keys, dh) + 3];
+            pack_keys(&k, rsk, keys, dh, &mut packed);
+            assert!(packed[..packed_keys_len(keys, dh)].iter().all(|x| !x.is_nan()), "pack_keys left a hole");
+            assert!(packed[packed_keys_len(keys, dh)..].iter().all(|x| x.is_nan()), "pack_keys wrote past its length");
             let lds = padded_keys(keys) + 3;
             let mut sc = vec![f32::NAN; rows * lds];
             scores(&q, rsq, rows, &packed, panels, dh, &mut sc, lds);
@@ -272,12 +291,14 @@ mod tests {
             let mut out = vec![f32::NAN; rows * rso];
             // the values of more keys than the tile reads (a causal block's later rows)
             let packed_keys = keys + 3;
-            let mut vp = vec![f32::NAN; 5];
-            pack_values(&random_f32(s + 4, packed_keys * rsv, 1.0), rsv, packed_keys, dh, &mut vp);
+            let vlen = packed_values_len(packed_keys, dh);
+            assert_eq!(vlen, dh.div_ceil(KEY_PANEL) * KEY_PANEL * packed_keys);
+            let mut vp = vec![f32::NAN; vlen + 5];
             let mut v_long = v.clone();
             v_long.extend(random_f32(s + 5, 3 * rsv, 1.0));
             pack_values(&v_long, rsv, packed_keys, dh, &mut vp);
-            assert_eq!(vp.len(), dh.div_ceil(KEY_PANEL) * KEY_PANEL * packed_keys);
+            assert!(vp[..vlen].iter().all(|x| !x.is_nan()), "pack_values left a hole");
+            assert!(vp[vlen..].iter().all(|x| x.is_nan()), "pack_values wrote past its length");
             // SAFETY: out holds rows rows of dh values at stride rso.
             unsafe { weighted_values(&p, ldp, keys, &vp, packed_keys, dh, &inv, out.as_mut_ptr(), rso) };
             let mut want = Vec::new();

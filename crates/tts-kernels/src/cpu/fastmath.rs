@@ -318,7 +318,9 @@ mod avx {
         // 1.5·2^23 + 127: t = x·log2e + SHIFTER rounds x·log2e to an integer n in t's low bits,
         // already biased: (bits(t) << 23) is the f32 2^n (0 for n = −127)
         const SHIFTER: f32 = 12_583_039.0;
-        let xc = _mm256_min_ps(_mm256_max_ps(x, splat(-88.0)), splat(88.0));
+        // (max/min return their second operand when either is NaN: a NaN x passes both clamps,
+        // then every step, and comes out NaN: its 2^n is 0 and NaN·0 + 0 is NaN)
+        let xc = _mm256_min_ps(splat(88.0), _mm256_max_ps(splat(-88.0), x));
         let t = _mm256_fmadd_ps(xc, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
         let n = _mm256_sub_ps(t, splat(SHIFTER));
         let r = _mm256_fnmadd_ps(n, splat(LN2_LO), _mm256_fnmadd_ps(n, splat(LN2_HI), xc));
@@ -328,9 +330,7 @@ mod avx {
         }
         let em1 = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
         let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
-        let y = _mm256_fmadd_ps(em1, scale, scale);
-        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
-        _mm256_blendv_ps(y, x, nan)
+        _mm256_fmadd_ps(em1, scale, scale)
     }
 
     /// Gelu on `N` vectors of 8 lanes (NaN kept; −inf gives NaN, +inf inf), each step applied to
@@ -401,10 +401,29 @@ mod avx {
         }
     }
 
-    /// `v[i] = e^(v[i] − m)` (as [`exp8`]: for `v[i] − m ≤ 88`, results below 2^-126 may be 0).
+    /// `v[i] = e^(v[i] − m)` (as [`exp8`]: for `v[i] − m ≤ 88`, results below 2^-126 may be 0);
+    /// returns `Σ v[i]` summed as [`super::lane_sum8`], in the same pass. (Evaluating 2 or 4
+    /// vectors per step, as Gelu does, was measured no faster: this loop is bound by Zen 1's
+    /// throughput, ~29 cycles per vector, not by the latency of `exp8`.)
     #[target_feature(enable = "avx2,fma")]
-    pub fn exp_sub(v: &mut [f32], m: f32) {
-        map8(v, m, |x| exp8(x))
+    pub fn exp_sub_sum(v: &mut [f32], m: f32) -> f32 {
+        let mv = _mm256_set1_ps(m);
+        let mut acc = _mm256_setzero_ps();
+        let mut eights = v.chunks_exact_mut(8);
+        for c in &mut eights {
+            // SAFETY: c holds 8 f32.
+            unsafe {
+                let y = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), mv));
+                _mm256_storeu_ps(c.as_mut_ptr(), y);
+                acc = _mm256_add_ps(acc, y);
+            }
+        }
+        let rest = eights.into_remainder();
+        map8(rest, m, |x| exp8(x));
+        let mut lanes = [0f32; 8];
+        // SAFETY: lanes holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
     }
 
     /// `v[i] = gelu(v[i])`: 4 vectors (32 values) at a time, then one, the tail zero-padded.
@@ -434,15 +453,34 @@ fn has_avx2_fma() -> bool {
 /// has it (≤ 2 ulp where the result is at least 2^-126; below, possibly 0: an absolute error under
 /// 2^-126; see `avx::exp8`), `f32::exp` otherwise.
 pub fn exp_sub_inplace(v: &mut [f32], m: f32) {
+    exp_sub_sum_inplace(v, m);
+}
+
+/// [`exp_sub_inplace`], returning the sum of the results in the order of [`lane_sum8`] (the
+/// softmax's denominator, from the same pass).
+pub fn exp_sub_sum_inplace(v: &mut [f32], m: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { avx::exp_sub(v, m) };
-        return;
+        return unsafe { avx::exp_sub_sum(v, m) };
     }
-    for x in v {
+    for x in v.iter_mut() {
         *x = (*x - m).exp();
     }
+    lane_sum8(v)
+}
+
+/// `Σ v[i]` in f32 over 8 lanes: lane `l` sums `v[i]`, `i ≡ l mod 8`, in order over the whole
+/// groups of 8; the lanes are then added left to right, then the tail past the last whole group.
+pub fn lane_sum8(v: &[f32]) -> f32 {
+    let mut s8 = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in s8.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    s8.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// An activation that [`map_inplace`] evaluates over a slice.
@@ -682,7 +720,9 @@ mod tests {
         let mut xs: Vec<f32> = (0..=n).map(|i| (-104.0 + 192.0 * i as f64 / n as f64) as f32).collect();
         xs.extend(sweep().into_iter().filter(|&x| x <= 88.0 || x.is_nan()));
         // SAFETY: AVX2 and FMA checked above.
-        let run = |v: &mut [f32]| unsafe { avx::exp_sub(v, 0.0) };
+        let run = |v: &mut [f32]| unsafe {
+            avx::exp_sub_sum(v, 0.0);
+        };
         let normal_from = (f32::MIN_POSITIVE as f64).ln() as f32;
         let (normal, tiny): (Vec<f32>, Vec<f32>) = xs.iter().partition(|&&x| x >= normal_from || x.is_nan());
         assert!(max_ulps_slice("avx exp", &normal, run, f64::exp) <= 2.0);
@@ -702,6 +742,46 @@ mod tests {
         let mut v = vec![3.0f32; 13];
         exp_sub_inplace(&mut v, 3.0);
         assert!(v.iter().all(|&x| x == 1.0));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp_sub_sum_is_one_vector_at_a_time_and_the_lane_sum() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let seed = crate::testing::fresh_seed();
+        // every way a length splits into 4-vector groups, single vectors and a tail
+        for len in (0..=75).chain([813, 814, 1000]) {
+            let s = seed.wrapping_add(len as u64);
+            let mut v = crate::testing::random_f32(s, len, 6.0);
+            if len > 40 {
+                v[37] = f32::NAN; // NaN kept in its lane, and in the sum
+            }
+            let m = 2.5f32;
+            // one vector at a time, through a zero-padded buffer: the kernel's operations unfused
+            let mut want = v.clone();
+            for c in want.chunks_mut(8) {
+                let mut buf = [0f32; 8];
+                buf[..c.len()].copy_from_slice(c);
+                // SAFETY: AVX2 and FMA checked above; buf holds 8 f32.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let y = avx::exp8(_mm256_sub_ps(_mm256_loadu_ps(buf.as_ptr()), _mm256_set1_ps(m)));
+                    _mm256_storeu_ps(buf.as_mut_ptr(), y);
+                }
+                c.copy_from_slice(&buf[..c.len()]);
+            }
+            let sum = exp_sub_sum_inplace(&mut v, m);
+            let what = format!("len {len} seed {s}");
+            assert!(v.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: values");
+            assert_eq!(sum.to_bits(), lane_sum8(&want).to_bits(), "{what}: sum");
+            assert_eq!(len > 40, sum.is_nan(), "{what}");
+        }
+        // lane_sum8's order: lane l over i ≡ l mod 8, lanes left to right, then the tail
+        let v: Vec<f32> = (0..19).map(|i| if i == 3 { 1e8 } else { 1.0 }).collect();
+        // (lane 3 holds 1e8 + 1 = 1e8, the others 2 each; the tail 1 + 1 + 1)
+        assert_eq!(lane_sum8(&v), (2.0f32 + 2.0 + 2.0 + 1e8 + 2.0 + 2.0 + 2.0 + 2.0) + 3.0);
     }
 
     #[cfg(target_arch = "x86_64")]
