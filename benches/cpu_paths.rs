@@ -14,6 +14,11 @@
 //!   long), non-causal. Reported in FLOP/s ("elem/s", 1 elem = 1 FLOP, `4·T·len·head_dim` per head).
 //! - `attention_relpos_s3gen`: `attention_relpos` (blocked) vs its scalar loop at the conformer
 //!   encoder's shape (B = 1, T = 814, 8 heads × 64). FLOP/s counting `6·T²·head_dim` per head.
+//! - `gemm_s3gen`: the Cpu GEMM on weights packed at load (`gemm_panels`: 6×16 AVX2 tiles, row
+//!   blocks shared evenly by the threads) vs matrixmultiply's sgemm on row blocks (`linear_packed`,
+//!   what runs on unpacked weights), at the S3Gen estimator's shapes: 1628 rows (CFG batch 2 ×
+//!   814 frames) × the `(k, n)` of its attention projections (256 → 512), output projection
+//!   (512 → 256), feed-forward (256 → 1024 → 256) and causal conv (3 taps × 256 → 256). FLOP/s.
 //! - `activation`: the whole op (`activation_inplace`, `activation`: `cpu::fastmath` slice kernels
 //!   on rayon row blocks) vs per-element libm calls (torch's f32 formulas, `erff` for Gelu) split over
 //!   the cores with scoped threads, on 1028 rows × 1024 values uniform in [−6, 6] (1024: the width
@@ -36,7 +41,9 @@ use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, cri
 use tts_kernels::cpu::bench_support::{
     Kind, attention_dense_blocked, attention_dense_scalar, attention_relpos_scalar, exp_sub_inplace, map_generic, map_inplace,
 };
-use tts_kernels::cpu::{activation, activation_inplace, attention_dense, attention_relpos};
+use tts_kernels::cpu::{
+    activation, activation_inplace, attention_dense, attention_relpos, gemm_panels, linear_packed, pack_gemm, packed_gemm_len,
+};
 use tts_kernels::ops::Activation;
 use tts_kernels::testing::random_f32;
 
@@ -134,6 +141,24 @@ fn bench_relpos_s3gen(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_gemm_s3gen(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_s3gen");
+    g.sample_size(20);
+    let m = 2 * 814;
+    for (k, n) in [(256usize, 512usize), (512, 256), (256, 1024), (1024, 256), (768, 256)] {
+        let x = random_f32(11, m * k, 1.0);
+        let w = random_f32(12, n * k, 0.05);
+        let mut panels = vec![0f32; packed_gemm_len(n, k)];
+        pack_gemm(&w, n, k, &mut panels);
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let id = format!("{m}x{k}x{n}");
+        g.bench_function(BenchmarkId::new("panels", &id), |b| b.iter(|| gemm_panels(&x, &panels, None, &mut out, m, n, k)));
+        g.bench_function(BenchmarkId::new("sgemm", &id), |b| b.iter(|| linear_packed(&x, &w, &mut out, m, n, k)));
+    }
+    g.finish();
+}
+
 /// `act(x)` in f32 through libm, as torch writes it.
 fn libm_act(act: Activation, x: f32) -> f32 {
     match act {
@@ -227,5 +252,13 @@ fn bench_fastmath(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_crossover, bench_dense_s3gen, bench_relpos_s3gen, bench_activation, bench_fastmath);
+criterion_group!(
+    benches,
+    bench_crossover,
+    bench_dense_s3gen,
+    bench_relpos_s3gen,
+    bench_gemm_s3gen,
+    bench_activation,
+    bench_fastmath
+);
 criterion_main!(benches);

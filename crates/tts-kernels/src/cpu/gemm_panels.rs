@@ -27,7 +27,7 @@ use rayon::prelude::*;
 pub const PANEL: usize = 16;
 /// Rows per register tile.
 const TILE_ROWS: usize = 6;
-/// Rows per parallel task.
+/// Rows per parallel task, at most (see [`row_blocks`]).
 const BLOCK_ROWS: usize = 96;
 /// Reduction length per pass over a panel.
 const K_CHUNK: usize = 1024;
@@ -76,9 +76,9 @@ pub fn gemm_panels(x: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f
         return;
     }
     let simd = super::linear::simd_available();
-    let block = |(i, o): (usize, &mut [f32])| {
+    let block = |(r0, o): (usize, &mut [f32])| {
         let rows = o.len() / n;
-        let xb = &x[i * BLOCK_ROWS * k..][..rows * k];
+        let xb = &x[r0 * k..][..rows * k];
         if simd {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA are present; xb holds rows·k, o rows·n and panels the packed
@@ -92,10 +92,32 @@ pub fn gemm_panels(x: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f
     };
     let out = &mut out[..m * n];
     if m > BLOCK_ROWS && m * n * k >= PAR_MIN_WORK {
-        out.par_chunks_mut(BLOCK_ROWS * n).enumerate().for_each(block);
+        row_blocks(out, m, n, rayon::current_num_threads()).into_par_iter().for_each(block);
     } else {
-        out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(block);
+        out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(i, o)| block((i * BLOCK_ROWS, o)));
     }
+}
+
+/// `out` ([m, n]) split into row blocks for `threads` threads: `(first row, rows)` pairs of whole
+/// register tiles (but the last) of at most [`BLOCK_ROWS`] rows, as many blocks as the smallest
+/// multiple of `threads` that allows, their sizes differing by at most one tile. Why: with
+/// blocks of exactly 96 rows, S3Gen's 1628-row GEMMs made 17 blocks, 9 for one core and 8 for the
+/// other (2-core efficiency 17/18).
+fn row_blocks(out: &mut [f32], m: usize, n: usize, threads: usize) -> Vec<(usize, &mut [f32])> {
+    let tiles = m.div_ceil(TILE_ROWS);
+    let per = threads.max(1);
+    let blocks = tiles.div_ceil(BLOCK_ROWS / TILE_ROWS).div_ceil(per) * per;
+    let blocks = blocks.min(tiles);
+    let mut parts = Vec::with_capacity(blocks);
+    let mut rest = out;
+    let mut r0 = 0;
+    for i in 0..blocks {
+        let r1 = if i + 1 == blocks { m } else { ((i + 1) * tiles / blocks * TILE_ROWS).min(m) };
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * n);
+        parts.push((r0, head));
+        (rest, r0) = (tail, r1);
+    }
+    parts
 }
 
 /// Multiply-adds from which [`gemm_panels`] runs its row blocks on rayon's pool.
@@ -329,6 +351,34 @@ mod tests {
             let mut one = vec![f32::NAN; n];
             gemm_panels(&x[i * k..][..k], &p, Some(&b), &mut one, 1, n, k);
             assert_eq!(one, all[i * n..][..n], "row {i}");
+        }
+    }
+
+    #[test]
+    fn row_blocks_cover_every_row_once_in_whole_tiles_shared_evenly() {
+        for m in [1, 5, 6, 95, 96, 97, 193, 1000, 1628, 4096 + 3] {
+            for threads in [1, 2, 3, 7, 64] {
+                let n = 3;
+                let mut out = vec![0f32; m * n];
+                let blocks = row_blocks(&mut out, m, n, threads);
+                let what = format!("m {m} threads {threads}");
+                let mut next = 0;
+                for (r0, o) in &blocks {
+                    let rows = o.len() / n;
+                    assert_eq!((*r0, o.len() % n), (next, 0), "{what}: blocks in order, whole rows");
+                    assert!((1..=BLOCK_ROWS).contains(&rows), "{what}: {rows} rows");
+                    next += rows;
+                    assert!(next == m || next % TILE_ROWS == 0, "{what}: a block ends inside a tile");
+                }
+                assert_eq!(next, m, "{what}: every row");
+                let tiles = m.div_ceil(TILE_ROWS);
+                if tiles >= threads {
+                    assert_eq!(blocks.len() % threads, 0, "{what}: {} blocks", blocks.len());
+                }
+                let sizes: Vec<usize> = blocks.iter().map(|(_, o)| (o.len() / n).div_ceil(TILE_ROWS)).collect();
+                let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{what}: tiles per block {sizes:?}");
+            }
         }
     }
 
