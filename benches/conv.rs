@@ -3,12 +3,16 @@
 //! `--features emu`; Cuda when a GPU is usable). Throughput is bytes moved per second (GB/s):
 //! these ops are memory-bound copies / gathers, except hift_source (9 sincos per sample).
 //!
+//! `conv1d_cpu`: a whole Cpu convolution, im2col + GEMM (`ops::im2col`, `ops::linear` on the packed
+//! weight) against `ops::conv1d_packed` (straight from the input, tap-major packed weight), side by
+//! side at the same shapes. FLOP/s (`2·rows·C_out·K·C_in`).
+//!
 //! Run: `cargo bench --features emu --bench conv` (Emu numbers measure the CPU shim, not a GPU; its
 //! shapes are cut to a tenth: the shim runs ~10 M CUDA threads/s).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tts_kernels::ops::{Im2col, PadMode};
 use tts_kernels::testing::{bench_devices, random_f32};
-use tts_kernels::{DType, Tensor, ops};
+use tts_kernels::{DType, Device, Tensor, cpu, ops};
 
 /// Time steps of a shape on a backend: the full size, or a tenth on Emu.
 fn steps(name: &str, full: usize) -> usize {
@@ -129,5 +133,41 @@ fn bench_hift(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_im2col, bench_col2im, bench_hift);
+fn bench_conv1d_cpu(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv1d_cpu");
+    g.sample_size(10);
+    let dev = Device::cpu();
+    // the estimator's causal K=3 conv (CFG pair × 814 frames, 256 channels) and HiFT's last-stage
+    // ResBlock conv over 1 s of audio (24000 samples, 64 channels, K=11, dilation 5)
+    for (label, batch, t, ch, k, dil, pad) in
+        [("s3gen_k3", 2usize, 814usize, 256usize, 3usize, 1usize, 2usize), ("hift_k11_d5", 1, 24000, 64, 11, 5, 25)]
+    {
+        let x = Tensor::from_f32(&dev, DType::F32, &[batch, t, ch], &random_f32(1, batch * t * ch, 1.0)).unwrap();
+        let w = random_f32(2, ch * ch * k, 0.05);
+        let bias = Tensor::from_f32(&dev, DType::F32, &[ch], &random_f32(3, ch, 0.1)).unwrap();
+        let w_im2col = ops::pack_gemm_weight(Tensor::from_f32(&dev, DType::F32, &[ch, ch * k], &w).unwrap()).unwrap();
+        let w_direct =
+            ops::pack_gemm_weight(Tensor::from_f32(&dev, DType::F32, &[ch, ch * k], &cpu::tap_major(&w, ch, ch, k)).unwrap())
+                .unwrap();
+        let p = Im2col { kernel: k, stride: 1, dilation: dil, pad_left: pad, upsample: 1, pad: PadMode::Zero };
+        let mut out = Tensor::uninit(&dev, DType::F32, &[batch, t, ch]).unwrap();
+        g.throughput(Throughput::Elements((2 * batch * t * ch * k * ch) as u64));
+        let id = format!("{label}/{batch}x{t}x{ch}");
+        g.bench_function(BenchmarkId::new("im2col_gemm", &id), |b| {
+            b.iter(|| {
+                let mut cols = Tensor::uninit(&dev, DType::F32, &[batch, t, ch * k]).unwrap();
+                ops::im2col(x.view(), None, cols.view_mut(), p).unwrap();
+                ops::linear(cols.view(), w_im2col.view(), Some(bias.view()), out.view_mut()).unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("direct", &id), |b| {
+            b.iter(|| {
+                ops::conv1d_packed(x.view(), None, w_direct.view(), Some(bias.view()), out.view_mut(), k, dil, pad).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_im2col, bench_col2im, bench_hift, bench_conv1d_cpu);
 criterion_main!(benches);

@@ -104,3 +104,74 @@ fn cpu_with_bf16_weights_computes_the_f32_result_of_the_rounded_weights() {
     let wi = Tensor::from_i32(&bf, &[n, k], &vec![1; n * k]).unwrap();
     assert!(matches!(ops::linear(xt.view(), wi.view(), None, ot.view_mut()), Err(Error::DType { what: "weight", .. })));
 }
+
+#[test]
+fn conv1d_packed_runs_on_cpu_and_refuses_what_it_cannot_run() {
+    use tts_kernels::cpu::tap_major;
+    use tts_kernels::testing::{fresh_seed, random_f32};
+    let seed = fresh_seed();
+    let (b, l_in, c_in, c_out, taps, dil, pad) = (2usize, 23usize, 5usize, 18usize, 3usize, 2usize, 4usize);
+    let l_out = l_in + 1;
+    let dev = Device::cpu();
+    let xs = random_f32(seed, b * l_in * c_in, 1.0);
+    let ws = random_f32(seed + 1, c_out * c_in * taps, 0.5);
+    let bs = random_f32(seed + 2, c_out, 1.0);
+    let x = Tensor::from_f32(&dev, DType::F32, &[b, l_in, c_in], &xs).unwrap();
+    let w = ops::pack_gemm_weight(
+        Tensor::from_f32(&dev, DType::F32, &[c_out, taps * c_in], &tap_major(&ws, c_out, c_in, taps)).unwrap(),
+    )
+    .unwrap();
+    let bias = Tensor::from_f32(&dev, DType::F32, &[c_out], &bs).unwrap();
+    let lens_v = [l_in as i32, 9];
+    let lens = Tensor::from_i32(&dev, &[b], &lens_v).unwrap();
+    let mut out = Tensor::from_f32(&dev, DType::F32, &[b, l_out, c_out], &vec![f32::NAN; b * l_out * c_out]).unwrap();
+    ops::conv1d_packed(x.view(), Some(lens.view()), w.view(), Some(bias.view()), out.view_mut(), taps, dil, pad).unwrap();
+    // the op's plumbing (lengths, bias, shapes) against the convolution in f64, within the f32
+    // summation bound (k + 1)·u·Σ|terms|
+    let got = out.to_f32_vec().unwrap();
+    let u = f32::EPSILON as f64 / 2.0;
+    for bi in 0..b {
+        for t in 0..l_out {
+            for o in 0..c_out {
+                let (mut want, mut mag) = (bs[o] as f64, (bs[o] as f64).abs());
+                for j in 0..taps {
+                    let pos = (t + j * dil) as i64 - pad as i64;
+                    if pos >= 0 && (pos as usize) < lens_v[bi] as usize {
+                        for c in 0..c_in {
+                            let term = xs[(bi * l_in + pos as usize) * c_in + c] as f64 * ws[(o * c_in + c) * taps + j] as f64;
+                            want += term;
+                            mag += term.abs();
+                        }
+                    }
+                }
+                let g = got[(bi * l_out + t) * c_out + o] as f64;
+                assert!((g - want).abs() <= ((taps * c_in + 1) as f64) * u * mag, "[{bi}, {t}, {o}] {g} vs {want} (seed {seed})");
+            }
+        }
+    }
+    let run = |x: &Tensor, lens: &Tensor, w: &Tensor, out: &mut Tensor, taps: usize| {
+        ops::conv1d_packed(x.view(), Some(lens.view()), w.view(), Some(bias.view()), out.view_mut(), taps, dil, pad).unwrap_err()
+    };
+    // a row-major (unpacked) weight, a wrong tap count, taps 0, a length past L_in, a bf16 input
+    let raw = Tensor::from_f32(&dev, DType::F32, &[c_out, taps * c_in], &tap_major(&ws, c_out, c_in, taps)).unwrap();
+    let e = run(&x, &lens, &raw, &mut out, taps);
+    assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("pack_gemm_weight"), "{e}");
+    let e = run(&x, &lens, &w, &mut out, taps + 1);
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = run(&x, &lens, &w, &mut out, 0);
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let long = Tensor::from_i32(&dev, &[b], &[l_in as i32, l_in as i32 + 1]).unwrap();
+    let e = run(&x, &long, &w, &mut out, taps);
+    assert!(e.to_string().contains("batch 1: len 24"), "{e}");
+    let x_bf16 = Tensor::from_f32(&dev, DType::BF16, &[b, l_in, c_in], &xs).unwrap();
+    let e = run(&x_bf16, &lens, &w, &mut out, taps);
+    assert!(matches!(e, Error::DType { what: "x", .. }), "{e}");
+    // the kernel backends run convolutions as im2col + linear: this op is refused there
+    for (label, kdev) in kernel_devices() {
+        let x = Tensor::zeros(&kdev, DType::F32, &[b, l_in, c_in]).unwrap();
+        let w = Tensor::zeros(&kdev, kdev.weight_dtype(), &[c_out, taps * c_in]).unwrap();
+        let mut out = Tensor::zeros(&kdev, DType::F32, &[b, l_out, c_out]).unwrap();
+        let e = ops::conv1d_packed(x.view(), None, w.view(), None, out.view_mut(), taps, dil, pad).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("Cpu backend only"), "{label}: {e}");
+    }
+}

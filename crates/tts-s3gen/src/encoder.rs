@@ -162,11 +162,7 @@ impl FlowEncoder {
             lookahead1: Conv1d::load(ck, dev, &format!("{e}.pre_lookahead_layer.conv1"), [d, d, 4], false, (0, 3), 1, 1)?,
             lookahead2: Conv1d::load(ck, dev, &format!("{e}.pre_lookahead_layer.conv2"), [d, d, 3], false, (2, 0), 1, 1)?,
             layers: layers("encoders", cfg.encoder_num_blocks)?,
-            up_conv: {
-                let mut c = Conv1d::load(ck, dev, &format!("{e}.up_layer.conv"), [d, d, 5], false, (4, 0), 1, 1)?;
-                c.geom.upsample = 2;
-                c
-            },
+            up_conv: Conv1d::load_upsampled(ck, dev, &format!("{e}.up_layer.conv"), [d, d, 5], (4, 0), 2)?,
             up_embed: Embed::load(ck, dev, &format!("{e}.up_embed"), d)?,
             up_layers: layers("up_encoders", cfg.encoder_num_up_blocks)?,
             after_norm: LayerNorm::load(ck, dev, &format!("{e}.after_norm"), d, 1e-5, 1.0)?,

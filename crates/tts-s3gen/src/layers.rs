@@ -1,12 +1,12 @@
 //! The building blocks S3Gen is assembled from, on the op API of tts-kernels: linear layers,
-//! convolutions (im2col + GEMM), transposed convolutions (GEMM + overlap-add) and LayerNorm.
+//! convolutions (im2col + GEMM, or straight from the input on Cpu), transposed convolutions (GEMM + overlap-add) and LayerNorm.
 //!
 //! Layout: time-major `[batch, time, channels]`. Dtype rule: the streams between layers are f32;
 //! only GEMM inputs are in the device's compute dtype (an im2col, a LayerNorm or an activation
 //! writes them), so a bf16 device rounds once per GEMM input and never the running state.
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::ops::{self, Activation, Im2col, PadMode};
-use tts_kernels::{DType, Device, Tensor, View};
+use tts_kernels::{BackendKind, DType, Device, Tensor, View, cpu};
 
 use crate::Result;
 
@@ -131,13 +131,18 @@ pub fn conv_weight(ck: &Checkpoint, name: &str, shape: [usize; 3], weight_norm: 
 }
 
 /// A 1-D convolution (`Conv1d`, optionally with an explicit left padding as `CausalConv1d` or
-/// `F.pad` before it) as im2col + GEMM.
+/// `F.pad` before it): im2col + GEMM, or on the Cpu backend, for stride 1 without upsampling,
+/// straight from the input (`ops::conv1d_packed`: no `[rows, C_in·K]` buffer).
 pub struct Conv1d {
+    /// The GEMM weight `[C_out, C_in·K]`: torch's order (column `c·K + j`) for im2col, tap-major
+    /// (column `j·C_in + c`) when `direct`.
     pub lin: Linear,
     pub c_in: usize,
-    pub geom: Im2col,
+    geom: Im2col,
     /// Padding after the last sample (zeros or reflection per `geom.pad`).
     pub pad_right: usize,
+    /// Runs as `ops::conv1d_packed` (the weight is tap-major).
+    direct: bool,
 }
 
 impl Conv1d {
@@ -169,15 +174,45 @@ impl Conv1d {
         dilation: usize,
         precise: bool,
     ) -> Result<Conv1d> {
+        let geom = Im2col { kernel: k, stride, dilation, pad_left, upsample: 1, pad: PadMode::Zero };
+        Conv1d::load_geom(ck, dev, name, [c_out, c_in, k], weight_norm, geom, pad_right, precise)
+    }
+
+    /// [`Conv1d::load`] of a convolution over its input upsampled ×`upsample` by repetition
+    /// (nearest), zero padding `(pad_left, pad_right)` after the upsampling, stride 1.
+    pub fn load_upsampled(
+        ck: &Checkpoint,
+        dev: &Device,
+        name: &str,
+        [c_out, c_in, k]: [usize; 3],
+        (pad_left, pad_right): (usize, usize),
+        upsample: usize,
+    ) -> Result<Conv1d> {
+        let geom = Im2col { kernel: k, stride: 1, dilation: 1, pad_left, upsample, pad: PadMode::Zero };
+        Conv1d::load_geom(ck, dev, name, [c_out, c_in, k], false, geom, pad_right, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_geom(
+        ck: &Checkpoint,
+        dev: &Device,
+        name: &str,
+        [c_out, c_in, k]: [usize; 3],
+        weight_norm: bool,
+        geom: Im2col,
+        pad_right: usize,
+        precise: bool,
+    ) -> Result<Conv1d> {
         let w = conv_weight(ck, name, [c_out, c_in, k], weight_norm)?;
         let b = ck.f32(&format!("{name}.bias"), &[c_out])?;
-        let geom = Im2col { kernel: k, stride, dilation, pad_left, upsample: 1, pad: PadMode::Zero };
+        let direct = dev.kind() == BackendKind::Cpu && geom.stride == 1 && geom.upsample == 1 && geom.pad == PadMode::Zero;
+        let w = if direct { cpu::tap_major(&w, c_out, c_in, k) } else { w };
         let lin = if precise {
             Linear::from_f32_precise(dev, &w, c_out, c_in * k, Some(&b))?
         } else {
             Linear::from_f32(dev, &w, c_out, c_in * k, Some(&b))?
         };
-        Ok(Conv1d { lin, c_in, geom, pad_right })
+        Ok(Conv1d { lin, c_in, geom, pad_right, direct })
     }
 
     /// Output length for an input of `l` samples.
@@ -195,6 +230,13 @@ impl Conv1d {
         let (b, l) = (s[0], s[1]);
         let l_out = self.out_len(l);
         let dev = x.device();
+        if self.direct {
+            let mut y = Tensor::uninit(dev, DType::F32, &[b, l_out, self.lin.out_features()])?;
+            let g = &self.geom;
+            let bias = self.lin.b.as_ref().map(|b| b.view());
+            ops::conv1d_packed(x, Some(lens.view()), self.lin.w.view(), bias, y.view_mut(), g.kernel, g.dilation, g.pad_left)?;
+            return Ok((y, lens.map(|n| self.out_len(n))?));
+        }
         let mut cols = Tensor::uninit(dev, self.lin.input_dtype(), &[b, l_out, self.c_in * self.geom.kernel])?;
         ops::im2col(x, Some(lens.view()), cols.view_mut(), self.geom)?;
         let y = self.lin.apply(cols.view(), DType::F32)?;

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 /// Output columns per packed panel (two 8-lane vectors).
 pub const PANEL: usize = 16;
 /// Rows per register tile.
-const TILE_ROWS: usize = 6;
+pub(super) const TILE_ROWS: usize = 6;
 /// Rows per parallel task, at most (see [`row_blocks`]).
 const BLOCK_ROWS: usize = 96;
 /// Reduction length per pass over a panel.
@@ -103,7 +103,7 @@ pub fn gemm_panels(x: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f
 /// multiple of `threads` that allows, their sizes differing by at most one tile. Why: with
 /// blocks of exactly 96 rows, S3Gen's 1628-row GEMMs made 17 blocks, 9 for one core and 8 for the
 /// other (2-core efficiency 17/18).
-fn row_blocks(out: &mut [f32], m: usize, n: usize, threads: usize) -> Vec<(usize, &mut [f32])> {
+pub(super) fn row_blocks(out: &mut [f32], m: usize, n: usize, threads: usize) -> Vec<(usize, &mut [f32])> {
     let tiles = m.div_ceil(TILE_ROWS);
     let per = threads.max(1);
     let blocks = tiles.div_ceil(BLOCK_ROWS / TILE_ROWS).div_ceil(per) * per;

@@ -166,6 +166,75 @@ pub fn im2col(x: View<'_>, lens: Option<View<'_>>, mut out: ViewMut<'_>, p: Im2c
     }
 }
 
+/// A zero-padded, stride-1 `Conv1d` on the Cpu backend, straight from `x` (no im2col buffer; see
+/// `cpu::conv1d_panels`): `out[b, t, o] = bias[o] + Σ_j Σ_c x[b, t + j·dilation − pad_left, c]·W[o, c, j]`
+/// for `j < taps`, rows of `x` outside `0..len_b` reading zero (`len_b = lens[b]`, or `L_in`).
+///
+/// Shapes: `x` `[B, L_in, C_in]` f32, `lens` `[B]` i32, `w` `[C_out, taps·C_in]`: the tap-major
+/// weight (`cpu::tap_major` of torch's `(C_out, C_in, K)`) through [`crate::ops::pack_gemm_weight`],
+/// `bias` `[C_out]` f32, `out` `[B, L_out, C_out]` f32 (`L_out` is the caller's: the padding after
+/// the last sample is implied by it).
+///
+/// Errors: another backend (there, im2col + linear), a weight not packed for the Cpu GEMM, `taps`
+/// or `dilation` 0, a `lens[b]` outside `0..=L_in`, shape and dtype mismatches.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_packed(
+    x: View<'_>,
+    lens: Option<View<'_>>,
+    w: View<'_>,
+    bias: Option<View<'_>>,
+    mut out: ViewMut<'_>,
+    taps: usize,
+    dilation: usize,
+    pad_left: usize,
+) -> Result<()> {
+    const OP: &str = "conv1d_packed";
+    let mut devs = vec![w.device(), out.device()];
+    devs.extend(lens.iter().map(|l| l.device()));
+    devs.extend(bias.iter().map(|b| b.device()));
+    let dev = same_device(OP, x.device(), &devs)?;
+    if !matches!(&*dev.inner, Backend::Cpu) {
+        return Err(Error::invalid(OP, format!("runs on the Cpu backend only, not {:?}", dev.kind())));
+    }
+    if !w.is_cpu_gemm_packed() {
+        return Err(Error::invalid(OP, "the weight must be packed by ops::pack_gemm_weight"));
+    }
+    if taps == 0 || dilation == 0 {
+        return Err(Error::invalid(OP, format!("taps {taps} and dilation {dilation} must be at least 1")));
+    }
+    let (batch, l_in, c_in) = dims3(OP, "x", x.shape())?;
+    let (ob, l_out, c_out) = dims3(OP, "out", out.shape())?;
+    if ob != batch || w.shape() != [c_out, taps * c_in] {
+        return Err(Error::shape(
+            OP,
+            format!("x {:?}, weight {:?} and out {:?} with {taps} taps", x.shape(), w.shape(), out.shape()),
+        ));
+    }
+    if bias.as_ref().is_some_and(|b| b.len() != c_out) {
+        return Err(Error::shape(OP, format!("bias of {} for {c_out} outputs", bias.map_or(0, |b| b.len()))));
+    }
+    check_lens(OP, &lens, batch)?;
+    expect_dtype(OP, "x", &x, DType::F32)?;
+    expect_dtype(OP, "out", &out.as_view(), DType::F32)?;
+    if let Some(b) = &bias {
+        expect_dtype(OP, "bias", b, DType::F32)?;
+    }
+    let lens = match lens {
+        Some(l) => {
+            let l = l.host_i32()?;
+            if let Some((b, &v)) = l.iter().enumerate().find(|&(_, &v)| v < 0 || v as usize > l_in) {
+                return Err(Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")));
+            }
+            Some(l.iter().map(|&v| v as usize).collect::<Vec<usize>>())
+        }
+        None => None,
+    };
+    let shape = cpu::ConvShape { batch, l_in, c_in, l_out, c_out, taps, dilation, pad_left };
+    let b = bias.map(|b| b.host_f32()).transpose()?;
+    cpu::conv1d_panels(x.host_f32()?, lens.as_deref(), w.gemm_panels()?, b, out.host_f32_mut()?, shape);
+    Ok(())
+}
+
 /// The overlap-add half of a transposed convolution (`ConvTranspose1d` after its GEMM):
 /// `out[b, t, c] = bias[c] + Σ cols[b, i, c·K + j]` over `i < len_b`, `j < K` with
 /// `i·stride + j − pad = t`. `len_b = lens[b]` (or `L_in`).

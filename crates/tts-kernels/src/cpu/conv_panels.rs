@@ -1,0 +1,367 @@
+//! A zero-padded, stride-1 1-D convolution straight from its input (no im2col), on a weight packed
+//! at load by [`super::pack_gemm`] in tap-major order: the S3Gen convolutions on the Cpu backend
+//! (HiFT's resblocks, the estimator's causal convs).
+//!
+//! Why: im2col + GEMM wrote and read a `[rows, K·C_in]` buffer, K times the input: for 10 s of audio
+//! HiFT's last stage unfolded 60000 rows × 64 channels × 11 taps (169 MB) per convolution. Unfolding
+//! and the fresh pages of those buffers (the host pool cannot keep them all) were ~2.6 CPU-s of a
+//! 10 s synthesis (perf, 2 cores). Here the GEMM's register tile reads each tap's rows where they
+//! lie in a zero-padded copy of the input (the size of the input).
+//!
+//! - Weight: `w[o, j·C_in + c]` = torch's `weight[o, c, j]` ([`tap_major`]), packed into panels of 16
+//!   output columns: `panels[(p·K·C_in + j·C_in + c)·16 + t]`.
+//! - Input: per batch item `b`, `xp[i] = x[b, i − pad_left]` for `0 ≤ i − pad_left < lens[b]`, else
+//!   zeros, for `i < L_out + (K − 1)·dilation`; output row `t` reads rows `t + j·dilation`.
+//! - Order: every output is one chain of fused multiply-adds over `j = 0..K`, and within a tap over
+//!   `c = 0..C_in` (tap-major: not im2col's order, which is channel-major), then `+ bias[o]`. A row's
+//!   result does not depend on the other rows or batch items (batch invariance). Without AVX2/FMA
+//!   the same order runs as separate multiplies and adds.
+
+use rayon::prelude::*;
+
+use super::gemm_panels::{PANEL, TILE_ROWS, row_blocks};
+
+/// The geometry of [`conv1d_panels`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub l_in: usize,
+    pub c_in: usize,
+    pub l_out: usize,
+    pub c_out: usize,
+    /// Kernel taps K.
+    pub taps: usize,
+    pub dilation: usize,
+    pub pad_left: usize,
+}
+
+impl ConvShape {
+    /// Rows of the zero-padded input that the outputs read, per batch item.
+    fn padded_rows(&self) -> usize {
+        self.l_out + (self.taps - 1) * self.dilation
+    }
+}
+
+/// torch's Conv1d weight `[c_out, c_in, taps]` reordered to `[c_out, taps·c_in]` (tap-major), the
+/// layout [`conv1d_panels`] expects before packing.
+pub fn tap_major(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {
+    let mut out = vec![0f32; c_out * c_in * taps];
+    for (o, row) in out.chunks_exact_mut(c_in * taps).enumerate() {
+        for j in 0..taps {
+            for c in 0..c_in {
+                row[j * c_in + c] = w[(o * c_in + c) * taps + j];
+            }
+        }
+    }
+    out
+}
+
+/// `out[b, t, o] = Σ_j Σ_c x[b, t + j·dilation − pad_left, c] · w[o, c, j] (+ bias[o])`, rows of `x`
+/// outside `0..lens[b]` (or `0..l_in`) reading zero; `panels`: [`super::pack_gemm`] of
+/// [`tap_major`]`(w)` (`[c_out, taps·c_in]`). `x` `[batch, l_in, c_in]`, `out`
+/// `[batch, l_out, c_out]`, all f32. Every output is written.
+///
+/// # Panics
+/// If a slice is shorter than these shapes, `taps` or `dilation` is 0, or a length exceeds `l_in`.
+pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: ConvShape) {
+    let k = s.taps * s.c_in;
+    assert!(s.taps > 0 && s.dilation > 0, "conv1d_panels: taps and dilation must be at least 1");
+    assert!(
+        x.len() >= s.batch * s.l_in * s.c_in
+            && panels.len() == super::packed_gemm_len(s.c_out, k)
+            && out.len() >= s.batch * s.l_out * s.c_out
+            && bias.is_none_or(|b| b.len() >= s.c_out)
+            && lens.is_none_or(|l| l.len() >= s.batch && l[..s.batch].iter().all(|&n| n <= s.l_in)),
+        "conv1d_panels: slice lengths"
+    );
+    if s.batch == 0 || s.l_out == 0 || s.c_out == 0 {
+        return;
+    }
+    let rows_p = s.padded_rows();
+    let out = &mut out[..s.batch * s.l_out * s.c_out];
+    with_padded(|xp| {
+        let xp = super::attention::scratch(xp, s.batch * rows_p * s.c_in);
+        // the zero-padded copy, rows in parallel when large
+        let fill = |(i, dst): (usize, &mut [f32])| {
+            let (b, r) = (i / rows_p, i % rows_p);
+            let len = lens.map_or(s.l_in, |l| l[b]);
+            match r.checked_sub(s.pad_left).filter(|&src| src < len) {
+                Some(src) => dst.copy_from_slice(&x[(b * s.l_in + src) * s.c_in..][..s.c_in]),
+                None => dst.fill(0.0),
+            }
+        };
+        if s.c_in > 0 {
+            if xp.len() >= 1 << 16 {
+                xp.par_chunks_mut(s.c_in).with_min_len(64).enumerate().for_each(fill);
+            } else {
+                xp.chunks_mut(s.c_in).enumerate().for_each(fill);
+            }
+        }
+        let xp = &*xp;
+        let simd = super::linear::simd_available();
+        let block = |(b, r0, o): (usize, usize, &mut [f32])| {
+            let rows = o.len() / s.c_out;
+            let xb = &xp[(b * rows_p + r0) * s.c_in..][..(rows + (s.taps - 1) * s.dilation) * s.c_in];
+            if simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 and FMA are present; xb holds the block's rows plus the taps' reach,
+                // o its rows of c_out, panels the packed [c_out, taps·c_in] weight (asserted above).
+                unsafe {
+                    avx::block(xb, panels, bias, o, rows, s)
+                };
+            } else {
+                scalar_block(xb, panels, bias, o, rows, s);
+            }
+        };
+        let threads = rayon::current_num_threads();
+        let tasks: Vec<(usize, usize, &mut [f32])> = out
+            .chunks_mut(s.l_out * s.c_out)
+            .enumerate()
+            .flat_map(|(b, ob)| row_blocks(ob, s.l_out, s.c_out, threads).into_iter().map(move |(r0, o)| (b, r0, o)))
+            .collect();
+        if s.batch * s.l_out * s.c_out * k >= 1 << 20 && tasks.len() > 1 {
+            tasks.into_par_iter().for_each(block);
+        } else {
+            tasks.into_iter().for_each(block);
+        }
+    });
+}
+
+thread_local! {
+    /// The calling thread's buffer for the zero-padded input, kept between calls.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's padded-input buffer (a fresh one if a caller up the stack holds it).
+fn with_padded(f: impl FnOnce(&mut Vec<f32>)) {
+    PADDED.with(|p| match p.try_borrow_mut() {
+        Ok(mut p) => f(&mut p),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// One row block without SIMD, in the kernel's order (separate multiply and add).
+fn scalar_block(xp: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, s: ConvShape) {
+    let k = s.taps * s.c_in;
+    for r in 0..rows {
+        for o in 0..s.c_out {
+            let (p, t) = (o / PANEL, o % PANEL);
+            let panel = &panels[p * k * PANEL..][..k * PANEL];
+            let mut acc = 0f32;
+            for j in 0..s.taps {
+                let xr = &xp[(r + j * s.dilation) * s.c_in..][..s.c_in];
+                for (c, &xv) in xr.iter().enumerate() {
+                    acc += xv * panel[(j * s.c_in + c) * PANEL + t];
+                }
+            }
+            out[r * s.c_out + o] = acc + bias.map_or(0.0, |b| b[o]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::{ConvShape, PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// One row block: for each panel, each tile of up to 6 rows.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; `xp` holds `rows + (taps − 1)·dilation` rows of `c_in`, `out`
+    /// `rows·c_out`, `panels` the packed `[c_out, taps·c_in]` weight and `bias` (if any) `c_out`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block(xp: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, s: ConvShape) {
+        let k = s.taps * s.c_in;
+        for p in 0..s.c_out.div_ceil(PANEL) {
+            let cols = PANEL.min(s.c_out - p * PANEL);
+            // SAFETY: panel p holds k·16 values; a tile reads rows r0..r0 + r + (taps − 1)·dilation
+            // of xp and writes columns 16p..16p + cols of rows r0..r0 + r of out.
+            unsafe {
+                let panel = panels.as_ptr().add(p * k * PANEL);
+                let b = bias.map(|b| b.as_ptr().add(p * PANEL));
+                let mut r0 = 0;
+                while r0 < rows {
+                    let r = (rows - r0).min(TILE_ROWS);
+                    let (xt, ot) = (xp.as_ptr().add(r0 * s.c_in), out.as_mut_ptr().add(r0 * s.c_out + p * PANEL));
+                    match r {
+                        1 => tile::<1>(xt, panel, b, ot, cols, s),
+                        2 => tile::<2>(xt, panel, b, ot, cols, s),
+                        3 => tile::<3>(xt, panel, b, ot, cols, s),
+                        4 => tile::<4>(xt, panel, b, ot, cols, s),
+                        5 => tile::<5>(xt, panel, b, ot, cols, s),
+                        _ => tile::<6>(xt, panel, b, ot, cols, s),
+                    }
+                    r0 += r;
+                }
+            }
+        }
+    }
+
+    /// `R` rows × `cols ≤ 16` output columns over every tap: `acc[r][t] = Σ_j Σ_c
+    /// xp[r + j·dilation, c]·panel[j·c_in + c, t] (+ bias[t])`.
+    ///
+    /// # Safety
+    /// AVX2/FMA present; `xp` readable for `R + (taps − 1)·dilation` rows of `c_in`, `panel` for
+    /// `taps·c_in·16` values, `bias` for `cols` values, `out` writable for `R` rows of stride `c_out`
+    /// and `cols` columns.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize>(
+        xp: *const f32,
+        panel: *const f32,
+        bias: Option<*const f32>,
+        out: *mut f32,
+        cols: usize,
+        s: ConvShape,
+    ) {
+        // SAFETY (whole body): every access stays inside the extents of the contract above; a
+        // partial panel (cols < 16) goes through a 16-wide stack row.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for j in 0..s.taps {
+                let x = xp.add(j * s.dilation * s.c_in);
+                let w = panel.add(j * s.c_in * PANEL);
+                for c in 0..s.c_in {
+                    let b0 = _mm256_loadu_ps(w.add(c * PANEL));
+                    let b1 = _mm256_loadu_ps(w.add(c * PANEL + 8));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = _mm256_broadcast_ss(&*x.add(r * s.c_in + c));
+                        a[0] = _mm256_fmadd_ps(xv, b0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, b1, a[1]);
+                    }
+                }
+            }
+            if let Some(b) = bias {
+                let mut bv = [0f32; PANEL];
+                std::ptr::copy_nonoverlapping(b, bv.as_mut_ptr(), cols);
+                let (b0, b1) = (_mm256_loadu_ps(bv.as_ptr()), _mm256_loadu_ps(bv.as_ptr().add(8)));
+                for a in acc.iter_mut() {
+                    a[0] = _mm256_add_ps(a[0], b0);
+                    a[1] = _mm256_add_ps(a[1], b1);
+                }
+            }
+            let mut row = [0f32; PANEL];
+            for (r, a) in acc.iter().enumerate() {
+                if cols == PANEL {
+                    _mm256_storeu_ps(out.add(r * s.c_out), a[0]);
+                    _mm256_storeu_ps(out.add(r * s.c_out + 8), a[1]);
+                } else {
+                    _mm256_storeu_ps(row.as_mut_ptr(), a[0]);
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8), a[1]);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * s.c_out), cols);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fresh_seed, random_f32};
+    use proptest::prelude::*;
+
+    /// The convolution in f64 from torch's weight layout, and `Σ |terms|` per output (the scale of
+    /// f32 summation error).
+    fn reference(x: &[f32], lens: Option<&[usize]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> (Vec<f64>, Vec<f64>) {
+        let mut out = vec![0f64; s.batch * s.l_out * s.c_out];
+        let mut mag = vec![0f64; out.len()];
+        for bi in 0..s.batch {
+            let len = lens.map_or(s.l_in, |l| l[bi]);
+            for t in 0..s.l_out {
+                for o in 0..s.c_out {
+                    let (mut acc, mut m) = (b.map_or(0.0, |b| b[o] as f64), b.map_or(0.0, |b| (b[o] as f64).abs()));
+                    for j in 0..s.taps {
+                        let pos = (t + j * s.dilation) as i64 - s.pad_left as i64;
+                        if pos < 0 || pos as usize >= len {
+                            continue;
+                        }
+                        for c in 0..s.c_in {
+                            let term =
+                                x[(bi * s.l_in + pos as usize) * s.c_in + c] as f64 * w[(o * s.c_in + c) * s.taps + j] as f64;
+                            acc += term;
+                            m += term.abs();
+                        }
+                    }
+                    out[(bi * s.l_out + t) * s.c_out + o] = acc;
+                    mag[(bi * s.l_out + t) * s.c_out + o] = m;
+                }
+            }
+        }
+        (out, mag)
+    }
+
+    fn run(x: &[f32], lens: Option<&[usize]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
+        let k = s.taps * s.c_in;
+        let mut panels = vec![f32::NAN; crate::cpu::packed_gemm_len(s.c_out, k)];
+        crate::cpu::pack_gemm(&tap_major(w, s.c_out, s.c_in, s.taps), s.c_out, k, &mut panels);
+        let mut out = vec![f32::NAN; s.batch * s.l_out * s.c_out];
+        conv1d_panels(x, lens, &panels, b, &mut out, s);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_an_f64_convolution(
+            batch in 1usize..4, l_in in 1usize..40, c_in in 1usize..40, c_out in 1usize..40,
+            taps in 1usize..12, dilation in 1usize..6, pad_frac in 0.0f64..1.0, extra in 0usize..8,
+            bias: bool, masked: bool, seed in 0u64..1 << 40,
+        ) {
+            let reach = (taps - 1) * dilation;
+            let pad_left = (pad_frac * (reach + 1) as f64) as usize;
+            let l_out = (l_in + pad_left + extra).saturating_sub(reach).max(1);
+            let s = ConvShape { batch, l_in, c_in, l_out, c_out, taps, dilation, pad_left };
+            let mut x = random_f32(seed, batch * l_in * c_in, 1.0);
+            let lens: Vec<usize> = (0..batch).map(|b| if masked { (seed as usize + 7 * b) % (l_in + 1) } else { l_in }).collect();
+            // rows past a length are poison: reading one makes its outputs NaN
+            for (b, &n) in lens.iter().enumerate() {
+                x[(b * l_in + n) * c_in..(b + 1) * l_in * c_in].fill(f32::NAN);
+            }
+            let w = random_f32(seed + 1, c_out * c_in * taps, 0.5);
+            let bv = random_f32(seed + 2, c_out, 1.0);
+            let b = bias.then_some(&bv[..]);
+            let got = run(&x, Some(&lens), &w, b, s);
+            let (want, mag) = reference(&x, Some(&lens), &w, b, s);
+            let u = f32::EPSILON as f64 / 2.0;
+            for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                // f32 summation of taps·c_in products (+ bias): within (k + 1)·u·Σ|terms|
+                let bound = ((taps * c_in + 1) as f64) * u * m + f32::MIN_POSITIVE as f64;
+                prop_assert!((g as f64 - w).abs() <= bound, "output {} got {} want {} bound {:e} ({:?})", i, g, w, bound, s);
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_item_is_the_same_alone_and_in_a_batch() {
+        let seed = fresh_seed();
+        eprintln!("seed {seed}");
+        // past one row block and a partial panel; a masked item in the middle
+        let (l_in, c_in, c_out, taps, dilation) = (211, 19, 37, 7, 3);
+        let s = ConvShape { batch: 3, l_in, c_in, l_out: l_in, c_out, taps, dilation, pad_left: 9 };
+        let x = random_f32(seed, 3 * l_in * c_in, 1.0);
+        let w = random_f32(seed + 1, c_out * c_in * taps, 0.3);
+        let b = random_f32(seed + 2, c_out, 1.0);
+        let lens = [l_in, 150, l_in];
+        let all = run(&x, Some(&lens), &w, Some(&b), s);
+        for bi in 0..3 {
+            let one = ConvShape { batch: 1, ..s };
+            let alone = run(&x[bi * l_in * c_in..][..l_in * c_in], Some(&lens[bi..]), &w, Some(&b), one);
+            let part = &all[bi * l_in * c_out..][..l_in * c_out];
+            assert!(alone.iter().zip(part).all(|(a, b)| a.to_bits() == b.to_bits()), "item {bi} (seed {seed})");
+        }
+    }
+
+    #[test]
+    fn tap_major_reorders_torch_weights() {
+        let (c_out, c_in, taps) = (2, 3, 4);
+        let w: Vec<f32> = (0..c_out * c_in * taps).map(|i| i as f32).collect();
+        let t = tap_major(&w, c_out, c_in, taps);
+        for o in 0..c_out {
+            for c in 0..c_in {
+                for j in 0..taps {
+                    assert_eq!(t[o * c_in * taps + j * c_in + c], w[(o * c_in + c) * taps + j]);
+                }
+            }
+        }
+    }
+}
