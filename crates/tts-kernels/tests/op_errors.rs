@@ -163,6 +163,13 @@ fn conv1d_packed_runs_on_cpu_and_refuses_what_it_cannot_run() {
     let long = Tensor::from_i32(&dev, &[b], &[l_in as i32, l_in as i32 + 1]).unwrap();
     let e = run(&x, &long, &w, &mut out, taps);
     assert!(e.to_string().contains("batch 1: len 24"), "{e}");
+    // a dilation or tap count whose reach overflows (or passes 2^31) is refused before any memory is
+    // touched (taps·C_in wrapping to the weight's width must not pass the shape check either)
+    for (t, d) in [(taps, 1usize << 62), (taps, 1 << 31), ((1usize << 63) + 1, 1)] {
+        let e =
+            ops::conv1d_packed(x.view(), Some(lens.view()), w.view(), Some(bias.view()), out.view_mut(), t, d, pad).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("beyond 2^31"), "taps {t} dilation {d}: {e}");
+    }
     let x_bf16 = Tensor::from_f32(&dev, DType::BF16, &[b, l_in, c_in], &xs).unwrap();
     let e = run(&x_bf16, &lens, &w, &mut out, taps);
     assert!(matches!(e, Error::DType { what: "x", .. }), "{e}");

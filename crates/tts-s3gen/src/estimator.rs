@@ -200,7 +200,7 @@ impl Estimator {
         let dev = input.device();
         let act = dev.compute_dtype();
         let (rows, n) = (input.shape()[0], input.shape()[1]);
-        let c = self.up_conv.lin.out_features();
+        let c = self.up_conv.out_channels();
         let mish_t = apply(t_emb, act, Activation::Mish, None)?;
         let hc = (self.heads, self.head_dim);
         let skip = self.down.forward(input, lens, mish_t.view(), hc)?;

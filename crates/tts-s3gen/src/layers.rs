@@ -135,8 +135,8 @@ pub fn conv_weight(ck: &Checkpoint, name: &str, shape: [usize; 3], weight_norm: 
 /// straight from the input (`ops::conv1d_packed`: no `[rows, C_in·K]` buffer).
 pub struct Conv1d {
     /// The GEMM weight `[C_out, C_in·K]`: torch's order (column `c·K + j`) for im2col, tap-major
-    /// (column `j·C_in + c`) when `direct`.
-    pub lin: Linear,
+    /// (column `j·C_in + c`) when `direct` (private: its layout depends on the backend).
+    lin: Linear,
     pub c_in: usize,
     geom: Im2col,
     /// Padding after the last sample (zeros or reflection per `geom.pad`).
@@ -161,7 +161,8 @@ impl Conv1d {
         Conv1d::load_with(ck, dev, name, [c_out, c_in, k], weight_norm, (pad_left, pad_right), stride, dilation, false)
     }
 
-    /// [`Conv1d::load`], optionally `precise` (f32 weights, im2col and GEMM on every backend).
+    /// [`Conv1d::load`], optionally `precise` (f32 weights and an f32 GEMM on every backend; on Cpu a
+    /// stride-1 conv runs as `ops::conv1d_packed` either way).
     #[allow(clippy::too_many_arguments)]
     pub fn load_with(
         ck: &Checkpoint,
@@ -213,6 +214,11 @@ impl Conv1d {
             Linear::from_f32(dev, &w, c_out, c_in * k, Some(&b))?
         };
         Ok(Conv1d { lin, c_in, geom, pad_right, direct })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.lin.out_features()
     }
 
     /// Output length for an input of `l` samples.

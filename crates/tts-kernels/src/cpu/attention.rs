@@ -205,8 +205,9 @@ pub fn attention_cached(
 /// the weighted sum of values (as in `attend_one`). Tiny problems run that scalar loop; larger ones
 /// run blocks of queries of one (batch, head) as tasks (on rayon's pool when the job is large
 /// enough, see `run_blocks`). With AVX2+FMA and a head size that is a multiple of 8, each block
-/// runs 6 queries at a time through the register tiles of `cpu/attention_tiles.rs`
-/// (blocks of `TILED_BLOCK_ROWS`); otherwise each block of `BLOCK_ROWS` computes its score block
+/// runs 6 queries at a time through the register tiles of `cpu/attention_tiles.rs` (blocks of at
+/// most `TILED_BLOCK_ROWS`, of even size; the keys and values of each (batch, head) packed once for
+/// all its blocks); otherwise each block of `BLOCK_ROWS` computes its score block
 /// and its output block with matrixmultiply sgemms strided straight over the interleaved heads.
 /// Either way only the summation order of the dot products differs from the scalar loop. Keys past
 /// `kv_lens[b]` are never read; with `causal`, the keys a block's (or tile's) earlier rows do not

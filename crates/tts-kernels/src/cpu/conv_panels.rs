@@ -36,9 +36,15 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
-    /// Rows of the zero-padded input that the outputs read, per batch item.
-    fn padded_rows(&self) -> usize {
-        self.l_out + (self.taps - 1) * self.dilation
+    /// Rows of the zero-padded input that the outputs read, per batch item, and the padded input's
+    /// length (`batch·rows·c_in`) and the weight's row length (`taps·c_in`), or `None` if one of
+    /// them overflows.
+    pub fn extents(&self) -> Option<(usize, usize, usize)> {
+        let rows = self.taps.checked_sub(1)?.checked_mul(self.dilation)?.checked_add(self.l_out)?;
+        let padded = rows.checked_mul(self.c_in)?.checked_mul(self.batch)?;
+        let k = self.taps.checked_mul(self.c_in)?;
+        // the offsets of the kernels (rows·c_in at most) stay below isize::MAX bytes
+        (padded.checked_mul(4)? <= isize::MAX as usize).then_some((rows, padded, k))
     }
 }
 
@@ -62,14 +68,16 @@ pub fn tap_major(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> 
 /// `[batch, l_out, c_out]`, all f32. Every output is written.
 ///
 /// # Panics
-/// If a slice is shorter than these shapes, `taps` or `dilation` is 0, or a length exceeds `l_in`.
+/// If a slice is shorter than these shapes, `taps` or `dilation` is 0, the extents overflow
+/// ([`ConvShape::extents`]), or a length exceeds `l_in`.
 pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: ConvShape) {
-    let k = s.taps * s.c_in;
     assert!(s.taps > 0 && s.dilation > 0, "conv1d_panels: taps and dilation must be at least 1");
+    let (rows_p, padded, k) = s.extents().expect("conv1d_panels: extents overflow");
+    let holds = |len: usize, dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| len >= n);
     assert!(
-        x.len() >= s.batch * s.l_in * s.c_in
+        holds(x.len(), &[s.batch, s.l_in, s.c_in])
             && panels.len() == super::packed_gemm_len(s.c_out, k)
-            && out.len() >= s.batch * s.l_out * s.c_out
+            && holds(out.len(), &[s.batch, s.l_out, s.c_out])
             && bias.is_none_or(|b| b.len() >= s.c_out)
             && lens.is_none_or(|l| l.len() >= s.batch && l[..s.batch].iter().all(|&n| n <= s.l_in)),
         "conv1d_panels: slice lengths"
@@ -77,10 +85,9 @@ pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Op
     if s.batch == 0 || s.l_out == 0 || s.c_out == 0 {
         return;
     }
-    let rows_p = s.padded_rows();
     let out = &mut out[..s.batch * s.l_out * s.c_out];
     with_padded(|xp| {
-        let xp = super::attention::scratch(xp, s.batch * rows_p * s.c_in);
+        let xp = super::attention::scratch(xp, padded);
         // the zero-padded copy, rows in parallel when large
         let fill = |(i, dst): (usize, &mut [f32])| {
             let (b, r) = (i / rows_p, i % rows_p);

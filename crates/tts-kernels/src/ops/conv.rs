@@ -176,7 +176,8 @@ pub fn im2col(x: View<'_>, lens: Option<View<'_>>, mut out: ViewMut<'_>, p: Im2c
 /// the last sample is implied by it).
 ///
 /// Errors: another backend (there, im2col + linear), a weight not packed for the Cpu GEMM, `taps`
-/// or `dilation` 0, a `lens[b]` outside `0..=L_in`, shape and dtype mismatches.
+/// or `dilation` 0, `L_out + (taps − 1)·dilation` or `pad_left` of 2^31 or more (or a padded input
+/// too large to address), a `lens[b]` outside `0..=L_in`, shape and dtype mismatches.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_packed(
     x: View<'_>,
@@ -204,7 +205,18 @@ pub fn conv1d_packed(
     }
     let (batch, l_in, c_in) = dims3(OP, "x", x.shape())?;
     let (ob, l_out, c_out) = dims3(OP, "out", out.shape())?;
-    if ob != batch || w.shape() != [c_out, taps * c_in] {
+    let shape = cpu::ConvShape { batch, l_in, c_in, l_out, c_out, taps, dilation, pad_left };
+    // as im2col: positions below 2^31 (beyond, the taps would only read padding anyway)
+    let reach = (taps - 1).checked_mul(dilation).and_then(|r| r.checked_add(l_out));
+    let Some((_, _, k)) =
+        shape.extents().filter(|_| reach.is_some_and(|r| r <= i32::MAX as usize) && pad_left <= i32::MAX as usize)
+    else {
+        return Err(Error::invalid(
+            OP,
+            format!("{taps} taps, dilation {dilation}, pad {pad_left} with L_out {l_out}: positions beyond 2^31"),
+        ));
+    };
+    if ob != batch || w.shape() != [c_out, k] {
         return Err(Error::shape(
             OP,
             format!("x {:?}, weight {:?} and out {:?} with {taps} taps", x.shape(), w.shape(), out.shape()),
@@ -229,7 +241,6 @@ pub fn conv1d_packed(
         }
         None => None,
     };
-    let shape = cpu::ConvShape { batch, l_in, c_in, l_out, c_out, taps, dilation, pad_left };
     let b = bias.map(|b| b.host_f32()).transpose()?;
     cpu::conv1d_panels(x.host_f32()?, lens.as_deref(), w.gemm_panels()?, b, out.host_f32_mut()?, shape);
     Ok(())
