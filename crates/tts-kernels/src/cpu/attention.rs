@@ -301,8 +301,8 @@ pub fn attention_dense_blocked(
 
 /// The register-tile path of [`attention_dense_blocked`] (AVX2+FMA present, `dh` a multiple of 8;
 /// lengths checked): the keys and values of each (batch, head) packed once for all its blocks
-/// (`tiles::pack_keys`, `tiles::pack_values`, in parallel over the heads), then blocks of
-/// [`TILED_BLOCK_ROWS`] queries as tasks (`attend_block_tiled`).
+/// (`tiles::pack_keys`, `tiles::pack_values`, in parallel over the heads), then blocks of at most
+/// [`TILED_BLOCK_ROWS`] queries, of even size, as tasks (`attend_block_tiled`).
 #[allow(clippy::too_many_arguments)]
 fn attention_dense_tiled(
     q: &[f32],
