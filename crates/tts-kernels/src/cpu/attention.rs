@@ -265,16 +265,12 @@ pub fn attention_dense_blocked(
         attention_dense_tiled(q, k, v, kv_lens, out, batch, heads, dh, scale, causal);
         return;
     }
-    let block_rows = BLOCK_ROWS;
-    let blocks = lq.div_ceil(block_rows);
+    let blocks = lq.div_ceil(BLOCK_ROWS);
     let dst = SendPtr(out.as_mut_ptr());
     run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
-        let (b, h, i0) = (task / (heads * blocks), task / blocks % heads, task % blocks * block_rows);
-        let rows = block_rows.min(lq - i0);
-        let n = kv_lens.map_or(lk, |l| l[b] as usize);
-        // keys of the block: with causal, row i sees min(n, i + 1)
-        let keys = if causal { n.min(i0 + rows) } else { n };
-        let row_keys = |r: usize| if causal { n.min(i0 + r + 1) } else { n };
+        let blk = QueryBlock::of(task, heads, blocks, |i| (i * BLOCK_ROWS).min(lq), kv_lens, lk, causal);
+        let (b, h, i0, rows, keys) = (blk.b, blk.h, blk.i0, blk.rows, blk.keys);
+        let row_keys = |r: usize| blk.row_keys(r);
         let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
         if keys == 0 {
             // SAFETY: rows `i0..i0 + rows` of batch b, head h are this task's own part of `out`.
@@ -326,11 +322,11 @@ fn attention_dense_tiled(
     // blocks of at most TILED_BLOCK_ROWS queries, whole tiles, of sizes differing by one tile at most
     let tiles_per_head = lq.div_ceil(TILE_ROWS);
     let blocks = tiles_per_head.div_ceil(TILED_BLOCK_ROWS / TILE_ROWS);
-    let block_start = |i: usize| (i * tiles_per_head / blocks * TILE_ROWS).min(lq);
+    let block_start = |i: usize| super::even_split_start(i, blocks, lq, TILE_ROWS);
     let dst = SendPtr(out.as_mut_ptr());
-    let keys_of = |b: usize| kv_lens.map_or(lk, |l| l[b] as usize);
+    let keys_of = |b: usize| visible_keys(kv_lens, b, lk);
     let (k_len, v_len) = (tiles::packed_keys_len(lk, dh), tiles::packed_values_len(lk, dh));
-    with_packed_kv(|pk, pv| {
+    with_local(&PACKED_KV, |(pk, pv)| {
         let (pk, pv) = (self::scratch(pk, batch * heads * k_len), self::scratch(pv, batch * heads * v_len));
         // each (batch, head): its n visible keys and values (a causal block reads a prefix of them)
         let pack = |(bh, (kp, vp)): (usize, (&mut [f32], &mut [f32]))| {
@@ -346,13 +342,9 @@ fn attention_dense_tiled(
         }
         let (pk, pv) = (&*pk, &*pv);
         run_blocks(batch * heads * blocks, 2 * batch * lq * lk * hd, |scr, task| {
-            let (b, h, i) = (task / (heads * blocks), task / blocks % heads, task % blocks);
-            let i0 = block_start(i);
-            let rows = block_start(i + 1) - i0;
-            let n = keys_of(b);
-            // keys of the block: with causal, row i sees min(n, i + 1)
-            let keys = if causal { n.min(i0 + rows) } else { n };
-            let row_keys = |r: usize| if causal { n.min(i0 + r + 1) } else { n };
+            let blk = QueryBlock::of(task, heads, blocks, block_start, kv_lens, lk, causal);
+            let (b, h, i0, rows, keys, n) = (blk.b, blk.h, blk.i0, blk.rows, blk.keys, blk.n);
+            let row_keys = |r: usize| blk.row_keys(r);
             let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
             if keys == 0 {
                 // SAFETY: rows `i0..i0 + rows` of batch b, head h are this task's own part of `out`.
@@ -365,6 +357,49 @@ fn attention_dense_tiled(
             unsafe { attend_block_tiled(scr, &q[(b * lq + i0) * hd + h * dh..], head, rows, keys, &row_keys, hd, dh, scale, o) };
         });
     });
+}
+
+/// Keys visible to batch item `b`: `kv_lens[b]`, or all `lk`.
+fn visible_keys(kv_lens: Option<&[i32]>, b: usize, lk: usize) -> usize {
+    kv_lens.map_or(lk, |l| l[b] as usize)
+}
+
+/// One task of a blocked dense attention: block `task % blocks` of the queries of (batch `b`,
+/// head `h`), rows `i0..i0 + rows`, over the `n` keys visible to `b`.
+#[derive(Clone, Copy)]
+struct QueryBlock {
+    b: usize,
+    h: usize,
+    i0: usize,
+    rows: usize,
+    /// Keys visible to the batch item.
+    n: usize,
+    /// Keys the block reads: with `causal`, row `i` sees `min(n, i + 1)`.
+    keys: usize,
+    causal: bool,
+}
+
+impl QueryBlock {
+    /// Task `task` of `batch·heads·blocks`, block `i` starting at query row `start(i)`.
+    fn of(
+        task: usize,
+        heads: usize,
+        blocks: usize,
+        start: impl Fn(usize) -> usize,
+        kv_lens: Option<&[i32]>,
+        lk: usize,
+        causal: bool,
+    ) -> Self {
+        let (b, h, i) = (task / (heads * blocks), task / blocks % heads, task % blocks);
+        let (i0, n) = (start(i), visible_keys(kv_lens, b, lk));
+        let rows = start(i + 1) - i0;
+        QueryBlock { b, h, i0, rows, n, keys: if causal { n.min(i0 + rows) } else { n }, causal }
+    }
+
+    /// Keys visible to block row `r`.
+    fn row_keys(&self, r: usize) -> usize {
+        if self.causal { self.n.min(self.i0 + r + 1) } else { self.n }
+    }
 }
 
 /// The keys and values of one (batch, head) as packed by `tiles::pack_keys` and `tiles::pack_values`
@@ -380,18 +415,6 @@ thread_local! {
     /// The calling thread's buffers for the packed keys and values of [`attention_dense_tiled`],
     /// kept between calls (about the size of one call's `k` and `v`).
     static PACKED_KV: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// Runs `f` with this thread's packed key and value buffers (fresh ones if a caller up the stack
-/// holds them, as [`with_scratch`]).
-fn with_packed_kv(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>)) {
-    PACKED_KV.with(|p| match p.try_borrow_mut() {
-        Ok(mut p) => {
-            let (pk, pv) = &mut *p;
-            f(pk, pv)
-        }
-        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
-    })
 }
 
 /// One block of [`attention_dense_tiled`]: [`TILE_ROWS`] queries at a time from scores through the
@@ -584,9 +607,9 @@ pub(super) unsafe fn fill_rows(out: *mut f32, stride: usize, rows: usize, dh: us
 /// cost more than it saves).
 pub(super) fn run_blocks(tasks: usize, work: usize, task: impl Fn(&mut BlockScratch, usize) + Send + Sync) {
     if tasks > 1 && work >= PARALLEL_MIN_WORK {
-        (0..tasks).into_par_iter().for_each(|t| with_scratch(|scr| task(scr, t)));
+        (0..tasks).into_par_iter().for_each(|t| with_local(&SCRATCH, |scr| task(scr, t)));
     } else {
-        with_scratch(|scr| (0..tasks).for_each(|t| task(scr, t)));
+        with_local(&SCRATCH, |scr| (0..tasks).for_each(|t| task(scr, t)));
     }
 }
 
@@ -597,12 +620,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<BlockScratch> = std::cell::RefCell::new(BlockScratch::default());
 }
 
-/// Runs `f` with this thread's scratch (a fresh one if a caller up the stack holds it: a task that
-/// waits inside rayon may run another task on the same thread).
-fn with_scratch(f: impl FnOnce(&mut BlockScratch)) {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut scr) => f(&mut scr),
-        Err(_) => f(&mut BlockScratch::default()),
+/// Runs `f` with this thread's value of `key`, kept between calls (the Cpu kernels' scratch
+/// buffers), or with a fresh default one if a caller up the stack holds it: a task that waits
+/// inside rayon may run another task on the same thread.
+pub(super) fn with_local<T: Default + 'static>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T),
+) {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut T::default()),
     })
 }
 

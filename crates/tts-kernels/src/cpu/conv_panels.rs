@@ -65,12 +65,21 @@ pub fn tap_major(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> 
 /// `out[b, t, o] = Σ_j Σ_c x[b, t + j·dilation − pad_left, c] · w[o, c, j] (+ bias[o])`, rows of `x`
 /// outside `0..lens[b]` (or `0..l_in`) reading zero; `panels`: [`super::pack_gemm`] of
 /// [`tap_major`]`(w)` (`[c_out, taps·c_in]`). `x` `[batch, l_in, c_in]`, `out`
-/// `[batch, l_out, c_out]`, all f32. Every output is written.
+/// `[batch, l_out, c_out]`, all f32. Every output is written. Returns the first `(batch, len)` whose
+/// length is outside `0..=l_in` (as `im2col`; nothing is written then).
 ///
 /// # Panics
-/// If a slice is shorter than these shapes, `taps` or `dilation` is 0, the extents overflow
-/// ([`ConvShape::extents`]), or a length exceeds `l_in`.
-pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: ConvShape) {
+/// If a slice is shorter than these shapes, `taps` or `dilation` is 0, or the extents overflow
+/// ([`ConvShape::extents`]).
+pub fn conv1d_panels(
+    x: &[f32],
+    lens: Option<&[i32]>,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    s: ConvShape,
+) -> Result<(), (usize, i32)> {
+    super::conv::check_lens(lens, s.l_in)?;
     assert!(s.taps > 0 && s.dilation > 0, "conv1d_panels: taps and dilation must be at least 1");
     let (rows_p, padded, k) = s.extents().expect("conv1d_panels: extents overflow");
     let holds = |len: usize, dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| len >= n);
@@ -79,19 +88,19 @@ pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Op
             && panels.len() == super::packed_gemm_len(s.c_out, k)
             && holds(out.len(), &[s.batch, s.l_out, s.c_out])
             && bias.is_none_or(|b| b.len() >= s.c_out)
-            && lens.is_none_or(|l| l.len() >= s.batch && l[..s.batch].iter().all(|&n| n <= s.l_in)),
+            && lens.is_none_or(|l| l.len() >= s.batch),
         "conv1d_panels: slice lengths"
     );
     if s.batch == 0 || s.l_out == 0 || s.c_out == 0 {
-        return;
+        return Ok(());
     }
     let out = &mut out[..s.batch * s.l_out * s.c_out];
-    with_padded(|xp| {
+    super::attention::with_local(&PADDED, |xp| {
         let xp = super::attention::scratch(xp, padded);
         // the zero-padded copy, rows in parallel when large
         let fill = |(i, dst): (usize, &mut [f32])| {
             let (b, r) = (i / rows_p, i % rows_p);
-            let len = lens.map_or(s.l_in, |l| l[b]);
+            let len = lens.map_or(s.l_in, |l| l[b] as usize);
             match r.checked_sub(s.pad_left).filter(|&src| src < len) {
                 Some(src) => dst.copy_from_slice(&x[(b * s.l_in + src) * s.c_in..][..s.c_in]),
                 None => dst.fill(0.0),
@@ -132,19 +141,12 @@ pub fn conv1d_panels(x: &[f32], lens: Option<&[usize]>, panels: &[f32], bias: Op
             tasks.into_iter().for_each(block);
         }
     });
+    Ok(())
 }
 
 thread_local! {
     /// The calling thread's buffer for the zero-padded input, kept between calls.
     static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's padded-input buffer (a fresh one if a caller up the stack holds it).
-fn with_padded(f: impl FnOnce(&mut Vec<f32>)) {
-    PADDED.with(|p| match p.try_borrow_mut() {
-        Ok(mut p) => f(&mut p),
-        Err(_) => f(&mut Vec::new()),
-    })
 }
 
 /// One row block without SIMD, in the kernel's order (separate multiply and add).
@@ -269,11 +271,11 @@ mod tests {
 
     /// The convolution in f64 from torch's weight layout, and `Σ |terms|` per output (the scale of
     /// f32 summation error).
-    fn reference(x: &[f32], lens: Option<&[usize]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> (Vec<f64>, Vec<f64>) {
+    fn reference(x: &[f32], lens: Option<&[i32]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> (Vec<f64>, Vec<f64>) {
         let mut out = vec![0f64; s.batch * s.l_out * s.c_out];
         let mut mag = vec![0f64; out.len()];
         for bi in 0..s.batch {
-            let len = lens.map_or(s.l_in, |l| l[bi]);
+            let len = lens.map_or(s.l_in, |l| l[bi] as usize);
             for t in 0..s.l_out {
                 for o in 0..s.c_out {
                     let (mut acc, mut m) = (b.map_or(0.0, |b| b[o] as f64), b.map_or(0.0, |b| (b[o] as f64).abs()));
@@ -297,12 +299,12 @@ mod tests {
         (out, mag)
     }
 
-    fn run(x: &[f32], lens: Option<&[usize]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
+    fn run(x: &[f32], lens: Option<&[i32]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
         let k = s.taps * s.c_in;
         let mut panels = vec![f32::NAN; crate::cpu::packed_gemm_len(s.c_out, k)];
         crate::cpu::pack_gemm(&tap_major(w, s.c_out, s.c_in, s.taps), s.c_out, k, &mut panels);
         let mut out = vec![f32::NAN; s.batch * s.l_out * s.c_out];
-        conv1d_panels(x, lens, &panels, b, &mut out, s);
+        conv1d_panels(x, lens, &panels, b, &mut out, s).unwrap();
         out
     }
 
@@ -319,10 +321,10 @@ mod tests {
             let l_out = (l_in + pad_left + extra).saturating_sub(reach).max(1);
             let s = ConvShape { batch, l_in, c_in, l_out, c_out, taps, dilation, pad_left };
             let mut x = random_f32(seed, batch * l_in * c_in, 1.0);
-            let lens: Vec<usize> = (0..batch).map(|b| if masked { (seed as usize + 7 * b) % (l_in + 1) } else { l_in }).collect();
+            let lens: Vec<i32> = (0..batch).map(|b| if masked { (seed as usize + 7 * b) % (l_in + 1) } else { l_in } as i32).collect();
             // rows past a length are poison: reading one makes its outputs NaN
             for (b, &n) in lens.iter().enumerate() {
-                x[(b * l_in + n) * c_in..(b + 1) * l_in * c_in].fill(f32::NAN);
+                x[(b * l_in + n as usize) * c_in..(b + 1) * l_in * c_in].fill(f32::NAN);
             }
             let w = random_f32(seed + 1, c_out * c_in * taps, 0.5);
             let bv = random_f32(seed + 2, c_out, 1.0);
@@ -348,7 +350,7 @@ mod tests {
         let x = random_f32(seed, 3 * l_in * c_in, 1.0);
         let w = random_f32(seed + 1, c_out * c_in * taps, 0.3);
         let b = random_f32(seed + 2, c_out, 1.0);
-        let lens = [l_in, 150, l_in];
+        let lens = [l_in as i32, 150, l_in as i32];
         let all = run(&x, Some(&lens), &w, Some(&b), s);
         for bi in 0..3 {
             let one = ConvShape { batch: 1, ..s };

@@ -402,7 +402,7 @@ mod avx {
     }
 
     /// `v[i] = e^(v[i] − m)` (as [`exp8`]: for `v[i] − m ≤ 88`, results below 2^-126 may be 0);
-    /// returns `Σ v[i]` summed as [`super::lane_sum8`], in the same pass. (Evaluating 2 or 4
+    /// returns `Σ v[i]` summed as [`super::lane_sum`], in the same pass. (Evaluating 2 or 4
     /// vectors per step, as Gelu does, was measured no faster: this loop is bound by Zen 1's
     /// throughput, ~29 cycles per vector, not by the latency of `exp8`.)
     #[target_feature(enable = "avx2,fma")]
@@ -456,7 +456,7 @@ pub fn exp_sub_inplace(v: &mut [f32], m: f32) {
     exp_sub_sum_inplace(v, m);
 }
 
-/// [`exp_sub_inplace`], returning the sum of the results in the order of [`lane_sum8`] (the
+/// [`exp_sub_inplace`], returning the sum of the results in the order of [`lane_sum`] (the
 /// softmax's denominator, from the same pass).
 pub fn exp_sub_sum_inplace(v: &mut [f32], m: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -467,20 +467,21 @@ pub fn exp_sub_sum_inplace(v: &mut [f32], m: f32) -> f32 {
     for x in v.iter_mut() {
         *x = (*x - m).exp();
     }
-    lane_sum8(v)
+    lane_sum(v, |x| x)
 }
 
-/// `Σ v[i]` in f32 over 8 lanes: lane `l` sums `v[i]`, `i ≡ l mod 8`, in order over the whole
-/// groups of 8; the lanes are then added left to right, then the tail past the last whole group.
-pub fn lane_sum8(v: &[f32]) -> f32 {
-    let mut s8 = [0f32; 8];
+/// `Σ f(v[i])` in f32 over 8 interleaved lanes (lane `l` sums `i ≡ l mod 8` in order over the whole
+/// groups of 8, the lanes then added left to right, then the tail): independent accumulators that
+/// the compiler vectorises, where one running sum would be a chain of dependent adds.
+pub(super) fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
-        for (a, &x) in s8.iter_mut().zip(c) {
-            *a += x;
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
         }
     }
-    s8.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f32>()
 }
 
 /// An activation that [`map_inplace`] evaluates over a slice.
@@ -775,13 +776,13 @@ mod tests {
             let sum = exp_sub_sum_inplace(&mut v, m);
             let what = format!("len {len} seed {s}");
             assert!(v.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: values");
-            assert_eq!(sum.to_bits(), lane_sum8(&want).to_bits(), "{what}: sum");
+            assert_eq!(sum.to_bits(), lane_sum(&want, |x| x).to_bits(), "{what}: sum");
             assert_eq!(len > 40, sum.is_nan(), "{what}");
         }
-        // lane_sum8's order: lane l over i ≡ l mod 8, lanes left to right, then the tail
+        // lane_sum's order: lane l over i ≡ l mod 8, lanes left to right, then the tail
         let v: Vec<f32> = (0..19).map(|i| if i == 3 { 1e8 } else { 1.0 }).collect();
         // (lane 3 holds 1e8 + 1 = 1e8, the others 2 each; the tail 1 + 1 + 1)
-        assert_eq!(lane_sum8(&v), (2.0f32 + 2.0 + 2.0 + 1e8 + 2.0 + 2.0 + 2.0 + 2.0) + 3.0);
+        assert_eq!(lane_sum(&v, |x| x), (2.0f32 + 2.0 + 2.0 + 1e8 + 2.0 + 2.0 + 2.0 + 2.0) + 3.0);
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -112,7 +112,7 @@ pub(super) fn row_blocks(out: &mut [f32], m: usize, n: usize, threads: usize) ->
     let mut rest = out;
     let mut r0 = 0;
     for i in 0..blocks {
-        let r1 = if i + 1 == blocks { m } else { ((i + 1) * tiles / blocks * TILE_ROWS).min(m) };
+        let r1 = super::even_split_start(i + 1, blocks, m, TILE_ROWS);
         let (head, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * n);
         parts.push((r0, head));
         (rest, r0) = (tail, r1);

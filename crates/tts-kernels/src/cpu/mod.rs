@@ -45,6 +45,13 @@ pub use sampling::{
     sample_request, sampler_stages,
 };
 
+/// The first row of part `i` when `len` rows, taken as `⌈len/unit⌉` whole units of `unit` rows (the
+/// last possibly short), are shared out into `parts` parts whose sizes differ by one unit at most
+/// (`i = parts` gives `len`). The split of the Cpu kernels' row blocks over the threads.
+fn even_split_start(i: usize, parts: usize, len: usize, unit: usize) -> usize {
+    (i * len.div_ceil(unit) / parts * unit).min(len)
+}
+
 /// The private fast/oracle pairs that `benches/cpu_paths.rs` measures side by side. Not an API:
 /// nothing else may use it.
 #[doc(hidden)]

@@ -22,22 +22,8 @@ pub fn add_rmsnorm(x: Option<&[f32]>, residual: &mut [f32], weight: &[f32], out:
     }
 }
 
-/// `Σ f(v[i])` in f32 over 8 interleaved lanes (lane `l` sums `i ≡ l mod 8` in order, the lanes then
-/// added left to right, then the tail): independent accumulators that the compiler vectorises,
-/// where one running sum would be a chain of dependent adds.
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f32>()
-}
-
 /// LayerNorm over the last dim, as `torch.nn.LayerNorm` (biased variance, statistics in f32, two
-/// passes, each sum over 8 lanes as [`lane_sum`]): `out = (x − mean) · rsqrt(var + eps) · weight +
+/// passes, each sum over 8 lanes as [`super::fastmath::lane_sum`]): `out = (x − mean) · rsqrt(var + eps) · weight +
 /// bias`. `x`, `out`: [rows, cols].
 pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], eps: f32) {
     let cols = weight.len();
@@ -48,8 +34,8 @@ pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f3
     let rows = out.len() / cols;
     // rows in parallel (each row is normalised alone: same values)
     x[..rows * cols].par_chunks_exact(cols).zip(out.par_chunks_exact_mut(cols)).with_min_len(16).for_each(|(xr, o)| {
-        let mean = lane_sum(xr, |v| v) / cols as f32;
-        let var = lane_sum(xr, |v| (v - mean) * (v - mean)) / cols as f32;
+        let mean = super::fastmath::lane_sum(xr, |v| v) / cols as f32;
+        let var = super::fastmath::lane_sum(xr, |v| (v - mean) * (v - mean)) / cols as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for (j, (o, &v)) in o.iter_mut().zip(xr).enumerate() {
             *o = (v - mean) * inv * weight[j] + bias.map_or(0.0, |b| b[j]);

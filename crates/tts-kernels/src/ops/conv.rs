@@ -231,19 +231,10 @@ pub fn conv1d_packed(
     if let Some(b) = &bias {
         expect_dtype(OP, "bias", b, DType::F32)?;
     }
-    let lens = match lens {
-        Some(l) => {
-            let l = l.host_i32()?;
-            if let Some((b, &v)) = l.iter().enumerate().find(|&(_, &v)| v < 0 || v as usize > l_in) {
-                return Err(Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")));
-            }
-            Some(l.iter().map(|&v| v as usize).collect::<Vec<usize>>())
-        }
-        None => None,
-    };
+    let l = lens.map(|l| l.host_i32()).transpose()?;
     let b = bias.map(|b| b.host_f32()).transpose()?;
-    cpu::conv1d_panels(x.host_f32()?, lens.as_deref(), w.gemm_panels()?, b, out.host_f32_mut()?, shape);
-    Ok(())
+    cpu::conv1d_panels(x.host_f32()?, l, w.gemm_panels()?, b, out.host_f32_mut()?, shape)
+        .map_err(|(b, v)| Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")))
 }
 
 /// The overlap-add half of a transposed convolution (`ConvTranspose1d` after its GEMM):
