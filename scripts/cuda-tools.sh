@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the CUDA compile-only tools the tests need on a GPU-less machine (NVRTC 12.9 from PyPI,
-# pinned; about 60 MB) into .cache/cudatk/ of the checkout, once, and prints the library directory.
+# Installs the CUDA compile-only tools the tests need on a GPU-less machine (NVRTC 12.9 and 13.0 from
+# PyPI, pinned; about 60 MB each) into .cache/cudatk/ and .cache/cudatk13/ of the checkout, once, and
+# prints the NVRTC 12.9 library directory.
 # Usage: libdir=$(bash scripts/cuda-tools.sh)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,5 +11,13 @@ if [ ! -e "$lib/libnvrtc.so.12" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tk.partial" \
     "nvidia-cuda-nvrtc-cu12==12.9.86" >&2
   rm -rf "$tk" && mv "$tk.partial" "$tk"
+fi
+# NVRTC 13.0 in the CUDA 13 wheel layout (nvidia/cu13/lib), as PyTorch's CUDA 13 builds install it: the
+# library search and every kernel are also tested against CUDA 13 (tests/cuda_libraries.rs).
+tk13="$root/.cache/cudatk13"
+if [ ! -e "$tk13/nvidia/cu13/lib/libnvrtc.so.13" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tk13.partial" \
+    "nvidia-cuda-nvrtc==13.0.88" >&2
+  rm -rf "$tk13" && mv "$tk13.partial" "$tk13"
 fi
 echo "$lib"

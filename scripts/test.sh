@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (see README). On any machine, GPU or not:
-#  1. installs NVRTC 12.9 (pinned wheel from PyPI, ~60 MB) into .cache/cudatk/ once;
+#  1. installs NVRTC 12.9 and 13.0 (pinned wheels from PyPI, ~60 MB each) into .cache/ once;
 #  2. runs every test of the workspace with the Emu backend built (kernels/*.cu executed on the CPU
 #     through the project's CUDA shim) and the NVRTC gate required (sm_80 and sm_90, no spills);
 #     on a machine with a usable GPU the same tests also run every kernel on it (TTS_REQUIRE_CUDA=1
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 libdir=$(bash scripts/cuda-tools.sh)
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TTS_REQUIRE_NVRTC=1
+export TTS_NVRTC_WHEELS="$PWD/.cache"
 report="${CARGO_TARGET_DIR:-target}/tmp/nvrtc-gate-report.txt"
 rm -f "$report"
 log=$(mktemp)

@@ -29,11 +29,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Picks the device named by `backend` (`auto`, `cpu`, `cuda`, `cuda:N`, `emu`). With `auto`, the
-/// reason Cuda was not used (if it was not) is returned as a note for the user.
+/// reason Cuda was not used (if it was not) is returned as a note for the user (the device's
+/// [`Device::describe`] says it too).
 pub fn select_device(backend: &str) -> Result<(Device, Option<String>)> {
-    if backend.trim().eq_ignore_ascii_case("auto") {
-        let (dev, why) = Device::auto();
-        return Ok((dev, why.map(|e| format!("Cuda not used: {e}"))));
-    }
-    Ok((Device::from_name(backend)?, None))
+    let dev = Device::from_name(backend)?;
+    let note = dev.fallback_reason().map(|why| format!("Cuda not used: {why}"));
+    Ok((dev, note))
+}
+
+/// One line per CUDA library this process loaded (name, version, file, how it was found), for
+/// `tts self-check` and the GPU check's report; empty when none was.
+pub fn cuda_library_report() -> Vec<String> {
+    tts_kernels::cuda::libs::loaded_libraries()
+        .iter()
+        .map(|l| {
+            format!("{} {} from {} (found through {})", l.name, l.version.as_deref().unwrap_or("?"), l.path.display(), l.origin)
+        })
+        .collect()
 }

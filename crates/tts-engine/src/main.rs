@@ -94,10 +94,14 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> tts_engine::Result<bool> {
     match cmd {
         Command::SelfCheck { backend, seed } => {
-            let (dev, note) = tts_engine::select_device(&backend)?;
+            let (dev, _) = tts_engine::select_device(&backend)?;
             println!("backend: {}", dev.describe());
-            if let Some(n) = note {
-                println!("note: {n}");
+            let libs = tts_engine::cuda_library_report();
+            if libs.is_empty() {
+                println!("CUDA libraries loaded: none");
+            }
+            for l in libs {
+                println!("CUDA library: {l}");
             }
             let (seed, checks) = tts_engine::selfcheck::run(&dev, seed)?;
             println!("inputs: seed {seed}");

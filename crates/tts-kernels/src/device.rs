@@ -63,6 +63,8 @@ pub struct Device {
     pub(crate) inner: Arc<Backend>,
     /// Cpu only: GEMM weights stored as bf16 (f32 compute), half the memory traffic of a decode step.
     cpu_bf16_weights: bool,
+    /// Why Cuda was not used, when this device is [`Device::auto`]'s fallback to Cpu.
+    fallback: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -74,20 +76,24 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// The pure-Rust reference backend (always available).
     pub fn cpu() -> Device {
-        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: false }
+        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: false, fallback: None }
     }
 
     /// The GPU `ordinal`. Fails with [`Error::CudaUnavailable`] naming what is missing (driver,
     /// NVRTC, cuBLAS, a device) or with the NVRTC log when a kernel does not compile.
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Ok(Device { inner: Arc::new(Backend::Cuda(cuda::CudaBackend::new(ordinal)?)), cpu_bf16_weights: false })
+        Ok(Device { inner: Arc::new(Backend::Cuda(cuda::CudaBackend::new(ordinal)?)), cpu_bf16_weights: false, fallback: None })
     }
 
     /// The Emu backend (only in builds with the `emu` feature).
     pub fn emu(opts: EmuOptions) -> Result<Device> {
         #[cfg(feature = "emu")]
         {
-            Ok(Device { inner: Arc::new(Backend::Emu(crate::emu::EmuBackend::new(opts))), cpu_bf16_weights: false })
+            Ok(Device {
+                inner: Arc::new(Backend::Emu(crate::emu::EmuBackend::new(opts))),
+                cpu_bf16_weights: false,
+                fallback: None,
+            })
         }
         #[cfg(not(feature = "emu"))]
         {
@@ -99,15 +105,26 @@ impl Device {
     /// The Cpu backend with bf16 GEMM weights (activations and accumulation stay f32): for speed, not
     /// for parity (the f32 [`Device::cpu`] is the reference).
     pub fn cpu_bf16_weights() -> Device {
-        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: true }
+        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: true, fallback: None }
     }
 
-    /// Cuda on GPU 0 when it is usable, otherwise Cpu. The reason Cuda was not used is returned too.
+    /// Cuda on GPU 0 when it is usable, otherwise Cpu. The reason Cuda was not used is returned too,
+    /// and kept by the device: [`Device::fallback_reason`], and [`Device::describe`] says it.
     pub fn auto() -> (Device, Option<Error>) {
         match Device::cuda(0) {
             Ok(d) => (d, None),
-            Err(e) => (Device::cpu(), Some(e)),
+            Err(e) => {
+                let mut d = Device::cpu();
+                d.fallback = Some(Arc::from(e.to_string()));
+                (d, Some(e))
+            }
         }
+    }
+
+    /// Why Cuda was not used, when this device is [`Device::auto`]'s (or `from_name("auto")`'s)
+    /// fallback to Cpu.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// `auto`, `cpu`, `cpu-bf16` (bf16 GEMM weights), `cuda`, `cuda:N` or `emu` (case-insensitive).
@@ -149,8 +166,17 @@ impl Device {
         if self.cpu_bf16_weights { DType::BF16 } else { self.compute_dtype() }
     }
 
-    /// A one-line description, e.g. `cuda:0 (NVIDIA H100, sm_90)`.
+    /// A one-line description, e.g. `cuda:0 (NVIDIA H100, sm_90)`; for `auto`'s fallback to Cpu, with
+    /// the reason Cuda was not used.
     pub fn describe(&self) -> String {
+        let d = self.describe_backend();
+        match &self.fallback {
+            Some(why) => format!("{d}; Cuda not used: {why}"),
+            None => d,
+        }
+    }
+
+    fn describe_backend(&self) -> String {
         match &*self.inner {
             Backend::Cpu if self.cpu_bf16_weights => "cpu (pure-Rust ops, f32 compute, bf16 GEMM weights)".to_string(),
             Backend::Cpu => "cpu (pure-Rust reference ops, f32)".to_string(),

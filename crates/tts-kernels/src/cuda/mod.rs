@@ -8,13 +8,14 @@
 //! Not verified on a GPU yet: everything here compiles and its GPU-independent parts (NVRTC
 //! compilation, the cache) are tested, but no launch, copy or GEMM has run on real hardware.
 pub(crate) mod cache;
+mod cublas;
+pub mod libs;
 pub mod nvrtc;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, result as drv, sys as drv_sys};
 use cudarc::nvrtc::Ptx;
 
@@ -22,22 +23,15 @@ use crate::error::{Error, Result};
 use crate::launch::{KernelLauncher, LaunchDims};
 use crate::ops::linear::Gemm;
 
-/// Whether the CUDA driver, NVRTC and cuBLAS libraries can all be loaded. When this returns an
-/// error, the message names what is missing.
+/// Whether the CUDA driver, NVRTC and cuBLAS libraries can all be loaded (CUDA 12 or 13, see
+/// [`libs`]). When this returns an error, the message names what is missing and where it was sought.
 pub fn libraries_present() -> Result<()> {
-    // SAFETY: each call only tries to dlopen a library.
+    // SAFETY: only tries to dlopen the library.
     if !unsafe { drv_sys::is_culib_present() } {
         return Err(Error::CudaUnavailable("the NVIDIA driver library libcuda.so.1 was not found (no driver installed?)".into()));
     }
-    if !nvrtc::nvrtc_available() {
-        return Err(Error::CudaUnavailable(nvrtc::missing_nvrtc_message()));
-    }
-    if !unsafe { blas_sys::is_culib_present() } {
-        return Err(Error::CudaUnavailable(
-            "libcublas.so.12 was not found on the library path (install the CUDA toolkit or `pip install nvidia-cublas-cu12`)"
-                .into(),
-        ));
-    }
+    nvrtc::Nvrtc::global()?;
+    cublas::CublasLib::global()?;
     Ok(())
 }
 
@@ -51,18 +45,29 @@ pub(crate) struct CudaMem {
     _slice: CudaSlice<u8>,
     pub(crate) addr: u64,
     stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
 }
 
 impl CudaMem {
     pub(crate) fn read(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(drv_err("binding the context for a device-to-host copy"))?;
         // SAFETY: addr..addr+len lies in this allocation (views are in bounds); synchronous below.
         unsafe { drv::memcpy_dtoh_async(out, addr, self.stream.cu_stream()) }.map_err(drv_err("a device-to-host copy"))?;
         self.stream.synchronize().map_err(drv_err("a device-to-host copy"))
     }
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(drv_err("binding the context for a host-to-device copy"))?;
         // SAFETY: in bounds; the host data must stay alive until the copy ends, hence the sync.
         unsafe { drv::memcpy_htod_async(addr, data, self.stream.cu_stream()) }.map_err(drv_err("a host-to-device copy"))?;
         self.stream.synchronize().map_err(drv_err("a host-to-device copy"))
+    }
+}
+
+impl Drop for CudaMem {
+    fn drop(&mut self) {
+        // The slice's stream-ordered free (run after this, as fields drop) needs the context current
+        // on whatever thread drops the tensor; a failure is recorded by cudarc's context.
+        let _ = self.ctx.bind_to_thread();
     }
 }
 
@@ -71,11 +76,21 @@ pub(crate) struct CudaBackend {
     name: String,
     arch: String,
     stream: Arc<CudaStream>,
-    blas: Mutex<CudaBlas>,
+    /// Declared before the workspace it uses, so it is destroyed first.
+    blas: Mutex<cublas::BlasHandle>,
+    _blas_workspace: CudaSlice<u8>,
     functions: HashMap<&'static str, CudaFunction>,
     /// Kernel names launched since a capture began (None: not capturing).
     capture_log: Mutex<Option<Vec<&'static str>>>,
-    _ctx: Arc<CudaContext>,
+    /// `TTS_CUDA_SYNC=1`: synchronize after every launch and GEMM outside captures, so a fault is
+    /// reported by the kernel that caused it.
+    sync_each_launch: bool,
+    ctx: Arc<CudaContext>,
+}
+
+/// Whether `TTS_CUDA_SYNC` asks for a synchronisation after every launch (`1`, `true`, `yes`).
+pub(crate) fn sync_each_launch_from_env(value: Option<&str>) -> bool {
+    matches!(value.map(|v| v.trim().to_ascii_lowercase()).as_deref(), Some("1" | "true" | "yes" | "on"))
 }
 
 impl CudaBackend {
@@ -83,6 +98,15 @@ impl CudaBackend {
         libraries_present()?;
         let ctx =
             CudaContext::new(ordinal).map_err(|e| Error::CudaUnavailable(format!("no usable CUDA device {ordinal}: {e:?}")))?;
+        if let Some(p) = libs::mapped_library("libcuda.so") {
+            let version = libs::driver_cuda_major().map(|m| format!("driver API for CUDA {m}"));
+            libs::note_loaded(libs::LoadedLibrary {
+                name: "libcuda".into(),
+                path: p,
+                version,
+                origin: "the NVIDIA driver".into(),
+            });
+        }
         // SAFETY: called before any allocation, as cudarc requires; graphs need it off.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(drv_err("stream creation"))?;
@@ -92,44 +116,36 @@ impl CudaBackend {
                 "GPU {ordinal} is sm_{major}{minor}; the bf16 kernels need sm_80 or newer"
             )));
         }
+        keep_pool_memory(&ctx)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let arch = format!("sm_{major}{minor}");
-        let nv = nvrtc::nvrtc_version()?;
-        let cache = cache::cache_dir();
-        let mut functions = HashMap::new();
-        for file in crate::gpu_kernel_files() {
-            let key = cache::key(file.source, &nvrtc::options(&arch, false), &arch, nv);
-            let cubin = match cache.as_ref().and_then(|d| cache::load(d, &key)) {
-                Some(c) => c,
-                None => {
-                    let c = nvrtc::compile(file.name, file.source, &arch, false)?.cubin;
-                    if let Some(d) = &cache {
-                        // A cache that cannot be written costs compile time, not correctness.
-                        if let Err(e) = cache::store(d, &key, &c) {
-                            eprintln!("warning: {e}");
-                        }
-                    }
-                    c
-                }
-            };
-            let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(drv_err(format!("loading kernels/{}", file.name)))?;
-            for &k in file.entry_points {
-                let f = module.load_function(k).map_err(drv_err(format!("looking up kernel {k}")))?;
-                functions.insert(k, f);
-            }
-        }
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| Error::Cublas { during: "handle creation".into(), detail: format!("{e:?}") })?;
+        let functions = load_kernels(&ctx, &arch)?;
+        let blas_lib = cublas::CublasLib::global()?;
+        // SAFETY: u8 has no invalid bit patterns; cuBLAS writes the workspace before reading it.
+        let workspace =
+            unsafe { stream.alloc::<u8>(cublas::WORKSPACE_BYTES) }.map_err(drv_err("allocating the cuBLAS workspace"))?;
+        let ws_addr = workspace.device_ptr(&stream).0;
+        ctx.bind_to_thread().map_err(drv_err("binding the context"))?;
+        let blas = blas_lib.create_handle(stream.cu_stream() as *mut c_void, ws_addr)?;
         Ok(CudaBackend {
             ordinal,
             name,
             arch,
             stream,
             blas: Mutex::new(blas),
+            _blas_workspace: workspace,
             functions,
             capture_log: Mutex::new(None),
-            _ctx: ctx,
+            sync_each_launch: sync_each_launch_from_env(std::env::var("TTS_CUDA_SYNC").ok().as_deref()),
+            ctx,
         })
+    }
+
+    /// Makes this device's context current on the calling thread. Every entry point that talks to
+    /// the driver or cuBLAS calls it first: a device may be created on one thread and used from
+    /// another (a server's worker), and one thread may use two GPUs.
+    fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(drv_err(format!("binding the context of cuda:{}", self.ordinal)))
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -146,6 +162,18 @@ impl CudaBackend {
         {
             names.push(name);
         }
+    }
+
+    /// With `TTS_CUDA_SYNC=1` and outside a capture: waits for `what` (a kernel or a GEMM) to finish
+    /// and names it if it failed.
+    fn debug_sync(&self, what: &str) -> Result<()> {
+        if !self.sync_each_launch || self.is_capturing() {
+            return Ok(());
+        }
+        self.stream.synchronize().map_err(|e| Error::Launch {
+            kernel: what.into(),
+            detail: format!("failed while running (found by TTS_CUDA_SYNC=1 right after its launch): {e:?}"),
+        })
     }
 
     /// Captures the launches of `f` on the stream into a CUDA graph (instantiated, uploaded). The
@@ -172,10 +200,12 @@ impl CudaBackend {
     }
 
     pub(crate) fn synchronize(&self) -> Result<()> {
+        self.bind()?;
         self.stream.synchronize().map_err(drv_err("stream synchronize"))
     }
 
     pub(crate) fn alloc(&self, bytes: usize, zero: bool) -> Result<CudaMem> {
+        self.bind()?;
         let bytes = bytes.max(1);
         // SAFETY: u8 has no invalid bit patterns; contents are unspecified until written.
         let slice = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(drv_err(format!("allocating {bytes} bytes")))?;
@@ -187,53 +217,125 @@ impl CudaBackend {
             // SAFETY: addr..addr+bytes is this allocation.
             unsafe { drv::memset_d8_async(addr, 0, bytes, self.stream.cu_stream()) }.map_err(drv_err("memset"))?;
         }
-        Ok(CudaMem { _slice: slice, addr, stream: self.stream.clone() })
+        Ok(CudaMem { _slice: slice, addr, stream: self.stream.clone(), ctx: self.ctx.clone() })
     }
 
     /// Row-major `out[m, n] = x[m, k] · w[n, k]ᵀ`, bf16 inputs (f32 with `g.f32_inputs`, then without
     /// TF32: the handle keeps the default math mode), f32 accumulation, a bf16 or f32 output (cuBLAS is
     /// column-major: this is `outᵀ = w · xᵀ`).
     pub(crate) fn gemm_bf16(&self, g: &Gemm) -> Result<()> {
+        self.bind()?;
         self.note_launch("gemm");
-        let (m, n, k, x, w, out, out_f32) = (g.m, g.n, g.k, g.x, g.w, g.out, g.out_f32);
+        let (m, n, k) = (g.m, g.n, g.k);
         let to_i32 = |v: usize, what: &str| {
             i32::try_from(v).map_err(|_| Error::invalid("linear", format!("{what} = {v} exceeds cuBLAS' i32 range")))
         };
         let (m, n, k) = (to_i32(m, "m")?, to_i32(n, "n")?, to_i32(k, "k")?);
-        let (alpha, beta) = (1.0f32, if g.accumulate { 1.0f32 } else { 0.0 });
-        let in_type = if g.f32_inputs { blas_sys::cudaDataType::CUDA_R_32F } else { blas_sys::cudaDataType::CUDA_R_16BF };
-        let blas = self.blas.lock().map_err(|_| Error::invalid("linear", "cuBLAS handle poisoned by a panic"))?;
-        // SAFETY: the pointers are live device allocations of the checked shapes.
-        unsafe {
-            blas_result::gemm_ex(
-                *blas.handle(),
-                blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                n,
-                m,
-                k,
-                &alpha as *const f32 as *const c_void,
-                w as *const c_void,
-                in_type,
-                k,
-                x as *const c_void,
-                in_type,
-                k,
-                &beta as *const f32 as *const c_void,
-                out as *mut c_void,
-                if out_f32 { blas_sys::cudaDataType::CUDA_R_32F } else { blas_sys::cudaDataType::CUDA_R_16BF },
-                n,
-                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
+        let in_type = if g.f32_inputs { cublas::CUDA_R_32F } else { cublas::CUDA_R_16BF };
+        let call = cublas::GemmEx {
+            transa: cublas::OP_T,
+            transb: cublas::OP_N,
+            m: n,
+            n: m,
+            k,
+            a: g.w,
+            a_type: in_type,
+            lda: k,
+            b: g.x,
+            b_type: in_type,
+            ldb: k,
+            beta: if g.accumulate { 1.0 } else { 0.0 },
+            c: g.out,
+            c_type: if g.out_f32 { cublas::CUDA_R_32F } else { cublas::CUDA_R_16BF },
+            ldc: n,
+        };
+        {
+            let blas = self.blas.lock().map_err(|_| Error::invalid("linear", "cuBLAS handle poisoned by a panic"))?;
+            // SAFETY: the pointers are live device allocations of the checked shapes on this context,
+            // bound above.
+            unsafe { blas.gemm_ex(&call) }?;
         }
-        .map_err(|e| Error::Cublas { during: format!("gemm {m}x{n}x{k}"), detail: format!("{e:?}") })
+        self.debug_sync(&format!("gemm {m}x{n}x{k}"))
     }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // The cuBLAS handle, the modules and the stream are released as the fields drop (after
+        // this), on whatever thread drops the last Device clone: they need the context current.
+        let _ = self.ctx.bind_to_thread();
+    }
+}
+
+/// Keeps freed memory in the device's default pool instead of handing it back to the driver at every
+/// synchronisation (the pool's release threshold is 0 by default), so per-op tensors (`cuMemAllocAsync`
+/// / `cuMemFreeAsync`) reuse memory instead of mapping it again.
+fn keep_pool_memory(ctx: &Arc<CudaContext>) -> Result<()> {
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    // SAFETY: the device comes from the live context; the pool is the device's own default pool.
+    let pool =
+        unsafe { drv::device::get_default_mem_pool(ctx.cu_device()) }.map_err(drv_err("reading the default memory pool"))?;
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: RELEASE_THRESHOLD takes a cuuint64_t value.
+    unsafe {
+        drv_sys::cuMemPoolSetAttribute(
+            pool,
+            drv_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut threshold as *mut u64 as *mut c_void,
+        )
+    }
+    .result()
+    .map_err(drv_err("setting the memory pool's release threshold"))
+}
+
+/// Compiles (or takes from the on-disk cache) every GPU kernel file for `arch` and loads it. A cache
+/// entry that is damaged, or that the driver refuses, is reported, removed and compiled again.
+fn load_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<HashMap<&'static str, CudaFunction>> {
+    let nvrtc = nvrtc::Nvrtc::global()?;
+    let nv = nvrtc.version();
+    let dir = cache::cache_dir();
+    let mut functions = HashMap::new();
+    for file in crate::gpu_kernel_files() {
+        let key = cache::key(file.source, &nvrtc::options(arch, false), arch, nv);
+        let cached = match dir.as_ref().map(|d| cache::load(d, &key)) {
+            Some(cache::Lookup::Hit(c)) => Some(c),
+            Some(cache::Lookup::Corrupt(why)) => {
+                eprintln!("warning: kernel cache entry for kernels/{} ignored and recompiled: {why}", file.name);
+                None
+            }
+            Some(cache::Lookup::Miss) | None => None,
+        };
+        let module = match cached.map(|c| ctx.load_module(Ptx::from_binary(c))) {
+            Some(Ok(m)) => m,
+            other => {
+                if let (Some(Err(e)), Some(d)) = (&other, &dir) {
+                    eprintln!("warning: the driver refused the cached CUBIN of kernels/{} ({e:?}); recompiling", file.name);
+                    cache::remove(d, &key);
+                }
+                let cubin = nvrtc.compile(file.name, file.source, arch, false)?.cubin;
+                if let Some(d) = &dir {
+                    // A cache that cannot be written costs compile time, not correctness.
+                    if let Err(e) = cache::store(d, &key, &cubin) {
+                        eprintln!("warning: {e}");
+                    }
+                }
+                ctx.load_module(Ptx::from_binary(cubin)).map_err(drv_err(format!("loading kernels/{}", file.name)))?
+            }
+        };
+        for &k in file.entry_points {
+            let f = module.load_function(k).map_err(drv_err(format!("looking up kernel {k}")))?;
+            functions.insert(k, f);
+        }
+    }
+    Ok(functions)
 }
 
 impl KernelLauncher for CudaBackend {
     fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, _size: usize) -> Result<()> {
         let f = self.functions.get(kernel).ok_or_else(|| Error::UnknownKernel(kernel.into()))?;
+        self.bind()?;
         self.note_launch(kernel);
         let mut args = [params];
         // SAFETY: `params` points at the kernel's #[repr(C)] params struct (checked by size in the
@@ -248,6 +350,23 @@ impl KernelLauncher for CudaBackend {
                 &mut args,
             )
         }
-        .map_err(|e| Error::Launch { kernel: kernel.into(), detail: format!("{e:?}") })
+        .map_err(|e| Error::Launch { kernel: kernel.into(), detail: format!("{e:?}") })?;
+        self.debug_sync(kernel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sync_each_launch_from_env;
+
+    #[test]
+    fn tts_cuda_sync_values() {
+        for on in ["1", "true", "YES", " on "] {
+            assert!(sync_each_launch_from_env(Some(on)), "{on}");
+        }
+        for off in ["0", "", "false", "no", "2"] {
+            assert!(!sync_each_launch_from_env(Some(off)), "{off}");
+        }
+        assert!(!sync_each_launch_from_env(None));
     }
 }

@@ -3,39 +3,238 @@
 //! This is the production path of the Cuda backend (called at start-up, results cached on disk) and
 //! the path the NVRTC gate test drives for sm_80 and sm_90 on GPU-less machines: NVRTC runs ptxas
 //! in-process, and `--ptxas-options=-v` puts the register, spill and shared-memory report in the log.
-use std::ffi::CString;
+//!
+//! NVRTC is loaded at run time from CUDA 12 or 13 (`libnvrtc.so.12` / `.13`, see [`super::libs`] for
+//! where it is searched); [`Nvrtc::open`] and [`Nvrtc::find`] load a given file or search a described
+//! machine instead (tests/cuda_libraries.rs compiles every kernel with CUDA 12 and 13).
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use cudarc::nvrtc::{result, sys};
-
+use super::libs::{self, LoadedLibrary, NVRTC, SearchEnv};
 use crate::error::{Error, Result};
 
 /// Options passed to NVRTC for every kernel file (besides the architecture).
 pub const BASE_OPTIONS: &[&str] =
     &["--std=c++17", "--ptxas-options=--warn-on-spills", "--ptxas-options=--warn-on-local-memory-usage"];
 
-/// Whether libnvrtc can be loaded (cudarc panics on first use when it cannot, so always ask first).
-pub fn nvrtc_available() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { sys::is_culib_present() }
+type Program = *mut c_void;
+
+/// The NVRTC entry points used (same C signatures in CUDA 12 and 13).
+struct Api {
+    version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int,
+    create_program: unsafe extern "C" fn(
+        *mut Program,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> c_int,
+    compile_program: unsafe extern "C" fn(Program, c_int, *const *const c_char) -> c_int,
+    get_program_log_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
+    get_program_log: unsafe extern "C" fn(Program, *mut c_char) -> c_int,
+    get_cubin_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
+    get_cubin: unsafe extern "C" fn(Program, *mut c_char) -> c_int,
+    destroy_program: unsafe extern "C" fn(*mut Program) -> c_int,
+    get_error_string: unsafe extern "C" fn(c_int) -> *const c_char,
 }
 
-/// The NVRTC version as (major, minor).
-pub fn nvrtc_version() -> Result<(i32, i32)> {
-    if !nvrtc_available() {
-        return Err(Error::CudaUnavailable(missing_nvrtc_message()));
+/// A loaded NVRTC library.
+pub struct Nvrtc {
+    api: Api,
+    version: (i32, i32),
+    path: PathBuf,
+    origin: String,
+    // keeps the entry points above valid
+    _lib: libloading::Library,
+    // libnvrtc-builtins, preloaded from NVRTC's folder
+    _companions: Vec<libloading::Library>,
+}
+
+impl std::fmt::Debug for Nvrtc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Nvrtc({}.{} from {})", self.version.0, self.version.1, self.path.display())
     }
+}
+
+/// Reads the entry points of a loaded library and its version.
+fn bind(lib: &libloading::Library) -> std::result::Result<(Api, (i32, i32)), String> {
+    macro_rules! sym {
+        ($name:literal) => {
+            // SAFETY: the symbol has the C signature of the field it is assigned to (nvrtc.h, CUDA 12
+            // and 13); the pointer stays valid while `lib` is loaded, and `Nvrtc` keeps it loaded.
+            *unsafe { lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| format!("missing {}: {e}", $name))?
+        };
+    }
+    let api = Api {
+        version: sym!("nvrtcVersion"),
+        create_program: sym!("nvrtcCreateProgram"),
+        compile_program: sym!("nvrtcCompileProgram"),
+        get_program_log_size: sym!("nvrtcGetProgramLogSize"),
+        get_program_log: sym!("nvrtcGetProgramLog"),
+        get_cubin_size: sym!("nvrtcGetCUBINSize"),
+        get_cubin: sym!("nvrtcGetCUBIN"),
+        destroy_program: sym!("nvrtcDestroyProgram"),
+        get_error_string: sym!("nvrtcGetErrorString"),
+    };
     let (mut major, mut minor) = (0, 0);
     // SAFETY: plain out-parameters.
-    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| Error::CudaUnavailable(format!("nvrtcVersion failed: {e:?}")))?;
-    Ok((major, minor))
+    let rc = unsafe { (api.version)(&mut major, &mut minor) };
+    if rc != 0 || major <= 0 {
+        return Err(format!("nvrtcVersion failed (code {rc})"));
+    }
+    Ok((api, (major, minor)))
 }
 
-pub(crate) fn missing_nvrtc_message() -> String {
-    "libnvrtc.so.12 (the CUDA 12 runtime compiler) was not found on the library path; install the CUDA \
-     toolkit or `pip install nvidia-cuda-nvrtc-cu12` and put its lib directory on LD_LIBRARY_PATH"
-        .to_string()
+impl Nvrtc {
+    /// The process-wide NVRTC, found as [`super::libs`] describes (once; the outcome is kept).
+    pub fn global() -> Result<&'static Nvrtc> {
+        static GLOBAL: OnceLock<std::result::Result<Nvrtc, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let n = Nvrtc::find(&SearchEnv::from_process(), libs::driver_cuda_major())?;
+                libs::note_loaded(LoadedLibrary {
+                    name: "libnvrtc".into(),
+                    path: n.path.clone(),
+                    version: Some(format!("{}.{}", n.version.0, n.version.1)),
+                    origin: n.origin.clone(),
+                });
+                Ok(n)
+            })
+            .as_ref()
+            .map_err(|e| Error::CudaUnavailable(e.clone()))
+    }
+
+    /// Searches NVRTC in `env` as [`super::libs`] describes, skipping CUDA majors above `max_major`
+    /// (the driver's). The error lists every place tried.
+    pub fn find(env: &SearchEnv, max_major: Option<u32>) -> std::result::Result<Nvrtc, String> {
+        let accept = |lib: &libloading::Library| bind(lib).map(|(_, v)| (Some(v.0 as u32), format!("{}.{}", v.0, v.1)));
+        let o = libs::open_first(&NVRTC, env, max_major, &accept)?;
+        let mut n = Nvrtc::from_library(o.lib, o.loaded)?;
+        n._companions = o.companions;
+        Ok(n)
+    }
+
+    /// Loads NVRTC from the file `path` (not the process-wide one), with the builtins beside it.
+    pub fn open(path: &Path) -> Result<Nvrtc> {
+        let env = SearchEnv { tts_cuda_lib_dir: path.parent().map(|d| d.to_string_lossy().into_owned()), ..SearchEnv::default() };
+        let n = Nvrtc::find(&env, None).map_err(Error::CudaUnavailable)?;
+        if n.path.canonicalize().ok() != path.canonicalize().ok() {
+            return Err(Error::CudaUnavailable(format!(
+                "{} could not be loaded; found {} instead",
+                path.display(),
+                n.path.display()
+            )));
+        }
+        Ok(n)
+    }
+
+    fn from_library(lib: libloading::Library, loaded: LoadedLibrary) -> std::result::Result<Nvrtc, String> {
+        let (api, version) = bind(&lib)?;
+        let path = libs::path_of_symbol(api.version as *const c_void).unwrap_or(loaded.path);
+        Ok(Nvrtc { api, version, path, origin: loaded.origin, _lib: lib, _companions: Vec::new() })
+    }
+
+    /// How it was found (see [`super::libs::Origin`]).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// (major, minor).
+    pub fn version(&self) -> (i32, i32) {
+        self.version
+    }
+
+    /// The file this NVRTC was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error_string(&self, code: c_int) -> String {
+        // SAFETY: nvrtcGetErrorString returns a static NUL-terminated string (or null).
+        let p = unsafe { (self.api.get_error_string)(code) };
+        if p.is_null() {
+            return format!("NVRTC error {code}");
+        }
+        unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// Compiles one kernel source (already amalgamated) to a CUBIN for `arch`.
+    /// `report` adds ptxas' resource report to the log. Errors carry the NVRTC log.
+    pub fn compile(&self, file: &str, source: &str, arch: &str, report: bool) -> Result<Compiled> {
+        let compile_err = |log: String| Error::Compile { file: file.into(), arch: arch.into(), log };
+        let src = CString::new(source).map_err(|_| Error::invalid("nvrtc", format!("kernels/{file} contains a NUL byte")))?;
+        let name = CString::new(file).map_err(|_| Error::invalid("nvrtc", "file name with a NUL byte"))?;
+        let opts = options(arch, report);
+        let copts: Vec<CString> = opts
+            .iter()
+            .map(|o| CString::new(o.as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::invalid("nvrtc", "an option with a NUL byte"))?;
+        let opt_ptrs: Vec<*const c_char> = copts.iter().map(|c| c.as_ptr()).collect();
+        let mut prog: Program = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated strings; no headers.
+        let rc =
+            unsafe { (self.api.create_program)(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()) };
+        if rc != 0 {
+            return Err(compile_err(format!("nvrtcCreateProgram: {}", self.error_string(rc))));
+        }
+        // SAFETY: `prog` is a live program until destroyed below; the option strings outlive the call.
+        let rc = unsafe { (self.api.compile_program)(prog, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
+        let log = self.program_log(prog);
+        let cubin = if rc != 0 { Err(self.error_string(rc)) } else { self.cubin(prog) };
+        // SAFETY: destroyed once.
+        unsafe { (self.api.destroy_program)(&mut prog) };
+        match cubin {
+            Ok(cubin) => Ok(Compiled { cubin, log }),
+            Err(e) => Err(compile_err(format!("{e}\n{log}"))),
+        }
+    }
+
+    fn program_log(&self, prog: Program) -> String {
+        let mut n = 0usize;
+        // SAFETY: `prog` is live; out-parameter.
+        if unsafe { (self.api.get_program_log_size)(prog, &mut n) } != 0 || n == 0 {
+            return String::new();
+        }
+        let mut buf = vec![0u8; n];
+        // SAFETY: the buffer holds the `n` bytes NVRTC said the log has.
+        if unsafe { (self.api.get_program_log)(prog, buf.as_mut_ptr() as *mut c_char) } != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+
+    fn cubin(&self, prog: Program) -> std::result::Result<Vec<u8>, String> {
+        let mut n = 0usize;
+        // SAFETY: `prog` is a live, compiled program; out-parameter.
+        let rc = unsafe { (self.api.get_cubin_size)(prog, &mut n) };
+        if rc != 0 {
+            return Err(format!("nvrtcGetCUBINSize: {}", self.error_string(rc)));
+        }
+        let mut buf = vec![0u8; n];
+        // SAFETY: the buffer holds the `n` bytes NVRTC reported.
+        let rc = unsafe { (self.api.get_cubin)(prog, buf.as_mut_ptr() as *mut c_char) };
+        if rc != 0 {
+            return Err(format!("nvrtcGetCUBIN: {}", self.error_string(rc)));
+        }
+        if buf.is_empty() {
+            return Err("NVRTC returned an empty CUBIN (was a virtual compute_XY architecture given?)".into());
+        }
+        Ok(buf)
+    }
+}
+
+/// Whether an NVRTC library can be loaded (CUDA 12 or 13).
+pub fn nvrtc_available() -> bool {
+    Nvrtc::global().is_ok()
+}
+
+/// The version of the process-wide NVRTC as (major, minor).
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    Ok(Nvrtc::global()?.version())
 }
 
 /// A compiled kernel file.
@@ -68,48 +267,10 @@ pub fn options(arch: &str, report: bool) -> Vec<String> {
     o
 }
 
-/// Compiles one kernel source (already amalgamated) to a CUBIN for `arch`.
-/// `report` adds ptxas' resource report to the log. Errors carry the NVRTC log.
+/// Compiles one kernel source (already amalgamated) to a CUBIN for `arch` with the process-wide
+/// NVRTC. `report` adds ptxas' resource report to the log. Errors carry the NVRTC log.
 pub fn compile(file: &str, source: &str, arch: &str, report: bool) -> Result<Compiled> {
-    if !nvrtc_available() {
-        return Err(Error::CudaUnavailable(missing_nvrtc_message()));
-    }
-    let src = CString::new(source).map_err(|_| Error::invalid("nvrtc", format!("kernels/{file} contains a NUL byte")))?;
-    let name = CString::new(file).map_err(|_| Error::invalid("nvrtc", "file name with a NUL byte"))?;
-    let prog = result::create_program(&src, Some(&name)).map_err(|e| Error::Compile {
-        file: file.into(),
-        arch: arch.into(),
-        log: format!("nvrtcCreateProgram: {e:?}"),
-    })?;
-    let opts = options(arch, report);
-    // SAFETY: prog is a live program until destroy_program below.
-    let outcome = unsafe { result::compile_program(prog, &opts) };
-    let log = unsafe { result::get_program_log(prog) }
-        .map(|raw| {
-            let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-        .unwrap_or_default();
-    let cubin = outcome.map_err(|e| format!("{e:?}")).and_then(|()| unsafe { get_cubin(prog) });
-    // SAFETY: destroyed once.
-    let _ = unsafe { result::destroy_program(prog) };
-    match cubin {
-        Ok(cubin) => Ok(Compiled { cubin, log }),
-        Err(e) => Err(Error::Compile { file: file.into(), arch: arch.into(), log: format!("{e}\n{log}") }),
-    }
-}
-
-/// # Safety
-/// `prog` must be a successfully compiled, live program.
-unsafe fn get_cubin(prog: sys::nvrtcProgram) -> std::result::Result<Vec<u8>, String> {
-    let mut n = 0usize;
-    unsafe { sys::nvrtcGetCUBINSize(prog, &mut n) }.result().map_err(|e| format!("nvrtcGetCUBINSize: {e:?}"))?;
-    let mut buf = vec![0u8; n];
-    unsafe { sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut _) }.result().map_err(|e| format!("nvrtcGetCUBIN: {e:?}"))?;
-    if buf.is_empty() {
-        return Err("NVRTC returned an empty CUBIN (was a virtual compute_XY architecture given?)".into());
-    }
-    Ok(buf)
+    Nvrtc::global()?.compile(file, source, arch, report)
 }
 
 impl KernelResources {
