@@ -1,5 +1,7 @@
-//! The parity harness (a custom test main): every fixture case, on Cpu (f32 tolerance) and, in builds
-//! with the `emu` feature, on Emu (bf16 tolerance). Prints one line per case and backend, then
+//! The parity harness (a custom test main): every fixture case, on Cpu (f32 tolerance), in builds
+//! with the `emu` feature on Emu (bf16 tolerance), and on Cuda (bf16 tolerance) when a GPU is usable.
+//! `TTS_PARITY_BACKENDS=cuda` (a comma list) picks the backends instead; `TTS_REQUIRE_CUDA=1` makes an
+//! unusable GPU a failure. Prints one line per case and backend, then
 //! `parity: N passed, M failed, P pending`. Malformed cases and failures make it exit non-zero.
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,7 +17,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let backends: &[&str] = if cfg!(feature = "emu") { &["cpu", "emu"] } else { &["cpu"] };
+    let backends = match backends() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("parity: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let backends: Vec<&str> = backends.iter().map(|s| s.as_str()).collect();
+    let backends = backends.as_slice();
     let (mut passed, mut failed, mut pending) = (0, 0, 0);
     for dir in &dirs {
         let case = match load_case(dir) {
@@ -42,7 +52,7 @@ fn main() -> ExitCode {
         };
         let targets: &[&str] = if kind.host_only { &["host"] } else { backends };
         for &b in targets {
-            let tol = if b == "emu" { Tolerance { bf16: true, ..case.meta.tolerance.bf16 } } else { case.meta.tolerance.f32 };
+            let tol = if b == "emu" || b == "cuda" { Tolerance { bf16: true, ..case.meta.tolerance.bf16 } } else { case.meta.tolerance.f32 };
             match run(&case, b, tol) {
                 Ok(Outcome::Passed(r)) => {
                     let worst = r.iter().map(|t| t.max_rel).fold(0.0f64, f64::max);
@@ -72,4 +82,29 @@ fn main() -> ExitCode {
     }
     println!("parity: {passed} passed, {failed} failed, {pending} pending");
     if failed > 0 || passed + pending == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// The backends to run: `TTS_PARITY_BACKENDS`, else Cpu, Emu (when built) and Cuda (when usable).
+fn backends() -> Result<Vec<String>, String> {
+    let require_cuda = std::env::var("TTS_REQUIRE_CUDA").is_ok_and(|v| v == "1");
+    if let Ok(list) = std::env::var("TTS_PARITY_BACKENDS") {
+        let b: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        if let Some(bad) = b.iter().find(|s| !["cpu", "emu", "cuda"].contains(&s.as_str())) {
+            return Err(format!("TTS_PARITY_BACKENDS: unknown backend {bad:?} (cpu, emu, cuda)"));
+        }
+        if b.iter().any(|s| s == "cuda") {
+            tts_suite::parity::cuda_device().map_err(|e| format!("TTS_PARITY_BACKENDS names cuda: {e}"))?;
+        }
+        return Ok(b);
+    }
+    let mut b = vec!["cpu".to_string()];
+    if cfg!(feature = "emu") {
+        b.push("emu".into());
+    }
+    match tts_suite::parity::cuda_device() {
+        Ok(_) => b.push("cuda".into()),
+        Err(e) if require_cuda => return Err(format!("TTS_REQUIRE_CUDA=1 but Cuda is unusable: {e}")),
+        Err(e) => eprintln!("parity: cuda skipped ({e})"),
+    }
+    Ok(b)
 }

@@ -19,6 +19,11 @@ use serde::Deserialize;
 
 pub use runners::{KINDS, Kind};
 
+/// The Cuda device the harness runs cases on (GPU 0, created once), or why there is none.
+pub fn cuda_device() -> Result<tts_kernels::Device, String> {
+    t3::device("cuda")
+}
+
 /// A tolerance: `|got - want| <= abs + rel · |want|`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Tolerance {

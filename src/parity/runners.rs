@@ -3,7 +3,7 @@ use tts_engine::text::{TextTokenizer, punc_norm};
 
 use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3};
 
-/// Runs a case on a backend ("cpu", "emu" or "host") with that backend's tolerance.
+/// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
 
 /// One case kind: the engine part it needs, whether that part exists, and how to run it.
@@ -11,7 +11,7 @@ pub struct Kind {
     pub name: &'static str,
     /// The engine part, named for the "pending" report.
     pub part: &'static str,
-    /// Runs the case on `backend` ("cpu" or "emu"); None while the part does not exist.
+    /// Runs the case on `backend` ("cpu", "emu" or "cuda"); None while the part does not exist.
     pub run: Option<Runner>,
     /// Whether the engine part declares itself implemented. A kind whose part is implemented but has
     /// no runner fails instead of staying pending.

@@ -8,6 +8,11 @@ pub(crate) fn device(backend: &str) -> Result<Device, String> {
     match backend {
         "cpu" => Ok(Device::cpu()),
         "emu" => Device::emu(EmuOptions::default()).map_err(|e| e.to_string()),
+        // one Cuda device for the whole run (creating one loads every kernel module)
+        "cuda" => {
+            static CUDA: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+            CUDA.get_or_init(|| Device::cuda(0).map_err(|e| e.to_string())).clone()
+        }
         b => Err(format!("backend {b} is not one the harness runs")),
     }
 }

@@ -114,6 +114,9 @@ fn kernel_backends_batch_equals_alone() {
     match Device::cuda(0) {
         // bf16 GEMM inputs: cuBLAS may pick another algorithm for more rows, flipping a bf16 rounding
         Ok(d) => batch_equals_alone(d, "cuda", 1e-2),
+        Err(e) if std::env::var("TTS_REQUIRE_CUDA").is_ok_and(|v| v == "1") => {
+            panic!("TTS_REQUIRE_CUDA=1 but the Cuda backend is unavailable: {e}")
+        }
         Err(e) => eprintln!("cuda: skipped ({e})"),
     }
 }
