@@ -9,6 +9,7 @@
 //! compilation, the cache) are tested, but no launch, copy or GEMM has run on real hardware.
 pub(crate) mod cache;
 pub mod nvrtc;
+mod occupancy;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
