@@ -19,17 +19,29 @@
 //    0..len (sliced on the device from len, in multiples of 32) and writes (max, sum, acc[D]) in
 //    f32 to `partial`; attn_cached_combine_bf16 merges the slices.
 // 1b. rope_attn_decode_d<D>_bf16: rope_kv_write_bf16 (rope.cu) and attn_cached_d<D>_bf16 fused for
-//    decode rows, one block per (row r, head h): with p = positions[r], s = slots[r], len = lens[r],
+//    decode rows: with p = positions[r], s = slots[r], len = lens[r],
 //      k_cache[s, h, p] = rope(k_h, p),  v_cache[s, h, p] = v_h,  q' = rope(q_h, p) (bf16, in shared memory),
 //      __syncthreads(),  out[r, h] = softmax(scale · q' · K[s, h, 0..len]ᵀ) · V[s, h, 0..len]
 //    with the rotation of rope.cu (common.cuh) and attn_cached_core, the code of attn_cached_d<D>:
-//    at the same nwarps the output and the cache rows equal the unfused pair's bit for bit.
+//    at the same nwarps and n_splits the output and the cache rows equal the unfused pair's
+//    (rope_kv_write, then attn_cached_d<D> [+ combine]) bit for bit.
+//    n_splits == 1: one block per (row r, head h). n_splits > 1 (flash-decoding, when rows × heads
+//    blocks would leave most SMs idle): block z of (r, h) takes the z-th slice of 0..len exactly as
+//    attn_cached_d<D> does and writes its (max, sum, acc[D]) to `partial`; attn_cached_combine_bf16
+//    then writes out. Every block rotates q itself; only the block whose slice holds position p (block
+//    0 when p >= len) writes the new cache row, and it is the only block of the row that reads it:
+//    no block reads a cache row another block writes in the same launch.
 //    len == 0: a finished row, zeros, nothing written (position and slot not looked at). len > 0 with
 //    len outside 1..=max_len, p outside 0..max_len or s outside 0..n_slots: a NaN row and nothing
-//    written (the Cpu op returns an error). Precondition: no two rows with len > 0 share a slot (a
-//    block could read another block's row while it is written; the Cpu op checks it).
-//    Launch: as attn_cached_d<D> without splits: grid = (rows, heads), block = (32·nwarps),
-//    dynamic shared memory = 4·nwarps·(D + 2) bytes (+ D bf16 of static shared memory for q').
+//    written (the Cpu op returns an error); with splits the slices of such a row carry a NaN sum, so
+//    the combine writes NaN. Precondition: no two rows with len > 0 share a slot (a block could read
+//    another block's row while it is written; the Cpu op checks it).
+//    Launch: grid = (rows, heads, n_splits), block = (32·nwarps) with the nwarps attn_cached_d<D>
+//    takes for rows · heads · n_splits blocks, dynamic shared memory = 4·nwarps·(D + 2) bytes (+ D bf16
+//    of static shared memory for q').
+//    It reads cache rows it has just written, so its loads must be coherent: no __restrict__ on
+//    those pointers and no read-only (LDG.CONSTANT) loads anywhere in it (the NVRTC gate checks the
+//    SASS of every entry point marked `nvrtc-gate: reads-own-writes`).
 // 2. attn_cached_combine_bf16: grid = (rows, heads), block = (ATTN_COMBINE_BLOCK).
 // 3. attn_dense_d64_bf16 (head_dim 64) and attn_dense_bf16 (any head_dim <= 256), for each batch b,
 //    query i, head h:  out[b, i, h] = softmax(scale · q[b, i, h] · k[b, j, h]ᵀ over visible j) · v[b, j, h]
@@ -61,7 +73,7 @@ struct AttnCachedParams {
 };
 static_assert(sizeof(AttnCachedParams) == 80, "AttnCachedParams must match its Rust mirror");
 
-// Mirrors tts_kernels::ops::attention::RopeAttnParams (#[repr(C)], 88 bytes).
+// Mirrors tts_kernels::ops::attention::RopeAttnParams (#[repr(C)], 96 bytes).
 struct RopeAttnParams {
     const bf16_t* qkv;      // [rows, 3·heads·D] bf16, [q | k | v]
     const int* positions;   // [rows]
@@ -70,12 +82,12 @@ struct RopeAttnParams {
     const float* inv_freq;  // [D/2] f32
     bf16_t* k_cache;        // [n_slots, heads, max_len, D] bf16
     bf16_t* v_cache;        // [n_slots, heads, max_len, D] bf16
-    bf16_t* out;            // [rows, heads·D] bf16
-    unsigned rows, heads, max_len, n_slots;
+    bf16_t* out;            // [rows, heads·D] bf16 (written when n_splits == 1)
+    float* partial;         // [rows, heads, n_splits, D + 2] f32 (n_splits > 1), else null
+    unsigned rows, heads, max_len, n_slots, n_splits;
     float scale;
-    unsigned pad_;
 };
-static_assert(sizeof(RopeAttnParams) == 88, "RopeAttnParams must match its Rust mirror");
+static_assert(sizeof(RopeAttnParams) == 96, "RopeAttnParams must match its Rust mirror");
 
 // Mirrors tts_kernels::ops::attention::AttnCombineParams (#[repr(C)], 56 bytes).
 struct AttnCombineParams {
@@ -121,11 +133,13 @@ __device__ __forceinline__ float attn_warp_max(float v) {
 
 // E consecutive bf16 values kept as raw bits (two per 32-bit word when E is even): a lane's share
 // of one cache row, loaded with the widest aligned accesses (16 bytes when E % 8 == 0).
+// No __restrict__ on `src`: the fused decode kernel loads cache rows it wrote in the same launch, and a
+// restrict-qualified pointer lets the compiler turn these loads into non-coherent read-only ones.
 template <int E>
 struct AttnRaw {
     static constexpr int W = (E % 2 == 0) ? E / 2 : E;
     unsigned w[W];
-    __device__ __forceinline__ void load(const bf16_t* __restrict__ src) {
+    __device__ __forceinline__ void load(const bf16_t* src) {
         if constexpr (E % 8 == 0) {
 #pragma unroll
             for (int c = 0; c < E / 8; c++) {
@@ -288,6 +302,14 @@ __device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf1
     }
 }
 
+// Slice `split` of 0..len when the keys are cut into n_splits slices: multiples of 32 positions, the
+// last ones possibly empty (start == end == len).
+__device__ __forceinline__ void attn_slice(int len, unsigned n_splits, unsigned split, int* start, int* end) {
+    const int chunk = (((len + (int)n_splits - 1) / (int)n_splits) + 31) & ~31;
+    *start = attn_imin((int)split * chunk, len);
+    *end = attn_imin(*start + chunk, len);
+}
+
 template <int D>
 __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
     const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
@@ -305,9 +327,7 @@ __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
     int start = 0, end = len;
     float* part = nullptr;
     if (p.n_splits > 1) {
-        const int chunk = (((len + (int)p.n_splits - 1) / (int)p.n_splits) + 31) & ~31;
-        start = attn_imin((int)split * chunk, len);
-        end = attn_imin(start + chunk, len);
+        attn_slice(len, p.n_splits, split, &start, &end);
         part = p.partial + (((size_t)row * p.heads + h) * p.n_splits + split) * (D + 2);
     }
     const size_t base = (((size_t)slot * p.heads + h) * p.max_len) * D;
@@ -315,32 +335,47 @@ __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
                         p.out + row * hd + h * D, part);
 }
 
-// The fused decode step of one (row, head): RoPE of q and k at positions[row], k and v written into
-// the cache slot, a block barrier, then attn_cached_core over positions 0..len of the slot with the
-// rotated q from shared memory. The rotation (rope_cos_sin / rope_rotate_bf16) and the attention
-// are the code of rope_kv_write_bf16 and attn_cached_d*_bf16: with the same launch width (nwarps)
-// the results are those of the unfused pair bit for bit.
+// The fused decode step of one (row, head) (and one key slice with n_splits > 1): RoPE of q and k at
+// positions[row], k and v written into the cache slot by the block whose slice holds the position, a
+// block barrier, then attn_cached_core over the block's slice of the slot with the rotated q from
+// shared memory. The rotation (rope_cos_sin / rope_rotate_bf16) and the attention are the code of
+// rope_kv_write_bf16 and attn_cached_d*_bf16: with the same launch width (nwarps) and n_splits the
+// results are those of the unfused pair bit for bit.
 template <int D>
 __device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
     __shared__ __align__(16) bf16_t q_rot[D];
     constexpr unsigned half = D / 2;
-    const unsigned row = blockIdx.x, h = blockIdx.y;
+    const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
     if (row >= p.rows) return;
     const size_t hd = (size_t)p.heads * D;
     bf16_t* out = p.out + row * hd + h * D;
+    // with splits: this block's (max, sum, acc[D]); the combine kernel writes out
+    float* part = p.n_splits > 1 ? p.partial + (((size_t)row * p.heads + h) * p.n_splits + split) * (D + 2) : nullptr;
     const int len = p.lens[row];
-    if (len == 0) {  // a finished row: zeros; its position and slot are not looked at, nothing written
-        for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = (bf16_t)0;
+    if (len == 0) {  // a finished row: zeros (the combine's, with splits); nothing looked at, nothing written
+        if (!part)
+            for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = (bf16_t)0;
         return;
     }
     const int pos = p.positions[row], slot = p.slots[row];
     const bool bad = len < 0 || len > (int)p.max_len || pos < 0 || pos >= (int)p.max_len || slot < 0 ||
                      slot >= (int)p.n_slots;
     if (bad) {  // block-uniform: a NaN row and nothing written to the caches
-        const bf16_t nan = f32_to_bf16(quiet_nan());
-        for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = nan;
+        if (!part) {
+            const bf16_t nan = f32_to_bf16(quiet_nan());
+            for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) out[d] = nan;
+        } else {
+            // the combine cannot see the position: a NaN sum makes its merge NaN (max -inf: weight
+            // exp(-inf - 0) = 0, and NaN · 0 = NaN)
+            for (unsigned d = threadIdx.x; d < (unsigned)D + 2u; d += blockDim.x) part[d] = d == 0 ? attn_neg_inf() : quiet_nan();
+        }
         return;
     }
+    int start = 0, end = len;
+    if (part) attn_slice(len, p.n_splits, split, &start, &end);
+    // exactly one block of the row writes the new cache row: the one that reads it (split 0 when
+    // the row does not attend to its own position, len <= pos)
+    const bool writer = pos < len ? (pos >= start && pos < end) : split == 0;
     const bf16_t* src = p.qkv + row * 3 * hd + h * D;
     const size_t plane = (((size_t)slot * p.heads + h) * p.max_len) * D;
     bf16_t* kc = p.k_cache + plane + (size_t)pos * D;
@@ -349,12 +384,14 @@ __device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
         float c, s;
         rope_cos_sin(pos, p.inv_freq[i], &c, &s);
         rope_rotate_bf16(src[i], src[i + half], c, s, &q_rot[i], &q_rot[i + half]);
-        rope_rotate_bf16(src[hd + i], src[hd + i + half], c, s, &kc[i], &kc[i + half]);
-        vc[i] = src[2 * hd + i];
-        vc[i + half] = src[2 * hd + i + half];
+        if (writer) {
+            rope_rotate_bf16(src[hd + i], src[hd + i + half], c, s, &kc[i], &kc[i + half]);
+            vc[i] = src[2 * hd + i];
+            vc[i + half] = src[2 * hd + i + half];
+        }
     }
     __syncthreads();  // q_rot and the new cache row are visible to the whole block
-    attn_cached_core<D>(q_rot, p.k_cache + plane, p.v_cache + plane, 0, len, p.scale, out, nullptr);
+    attn_cached_core<D>(q_rot, p.k_cache + plane, p.v_cache + plane, start, end, p.scale, out, part);
 }
 
 }  // namespace
@@ -369,6 +406,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d1
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d224_bf16(const AttnCachedParams p) { attn_cached_impl<224>(p); }
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d256_bf16(const AttnCachedParams p) { attn_cached_impl<256>(p); }
 
+// nvrtc-gate: reads-own-writes (each block reads the KV-cache row it wrote; see 1b above)
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d32_bf16(const RopeAttnParams p) { rope_attn_decode_impl<32>(p); }
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d64_bf16(const RopeAttnParams p) { rope_attn_decode_impl<64>(p); }
 extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d96_bf16(const RopeAttnParams p) { rope_attn_decode_impl<96>(p); }

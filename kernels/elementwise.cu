@@ -24,6 +24,7 @@ struct BiasParams {
 };
 static_assert(sizeof(BiasParams) == 32, "BiasParams must match its Rust mirror");
 
+// nvrtc-gate: reads-own-writes (y += bias in place)
 extern "C" __global__ void __launch_bounds__(EW_BLOCK) add_bias_bf16(const BiasParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
@@ -49,6 +50,7 @@ extern "C" __global__ void __launch_bounds__(EW_BLOCK) fill_rows_f32_f32(const B
     ((float*)p.y)[i] = ((const float*)p.bias)[i % p.cols];
 }
 
+// nvrtc-gate: reads-own-writes (y += x in place)
 extern "C" __global__ void __launch_bounds__(EW_BLOCK) add_residual_bf16(const BiasParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;

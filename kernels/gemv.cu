@@ -290,4 +290,5 @@ __device__ __forceinline__ void gemv_impl(const GemvParams& p) {
 extern "C" __global__ void __launch_bounds__(GEMV_BLOCK, 2) gemv_rmsnorm_bf16(const GemvParams p) { gemv_impl<true, GEMV_OUT_BF16>(p); }
 extern "C" __global__ void __launch_bounds__(GEMV_BLOCK, 2) gemv_rmsnorm_f32(const GemvParams p) { gemv_impl<true, GEMV_OUT_F32>(p); }
 extern "C" __global__ void __launch_bounds__(GEMV_BLOCK, 2) gemv_rmsnorm_swiglu_bf16(const GemvParams p) { gemv_impl<true, GEMV_SWIGLU>(p); }
+// nvrtc-gate: reads-own-writes (h += acc in place)
 extern "C" __global__ void __launch_bounds__(GEMV_BLOCK, 2) gemv_add_residual_f32(const GemvParams p) { gemv_impl<false, GEMV_ADD_F32>(p); }

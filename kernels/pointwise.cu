@@ -132,6 +132,7 @@ __device__ __forceinline__ float pw_act(const PwActParams& p, float x, unsigned 
 
 }  // namespace
 
+// nvrtc-gate: reads-own-writes (out may be x itself)
 extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_activation(const PwActParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
@@ -147,6 +148,7 @@ extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_activation(const PwAct
     pw_store(p.out, i, p.out_f32, pw_act(p, x, (unsigned)(i % p.cols)));
 }
 
+// nvrtc-gate: reads-own-writes (y += v in place)
 extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_add_batch_bias(const PwBiasParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
@@ -154,6 +156,7 @@ extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_add_batch_bias(const P
     p.y[i] += p.v[(row / p.n) * p.cols + c];
 }
 
+// nvrtc-gate: reads-own-writes (y += s·x in place)
 extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_add_scaled(const PwScaledParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)p.rows * p.cols) return;
@@ -169,6 +172,7 @@ extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_write_cols(const PwCol
     pw_store(p.dst, row * p.cd + p.offset + c, p.dst_f32, v);
 }
 
+// nvrtc-gate: reads-own-writes (x is updated in place)
 extern "C" __global__ void __launch_bounds__(PW_BLOCK) pw_cfm_euler_cfg(const PwEulerParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t len = (size_t)p.rows * p.cols;

@@ -24,6 +24,7 @@ struct AddRmsNormParams {
 static_assert(sizeof(AddRmsNormParams) == 48, "AddRmsNormParams must match its Rust mirror");
 
 
+// nvrtc-gate: reads-own-writes (the residual is updated in place and read back)
 extern "C" __global__ void __launch_bounds__(RMSNORM_BLOCK) add_rmsnorm_bf16(const AddRmsNormParams p) {
     __shared__ float scratch[32];
     const unsigned row = blockIdx.x;

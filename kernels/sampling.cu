@@ -302,6 +302,7 @@ __device__ __forceinline__ void plan_top_k(Row& r, unsigned V, unsigned stages, 
 
 // min 1 block per SM: with max-threads alone ptxas aims at a higher occupancy (40-48 registers)
 // and spills; one block per request never needs more than one block per SM.
+// nvrtc-gate: reads-own-writes (the state and history rows are read and written)
 extern "C" __global__ void __launch_bounds__(SAMPLE_BLOCK, 1) sample_tokens_f32(const SampleParams p) {
     __shared__ float f_scratch[32];
     __shared__ u64_t u_scratch[32];

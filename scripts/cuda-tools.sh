@@ -3,8 +3,24 @@
 # PyPI, pinned; about 60 MB each) into .cache/cudatk/ and .cache/cudatk13/ of the checkout, once, and
 # prints the NVRTC 12.9 library directory.
 # Usage: libdir=$(bash scripts/cuda-tools.sh)
+#
+# `bash scripts/cuda-tools.sh nvdisasm` instead installs NVIDIA's SASS disassembler (the pinned
+# nvidia-cuda-nvdisasm wheel, about 6 MB; no -cu12 variant exists on PyPI, and the 13.x tool reads
+# the sm_80/sm_90 CUBINs of NVRTC 12.9) into .cache/cudatk-sass/, once, and prints its path. The
+# NVRTC gate reads it from $TTS_NVDISASM to check the SASS of kernels that read what they write.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${1:-}" = nvdisasm ]; then
+  sass="$root/.cache/cudatk-sass"
+  bin="$sass/nvidia/cu13/bin/nvdisasm"
+  if [ ! -x "$bin" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$sass.partial" \
+      "nvidia-cuda-nvdisasm==13.5.37" >&2
+    rm -rf "$sass" && mv "$sass.partial" "$sass"
+  fi
+  echo "$bin"
+  exit 0
+fi
 tk="$root/.cache/cudatk"
 lib="$tk/nvidia/cuda_nvrtc/lib"
 if [ ! -e "$lib/libnvrtc.so.12" ]; then

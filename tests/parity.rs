@@ -52,7 +52,11 @@ fn main() -> ExitCode {
         };
         let targets: &[&str] = if kind.host_only { &["host"] } else { backends };
         for &b in targets {
-            let tol = if b == "emu" || b == "cuda" { Tolerance { bf16: true, ..case.meta.tolerance.bf16 } } else { case.meta.tolerance.f32 };
+            let tol = if b == "emu" || b == "cuda" {
+                Tolerance { bf16: true, ..case.meta.tolerance.bf16 }
+            } else {
+                case.meta.tolerance.f32
+            };
             match run(&case, b, tol) {
                 Ok(Outcome::Passed(r)) => {
                     let worst = r.iter().map(|t| t.max_rel).fold(0.0f64, f64::max);

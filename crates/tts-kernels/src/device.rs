@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::{DType, cuda};
@@ -42,12 +43,64 @@ pub struct EmuOptions {
     pub strict: bool,
     /// OS threads that run blocks; 0 = `CUSHIM_WORKERS` or all cores.
     pub workers: u32,
+    /// The streaming multiprocessor count the emulated GPU reports
+    /// ([`Device::multiprocessor_count`]; launch choices such as the decode attention's key split
+    /// follow it). At least 1; default 132, an H100 SXM's (an H200 has as many).
+    pub multiprocessors: u32,
 }
+
+/// [`EmuOptions::multiprocessors`] by default: an H100 SXM's (and H200's) SM count.
+pub const EMU_DEFAULT_MULTIPROCESSORS: u32 = 132;
 
 impl Default for EmuOptions {
     fn default() -> Self {
-        EmuOptions { schedule: Schedule::Forward, strict: true, workers: 0 }
+        EmuOptions { schedule: Schedule::Forward, strict: true, workers: 0, multiprocessors: EMU_DEFAULT_MULTIPROCESSORS }
     }
+}
+
+/// What was asked of a device since its handle was created (all clones of a [`Device`] share the
+/// counters; see [`Device::stats`]). The same code counts on every backend, at the tensor level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Tensors allocated (`Tensor::zeros`, `uninit`, `from_f32`, `from_i32`).
+    pub allocations: u64,
+    /// Their bytes.
+    pub allocated_bytes: u64,
+    /// Device-to-host copies (`to_f32_vec`, `to_i32_vec` of tensors and views): each waits for the device.
+    pub downloads: u64,
+    /// Host-to-device copies (`from_f32`, `from_i32`, `copy_from_*`): on Cuda each waits for the
+    /// copy to finish (the host data must outlive it).
+    pub uploads: u64,
+    /// [`Device::synchronize`] calls.
+    pub synchronizes: u64,
+}
+
+impl DeviceStats {
+    /// Round trips in which the host waits for the device: downloads, uploads and synchronizes.
+    pub fn host_syncs(&self) -> u64 {
+        self.downloads + self.uploads + self.synchronizes
+    }
+
+    /// The counts accumulated since `earlier` (a snapshot of the same device).
+    pub fn since(&self, earlier: &DeviceStats) -> DeviceStats {
+        DeviceStats {
+            allocations: self.allocations - earlier.allocations,
+            allocated_bytes: self.allocated_bytes - earlier.allocated_bytes,
+            downloads: self.downloads - earlier.downloads,
+            uploads: self.uploads - earlier.uploads,
+            synchronizes: self.synchronizes - earlier.synchronizes,
+        }
+    }
+}
+
+/// The live counters behind [`DeviceStats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    allocations: AtomicU64,
+    allocated_bytes: AtomicU64,
+    downloads: AtomicU64,
+    uploads: AtomicU64,
+    synchronizes: AtomicU64,
 }
 
 pub(crate) enum Backend {
@@ -65,6 +118,8 @@ pub struct Device {
     cpu_bf16_weights: bool,
     /// Why Cuda was not used, when this device is [`Device::auto`]'s fallback to Cpu.
     fallback: Option<Arc<str>>,
+    /// Shared by every clone of this handle.
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Device {
@@ -76,24 +131,27 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// The pure-Rust reference backend (always available).
     pub fn cpu() -> Device {
-        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: false, fallback: None }
+        Device::with_backend(Backend::Cpu, false)
+    }
+
+    fn with_backend(backend: Backend, cpu_bf16_weights: bool) -> Device {
+        Device { inner: Arc::new(backend), cpu_bf16_weights, fallback: None, counters: Arc::default() }
     }
 
     /// The GPU `ordinal`. Fails with [`Error::CudaUnavailable`] naming what is missing (driver,
     /// NVRTC, cuBLAS, a device) or with the NVRTC log when a kernel does not compile.
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Ok(Device { inner: Arc::new(Backend::Cuda(cuda::CudaBackend::new(ordinal)?)), cpu_bf16_weights: false, fallback: None })
+        Ok(Device::with_backend(Backend::Cuda(cuda::CudaBackend::new(ordinal)?), false))
     }
 
-    /// The Emu backend (only in builds with the `emu` feature).
+    /// The Emu backend (only in builds with the `emu` feature). `opts.multiprocessors` must be at least 1.
     pub fn emu(opts: EmuOptions) -> Result<Device> {
         #[cfg(feature = "emu")]
         {
-            Ok(Device {
-                inner: Arc::new(Backend::Emu(crate::emu::EmuBackend::new(opts))),
-                cpu_bf16_weights: false,
-                fallback: None,
-            })
+            if opts.multiprocessors == 0 {
+                return Err(Error::invalid("emu", "EmuOptions::multiprocessors is 0 (an emulated GPU has at least one SM)"));
+            }
+            Ok(Device::with_backend(Backend::Emu(crate::emu::EmuBackend::new(opts)), false))
         }
         #[cfg(not(feature = "emu"))]
         {
@@ -105,7 +163,7 @@ impl Device {
     /// The Cpu backend with bf16 GEMM weights (activations and accumulation stay f32): for speed, not
     /// for parity (the f32 [`Device::cpu`] is the reference).
     pub fn cpu_bf16_weights() -> Device {
-        Device { inner: Arc::new(Backend::Cpu), cpu_bf16_weights: true, fallback: None }
+        Device::with_backend(Backend::Cpu, true)
     }
 
     /// Cuda on GPU 0 when it is usable, otherwise Cpu. The reason Cuda was not used is returned too,
@@ -186,8 +244,49 @@ impl Device {
         }
     }
 
-    /// Waits for all queued work (a no-op on Cpu and Emu, which run synchronously).
+    /// Streaming multiprocessors: the GPU's (Cuda: asked of the driver once), the emulated count
+    /// [`EmuOptions::multiprocessors`] (Emu), None on Cpu (no SMs: nothing is launched there).
+    /// Launch choices that depend on it (the decode attention's key split) depend on shapes and
+    /// this number only, so a captured graph stays valid.
+    pub fn multiprocessor_count(&self) -> Result<Option<usize>> {
+        match &*self.inner {
+            Backend::Cpu => Ok(None),
+            Backend::Cuda(c) => c.multiprocessor_count().map(Some),
+            #[cfg(feature = "emu")]
+            Backend::Emu(e) => Ok(Some(e.multiprocessor_count())),
+        }
+    }
+
+    /// A snapshot of this device's counters (allocations, host round trips); see [`DeviceStats`].
+    pub fn stats(&self) -> DeviceStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DeviceStats {
+            allocations: get(&c.allocations),
+            allocated_bytes: get(&c.allocated_bytes),
+            downloads: get(&c.downloads),
+            uploads: get(&c.uploads),
+            synchronizes: get(&c.synchronizes),
+        }
+    }
+
+    pub(crate) fn note_allocation(&self, bytes: usize) {
+        self.counters.allocations.fetch_add(1, Ordering::Relaxed);
+        self.counters.allocated_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_download(&self) {
+        self.counters.downloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_upload(&self) {
+        self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits for all queued work (a no-op on Cpu and Emu, which run synchronously; counted on every
+    /// backend, see [`Device::stats`]).
     pub fn synchronize(&self) -> Result<()> {
+        self.counters.synchronizes.fetch_add(1, Ordering::Relaxed);
         match &*self.inner {
             Backend::Cuda(c) => c.synchronize(),
             _ => Ok(()),

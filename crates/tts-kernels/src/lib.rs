@@ -25,7 +25,7 @@ pub mod ops;
 mod tensor;
 pub mod testing;
 
-pub use device::{BackendKind, Device, EmuOptions, Schedule};
+pub use device::{BackendKind, Device, DeviceStats, EMU_DEFAULT_MULTIPROCESSORS, EmuOptions, Schedule};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use graph::Graph;

@@ -195,6 +195,7 @@ impl Tensor {
             #[cfg(feature = "emu")]
             Backend::Emu(e) => Storage::Host(e.alloc(bytes, init == Init::Zero)?),
         };
+        dev.note_allocation(bytes);
         Ok(Tensor { dev: dev.clone(), storage, dtype, dims, packing: Packing::RowMajor })
     }
 
@@ -412,6 +413,7 @@ macro_rules! view_common {
             /// The contents as f32 (bf16 widened exactly). Waits for queued GPU work.
             pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
                 self.device().forbid_while_capturing("a device-to-host copy")?;
+                self.device().note_download();
                 if self.t.packing != Packing::RowMajor {
                     return self.unpacked_f32();
                 }
@@ -433,6 +435,7 @@ macro_rules! view_common {
             pub fn to_i32_vec(&self) -> Result<Vec<i32>> {
                 self.device().forbid_while_capturing("a device-to-host copy")?;
                 self.expect_dtype("to_i32_vec", "tensor", DType::I32)?;
+                self.device().note_download();
                 let mut v = vec![0i32; self.len()];
                 read_bytes(self.storage(), self.addr(), bytemuck::cast_slice_mut(&mut v))?;
                 Ok(v)
@@ -583,6 +586,7 @@ impl<'a> ViewMut<'a> {
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_f32", format!("{} values for {:?}", data.len(), self.shape())));
         }
+        self.device().note_upload();
         match self.dtype() {
             DType::F32 => write_bytes(self.storage(), self.addr(), bytemuck::cast_slice(data)),
             DType::BF16 => {
@@ -600,6 +604,7 @@ impl<'a> ViewMut<'a> {
         if data.len() != self.len() {
             return Err(Error::shape("copy_from_i32", format!("{} values for {:?}", data.len(), self.shape())));
         }
+        self.device().note_upload();
         write_bytes(self.storage(), self.addr(), bytemuck::cast_slice(data))
     }
 }

@@ -1,5 +1,5 @@
 //! The fused decode ops (`ops::rmsnorm_linear`, `ops::rmsnorm_linear_swiglu`,
-//! `ops::linear_add_residual`, `ops::rope_attention_decode`) against their Cpu reference and against
+//! `ops::linear_add_residual`, `ops::rope_attention_decode` and its split form) against their Cpu reference and against
 //! the unfused op chains they replace, on every kernel backend of this build and machine (Emu in
 //! forward, reverse and random thread schedules; Cuda when a GPU is usable), with fresh random
 //! inputs (the seed is printed; `TTS_TEST_SEED` replays it), odd shapes, outputs prefilled with NaN
@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, round_bf16};
-use tts_kernels::{BackendKind, DType, Device, Error, Result, Tensor, ViewMut, cpu, ops};
+use tts_kernels::{BackendKind, DType, Device, EmuOptions, Error, Result, Tensor, ViewMut, cpu, ops};
 
 /// bf16 outputs (8 significant bits): one rounding of a value computed in f32 is at most 2^-8
 /// ≈ 3.9e-3 relative; 8e-3 allows two (the value of tests/emu_vs_cpu.rs).
@@ -745,6 +745,18 @@ impl DecodeCase {
     }
 
     fn run_fused(&self, dev: &Device) -> Result<DecodeOut> {
+        self.run_fused_with(dev, None)
+    }
+
+    /// rope_attention_decode (`splits = None`) or rope_attention_decode_split with a scratch of
+    /// `splits` slices (poisoned with NaN: the kernels must write what they read).
+    fn run_fused_with(&self, dev: &Device, splits: Option<usize>) -> Result<DecodeOut> {
+        self.run_fused_scratch(dev, splits, f32::NAN)
+    }
+
+    /// run_fused_with a scratch prefilled with `fill` (a finite value stands for a previous step's
+    /// partial results: what a slice leaves unwritten then shows as a finite, wrong output).
+    fn run_fused_scratch(&self, dev: &Device, splits: Option<usize>, fill: f32) -> Result<DecodeOut> {
         let act = dev.compute_dtype();
         let hd = self.heads * self.d;
         let qkv = Tensor::from_f32(dev, act, &[self.rows, 3 * hd], &self.qkv)?;
@@ -755,17 +767,16 @@ impl DecodeCase {
         let mut kc = Tensor::from_f32(dev, act, &self.cshape(), &self.k)?;
         let mut vc = Tensor::from_f32(dev, act, &self.cshape(), &self.v)?;
         let mut out = Tensor::from_f32(dev, act, &[self.rows, hd], &vec![f32::NAN; self.rows * hd])?;
-        ops::rope_attention_decode(
-            qkv.view(),
-            pos.view(),
-            slots.view(),
-            inv.view(),
-            kc.view_mut(),
-            vc.view_mut(),
-            lens.view(),
-            out.view_mut(),
-            self.scale,
-        )?;
+        let (q, p, s, i, l) = (qkv.view(), pos.view(), slots.view(), inv.view(), lens.view());
+        match splits {
+            None => ops::rope_attention_decode(q, p, s, i, kc.view_mut(), vc.view_mut(), l, out.view_mut(), self.scale)?,
+            Some(n) => {
+                let shape = [self.rows, self.heads, n, self.d + 2];
+                let mut scratch = Tensor::from_f32(dev, DType::F32, &shape, &vec![fill; shape.iter().product()])?;
+                let (k, v, o) = (kc.view_mut(), vc.view_mut(), out.view_mut());
+                ops::rope_attention_decode_split(q, p, s, i, k, v, l, o, scratch.view_mut(), self.scale)?;
+            }
+        }
         Ok(DecodeOut { out: out.to_f32_vec()?, k: kc.to_f32_vec()?, v: vc.to_f32_vec()? })
     }
 
@@ -777,6 +788,11 @@ impl DecodeCase {
     /// `round`, q and the caches are rounded to bf16 in between (a Cpu run that mirrors what bf16
     /// device tensors store).
     fn run_unfused(&self, dev: &Device, round: bool) -> Result<DecodeOut> {
+        self.run_unfused_with(dev, round, None)
+    }
+
+    /// run_unfused with attention_cached_split of `splits` slices instead of attention_cached.
+    fn run_unfused_with(&self, dev: &Device, round: bool, splits: Option<usize>) -> Result<DecodeOut> {
         let act = dev.compute_dtype();
         let hd = self.heads * self.d;
         let live = self.live();
@@ -808,15 +824,17 @@ impl DecodeCase {
             q[r * hd..(r + 1) * hd].copy_from_slice(&lqv[i * hd..(i + 1) * hd]);
         }
         let mut out = Tensor::uninit(dev, act, &[self.rows, hd])?;
-        ops::attention_cached(
-            Tensor::from_f32(dev, act, &[self.rows, hd], &q)?.view(),
-            kc.view(),
-            vc.view(),
-            Tensor::from_i32(dev, &[self.rows], &self.slots)?.view(),
-            Tensor::from_i32(dev, &[self.rows], &self.lens)?.view(),
-            out.view_mut(),
-            self.scale,
-        )?;
+        let q = Tensor::from_f32(dev, act, &[self.rows, hd], &q)?;
+        let slots = Tensor::from_i32(dev, &[self.rows], &self.slots)?;
+        let lens = Tensor::from_i32(dev, &[self.rows], &self.lens)?;
+        let (q, k, v, s, l) = (q.view(), kc.view(), vc.view(), slots.view(), lens.view());
+        match splits {
+            None => ops::attention_cached(q, k, v, s, l, out.view_mut(), self.scale)?,
+            Some(n) => {
+                let mut scratch = Tensor::uninit(dev, DType::F32, &[self.rows, self.heads, n, self.d + 2])?;
+                ops::attention_cached_split(q, k, v, s, l, out.view_mut(), scratch.view_mut(), self.scale)?;
+            }
+        }
         Ok(DecodeOut { out: out.to_f32_vec()?, k: kc.to_f32_vec()?, v: vc.to_f32_vec()? })
     }
 }
@@ -1133,6 +1151,278 @@ fn rope_attention_decode_replays_as_one_launch() {
             assert_bits_eq(&format!("{what}: v_cache"), &vc.to_f32_vec().unwrap(), &want.v);
             (reference.k, reference.v) = (want.k, want.v);
         }
+    }
+}
+
+// ---- rope_attention_decode_split (flash-decoding for few rows × heads)
+
+/// Key slice counts the split tests run: no split, even and odd counts, more slices than 32-position
+/// chunks of most lengths (trailing empty slices), and the most the chooser picks.
+const SPLITS: [usize; 5] = [1, 2, 3, 7, ops::DECODE_MAX_SPLITS];
+
+#[test]
+fn rope_attention_decode_split_equals_the_unfused_split_pair_bit_for_bit() {
+    // the fused split kernel + combine against rope_kv_write then attention_cached_split with the same
+    // scratch shape: the same slices, block widths and summation order
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    for (label, dev) in devices_or_skip() {
+        for (i, &(rows, heads, d, n_slots, max_len, inactive)) in DECODE_CASES.iter().enumerate() {
+            let s = seed.wrapping_add(i as u64 * 1000);
+            let c = DecodeCase::random(s, rows, heads, d, n_slots, max_len, inactive);
+            for n in SPLITS {
+                let what =
+                    format!("{label}: rows {rows} heads {heads} d {d} max_len {max_len} lens {:?} splits {n} seed {s}", c.lens);
+                let fused = c.run_fused_with(&dev, Some(n)).unwrap();
+                let unfused = c.run_unfused_with(&dev, false, Some(n)).unwrap();
+                assert_bits_eq(&format!("{what}: out"), &fused.out, &unfused.out);
+                assert_bits_eq(&format!("{what}: k_cache"), &fused.k, &unfused.k);
+                assert_bits_eq(&format!("{what}: v_cache"), &fused.v, &unfused.v);
+                let hd = heads * d;
+                for &r in inactive {
+                    assert!(fused.out[r * hd..(r + 1) * hd].iter().all(|&x| x == 0.0), "{what}: inactive row {r} must be zeros");
+                }
+                assert!(fused.out.iter().all(|x| x.is_finite()), "{what}: a live row read a poisoned cache cell");
+                if n == 1 {
+                    // one slice is the unsplit op, launch for launch
+                    let plain = c.run_fused(&dev).unwrap();
+                    assert_bits_eq(&format!("{what}: out vs rope_attention_decode"), &fused.out, &plain.out);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_attention_decode_split_matches_cpu() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let cpu = Device::cpu();
+    let devices = devices_or_skip();
+    for (i, &(rows, heads, d, n_slots, max_len, inactive)) in DECODE_CASES.iter().enumerate() {
+        let s = seed.wrapping_add(i as u64 * 1000 + 7);
+        let c = DecodeCase::random(s, rows, heads, d, n_slots, max_len, inactive);
+        // Cpu: the split op is the unsplit one (the scratch is not touched)
+        let plain = c.run_fused(&cpu).unwrap();
+        let split = c.run_fused_with(&cpu, Some(3)).unwrap();
+        assert_bits_eq(&format!("cpu: rows {rows} d {d} seed {s}: out"), &split.out, &plain.out);
+        let want = c.run_unfused(&cpu, true).unwrap();
+        for (label, dev) in &devices {
+            for n in SPLITS {
+                let got = c.run_fused_with(dev, Some(n)).unwrap();
+                let what =
+                    format!("{label}: rows {rows} heads {heads} d {d} max_len {max_len} lens {:?} splits {n} seed {s}", c.lens);
+                assert_close(&format!("{what}: out"), &got.out, &want.out, BF16_REL, ATTN_ABS);
+                assert_close(&format!("{what}: k_cache"), &got.k, &want.k, BF16_REL, 1e-5);
+                assert_close(&format!("{what}: v_cache"), &got.v, &want.v, 0.0, 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_attention_decode_split_bad_rows_are_nan_and_write_nothing() {
+    // A bad position with a valid length and slot is seen only by the fused kernel, not by the
+    // combine: its slices must still make the row NaN.
+    let (heads, d, n_slots, max_len) = (2, 32, 8, 70);
+    let hd = heads * d;
+    let mut c = DecodeCase::random(fresh_seed(), 8, heads, d, n_slots, max_len, &[]);
+    c.k = round_bf16(&random_f32(18, c.k.len(), 1.0));
+    c.v = round_bf16(&random_f32(19, c.v.len(), 1.0));
+    let m = max_len as i32;
+    c.pos = vec![40, 1, 1, m, -1, 3, 3, 99];
+    c.lens = vec![41, m + 1, -1, 40, 40, 4, 4, 0];
+    c.slots = vec![0, 1, 2, 3, 4, n_slots as i32, -1, -7];
+    let good = DecodeCase {
+        rows: 2,
+        qkv: [&c.qkv[..3 * hd], &c.qkv[7 * 3 * hd..]].concat(),
+        pos: vec![c.pos[0], c.pos[7]],
+        lens: vec![c.lens[0], 0],
+        slots: vec![c.slots[0], c.slots[7]],
+        ..c.clone()
+    };
+    for (label, dev) in devices_or_skip() {
+        for n in [2, 5] {
+            let what = format!("{label}: splits {n}");
+            // a scratch holding finite stale partials (max 1, sum 1, acc 1): every slice of a bad row
+            // must be overwritten
+            let got = c.run_fused_scratch(&dev, Some(n), 1.0).unwrap();
+            let want = good.run_unfused_with(&dev, false, Some(n)).unwrap();
+            assert_bits_eq(&format!("{what}: good row"), &got.out[..hd], &want.out[..hd]);
+            for r in 1..7 {
+                assert!(got.out[r * hd..(r + 1) * hd].iter().all(|v| v.is_nan()), "{what}: bad row {r} must be NaN");
+            }
+            assert!(got.out[7 * hd..].iter().all(|&v| v == 0.0), "{what}: the inactive row must be zeros");
+            assert_bits_eq(&format!("{what}: k_cache"), &got.k, &want.k);
+            assert_bits_eq(&format!("{what}: v_cache"), &got.v, &want.v);
+        }
+    }
+}
+
+#[test]
+fn rope_attention_decode_split_scratch_errors_and_one_slice_leaves_it_alone() {
+    let mut all = vec![("cpu".to_string(), Device::cpu())];
+    all.extend(kernel_devices());
+    let (rows, heads, d, n_slots, max_len) = (3, 2, 32, 3, 20);
+    for (label, dev) in all {
+        let c = DecodeCase::random(fresh_seed(), rows, heads, d, n_slots, max_len, &[1]);
+        let act = dev.compute_dtype();
+        let hd = heads * d;
+        let qkv = Tensor::from_f32(&dev, act, &[rows, 3 * hd], &c.qkv).unwrap();
+        let i32t = |v: &[i32]| Tensor::from_i32(&dev, &[v.len()], v).unwrap();
+        let (pos, slots, lens) = (i32t(&c.pos), i32t(&c.slots), i32t(&c.lens));
+        let inv = Tensor::from_f32(&dev, DType::F32, &[d / 2], &c.inv).unwrap();
+        let mut kc = Tensor::from_f32(&dev, act, &c.cshape(), &c.k).unwrap();
+        let mut vc = Tensor::from_f32(&dev, act, &c.cshape(), &c.v).unwrap();
+        let mut out = Tensor::zeros(&dev, act, &[rows, hd]).unwrap();
+        let mut run = |scratch: ViewMut<'_>| {
+            ops::rope_attention_decode_split(
+                qkv.view(),
+                pos.view(),
+                slots.view(),
+                inv.view(),
+                kc.view_mut(),
+                vc.view_mut(),
+                lens.view(),
+                out.view_mut(),
+                scratch,
+                c.scale,
+            )
+        };
+        for bad in [[rows + 1, heads, 2, d + 2], [rows, heads + 1, 2, d + 2], [rows, heads, 0, d + 2], [rows, heads, 2, d]] {
+            let mut s = Tensor::zeros(&dev, DType::F32, &bad).unwrap();
+            let e = run(s.view_mut()).unwrap_err();
+            assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("scratch"), "{label} {bad:?}: {e}");
+        }
+        let mut s3 = Tensor::zeros(&dev, DType::F32, &[rows, heads, 2, d + 2]).unwrap();
+        let e = run(s3.view_mut().reshape(&[rows * heads, 2, d + 2]).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{label}: a rank-3 scratch: {e}");
+        let mut s_bf = Tensor::zeros(&dev, DType::BF16, &[rows, heads, 2, d + 2]).unwrap();
+        let e = run(s_bf.view_mut()).unwrap_err();
+        assert!(matches!(e, Error::DType { what: "scratch", .. }), "{label}: {e}");
+        let other = if dev.kind() == BackendKind::Cpu { Device::cpu_bf16_weights() } else { Device::cpu() };
+        let mut s_other = Tensor::zeros(&other, DType::F32, &[rows, heads, 2, d + 2]).unwrap();
+        let e = run(s_other.view_mut()).unwrap_err();
+        assert!(matches!(e, Error::DeviceMismatch { .. }), "{label}: {e}");
+        // one slice: the unsplit launch, the scratch untouched
+        let marker = random_f32(5, rows * heads * (d + 2), 1.0);
+        let mut s1 = Tensor::from_f32(&dev, DType::F32, &[rows, heads, 1, d + 2], &marker).unwrap();
+        run(s1.view_mut()).unwrap();
+        assert_bits_eq(&format!("{label}: a one-slice scratch"), &s1.to_f32_vec().unwrap(), &marker);
+    }
+}
+
+#[test]
+fn rope_attention_decode_split_replays_as_two_launches() {
+    // Captured once, replayed with new positions, lengths and qkv: every step equals the unfused split
+    // pair run directly on a second copy of the caches.
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let (rows, heads, d, n_slots, max_len, n) = (3, 4, 64, 3, 150, 5);
+    let hd = heads * d;
+    for (label, dev) in devices_or_skip() {
+        let act = dev.compute_dtype();
+        let cshape = [n_slots, heads, max_len, d];
+        let c0 = round_bf16(&random_f32(seed, n_slots * hd * max_len, 1.0));
+        let (mut kc, mut vc) =
+            (Tensor::from_f32(&dev, act, &cshape, &c0).unwrap(), Tensor::from_f32(&dev, act, &cshape, &c0).unwrap());
+        let inv = Tensor::from_f32(&dev, DType::F32, &[d / 2], &t3_inv_freq(d)).unwrap();
+        let mut qkv = Tensor::uninit(&dev, act, &[rows, 3 * hd]).unwrap();
+        let mut pos = Tensor::from_i32(&dev, &[rows], &[0; 3]).unwrap();
+        let slots = Tensor::from_i32(&dev, &[rows], &[2, 0, 1]).unwrap();
+        let mut lens = Tensor::from_i32(&dev, &[rows], &[0; 3]).unwrap();
+        let mut out = Tensor::uninit(&dev, act, &[rows, hd]).unwrap();
+        let mut scratch = Tensor::uninit(&dev, DType::F32, &[rows, heads, n, d + 2]).unwrap();
+        let graph = dev
+            .capture(|| {
+                ops::rope_attention_decode_split(
+                    qkv.view(),
+                    pos.view(),
+                    slots.view(),
+                    inv.view(),
+                    kc.view_mut(),
+                    vc.view_mut(),
+                    lens.view(),
+                    out.view_mut(),
+                    scratch.view_mut(),
+                    0.125,
+                )
+            })
+            .unwrap();
+        assert_eq!(graph.kernel_names(), ["rope_attn_decode_d64_bf16", "attn_cached_combine_bf16"], "{label}");
+        let mut reference = DecodeCase {
+            rows,
+            heads,
+            d,
+            n_slots,
+            max_len,
+            qkv: vec![],
+            pos: vec![],
+            slots: vec![2, 0, 1],
+            lens: vec![],
+            k: c0.clone(),
+            v: c0.clone(),
+            inv: t3_inv_freq(d),
+            scale: 0.125,
+        };
+        for step in 0..4i32 {
+            let q = round_bf16(&random_f32(seed + 1 + step as u64, rows * 3 * hd, 1.0));
+            // row 0 crosses slice boundaries as it grows; row 1 finishes after step 1; row 2 starts at 0
+            let p = [95 + 13 * step, 140 + step, step];
+            let l = [96 + 13 * step, if step < 2 { 141 + step } else { 0 }, step + 1];
+            qkv.copy_from_f32(&q).unwrap();
+            pos.copy_from_i32(&p).unwrap();
+            lens.copy_from_i32(&l).unwrap();
+            graph.replay().unwrap();
+            reference.qkv = q;
+            reference.pos = p.to_vec();
+            reference.lens = l.to_vec();
+            let want = reference.run_unfused_with(&dev, false, Some(n)).unwrap();
+            let what = format!("{label}: step {step} seed {seed}");
+            assert_bits_eq(&format!("{what}: out"), &out.to_f32_vec().unwrap(), &want.out);
+            assert_bits_eq(&format!("{what}: k_cache"), &kc.to_f32_vec().unwrap(), &want.k);
+            assert_bits_eq(&format!("{what}: v_cache"), &vc.to_f32_vec().unwrap(), &want.v);
+            (reference.k, reference.v) = (want.k, want.v);
+        }
+    }
+}
+
+#[test]
+fn the_decode_split_follows_rows_times_heads_against_the_sm_count() {
+    // split exactly when rows · heads < SMs; about two blocks per SM; never on Cpu
+    for sms in [1usize, 7, 108, 132] {
+        for rows in 1..=20usize {
+            for heads in [1usize, 3, 16] {
+                let s = ops::decode_attention_splits(rows, heads, Some(sms));
+                if rows * heads < sms {
+                    assert!((2..=ops::DECODE_MAX_SPLITS).contains(&s), "{rows} × {heads} on {sms} SMs: {s}");
+                    let want = (2 * sms).div_ceil(rows * heads).clamp(2, ops::DECODE_MAX_SPLITS);
+                    assert_eq!(s, want, "{rows} × {heads} on {sms} SMs");
+                } else {
+                    assert_eq!(s, 1, "{rows} × {heads} on {sms} SMs");
+                }
+                assert_eq!(ops::decode_attention_splits(rows, heads, None), 1);
+            }
+        }
+    }
+    // T3 at batch 1 (2 CFG rows × 16 heads = 32 blocks) on an H100: 9 slices, 288 blocks
+    assert_eq!(ops::decode_attention_splits(2, 16, Some(132)), 9);
+    assert_eq!(ops::decode_attention_splits(8, 16, Some(132)), 3);
+    assert_eq!(ops::decode_attention_splits(10, 16, Some(132)), 1);
+    assert_eq!(ops::decode_attention_splits(0, 16, Some(132)), 1);
+    // the device reports its SM count: the emulated one follows EmuOptions
+    assert_eq!(Device::cpu().multiprocessor_count().unwrap(), None);
+    if let Ok(dev) = Device::emu(EmuOptions::default()) {
+        assert_eq!(dev.multiprocessor_count().unwrap(), Some(tts_kernels::EMU_DEFAULT_MULTIPROCESSORS as usize));
+        assert_eq!(tts_kernels::EMU_DEFAULT_MULTIPROCESSORS, 132);
+        let seven = Device::emu(EmuOptions { multiprocessors: 7, ..EmuOptions::default() }).unwrap();
+        assert_eq!(seven.multiprocessor_count().unwrap(), Some(7));
+        let e = Device::emu(EmuOptions { multiprocessors: 0, ..EmuOptions::default() }).unwrap_err();
+        assert!(e.to_string().contains("multiprocessors"), "{e}");
+    }
+    for (label, dev) in kernel_devices() {
+        let sms = dev.multiprocessor_count().unwrap();
+        assert!(sms.is_some_and(|n| n > 0), "{label}: {sms:?}");
     }
 }
 

@@ -177,35 +177,59 @@ impl FlowEncoder {
         self.vocab
     }
 
+    /// Output frames per request for `tokens` tokens (the ×2 upsampling conv's length).
+    pub fn out_len(&self, tokens: usize) -> usize {
+        self.up_conv.out_len(tokens)
+    }
+
     /// `tokens` (prompt tokens followed by the speech tokens of each request, padded with −1 to
     /// `[B, T]`) with `lens` tokens each.
     pub fn forward(&self, tokens: &[i32], lens: &Lens) -> Result<EncoderOut> {
+        self.run(self.prepare(tokens, lens)?)
+    }
+
+    /// Everything [`FlowEncoder::run`] reads from the host, uploaded (before any launch): the token
+    /// ids, both relative position tables and the upsampled lengths.
+    pub fn prepare(&self, tokens: &[i32], lens: &Lens) -> Result<EncoderInputs> {
         let dev = self.embedding.device();
         let act = dev.compute_dtype();
         let b = lens.host.len();
         let t = tokens.len() / b.max(1);
         let d = self.dim;
+        let t2 = self.up_conv.out_len(t);
+        Ok(EncoderInputs {
+            ids: Tensor::from_i32(dev, &[b * t], tokens)?,
+            lens: lens.clone(),
+            pe: Tensor::from_f32(dev, act, &[2 * t - 1, d], &rel_positional_encoding(t, d))?,
+            pe2: Tensor::from_f32(dev, act, &[2 * t2 - 1, d], &rel_positional_encoding(t2, d))?,
+            lens2: self.up_conv.out_lens(lens)?,
+            b,
+            t,
+        })
+    }
+
+    /// The encoder on prepared inputs: launches only (no host round trip).
+    pub fn run(&self, inp: EncoderInputs) -> Result<EncoderOut> {
+        let EncoderInputs { ids, lens, pe, pe2, lens2, b, t } = inp;
+        let dev = self.embedding.device();
+        let d = self.dim;
         // token embedding; padded positions (id −1) are zero rows, as `* mask`
-        let ids = Tensor::from_i32(dev, &[b * t], tokens)?;
         let mut emb = Tensor::uninit(dev, DType::F32, &[b * t, d])?;
         ops::embed_pos(ids.view(), None, self.embedding.view(), emb.view_mut())?;
         let emb = to_act(emb.view().reshape(&[b, t, d])?)?;
         let mut x = self.embed.forward(emb.view())?;
         // pre-lookahead: conv(k4, right pad 3) → leaky_relu(0.01) → conv(k3, left pad 2), residual
-        let (mut y, _) = self.lookahead1.forward(x.view(), lens)?;
+        let mut y = self.lookahead1.forward(x.view(), &lens)?;
         ops::activation_inplace(y.view_mut(), Activation::LeakyRelu(0.01), None, None)?;
-        let (y, _) = self.lookahead2.forward(y.view(), lens)?;
+        let y = self.lookahead2.forward(y.view(), &lens)?;
         ops::add_scaled(x.view_mut(), y.view(), 1.0)?;
-        let pe = Tensor::from_f32(dev, act, &[2 * t - 1, d], &rel_positional_encoding(t, d))?;
         for l in &self.layers {
-            l.forward(&mut x, &pe, lens, self.heads)?;
+            l.forward(&mut x, &pe, &lens, self.heads)?;
         }
         // ×2 nearest upsampling, left pad 4, conv k5
-        let (up, lens2) = self.up_conv.forward(x.view(), lens)?;
+        let up = self.up_conv.forward(x.view(), &lens)?;
         let up = to_act(up.view())?;
         let mut x = self.up_embed.forward(up.view())?;
-        let t2 = x.shape()[1];
-        let pe2 = Tensor::from_f32(dev, act, &[2 * t2 - 1, d], &rel_positional_encoding(t2, d))?;
         for l in &self.up_layers {
             l.forward(&mut x, &pe2, &lens2, self.heads)?;
         }
@@ -213,4 +237,16 @@ impl FlowEncoder {
         let mu = self.proj.apply(to_act(hidden.view())?.view(), DType::F32)?;
         Ok(EncoderOut { hidden, mu, lens: lens2 })
     }
+}
+
+/// The encoder's host inputs on the device ([`FlowEncoder::prepare`]).
+pub struct EncoderInputs {
+    ids: Tensor,
+    lens: Lens,
+    pe: Tensor,
+    pe2: Tensor,
+    /// The output lengths (`2·tokens`).
+    pub lens2: Lens,
+    b: usize,
+    t: usize,
 }

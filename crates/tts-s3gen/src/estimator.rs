@@ -3,10 +3,10 @@
 //! by transformer blocks with non-causal key-masked attention; one down, N mid and one up stage.
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::ops::{self, Activation};
-use tts_kernels::{DType, Device, Tensor, View};
+use tts_kernels::{DType, Device, Tensor, View, ViewMut};
 
 use crate::config::S3GenConfig;
-use crate::layers::{Conv1d, LayerNorm, Lens, Linear, apply};
+use crate::layers::{Conv1d, LayerNorm, Lens, Linear, apply, scratch, scratch_mut};
 use crate::{MEL_BINS, Result};
 
 /// Channels of the estimator input: x, mu, speaker, cond (80 each, in this order).
@@ -28,11 +28,23 @@ impl Block1D {
         })
     }
 
-    fn forward(&self, x: View<'_>, lens: &Lens) -> Result<Tensor> {
-        let (c, _) = self.conv.forward(x, lens)?;
-        let mut n = self.norm.apply(c.view(), DType::F32)?;
-        ops::activation_inplace(n.view_mut(), Activation::Mish, None, Some(lens.view()))?;
-        Ok(n)
+    /// `x` `[rows, n, C_in]` → `out` `[rows, n, C_out]` f32 (every conv of the estimator keeps the
+    /// length, so `lens` holds for the output too).
+    /// `conv`: a flat f32 buffer for the conv's output; `cols`: the im2col buffer.
+    fn forward_into(
+        &self,
+        x: View<'_>,
+        lens: &Lens,
+        conv: &mut Tensor,
+        cols: &mut Option<Tensor>,
+        mut out: ViewMut<'_>,
+    ) -> Result<()> {
+        let shape = out.shape().to_vec();
+        let mut c = scratch_mut(conv, &shape)?;
+        self.conv.forward_into(x, lens, cols.as_mut(), c.reborrow())?;
+        self.norm.apply_into(c.as_view(), out.reborrow())?;
+        ops::activation_inplace(out, Activation::Mish, None, Some(lens.view()))?;
+        Ok(())
     }
 }
 
@@ -54,15 +66,21 @@ impl Resnet {
         })
     }
 
-    /// `x` `[2B, N, C_in]` f32, `mish_t` `[2B, 4C]` (Mish of the time embedding, compute dtype).
-    fn forward(&self, x: View<'_>, lens: &Lens, mish_t: View<'_>) -> Result<Tensor> {
-        let mut h = self.block1.forward(x, lens)?;
-        let t = self.mlp.apply(mish_t, DType::F32)?;
-        ops::add_batch_bias(h.view_mut(), t.view())?;
-        let mut h = self.block2.forward(h.view(), lens)?;
-        let (r, _) = self.res_conv.forward(x, lens)?;
-        ops::add_scaled(h.view_mut(), r.view(), 1.0)?;
-        Ok(h)
+    /// `x` `[2B, N, C_in]` f32, `mish_t` `[2B, 4C]` (Mish of the time embedding, compute dtype) →
+    /// `out` `[2B, N, C]` f32.
+    fn forward_into(&self, x: View<'_>, lens: &Lens, mish_t: View<'_>, w: &mut Work, mut out: ViewMut<'_>) -> Result<()> {
+        let shape = out.shape().to_vec();
+        let Work { cols, conv, b1, t, .. } = w;
+        let mut h = scratch_mut(b1, &shape)?;
+        self.block1.forward_into(x, lens, conv, cols, h.reborrow())?;
+        let mut tb = scratch_mut(t, &[shape[0], shape[2]])?;
+        self.mlp.apply_into(mish_t, tb.reborrow())?;
+        ops::add_batch_bias(h.reborrow(), tb.as_view())?;
+        self.block2.forward_into(h.as_view(), lens, conv, cols, out.reborrow())?;
+        let mut r = scratch_mut(conv, &shape)?;
+        self.res_conv.forward_into(x, lens, cols.as_mut(), r.reborrow())?;
+        ops::add_scaled(out, r.as_view(), 1.0)?;
+        Ok(())
     }
 }
 
@@ -93,20 +111,32 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &mut Tensor, lens: &Lens, heads: usize, head_dim: usize) -> Result<()> {
-        let act = x.device().compute_dtype();
-        let a = self.norm1.apply(x.view(), act)?;
-        let (q, k, v) = (self.q.apply(a.view(), act)?, self.k.apply(a.view(), act)?, self.v.apply(a.view(), act)?);
-        let mut o = Tensor::uninit(x.device(), act, q.shape())?;
+    /// The block on the stream `x` `[2B, N, C]` f32, in place.
+    fn forward_into(&self, mut x: ViewMut<'_>, lens: &Lens, heads: usize, head_dim: usize, w: &mut Work) -> Result<()> {
+        let s = x.shape().to_vec();
+        let inner = self.q.out_features();
+        let (sc, si, sf) = ([s[0], s[1], s[2]], [s[0], s[1], inner], [s[0], s[1], self.ff1.out_features()]);
+        let mut a = scratch_mut(&mut w.a, &sc)?;
+        self.norm1.apply_into(x.as_view(), a.reborrow())?;
+        let mut q = scratch_mut(&mut w.q, &si)?;
+        let mut k = scratch_mut(&mut w.k, &si)?;
+        let mut v = scratch_mut(&mut w.v, &si)?;
+        self.q.apply_into(a.as_view(), q.reborrow())?;
+        self.k.apply_into(a.as_view(), k.reborrow())?;
+        self.v.apply_into(a.as_view(), v.reborrow())?;
+        let mut o = scratch_mut(&mut w.o, &si)?;
         let scale = 1.0 / (head_dim as f64).sqrt() as f32;
-        ops::attention_dense(q.view(), k.view(), v.view(), Some(lens.view()), o.view_mut(), heads, scale, false)?;
-        let y = self.out.apply(o.view(), DType::F32)?;
-        ops::add_scaled(x.view_mut(), y.view(), 1.0)?;
-        let f = self.norm3.apply(x.view(), act)?;
-        let h = self.ff1.apply(f.view(), DType::F32)?;
-        let h = apply(h.view(), act, Activation::Gelu, None)?;
-        let y = self.ff2.apply(h.view(), DType::F32)?;
-        ops::add_scaled(x.view_mut(), y.view(), 1.0)?;
+        ops::attention_dense(q.as_view(), k.as_view(), v.as_view(), Some(lens.view()), o.reborrow(), heads, scale, false)?;
+        let mut y = scratch_mut(&mut w.y, &sc)?;
+        self.out.apply_into(o.as_view(), y.reborrow())?;
+        ops::add_scaled(x.reborrow(), y.as_view(), 1.0)?;
+        self.norm3.apply_into(x.as_view(), a.reborrow())?;
+        let mut h = scratch_mut(&mut w.ffh, &sf)?;
+        self.ff1.apply_into(a.as_view(), h.reborrow())?;
+        let mut ha = scratch_mut(&mut w.ffa, &sf)?;
+        ops::activation(h.as_view(), ha.reborrow(), Activation::Gelu, None, None)?;
+        self.ff2.apply_into(ha.as_view(), y.reborrow())?;
+        ops::add_scaled(x, y.as_view(), 1.0)?;
         Ok(())
     }
 }
@@ -129,12 +159,66 @@ impl Stage {
         })
     }
 
-    fn forward(&self, x: View<'_>, lens: &Lens, mish_t: View<'_>, cfg: (usize, usize)) -> Result<Tensor> {
-        let mut h = self.resnet.forward(x, lens, mish_t)?;
+    /// `x` `[2B, N, C_in]` → `out` `[2B, N, C]` f32.
+    fn forward_into(
+        &self,
+        x: View<'_>,
+        lens: &Lens,
+        mish_t: View<'_>,
+        cfg: (usize, usize),
+        w: &mut Work,
+        mut out: ViewMut<'_>,
+    ) -> Result<()> {
+        self.resnet.forward_into(x, lens, mish_t, w, out.reborrow())?;
         for b in &self.blocks {
-            b.forward(&mut h, lens, cfg.0, cfg.1)?;
+            b.forward_into(out.reborrow(), lens, cfg.0, cfg.1, w)?;
         }
-        Ok(h)
+        Ok(())
+    }
+}
+
+/// The per-layer buffers of one estimator call (flat, viewed at each layer's shape).
+struct Work {
+    /// im2col of the convs (compute dtype); None when every conv reads its input directly (Cpu).
+    cols: Option<Tensor>,
+    /// A conv's output before its LayerNorm, and a ResNet's residual conv (f32, `rows·N·C`).
+    conv: Tensor,
+    /// A ResNet's first block (f32, `rows·N·C`).
+    b1: Tensor,
+    /// A ResNet's time bias (f32, `rows·C`).
+    t: Tensor,
+    /// LayerNorm outputs of the transformer blocks (compute dtype, `rows·N·C`).
+    a: Tensor,
+    /// q, k, v and the attention output (compute dtype, `rows·N·inner`).
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    /// Projections back into the stream (f32, `rows·N·C`).
+    y: Tensor,
+    /// The feed-forward's hidden layer (f32) and its GELU (compute dtype), `rows·N·4C`.
+    ffh: Tensor,
+    ffa: Tensor,
+}
+
+/// Every buffer of [`Estimator::forward_into`] for one `(rows, N)` shape: allocate it once per batch
+/// shape ([`Estimator::scratch`]) and reuse it for every Euler step.
+pub struct EstimatorScratch {
+    rows: usize,
+    n: usize,
+    /// The down stage's output, kept for the up stage's concatenation (f32 `[rows, N, C]`).
+    skip: Tensor,
+    /// Two f32 `[rows, N, C]` streams the stages alternate between.
+    s: [Tensor; 2],
+    /// The up stage's input `[mid output, skip]` (f32 `[rows, N, 2C]`).
+    cat: Tensor,
+    work: Work,
+}
+
+impl EstimatorScratch {
+    /// The `(rows, N)` shape it was made for.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.n)
     }
 }
 
@@ -187,35 +271,119 @@ impl Estimator {
 
     /// `time_mlp(SinusoidalPosEmb(t))` for each row: `[rows, 4C]` f32.
     pub fn time_embedding(&self, dev: &Device, t: &[f32]) -> Result<Tensor> {
+        self.time_mlp(self.time_sinusoids(dev, t)?.view())
+    }
+
+    /// `SinusoidalPosEmb(t)` of each row, uploaded: `[rows, 320]` in the compute dtype.
+    pub fn time_sinusoids(&self, dev: &Device, t: &[f32]) -> Result<Tensor> {
         let s: Vec<f32> = t.iter().flat_map(|&v| time_sinusoid(v)).collect();
-        let s = Tensor::from_f32(dev, dev.compute_dtype(), &[t.len(), TIME_SINUSOID], &s)?;
-        let h = self.time1.apply(s.view(), DType::F32)?;
-        let h = apply(h.view(), dev.compute_dtype(), Activation::Silu, None)?;
+        Ok(Tensor::from_f32(dev, dev.compute_dtype(), &[t.len(), TIME_SINUSOID], &s)?)
+    }
+
+    /// `time_mlp` of sinusoids `[rows, 320]` (compute dtype): `[rows, 4C]` f32.
+    pub fn time_mlp(&self, sinusoids: View<'_>) -> Result<Tensor> {
+        let h = self.time1.apply(sinusoids, DType::F32)?;
+        let h = apply(h.view(), sinusoids.device().compute_dtype(), Activation::Silu, None)?;
         self.time2.apply(h.view(), DType::F32)
     }
 
+    /// `Mish(t_emb)` in the compute dtype: the form every ResNet's time MLP reads ([`Estimator::forward_into`]).
+    pub fn mish_time(&self, t_emb: View<'_>) -> Result<Tensor> {
+        apply(t_emb, t_emb.device().compute_dtype(), Activation::Mish, None)
+    }
+
+    /// The buffers of [`Estimator::forward_into`] for `rows` rows of `n` frames (15 allocations, and
+    /// an im2col buffer when a conv needs one: not on Cpu).
+    pub fn scratch(&self, dev: &Device, rows: usize, n: usize) -> Result<EstimatorScratch> {
+        let act = dev.compute_dtype();
+        let c = self.up_conv.out_channels();
+        let inner = self.heads * self.head_dim;
+        let ff = 4 * c;
+        let f32s = |len: usize| Tensor::uninit(dev, DType::F32, &[len.max(1)]);
+        let acts = |len: usize| Tensor::uninit(dev, act, &[len.max(1)]);
+        // the widest conv input: the estimator input, or the up stage's concatenation
+        let mut convs: Vec<&Conv1d> = vec![&self.down_conv, &self.up_conv, &self.final_block.conv, &self.final_proj];
+        for st in std::iter::once(&self.down).chain(&self.mid).chain(std::iter::once(&self.up)) {
+            convs.extend([&st.resnet.block1.conv, &st.resnet.block2.conv, &st.resnet.res_conv]);
+        }
+        let cols_len = convs.iter().map(|cv| cv.cols_len(rows, n)).max().unwrap_or(0);
+        let cols_dtype = convs.iter().map(|cv| cv.cols_dtype()).find(|&d| d != act);
+        if let Some(d) = cols_dtype {
+            return Err(crate::Error::Input(format!("an estimator conv takes {d} im2col input, not the compute dtype {act}")));
+        }
+        let cols = if cols_len > 0 { Some(acts(cols_len)?) } else { None };
+        let rnc = rows * n * c;
+        Ok(EstimatorScratch {
+            rows,
+            n,
+            skip: f32s(rnc)?,
+            s: [f32s(rnc)?, f32s(rnc)?],
+            cat: f32s(2 * rnc)?,
+            work: Work {
+                cols,
+                conv: f32s(rnc)?,
+                b1: f32s(rnc)?,
+                t: f32s(rows * c)?,
+                a: acts(rnc)?,
+                q: acts(rows * n * inner)?,
+                k: acts(rows * n * inner)?,
+                v: acts(rows * n * inner)?,
+                o: acts(rows * n * inner)?,
+                y: f32s(rnc)?,
+                ffh: f32s(rows * n * ff)?,
+                ffa: acts(rows * n * ff)?,
+            },
+        })
+    }
+
     /// `input` `[2B, N, 320]` (x, mu, spks, cond; f32), `lens` per row, `t_emb` `[2B, 4C]` f32 →
-    /// the velocity `[2B, N, 80]` f32 (rows past `lens` are 0).
+    /// the velocity `[2B, N, 80]` f32 (rows past `lens` are 0). Allocates its buffers; see
+    /// [`Estimator::forward_into`] for a loop.
     pub fn forward(&self, input: View<'_>, lens: &Lens, t_emb: View<'_>) -> Result<Tensor> {
         let dev = input.device();
-        let act = dev.compute_dtype();
         let (rows, n) = (input.shape()[0], input.shape()[1]);
-        let c = self.up_conv.out_channels();
-        let mish_t = apply(t_emb, act, Activation::Mish, None)?;
-        let hc = (self.heads, self.head_dim);
-        let skip = self.down.forward(input, lens, mish_t.view(), hc)?;
-        let (mut h, _) = self.down_conv.forward(skip.view(), lens)?;
-        for m in &self.mid {
-            h = m.forward(h.view(), lens, mish_t.view(), hc)?;
-        }
-        let mut cat = Tensor::uninit(dev, DType::F32, &[rows, n, 2 * c])?;
-        ops::write_cols(h.view(), cat.view_mut(), 0)?;
-        ops::write_cols(skip.view(), cat.view_mut(), c)?;
-        let h = self.up.forward(cat.view(), lens, mish_t.view(), hc)?;
-        let (h, _) = self.up_conv.forward(h.view(), lens)?;
-        let h = self.final_block.forward(h.view(), lens)?;
-        let (mut v, _) = self.final_proj.forward(h.view(), lens)?;
-        ops::activation_inplace(v.view_mut(), Activation::Identity, None, Some(lens.view()))?;
+        let mish_t = self.mish_time(t_emb)?;
+        let mut sc = self.scratch(dev, rows, n)?;
+        let mut v = Tensor::uninit(dev, DType::F32, &[rows, n, MEL_BINS])?;
+        self.forward_into(input, lens, mish_t.view(), &mut sc, v.view_mut())?;
         Ok(v)
+    }
+
+    /// [`Estimator::forward`] with `mish_t` = [`Estimator::mish_time`] of the time embedding
+    /// (`[2B, 4C]`, compute dtype) into `out` `[2B, N, 80]` f32, every intermediate in `sc` (made by
+    /// [`Estimator::scratch`] for this `(2B, N)`): no allocation, no host round trip.
+    pub fn forward_into(
+        &self,
+        input: View<'_>,
+        lens: &Lens,
+        mish_t: View<'_>,
+        sc: &mut EstimatorScratch,
+        mut out: ViewMut<'_>,
+    ) -> Result<()> {
+        let (rows, n) = (input.shape()[0], input.shape()[1]);
+        if (rows, n) != sc.shape() {
+            return Err(crate::Error::Input(format!("estimator scratch for {:?}, input [{rows}, {n}, ..]", sc.shape())));
+        }
+        let c = self.up_conv.out_channels();
+        let hc = (self.heads, self.head_dim);
+        let rnc = [rows, n, c];
+        let EstimatorScratch { skip, s, cat, work, .. } = sc;
+        let [s0, s1] = s;
+        self.down.forward_into(input, lens, mish_t, hc, work, scratch_mut(skip, &rnc)?)?;
+        self.down_conv.forward_into(scratch(skip, &rnc)?, lens, work.cols.as_mut(), scratch_mut(s0, &rnc)?)?;
+        let (mut cur, mut other) = (s0, s1);
+        for m in &self.mid {
+            m.forward_into(scratch(cur, &rnc)?, lens, mish_t, hc, work, scratch_mut(other, &rnc)?)?;
+            std::mem::swap(&mut cur, &mut other);
+        }
+        let mut cv = scratch_mut(cat, &[rows, n, 2 * c])?;
+        ops::write_cols(scratch(cur, &rnc)?, cv.reborrow(), 0)?;
+        ops::write_cols(scratch(skip, &rnc)?, cv.reborrow(), c)?;
+        self.up.forward_into(cv.as_view(), lens, mish_t, hc, work, scratch_mut(other, &rnc)?)?;
+        self.up_conv.forward_into(scratch(other, &rnc)?, lens, work.cols.as_mut(), scratch_mut(cur, &rnc)?)?;
+        self.final_block.forward_into(scratch(cur, &rnc)?, lens, &mut work.conv, &mut work.cols, scratch_mut(other, &rnc)?)?;
+        self.final_proj.forward_into(scratch(other, &rnc)?, lens, work.cols.as_mut(), out.reborrow())?;
+        ops::activation_inplace(out, Activation::Identity, None, Some(lens.view()))?;
+        Ok(())
     }
 }

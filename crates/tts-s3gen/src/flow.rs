@@ -57,6 +57,15 @@ pub fn linspace_f32(start: f32, end: f32, steps: usize, i: usize) -> f32 {
     if i < steps / 2 { start + step * i as f32 } else { end - step * (steps - 1 - i) as f32 }
 }
 
+/// The host inputs of the Euler steps, on the device (see `Flow::prepare_steps`).
+struct Steps {
+    lens2: Lens,
+    /// The time schedule, `n_steps + 1` values.
+    ts: Vec<f32>,
+    /// `[n_steps·2B, 320]` time sinusoids (compute dtype); None without steps.
+    sinusoids: Option<Tensor>,
+}
+
 /// The flow: token encoder + estimator.
 pub struct Flow {
     spk_affine: Linear,
@@ -120,7 +129,9 @@ impl Flow {
         Ok(())
     }
 
-    /// Runs the flow for a batch with `n_steps` Euler steps.
+    /// Runs the flow for a batch with `n_steps` Euler steps. Every host input (tokens, lengths,
+    /// position tables, x-vectors, prompt mels, noise, the time embeddings of every step) goes up
+    /// before the first launch; the one read-back is the final mel.
     pub fn inference(&self, dev: &Device, reqs: &[FlowRequest<'_>], n_steps: usize) -> Result<FlowOut> {
         self.check(reqs)?;
         let b = reqs.len();
@@ -133,18 +144,14 @@ impl Flow {
                 ids[i * t + j] = tk as i32;
             }
         }
-        let encoder = self.encoder.forward(&ids, &Lens::new(dev, &tok_lens)?)?;
-        let n = encoder.mu.shape()[1];
+        let n = self.encoder.out_len(t);
 
-        // speaker: F.normalize then the affine layer
+        // speaker: F.normalize (then the affine layer)
         let mut e = Vec::with_capacity(b * self.spk_dim);
         for r in reqs {
             let norm = r.embedding.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             e.extend(r.embedding.iter().map(|v| v / norm));
         }
-        let e = Tensor::from_f32(dev, dev.compute_dtype(), &[b, self.spk_dim], &e)?;
-        let spks = self.spk_affine.apply(e.view(), DType::F32)?;
-
         // cond: the prompt mel in the first frames; the noise, time-major
         let mut cond = vec![0f32; b * n * MEL_BINS];
         let mut z = vec![0f32; b * n * MEL_BINS];
@@ -165,9 +172,19 @@ impl Flow {
                 }
             }
         }
+        // uploads
+        let enc_in = self.encoder.prepare(&ids, &Lens::new(dev, &tok_lens)?)?;
+        let e = Tensor::from_f32(dev, dev.compute_dtype(), &[b, self.spk_dim], &e)?;
         let cond = Tensor::from_f32(dev, DType::F32, &[b, n, MEL_BINS], &cond)?;
         let mut x = Tensor::from_f32(dev, DType::F32, &[b, n, MEL_BINS], &z)?;
-        self.solve(&mut x, &encoder, &spks, &cond, n_steps)?;
+        let steps = self.prepare_steps(dev, &enc_in.lens2, b, n_steps)?;
+
+        let encoder = self.encoder.run(enc_in)?;
+        if encoder.mu.shape()[1] != n {
+            return Err(Error::Input(format!("the encoder gave {} frames, expected {n}", encoder.mu.shape()[1])));
+        }
+        let spks = self.spk_affine.apply(e.view(), DType::F32)?;
+        self.solve_prepared(&mut x, &encoder, &spks, &cond, &steps)?;
 
         let host = x.to_f32_vec()?;
         let mels = reqs
@@ -197,13 +214,37 @@ impl Flow {
 
     /// Euler integration of the CFG-combined velocity from `x` (the noise) in place.
     pub fn solve(&self, x: &mut Tensor, enc: &EncoderOut, spks: &Tensor, cond: &Tensor, n_steps: usize) -> Result<()> {
-        let b = x.shape()[0];
-        let lens2 = enc.lens.doubled()?;
-        let mut inp = self.estimator_input(x, &enc.mu, spks, cond)?;
+        let steps = self.prepare_steps(x.device(), &enc.lens, x.shape()[0], n_steps)?;
+        self.solve_prepared(x, enc, spks, cond, &steps)
+    }
+
+    /// What the Euler steps read from the host, uploaded: the doubled lengths (both CFG halves) of
+    /// `lens` and the time embedding of every step.
+    fn prepare_steps(&self, dev: &Device, lens: &Lens, b: usize, n_steps: usize) -> Result<Steps> {
         let ts = t_span(n_steps);
-        for k in 0..n_steps {
-            let (v, _) = self.velocity(&inp, &lens2, &vec![ts[k]; 2 * b])?;
-            let dt = ts[k + 1] - ts[k];
+        // row k·2B + r: step k's time for each of the 2B rows
+        let t_all: Vec<f32> = ts[..n_steps].iter().flat_map(|&t| std::iter::repeat_n(t, 2 * b)).collect();
+        let sinusoids = if n_steps > 0 { Some(self.estimator.time_sinusoids(dev, &t_all)?) } else { None };
+        Ok(Steps { lens2: lens.doubled()?, ts, sinusoids })
+    }
+
+    /// The Euler steps on prepared inputs. Everything they need is set up before the first one: the
+    /// estimator input, the time embeddings of every step, the velocity buffer and the estimator's
+    /// scratch for this `(2B, N)`; a step then allocates nothing and never waits for the device on
+    /// the host: one estimator call and `ops::cfm_euler_cfg`.
+    fn solve_prepared(&self, x: &mut Tensor, enc: &EncoderOut, spks: &Tensor, cond: &Tensor, st: &Steps) -> Result<()> {
+        let Some(sinusoids) = &st.sinusoids else { return Ok(()) };
+        let (b, n) = (x.shape()[0], x.shape()[1]);
+        let dev = x.device().clone();
+        let mut inp = self.estimator_input(x, &enc.mu, spks, cond)?;
+        let t_emb = self.estimator.time_mlp(sinusoids.view())?;
+        let mish_t = self.estimator.mish_time(t_emb.view())?;
+        let mut sc = self.estimator.scratch(&dev, 2 * b, n)?;
+        let mut v = Tensor::uninit(&dev, DType::F32, &[2 * b, n, MEL_BINS])?;
+        for k in 0..st.ts.len() - 1 {
+            let m = mish_t.view().narrow_rows(k * 2 * b, 2 * b)?;
+            self.estimator.forward_into(inp.view(), &st.lens2, m, &mut sc, v.view_mut())?;
+            let dt = st.ts[k + 1] - st.ts[k];
             ops::cfm_euler_cfg(x.view_mut(), v.view(), Some(inp.view_mut()), dt, CFM_CFG_RATE)?;
         }
         Ok(())

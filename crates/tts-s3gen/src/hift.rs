@@ -50,9 +50,9 @@ impl ResBlock {
         for i in 0..self.convs1.len() {
             let mut t = Tensor::uninit(x.device(), DType::F32, x.shape())?;
             ops::activation(x.view(), t.view_mut(), Activation::Snake, Some(self.alpha1[i].view()), None)?;
-            let (mut t, _) = self.convs1[i].forward(t.view(), lens)?;
+            let mut t = self.convs1[i].forward(t.view(), lens)?;
             ops::activation_inplace(t.view_mut(), Activation::Snake, Some(self.alpha2[i].view()), None)?;
-            let (t, _) = self.convs2[i].forward(t.view(), lens)?;
+            let t = self.convs2[i].forward(t.view(), lens)?;
             ops::add_scaled(x.view_mut(), t.view(), 1.0)?;
         }
         Ok(x)
@@ -254,31 +254,55 @@ impl Hift {
             };
             phases[i * HIFT_HARMONICS..][..HIFT_HARMONICS].copy_from_slice(&ph);
         }
+        // Uploads: everything the vocoder reads from the host goes up before its first launch (on a
+        // GPU a copy from the host waits for the queue; none may sit between the stages).
         let lens = Lens::new(dev, &frames)?;
         let mel = Tensor::from_f32(dev, DType::F32, &[b, nm, MEL_BINS], &mel)?;
+        let phases = Tensor::from_f32(dev, DType::F32, &[b, HIFT_HARMONICS], &phases)?;
+        let noise_t = Tensor::from_f32(dev, DType::F32, &[b, HIFT_HARMONICS, s_len], &noise_all)?;
+        let s_lens = lens.map(|f| f * SAMPLES_PER_MEL_FRAME)?;
+        let stft_lens = s_lens.map(|s| s / HOP + 1)?;
+        // the decoder's lengths after conv_pre and after each upsampling stage (+1: the last stage's
+        // ReflectionPad1d((1, 0)))
+        let pre_lens = self.conv_pre.out_lens(&lens)?;
+        // per stage: (after the upsampling, after the pad)
+        let mut stage_lens: Vec<(Lens, Lens)> = Vec::with_capacity(self.ups.len());
+        for (i, up) in self.ups.iter().enumerate() {
+            let l = up.out_lens(stage_lens.last().map_or(&pre_lens, |s| &s.1))?;
+            let padded = if i == 2 { l.map(|n| n + 1)? } else { l.clone() };
+            stage_lens.push((l, padded));
+        }
+        let post_lens = self.conv_post.out_lens(stage_lens.last().map_or(&pre_lens, |s| &s.1))?;
+        // teacher-forced F0: rows of the forced requests are zeroed on the device (lengths 0), then
+        // their values added
+        let forced = if reqs.iter().any(|r| r.f0.is_some()) {
+            let keep: Vec<usize> = reqs.iter().map(|r| if r.f0.is_some() { 0 } else { nm }).collect();
+            let mut values = vec![0f32; b * nm];
+            for (i, r) in reqs.iter().enumerate() {
+                if let Some(f) = r.f0 {
+                    values[i * nm..i * nm + f.len()].copy_from_slice(f);
+                }
+            }
+            Some((Lens::new(dev, &keep)?, Tensor::from_f32(dev, DType::F32, &[b, nm, 1], &values)?))
+        } else {
+            None
+        };
 
         // F0: 5 × (conv k3 → ELU), Linear → |·|
         let mut h = apply(mel.view(), DType::F32, Activation::Identity, None)?;
         for c in &self.f0_convs {
-            let (mut y, _) = c.forward(h.view(), &lens)?;
+            let mut y = c.forward(h.view(), &lens)?;
             ops::activation_inplace(y.view_mut(), Activation::Elu, None, None)?;
             h = y;
         }
         let mut f0 = self.f0_classifier.apply(h.view(), DType::F32)?;
         ops::activation_inplace(f0.view_mut(), Activation::Abs, None, None)?;
-        if reqs.iter().any(|r| r.f0.is_some()) {
-            let mut host = f0.to_f32_vec()?;
-            for (i, r) in reqs.iter().enumerate() {
-                if let Some(f) = r.f0 {
-                    host[i * nm..i * nm + f.len()].copy_from_slice(f);
-                }
-            }
-            f0.copy_from_f32(&host)?;
+        if let Some((keep, values)) = &forced {
+            ops::activation_inplace(f0.view_mut(), Activation::Identity, None, Some(keep.view()))?;
+            ops::add_scaled(f0.view_mut(), values.view(), 1.0)?;
         }
 
         // the NSF source and its STFT
-        let phases = Tensor::from_f32(dev, DType::F32, &[b, HIFT_HARMONICS], &phases)?;
-        let noise_t = Tensor::from_f32(dev, DType::F32, &[b, HIFT_HARMONICS, s_len], &noise_all)?;
         let mut source = Tensor::uninit(dev, DType::F32, &[b, s_len])?;
         ops::hift_source(
             f0.view().reshape(&[b, nm])?,
@@ -291,37 +315,35 @@ impl Hift {
             SAMPLES_PER_MEL_FRAME,
             SAMPLE_RATE as f32,
         )?;
-        let s_lens = lens.map(|f| f * SAMPLES_PER_MEL_FRAME)?;
         let n_frames = s_len / HOP + 1;
         let mut cols = Tensor::uninit(dev, dev.compute_dtype(), &[b, n_frames, N_FFT])?;
         let geom = Im2col { kernel: N_FFT, stride: HOP, dilation: 1, pad_left: N_FFT / 2, upsample: 1, pad: PadMode::Reflect };
         ops::im2col(source.view().reshape(&[b, s_len, 1])?, Some(s_lens.view()), cols.view_mut(), geom)?;
         let s_stft = self.stft.apply(cols.view(), DType::F32)?;
-        let stft_lens = s_lens.map(|s| s / HOP + 1)?;
 
         // decode
-        let (mut x, mut x_lens) = self.conv_pre.forward(mel.view(), &lens)?;
-        for i in 0..3 {
+        let mut x = self.conv_pre.forward(mel.view(), &lens)?;
+        let mut x_lens = &pre_lens;
+        for (i, (up_lens, y_lens)) in stage_lens.iter().enumerate() {
             let a = apply(x.view(), dev.compute_dtype(), Activation::LeakyRelu(0.1), None)?;
-            let (mut y, mut y_lens) = self.ups[i].forward(a.view(), &x_lens)?;
+            let mut y = self.ups[i].forward(a.view(), x_lens)?;
             if i == 2 {
                 // ReflectionPad1d((1, 0))
                 let (l, c) = (y.shape()[1], y.shape()[2]);
                 let mut padded = Tensor::uninit(dev, DType::F32, &[b, l + 1, c])?;
                 let g = Im2col { kernel: 1, stride: 1, dilation: 1, pad_left: 1, upsample: 1, pad: PadMode::Reflect };
-                ops::im2col(y.view(), Some(y_lens.view()), padded.view_mut(), g)?;
+                ops::im2col(y.view(), Some(up_lens.view()), padded.view_mut(), g)?;
                 y = padded;
-                y_lens = y_lens.map(|n| n + 1)?;
             }
-            let (si, _) = self.source_downs[i].forward(s_stft.view(), &stft_lens)?;
+            let si = self.source_downs[i].forward(s_stft.view(), &stft_lens)?;
             if si.shape() != y.shape() {
                 return Err(Error::Input(format!("HiFT stage {i}: source {:?} vs upsampled {:?}", si.shape(), y.shape())));
             }
-            let si = self.source_resblocks[i].forward(si.view(), &y_lens)?;
+            let si = self.source_resblocks[i].forward(si.view(), y_lens)?;
             ops::add_scaled(y.view_mut(), si.view(), 1.0)?;
-            let mut acc = self.resblocks[3 * i].forward(y.view(), &y_lens)?;
+            let mut acc = self.resblocks[3 * i].forward(y.view(), y_lens)?;
             for j in 1..3 {
-                let r = self.resblocks[3 * i + j].forward(y.view(), &y_lens)?;
+                let r = self.resblocks[3 * i + j].forward(y.view(), y_lens)?;
                 ops::add_scaled(acc.view_mut(), r.view(), 1.0)?;
             }
             ops::activation_inplace(acc.view_mut(), Activation::Scale(1.0 / 3.0), None, None)?;
@@ -329,10 +351,10 @@ impl Hift {
             x_lens = y_lens;
         }
         ops::activation_inplace(x.view_mut(), Activation::LeakyRelu(0.01), None, None)?;
-        let (spec, spec_lens) = self.conv_post.forward(x.view(), &x_lens)?;
+        let spec = self.conv_post.forward(x.view(), x_lens)?;
         let f = spec.shape()[1];
         let mut wav = Tensor::uninit(dev, DType::F32, &[b, (f - 1) * HOP])?;
-        ops::hift_istft(spec.view(), Some(spec_lens.view()), wav.view_mut(), AUDIO_LIMIT)?;
+        ops::hift_istft(spec.view(), Some(post_lens.view()), wav.view_mut(), AUDIO_LIMIT)?;
 
         let (f0h, srch, wavh) = (f0.to_f32_vec()?, source.to_f32_vec()?, wav.to_f32_vec()?);
         let wl = (f - 1) * HOP;

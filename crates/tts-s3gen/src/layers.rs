@@ -4,27 +4,36 @@
 //! Layout: time-major `[batch, time, channels]`. Dtype rule: the streams between layers are f32;
 //! only GEMM inputs are in the device's compute dtype (an im2col, a LayerNorm or an activation
 //! writes them), so a bf16 device rounds once per GEMM input and never the running state.
+use std::sync::Arc;
+
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::ops::{self, Activation, Im2col, PadMode};
-use tts_kernels::{BackendKind, DType, Device, Tensor, View, cpu};
+use tts_kernels::{BackendKind, DType, Device, Tensor, View, ViewMut, cpu};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Valid lengths of a padded batch: on the host (shapes, trimming) and on the device (kernels).
+/// Cloning shares the device tensor.
+#[derive(Clone)]
 pub struct Lens {
     pub host: Vec<usize>,
-    pub dev: Tensor,
+    pub dev: Arc<Tensor>,
 }
 
 impl Lens {
+    /// Uploads `lens` (one allocation, one host-to-device copy).
     pub fn new(dev: &Device, lens: &[usize]) -> Result<Lens> {
         let v: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
-        Ok(Lens { host: lens.to_vec(), dev: Tensor::from_i32(dev, &[lens.len()], &v)? })
+        Ok(Lens { host: lens.to_vec(), dev: Arc::new(Tensor::from_i32(dev, &[lens.len()], &v)?) })
     }
 
-    /// The lengths mapped through `f` (e.g. the output lengths of a layer).
+    /// The lengths mapped through `f` (e.g. the output lengths of a layer). When `f` changes none of
+    /// them (a same-length conv) the device tensor is shared: no allocation, no copy.
     pub fn map(&self, f: impl Fn(usize) -> usize) -> Result<Lens> {
         let l: Vec<usize> = self.host.iter().map(|&x| f(x)).collect();
+        if l == self.host {
+            return Ok(self.clone());
+        }
         Lens::new(self.dev.device(), &l)
     }
 
@@ -49,6 +58,26 @@ pub fn apply(x: View<'_>, dtype: DType, act: Activation, lens: Option<&Lens>) ->
     let mut out = Tensor::uninit(x.device(), dtype, x.shape())?;
     ops::activation(x, out.view_mut(), act, None, lens.map(|l| l.view()))?;
     Ok(out)
+}
+
+/// The first `shape.iter().product()` elements of a flat scratch tensor, as `shape` (scratch is
+/// allocated once for the largest use and viewed at each use's shape).
+pub fn scratch_mut<'a>(t: &'a mut Tensor, shape: &[usize]) -> Result<ViewMut<'a>> {
+    let n: usize = shape.iter().product();
+    if n > t.len() {
+        return Err(Error::Input(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
+    }
+    let len = t.len();
+    Ok(t.view_mut().reshape(&[len])?.narrow_rows(0, n)?.reshape(shape)?)
+}
+
+/// [`scratch_mut`], read-only.
+pub fn scratch<'a>(t: &'a Tensor, shape: &[usize]) -> Result<View<'a>> {
+    let n: usize = shape.iter().product();
+    if n > t.len() {
+        return Err(Error::Input(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
+    }
+    Ok(t.view().reshape(&[t.len()])?.narrow_rows(0, n)?.reshape(shape)?)
 }
 
 /// `x` in the device's compute dtype (the input of a GEMM).
@@ -102,8 +131,13 @@ impl Linear {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("a linear input has a last dim") = self.out_features();
         let mut out = Tensor::uninit(x.device(), dtype, &shape)?;
-        ops::linear(x, self.w.view(), self.b.as_ref().map(|b| b.view()), out.view_mut())?;
+        self.apply_into(x, out.view_mut())?;
         Ok(out)
+    }
+
+    /// `x · wᵀ + b` into `out` (`x`'s leading shape, `out_features` last; f32 or the compute dtype).
+    pub fn apply_into(&self, x: View<'_>, out: ViewMut<'_>) -> Result<()> {
+        Ok(ops::linear(x, self.w.view(), self.b.as_ref().map(|b| b.view()), out)?)
     }
 }
 
@@ -230,23 +264,53 @@ impl Conv1d {
     }
 
     /// `x` `[B, L, C_in]` (f32 or the compute dtype; rows past `lens` read as zero) →
-    /// `[B, out_len(L), C_out]` f32, and the output lengths.
-    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<(Tensor, Lens)> {
+    /// `[B, out_len(L), C_out]` f32 (its lengths: [`Conv1d::out_lens`]).
+    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<Tensor> {
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
-        let l_out = self.out_len(l);
         let dev = x.device();
+        let mut y = Tensor::uninit(dev, DType::F32, &[b, self.out_len(l), self.lin.out_features()])?;
+        let mut cols = match self.cols_len(b, l) {
+            0 => None,
+            n => Some(Tensor::uninit(dev, self.cols_dtype(), &[n])?),
+        };
+        self.forward_into(x, lens, cols.as_mut(), y.view_mut())?;
+        Ok(y)
+    }
+
+    /// The output lengths for input lengths `lens` (the same device tensor when the conv keeps every
+    /// length; else one upload: call it before the launches it feeds).
+    pub fn out_lens(&self, lens: &Lens) -> Result<Lens> {
+        lens.map(|n| self.out_len(n))
+    }
+
+    /// Elements of the im2col buffer [`Conv1d::forward_into`] needs for an input `[b, l, C_in]` (0
+    /// when the conv reads its input directly).
+    pub fn cols_len(&self, b: usize, l: usize) -> usize {
+        if self.direct { 0 } else { b * self.out_len(l) * self.c_in * self.geom.kernel }
+    }
+
+    /// The dtype of its im2col buffer (its GEMM's input dtype).
+    pub fn cols_dtype(&self) -> DType {
+        self.lin.input_dtype()
+    }
+
+    /// [`Conv1d::forward`] into `out` (`[B, out_len(L), C_out]` f32), with `cols` a flat scratch of at
+    /// least [`Conv1d::cols_len`] elements of [`Conv1d::cols_dtype`] (None when that is 0). Allocates
+    /// nothing; the output lengths are the caller's (`lens.map(|n| conv.out_len(n))`).
+    pub fn forward_into(&self, x: View<'_>, lens: &Lens, cols: Option<&mut Tensor>, out: ViewMut<'_>) -> Result<()> {
+        let s = x.shape();
+        let (b, l) = (s[0], s[1]);
         if self.direct {
-            let mut y = Tensor::uninit(dev, DType::F32, &[b, l_out, self.lin.out_features()])?;
             let g = &self.geom;
             let bias = self.lin.b.as_ref().map(|b| b.view());
-            ops::conv1d_packed(x, Some(lens.view()), self.lin.w.view(), bias, y.view_mut(), g.kernel, g.dilation, g.pad_left)?;
-            return Ok((y, lens.map(|n| self.out_len(n))?));
+            ops::conv1d_packed(x, Some(lens.view()), self.lin.w.view(), bias, out, g.kernel, g.dilation, g.pad_left)?;
+            return Ok(());
         }
-        let mut cols = Tensor::uninit(dev, self.lin.input_dtype(), &[b, l_out, self.c_in * self.geom.kernel])?;
-        ops::im2col(x, Some(lens.view()), cols.view_mut(), self.geom)?;
-        let y = self.lin.apply(cols.view(), DType::F32)?;
-        Ok((y, lens.map(|n| self.out_len(n))?))
+        let cols = cols.ok_or_else(|| Error::Input("a conv through im2col needs a cols buffer".into()))?;
+        let mut cols = scratch_mut(cols, &[b, self.out_len(l), self.c_in * self.geom.kernel])?;
+        ops::im2col(x, Some(lens.view()), cols.reborrow(), self.geom)?;
+        self.lin.apply_into(cols.as_view(), out)
     }
 }
 
@@ -293,8 +357,14 @@ impl ConvTranspose1d {
         ((l.max(1) - 1) * self.stride + self.kernel).saturating_sub(2 * self.pad)
     }
 
-    /// `x` `[B, L, C_in]` in the compute dtype → `[B, out_len(L), C_out]` f32 and the output lengths.
-    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<(Tensor, Lens)> {
+    /// The output lengths for input lengths `lens` (one upload: call it before the launches it feeds).
+    pub fn out_lens(&self, lens: &Lens) -> Result<Lens> {
+        lens.map(|n| self.out_len(n))
+    }
+
+    /// `x` `[B, L, C_in]` in the compute dtype (rows past `lens` ignored) → `[B, out_len(L), C_out]`
+    /// f32 (its lengths: [`ConvTranspose1d::out_lens`]).
+    pub fn forward(&self, x: View<'_>, lens: &Lens) -> Result<Tensor> {
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
         let c_out = self.bias.len();
@@ -309,7 +379,7 @@ impl ConvTranspose1d {
             self.stride,
             self.pad,
         )?;
-        Ok((y, lens.map(|n| self.out_len(n))?))
+        Ok(y)
     }
 }
 
@@ -332,16 +402,16 @@ impl LayerNorm {
     /// LayerNorm of the f32 stream `x` into a new tensor in `dtype` (f32 or the compute dtype).
     pub fn apply(&self, x: View<'_>, dtype: DType) -> Result<Tensor> {
         let mut out = Tensor::uninit(x.device(), dtype, x.shape())?;
+        self.apply_into(x, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// LayerNorm of the f32 stream `x` into `out` (same shape; f32 or the compute dtype).
+    pub fn apply_into(&self, x: View<'_>, out: ViewMut<'_>) -> Result<()> {
         let c = self.w.len();
         let rows = x.len() / c.max(1);
-        ops::layer_norm(
-            x.reshape(&[rows, c])?,
-            self.w.view(),
-            Some(self.b.view()),
-            out.view_mut().reshape(&[rows, c])?,
-            self.eps,
-        )?;
-        Ok(out)
+        ops::layer_norm(x.reshape(&[rows, c])?, self.w.view(), Some(self.b.view()), out.reshape(&[rows, c])?, self.eps)?;
+        Ok(())
     }
 }
 

@@ -13,7 +13,8 @@ use crate::model::{KvCache, RowLayout, T3, Workspace};
 use crate::{Error, Result};
 
 /// Decode steps of up to this many rows (8 requests with CFG) run the fused decode ops
-/// ([`T3::forward_decode`]: 5 launches per layer, weights streamed once by GEMV kernels); larger
+/// ([`T3::forward_decode`]: 5 launches per layer, 6 when the attention splits its keys; weights
+/// streamed once by GEMV kernels); larger
 /// batches the unfused stack, whose projections are GEMMs (cuBLAS tensor cores on Cuda). On a GPU
 /// the GEMV kernels do their multiply-adds on CUDA cores, which stops paying around this batch size
 /// by arithmetic (16 rows × 0.5 G weights ≈ the time to read the weights); the crossover has not

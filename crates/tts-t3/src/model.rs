@@ -298,6 +298,9 @@ impl T3 {
     /// `rmsnorm_linear` (input norm + QKV) → `rope_attention_decode` → `linear_add_residual` (o) →
     /// `rmsnorm_linear_swiglu` (post norm + gate/up + SwiGLU) → `linear_add_residual` (down);
     /// then one more for the final norm + speech head into `ws.logits` (f32, every row).
+    /// When `rows · heads` is below the device's SM count ([`ops::decode_attention_splits`]) the
+    /// attention splits its keys (flash-decoding, [`ops::rope_attention_decode_split`] into the
+    /// workspace's preallocated scratch): six launches per layer (its combine kernel added).
     ///
     /// Same model as [`T3::forward`] over those rows; the difference is rounding on kernel
     /// backends: the o and down projections reach the f32 residual stream unrounded (the unfused
@@ -310,19 +313,27 @@ impl T3 {
         }
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let eps = c.rms_norm_eps;
+        let (heads, d) = (c.num_attention_heads, c.head_dim);
+        let splits = ops::decode_attention_splits(n, heads, self.dev.multiprocessor_count()?);
         for (l, w) in self.w.layers.iter().enumerate() {
             ops::rmsnorm_linear(h.view(), w.input_norm.view(), eps, w.qkv.view(), r(&mut ws.qkv, n)?)?;
-            ops::rope_attention_decode(
-                ws.qkv.view().narrow_rows(0, n)?,
-                rows.positions.view(),
-                rows.slots.view(),
-                self.inv_freq.view(),
-                cache.k[l].view_mut(),
-                cache.v[l].view_mut(),
-                rows.lens.view(),
-                r(&mut ws.attn, n)?,
-                scale,
-            )?;
+            let (qkv, attn) = (ws.qkv.view().narrow_rows(0, n)?, ws.attn.view_mut().narrow_rows(0, n)?);
+            let (k, v) = (cache.k[l].view_mut(), cache.v[l].view_mut());
+            let (pos, slots, lens) = (rows.positions.view(), rows.slots.view(), rows.lens.view());
+            if splits > 1 {
+                let need = n * heads * splits * (d + 2);
+                let scratch = match &mut ws.attn_partial {
+                    Some(t) if t.len() >= need => t.view_mut().narrow_rows(0, need)?.reshape(&[n, heads, splits, d + 2])?,
+                    _ => {
+                        return Err(Error::Input(format!(
+                            "the workspace has no attention scratch for {n} rows × {splits} splits"
+                        )));
+                    }
+                };
+                ops::rope_attention_decode_split(qkv, pos, slots, self.inv_freq.view(), k, v, lens, attn, scratch, scale)?;
+            } else {
+                ops::rope_attention_decode(qkv, pos, slots, self.inv_freq.view(), k, v, lens, attn, scale)?;
+            }
             ops::linear_add_residual(ws.attn.view().narrow_rows(0, n)?, w.o.view(), h.view_mut())?;
             ops::rmsnorm_linear_swiglu(h.view(), w.post_norm.view(), eps, w.gate_up.view(), r(&mut ws.m, n)?)?;
             ops::linear_add_residual(ws.m.view().narrow_rows(0, n)?, w.down.view(), h.view_mut())?;
@@ -349,6 +360,9 @@ pub struct Workspace {
     m: Tensor,
     /// [rows, V] f32: the speech-head logits of the last forward (first `head_rows` rows).
     pub logits: Tensor,
+    /// f32 scratch of the split decode attention, for the largest `[n, heads, splits, head_dim + 2]`
+    /// a decode step of `n <= rows` rows takes on this device; None when no step splits.
+    attn_partial: Option<Tensor>,
 }
 
 impl Workspace {
@@ -365,6 +379,25 @@ impl Workspace {
             gu: t(2 * i)?,
             m: t(i)?,
             logits: Tensor::uninit(dev, DType::F32, &[rows, cfg.speech_tokens_dict_size])?,
+            attn_partial: Workspace::attention_scratch(cfg, dev, rows)?,
+        })
+    }
+
+    /// The split decode attention's scratch for steps of up to `rows` rows (see
+    /// [`T3::forward_decode`]), or None when none of them splits on `dev`. A splitting step has
+    /// `n · heads` below the SM count and `n · heads · splits <= 2 · SMs + n · heads`, so this is
+    /// under `3 · SMs · (head_dim + 2)` f32 (about 100 KB for T3 on 132 SMs).
+    fn attention_scratch(cfg: &T3Config, dev: &Device, rows: usize) -> Result<Option<Tensor>> {
+        let (heads, d) = (cfg.num_attention_heads, cfg.head_dim);
+        let sms = dev.multiprocessor_count()?;
+        let need = (1..=rows)
+            .map(|n| (n, ops::decode_attention_splits(n, heads, sms)))
+            .filter(|&(_, s)| s > 1)
+            .map(|(n, s)| n * heads * s * (d + 2))
+            .max();
+        Ok(match need {
+            Some(len) => Some(Tensor::uninit(dev, DType::F32, &[len])?),
+            None => None,
         })
     }
 }

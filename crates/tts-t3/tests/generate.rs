@@ -97,33 +97,44 @@ fn bad_requests_are_errors() {
 
 #[test]
 fn graph_replay_equals_eager_steps_on_emu() {
-    let Ok(dev) = Device::emu(EmuOptions::default()) else {
-        eprintln!("emu not built: skipped");
-        return;
-    };
-    assert_eq!(dev.kind(), BackendKind::Emu);
-    let model = T3::load(&model_dir(), &dev).unwrap();
-    let reqs = [request(&model, 11, 9, 6), request(&model, 12, 6, 5)];
-    // replayed graph
-    let mut g = Generator::new(&model, 2, 96, 12).unwrap();
-    let replayed = g.run(&reqs, 2).unwrap();
-    let launches = g.launches_per_step().unwrap();
-    // eager steps
-    let mut e = Generator::new(&model, 2, 96, 12).unwrap();
-    for r in &reqs {
-        e.add(r).unwrap();
+    // 2 requests: 4 CFG rows × 2 heads = 8 attention blocks. On the default emulated GPU (132 SMs)
+    // the decode attention splits its keys (+1 combine launch per layer); with 8 SMs it does not.
+    for sms in [tts_kernels::EMU_DEFAULT_MULTIPROCESSORS, 8] {
+        let Ok(dev) = Device::emu(EmuOptions { multiprocessors: sms, ..EmuOptions::default() }) else {
+            eprintln!("emu not built: skipped");
+            return;
+        };
+        assert_eq!(dev.kind(), BackendKind::Emu);
+        let model = T3::load(&model_dir(), &dev).unwrap();
+        let reqs = [request(&model, 11, 9, 6), request(&model, 12, 6, 5)];
+        // replayed graph
+        let mut g = Generator::new(&model, 2, 96, 12).unwrap();
+        let replayed = g.run(&reqs, 2).unwrap();
+        let launches = g.launches_per_step().unwrap();
+        let names = g.step_kernels().unwrap().to_vec();
+        // eager steps
+        let mut e = Generator::new(&model, 2, 96, 12).unwrap();
+        for r in &reqs {
+            e.add(r).unwrap();
+        }
+        let mut eager = Vec::new();
+        while e.active() > 0 {
+            e.step_eager().unwrap();
+            eager.extend(e.poll().unwrap());
+        }
+        eager.sort_by_key(|f| f.id);
+        assert_eq!(replayed, eager, "{sms} SMs: graph replay differs from eager execution");
+        let layers = model.cfg.num_hidden_layers;
+        let blocks = 2 * reqs.len() * model.cfg.num_attention_heads;
+        let split = blocks < sms as usize;
+        assert_eq!(split, sms == tts_kernels::EMU_DEFAULT_MULTIPROCESSORS, "the test's two cases must cover both paths");
+        eprintln!("{sms} SMs: launches per decode step: {launches} for {layers} layers (split attention: {split})");
+        // per layer: rmsnorm_linear (QKV), rope_attention_decode (+ attn_cached_combine when split),
+        // linear_add_residual (o), rmsnorm_linear_swiglu, linear_add_residual (down); per step:
+        // embed, final norm + head, sampler, state advance
+        let per_layer = if split { 6 } else { 5 };
+        assert_eq!(launches, per_layer * layers + 4, "{sms} SMs: launches per decode step");
+        let combines = names.iter().filter(|&&n| n == "attn_cached_combine_bf16").count();
+        assert_eq!(combines, if split { layers } else { 0 }, "{sms} SMs: {names:?}");
     }
-    let mut eager = Vec::new();
-    while e.active() > 0 {
-        e.step_eager().unwrap();
-        eager.extend(e.poll().unwrap());
-    }
-    eager.sort_by_key(|f| f.id);
-    assert_eq!(replayed, eager, "graph replay differs from eager execution");
-    let layers = model.cfg.num_hidden_layers;
-    eprintln!("launches per decode step: {launches} for {layers} layers");
-    // per layer: rmsnorm_linear (QKV), rope_attention_decode, linear_add_residual (o),
-    // rmsnorm_linear_swiglu, linear_add_residual (down); per step: embed, final norm + head,
-    // sampler, state advance
-    assert_eq!(launches, 5 * layers + 4, "launches per decode step");
 }

@@ -11,6 +11,7 @@ pub(crate) mod cache;
 mod cublas;
 pub mod libs;
 pub mod nvrtc;
+mod occupancy;
 
 use std::collections::HashMap;
 use std::ffi::c_void;

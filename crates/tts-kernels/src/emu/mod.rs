@@ -93,6 +93,11 @@ impl EmuBackend {
         self.capture.lock().is_ok_and(|c| c.is_some())
     }
 
+    /// The emulated GPU's SM count (`EmuOptions::multiprocessors`).
+    pub(crate) fn multiprocessor_count(&self) -> usize {
+        self.opts.multiprocessors as usize
+    }
+
     /// Records the launches of `f` without running them (as CUDA stream capture does).
     pub(crate) fn capture<E: From<Error>>(
         &self,

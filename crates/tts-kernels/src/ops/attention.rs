@@ -83,14 +83,15 @@ pub struct RopeAttnParams {
     pub k_cache: u64,
     pub v_cache: u64,
     pub out: u64,
+    pub partial: u64,
     pub rows: u32,
     pub heads: u32,
     pub max_len: u32,
     pub n_slots: u32,
+    pub n_splits: u32,
     pub scale: f32,
-    pub pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<RopeAttnParams>() == 88);
+const _: () = assert!(std::mem::size_of::<RopeAttnParams>() == 96);
 
 /// Mirrors `AttnCombineParams` in kernels/attention.cu.
 #[repr(C)]
@@ -288,6 +289,24 @@ pub fn attention_cached_splits(rows: usize, heads: usize, max_len: usize) -> usi
         return 1;
     }
     512usize.div_ceil(blocks).min(max_len.div_ceil(256)).clamp(1, 32)
+}
+
+/// Most key slices of [`rope_attention_decode_split`] that [`decode_attention_splits`] picks.
+pub const DECODE_MAX_SPLITS: usize = 32;
+
+/// Key slices for a decode step's fused attention ([`rope_attention_decode_split`]) of `rows` rows ×
+/// `heads` heads on a device with `multiprocessors` streaming multiprocessors
+/// ([`Device::multiprocessor_count`]): 1 (one block per (row, head), no split) when `rows · heads`
+/// blocks reach the SM count or the device has none (Cpu); else enough slices for about two blocks
+/// per SM, `ceil(2 · SMs / (rows · heads))`, between 2 and [`DECODE_MAX_SPLITS`]. Depends on shapes
+/// only (a captured step keeps its launch configuration). The factor 2 is arithmetic, not measured
+/// on a GPU.
+pub fn decode_attention_splits(rows: usize, heads: usize, multiprocessors: Option<usize>) -> usize {
+    let blocks = rows * heads;
+    match multiprocessors {
+        Some(sms) if blocks > 0 && blocks < sms => (2 * sms).div_ceil(blocks).clamp(2, DECODE_MAX_SPLITS),
+        _ => 1,
+    }
 }
 
 struct CachedArgs {
@@ -536,8 +555,55 @@ fn rope_attn_kernel(op: &'static str, d: usize) -> Result<&'static str> {
 /// width of [`attention_cached`]; the rotation and the attention are the device code of the two
 /// kernels, so outputs and cache rows equal `rope_kv_write` (on the live rows) followed by
 /// `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
+/// For few rows × heads see [`rope_attention_decode_split`].
 #[allow(clippy::too_many_arguments)]
 pub fn rope_attention_decode(
+    qkv: View<'_>,
+    positions: View<'_>,
+    slots: View<'_>,
+    inv_freq: View<'_>,
+    k_cache: ViewMut<'_>,
+    v_cache: ViewMut<'_>,
+    lens: View<'_>,
+    out: ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    rope_attention_decode_impl("rope_attention_decode", qkv, positions, slots, inv_freq, k_cache, v_cache, lens, out, None, scale)
+}
+
+/// [`rope_attention_decode`] with the keys of each (row, head) cut into `n_splits` slices
+/// (flash-decoding), for decode steps whose `rows · heads` blocks would leave most of a GPU idle (see
+/// [`decode_attention_splits`]). Same results as [`rope_attention_decode`] up to the summation order
+/// of the softmax (bit for bit [`rope_kv_write`] followed by [`attention_cached_split`] with the same
+/// scratch shape, on Emu).
+///
+/// `scratch` is an f32 tensor `[rows, heads, n_splits, head_dim + 2]` (`n_splits >= 1` from its shape)
+/// that the kernels overwrite; preallocate it (a captured step must not allocate). Cuda/Emu: with
+/// `n_splits == 1` the single launch of [`rope_attention_decode`] (scratch untouched); with more,
+/// two launches: `rope_attn_decode_d*_bf16` over grid `(rows, heads, n_splits)`, each block
+/// rotating q itself and the block whose slice holds the row's position writing the new cache row,
+/// then `attn_cached_combine_bf16`. Cpu: the same op as [`rope_attention_decode`], scratch untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_attention_decode_split(
+    qkv: View<'_>,
+    positions: View<'_>,
+    slots: View<'_>,
+    inv_freq: View<'_>,
+    k_cache: ViewMut<'_>,
+    v_cache: ViewMut<'_>,
+    lens: View<'_>,
+    out: ViewMut<'_>,
+    scratch: ViewMut<'_>,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "rope_attention_decode_split";
+    let partial = Some(scratch);
+    rope_attention_decode_impl(OP, qkv, positions, slots, inv_freq, k_cache, v_cache, lens, out, partial, scale)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rope_attention_decode_impl(
+    op: &'static str,
     qkv: View<'_>,
     positions: View<'_>,
     slots: View<'_>,
@@ -546,39 +612,61 @@ pub fn rope_attention_decode(
     mut v_cache: ViewMut<'_>,
     lens: View<'_>,
     mut out: ViewMut<'_>,
+    scratch: Option<ViewMut<'_>>,
     scale: f32,
 ) -> Result<()> {
-    const OP: &str = "rope_attention_decode";
-    let dev = same_device(
-        OP,
-        qkv.device(),
-        &[positions.device(), slots.device(), inv_freq.device(), k_cache.device(), v_cache.device(), lens.device(), out.device()],
-    )?;
-    let (n_slots, heads, max_len, d) = cache_dims(OP, &k_cache.as_view(), &v_cache.as_view())?;
-    let kernel = rope_attn_kernel(OP, d)?;
+    let mut devs = vec![
+        positions.device(),
+        slots.device(),
+        inv_freq.device(),
+        k_cache.device(),
+        v_cache.device(),
+        lens.device(),
+        out.device(),
+    ];
+    if let Some(s) = &scratch {
+        devs.push(s.device());
+    }
+    let dev = same_device(op, qkv.device(), &devs)?;
+    let (n_slots, heads, max_len, d) = cache_dims(op, &k_cache.as_view(), &v_cache.as_view())?;
+    let kernel = rope_attn_kernel(op, d)?;
     let rows = qkv.rows();
     let hd = heads * d;
     if qkv.row_len() != 3 * hd {
-        return Err(Error::shape(OP, format!("qkv {:?} for 3 × {heads} heads × {d}", qkv.shape())));
+        return Err(Error::shape(op, format!("qkv {:?} for 3 × {heads} heads × {d}", qkv.shape())));
     }
     if out.rows() != rows || out.row_len() != hd {
-        return Err(Error::shape(OP, format!("out {:?} for {rows} rows of {heads} heads × {d}", out.shape())));
+        return Err(Error::shape(op, format!("out {:?} for {rows} rows of {heads} heads × {d}", out.shape())));
     }
-    check_i32(OP, "positions", &positions, rows)?;
-    check_i32(OP, "slots", &slots, rows)?;
-    check_i32(OP, "lens", &lens, rows)?;
+    check_i32(op, "positions", &positions, rows)?;
+    check_i32(op, "slots", &slots, rows)?;
+    check_i32(op, "lens", &lens, rows)?;
     if inv_freq.len() != d / 2 {
-        return Err(Error::shape(OP, format!("inv_freq has {} values for head_dim {d}", inv_freq.len())));
+        return Err(Error::shape(op, format!("inv_freq has {} values for head_dim {d}", inv_freq.len())));
     }
-    expect_dtype(OP, "inv_freq", &inv_freq, DType::F32)?;
+    expect_dtype(op, "inv_freq", &inv_freq, DType::F32)?;
     if !scale.is_finite() {
-        return Err(Error::invalid(OP, format!("scale = {scale}")));
+        return Err(Error::invalid(op, format!("scale = {scale}")));
     }
     let act = dev.compute_dtype();
-    expect_dtype(OP, "qkv", &qkv, act)?;
-    expect_dtype(OP, "k_cache", &k_cache.as_view(), act)?;
-    expect_dtype(OP, "v_cache", &v_cache.as_view(), act)?;
-    expect_dtype(OP, "out", &out.as_view(), act)?;
+    expect_dtype(op, "qkv", &qkv, act)?;
+    expect_dtype(op, "k_cache", &k_cache.as_view(), act)?;
+    expect_dtype(op, "v_cache", &v_cache.as_view(), act)?;
+    expect_dtype(op, "out", &out.as_view(), act)?;
+    let n_splits = match &scratch {
+        None => 1,
+        Some(sc) => {
+            let s = sc.shape();
+            if s.len() != 4 || s[0] != rows || s[1] != heads || s[2] == 0 || s[3] != d + 2 {
+                return Err(Error::shape(
+                    op,
+                    format!("scratch {s:?} is not [rows {rows}, heads {heads}, n_splits >= 1, head_dim + 2 = {}]", d + 2),
+                ));
+            }
+            expect_dtype(op, "scratch", &sc.as_view(), DType::F32)?;
+            s[2]
+        }
+    };
     if rows == 0 {
         return Ok(());
     }
@@ -593,19 +681,19 @@ pub fn rope_attention_decode(
                     continue;
                 }
                 if len < 0 || len as usize > max_len {
-                    return Err(Error::invalid(OP, format!("row {r}: length {len} is outside 0..={max_len}")));
+                    return Err(Error::invalid(op, format!("row {r}: length {len} is outside 0..={max_len}")));
                 }
                 if p < 0 || p as usize >= max_len {
-                    return Err(Error::invalid(OP, format!("row {r}: position {p} is outside 0..{max_len}")));
+                    return Err(Error::invalid(op, format!("row {r}: position {p} is outside 0..{max_len}")));
                 }
                 if s < 0 || s as usize >= n_slots {
-                    return Err(Error::invalid(OP, format!("row {r}: slot {s} is outside 0..{n_slots}")));
+                    return Err(Error::invalid(op, format!("row {r}: slot {s} is outside 0..{n_slots}")));
                 }
                 live_slots.push((s, r));
             }
             live_slots.sort_unstable();
             if let Some(w) = live_slots.windows(2).find(|w| w[0].0 == w[1].0) {
-                return Err(Error::invalid(OP, format!("rows {} and {} are both live in slot {}", w[0].1, w[1].1, w[0].0)));
+                return Err(Error::invalid(op, format!("rows {} and {} are both live in slot {}", w[0].1, w[1].1, w[0].0)));
             }
             // rope_kv_write on the live rows, then attention_cached over every row (zeros for the others)
             let live: Vec<usize> = (0..rows).filter(|&r| ln[r] != 0).collect();
@@ -616,16 +704,20 @@ pub fn rope_attention_decode(
             let mut lq = vec![0f32; live.len() * hd];
             let (kc, vc) = (k_cache.host_f32_mut()?, v_cache.host_f32_mut()?);
             cpu::rope_kv_write(&lqkv, &lpos, &lslots, inv_freq.host_f32()?, &mut lq, kc, vc, heads, max_len)
-                .map_err(|(r, what, v)| Error::invalid(OP, format!("row {}: {what} {v} is invalid", live[r])))?;
+                .map_err(|(r, what, v)| Error::invalid(op, format!("row {}: {what} {v} is invalid", live[r])))?;
             let mut q = vec![0f32; rows * hd];
             for (i, &r) in live.iter().enumerate() {
                 q[r * hd..(r + 1) * hd].copy_from_slice(&lq[i * hd..(i + 1) * hd]);
             }
             cpu::attention_cached(&q, kc, vc, sl, ln, out.host_f32_mut()?, heads, d, max_len, scale)
-                .map_err(|(r, what, v)| Error::invalid(OP, format!("row {r}: {what} {v} is invalid")))
+                .map_err(|(r, what, v)| Error::invalid(op, format!("row {r}: {what} {v} is invalid")))
         }
         _ => {
-            check_aligned(OP, &[("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
+            check_aligned(op, &[("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
+            let partial = match &scratch {
+                Some(sc) if n_splits > 1 => sc.addr(),
+                _ => 0,
+            };
             let p = RopeAttnParams {
                 qkv: qkv.addr(),
                 positions: positions.addr(),
@@ -635,17 +727,39 @@ pub fn rope_attention_decode(
                 k_cache: k_cache.addr(),
                 v_cache: v_cache.addr(),
                 out: out.addr(),
-                rows: u32_param(OP, "rows", rows)?,
-                heads: u32_param(OP, "heads", heads)?,
-                max_len: u32_param(OP, "max_len", max_len)?.min(i32::MAX as u32),
-                n_slots: u32_param(OP, "n_slots", n_slots)?.min(i32::MAX as u32),
+                partial,
+                rows: u32_param(op, "rows", rows)?,
+                heads: u32_param(op, "heads", heads)?,
+                max_len: u32_param(op, "max_len", max_len)?.min(i32::MAX as u32),
+                n_slots: u32_param(op, "n_slots", n_slots)?.min(i32::MAX as u32),
+                n_splits: u32_param(op, "n_splits", n_splits)?,
                 scale,
-                pad: 0,
             };
-            // the width attention_cached takes for these shapes: the same summation order
-            let nwarps = cached_warps(rows * heads, max_len);
+            // the width attention_cached(_split) takes for these shapes: the same summation order
+            let nwarps = cached_warps(rows * heads * n_splits, max_len);
             let smem = 4 * nwarps * (d as u32 + 2);
-            launch(dev, kernel, LaunchDims::new([p.rows, p.heads, 1], [32 * nwarps, 1, 1], smem), &p)
+            launch(dev, kernel, LaunchDims::new([p.rows, p.heads, p.n_splits], [32 * nwarps, 1, 1], smem), &p)?;
+            if n_splits > 1 {
+                let c = AttnCombineParams {
+                    partial,
+                    slots: p.slots,
+                    lens: p.lens,
+                    out: p.out,
+                    rows: p.rows,
+                    heads: p.heads,
+                    head_dim: d as u32,
+                    n_splits: p.n_splits,
+                    max_len: p.max_len,
+                    n_slots: p.n_slots,
+                };
+                launch(
+                    dev,
+                    "attn_cached_combine_bf16",
+                    LaunchDims::new([p.rows, p.heads, 1], [ATTN_COMBINE_BLOCK, 1, 1], 0),
+                    &c,
+                )?;
+            }
+            Ok(())
         }
     }
 }

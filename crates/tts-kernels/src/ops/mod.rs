@@ -21,8 +21,9 @@ mod sampling;
 pub use activation::{ACT_BLOCK, SwigluParams, swiglu};
 pub use attention::{
     ATTN_COMBINE_BLOCK, ATTN_DENSE_BLOCK, ATTN_MAX_HEAD_DIM, ATTN_MAX_WARPS, AttnCachedParams, AttnCombineParams,
-    AttnDenseParams, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeAttnParams, RopeKvParams, attention_cached, attention_cached_split,
-    attention_cached_splits, attention_dense, rope_attention_decode, rope_kv_write,
+    AttnDenseParams, DECODE_MAX_SPLITS, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeAttnParams, RopeKvParams, attention_cached,
+    attention_cached_split, attention_cached_splits, attention_dense, decode_attention_splits, rope_attention_decode,
+    rope_attention_decode_split, rope_kv_write,
 };
 pub use conv::{Im2col, PadMode, col2im_transpose, conv1d_packed, im2col};
 pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
