@@ -42,11 +42,17 @@ pub struct EmuOptions {
     pub strict: bool,
     /// OS threads that run blocks; 0 = `CUSHIM_WORKERS` or all cores.
     pub workers: u32,
+    /// The shared-memory race detector: two threads writing the same shared byte between two
+    /// barriers (not ordered by an atomic or a warp barrier) is a finding (see cushim.h, 3b). Off by
+    /// default: it compares the block's shared memory with a copy at every barrier and warp
+    /// intrinsic (about 5x slower on shuffle-heavy kernels); `testing::kernel_devices` turns it on
+    /// in one of its schedules, so every kernel test runs under it.
+    pub race_check: bool,
 }
 
 impl Default for EmuOptions {
     fn default() -> Self {
-        EmuOptions { schedule: Schedule::Forward, strict: true, workers: 0 }
+        EmuOptions { schedule: Schedule::Forward, strict: true, workers: 0, race_check: false }
     }
 }
 

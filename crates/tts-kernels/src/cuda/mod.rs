@@ -9,6 +9,7 @@
 //! compilation, the cache) are tested, but no launch, copy or GEMM has run on real hardware.
 pub(crate) mod cache;
 pub mod nvrtc;
+mod shared_mem;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -75,6 +76,8 @@ pub(crate) struct CudaBackend {
     functions: HashMap<&'static str, CudaFunction>,
     /// Kernel names launched since a capture began (None: not capturing).
     capture_log: Mutex<Option<Vec<&'static str>>>,
+    /// Shared-memory limits and opt-ins (shared_mem.rs).
+    smem: shared_mem::SharedMemState,
     _ctx: Arc<CudaContext>,
 }
 
@@ -128,6 +131,7 @@ impl CudaBackend {
             blas: Mutex::new(blas),
             functions,
             capture_log: Mutex::new(None),
+            smem: Default::default(),
             _ctx: ctx,
         })
     }
