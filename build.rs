@@ -15,14 +15,18 @@ use std::path::{Path, PathBuf};
 struct KernelFile {
     /// Name relative to kernels/, e.g. "rmsnorm.cu" or "faults/faults.cu".
     name: String,
-    path: PathBuf,
     amalgamated: String,
+    /// Emu only: amalgamated with `#line` markers (diagnostics name the real files) and every static
+    /// `__shared__` declaration followed by its registration with the shim (see [`instrument_static_shared`]).
+    emu_source: String,
     entry_points: Vec<String>,
-    dyn_smem: Vec<String>,
+    /// (name, declaration) of each `extern __shared__` array.
+    dyn_smem: Vec<(String, String)>,
     gpu: bool,
 }
 
 fn main() {
+    instrumentation_self_test();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().expect("workspace root");
     let kernels_dir = root.join("kernels");
@@ -43,12 +47,13 @@ fn main() {
             println!("cargo:rerun-if-changed={}", path.display());
             let name = path.strip_prefix(&kernels_dir).unwrap().to_string_lossy().replace('\\', "/");
             let source = fs::read_to_string(&path).unwrap();
-            let mut seen = BTreeSet::new();
-            let amalgamated = amalgamate(&path, &source, &mut seen);
+            let amalgamated = amalgamate(&path, &source, &mut BTreeSet::new(), false);
+            let emu_source = instrument_static_shared(&amalgamate(&path, &source, &mut BTreeSet::new(), true))
+                .unwrap_or_else(|e| panic!("kernels/{name}: {e}"));
             let entry_points = entry_points(&source);
             assert!(!entry_points.is_empty(), "{name}: no extern \"C\" __global__ entry point");
             let dyn_smem = dynamic_shared_names(&amalgamated);
-            files.push(KernelFile { name, path, amalgamated, entry_points, dyn_smem, gpu });
+            files.push(KernelFile { name, amalgamated, emu_source, entry_points, dyn_smem, gpu });
         }
     }
     let mut all = BTreeSet::new();
@@ -85,11 +90,19 @@ fn main() {
 }
 
 /// Inlines `#include "x"` (relative to the including file) once per header; drops `#pragma once`.
-fn amalgamate(path: &Path, source: &str, seen: &mut BTreeSet<PathBuf>) -> String {
+/// With `line_markers`, `#line` directives keep `__FILE__`/`__LINE__` (and compiler messages) on the
+/// original files.
+fn amalgamate(path: &Path, source: &str, seen: &mut BTreeSet<PathBuf>, line_markers: bool) -> String {
     let mut out = String::new();
-    for line in source.lines() {
+    if line_markers {
+        let _ = writeln!(out, "#line 1 {:?}", path.display().to_string());
+    }
+    for (i, line) in source.lines().enumerate() {
         let t = line.trim();
         if t == "#pragma once" {
+            if line_markers {
+                out.push('\n'); // keeps the line count
+            }
             continue;
         }
         if let Some(rest) = t.strip_prefix("#include") {
@@ -102,8 +115,11 @@ fn amalgamate(path: &Path, source: &str, seen: &mut BTreeSet<PathBuf>) -> String
                 if seen.insert(inc_path.clone()) {
                     let text = fs::read_to_string(&inc_path).unwrap();
                     let _ = writeln!(out, "// ---- begin {inc}");
-                    out.push_str(&amalgamate(&inc_path, &text, seen));
+                    out.push_str(&amalgamate(&inc_path, &text, seen, line_markers));
                     let _ = writeln!(out, "// ---- end {inc}");
+                }
+                if line_markers {
+                    let _ = writeln!(out, "#line {} {:?}", i + 2, path.display().to_string());
                 }
                 continue;
             }
@@ -113,6 +129,191 @@ fn amalgamate(path: &Path, source: &str, seen: &mut BTreeSet<PathBuf>) -> String
         out.push('\n');
     }
     out
+}
+
+/// For the Emu translation units: after every static (non-`extern`) `__shared__` declaration, on
+/// the same line, one `::cushim::touch_static_smem(&name, sizeof(name), "name", __FILE__, __LINE__);`
+/// per declared name. The shim poisons an array at its first touch in each block (a block must not
+/// see the values a previous block left on the same worker: every fiber passes the declaration
+/// before it can write the array), counts it against the shared-memory limit and gives it to the
+/// race detector. A declaration must be one line, `__shared__ [__align__(N)] T a[..][..], b[..];`,
+/// inside a function; anything else is an error (an unregistered array would escape every check).
+fn instrument_static_shared(src: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(src.len() + 4096);
+    let (mut depth, mut in_comment) = (0i64, false);
+    let (mut file, mut line_no) = (String::from("?"), 0usize);
+    for line in src.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("#line ") {
+            let (n, f) = rest.split_once(' ').unwrap_or((rest, ""));
+            line_no = n.trim().parse::<usize>().map_err(|_| format!("bad marker `{line}`"))? - 1;
+            file = f.trim().trim_matches('"').to_string();
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        line_no += 1;
+        let at = || format!("{file}:{line_no}: `{}`", line.trim());
+        let code = code_only(line, &mut in_comment);
+        if code.trim_start().starts_with('#') {
+            if code.contains("__shared__") {
+                return Err(format!("{}: __shared__ in a preprocessor line cannot be registered with the Emu shim", at()));
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut inserts: Vec<(usize, String)> = Vec::new(); // (byte offset after the `;`, text)
+        let mut from = 0;
+        while let Some(i) = code[from..].find("__shared__") {
+            let pos = from + i;
+            from = pos + "__shared__".len();
+            let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            if code[..pos].ends_with(ident) || code[from..].starts_with(ident) {
+                continue; // part of a longer identifier
+            }
+            if code[..pos].trim_end().ends_with("extern") {
+                continue; // dynamic shared memory: defined by the build, poisoned at every block start
+            }
+            let depth_here = depth + brace_delta(&code[..pos]);
+            if depth_here <= 0 {
+                return Err(format!("{}: a namespace-scope __shared__ array is not supported (declare it in the kernel)", at()));
+            }
+            let semi = code[from..]
+                .find(';')
+                .map(|k| from + k)
+                .ok_or_else(|| format!("{}: a __shared__ declaration must end on its own line (`;` not found)", at()))?;
+            let names = shared_declarator_names(&code[from..semi]).map_err(|e| format!("{}: {e}", at()))?;
+            let mut text = String::new();
+            for n in names {
+                let _ = write!(text, " ::cushim::touch_static_smem(&{n}, sizeof({n}), \"{n}\", __FILE__, __LINE__);");
+            }
+            inserts.push((semi + 1, text));
+        }
+        depth += brace_delta(&code);
+        let mut l = line.to_string();
+        for (off, text) in inserts.into_iter().rev() {
+            l.insert_str(off, &text);
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The declaration parser on the forms the kernels use, and on forms it must refuse (a build that
+/// silently skipped an array would leave it unpoisoned and unchecked).
+fn instrumentation_self_test() {
+    let names = |d: &str| shared_declarator_names(d).unwrap();
+    assert_eq!(names(" float s[256]"), ["s"]);
+    assert_eq!(names(" __align__(16) float qs[64][ATTN_DQ + 4]"), ["qs"]);
+    assert_eq!(names(" float tcos[16], tsin[16], *p"), ["tcos", "tsin", "p"]);
+    assert_eq!(names(" unsigned s_index"), ["s_index"]);
+    for bad in [" float s[4] = {0}", " float", " float s[4", " int (*f)(int)"] {
+        assert!(shared_declarator_names(bad).is_err(), "accepted `__shared__{bad};`");
+    }
+    let src = "#line 1 \"k.cu\"\n__global__ void k() {\n  __shared__ float a[2], b; // __shared__ x\n}\n";
+    let out = instrument_static_shared(src).unwrap();
+    assert!(out.contains("float a[2], b; ::cushim::touch_static_smem(&a, sizeof(a), \"a\", __FILE__, __LINE__); ::cushim::touch_static_smem(&b,"), "{out}");
+    assert_eq!(out.lines().count(), src.lines().count());
+    assert!(instrument_static_shared("__shared__ float g[4];\n").is_err(), "namespace scope");
+    assert!(instrument_static_shared("void f() {\n__shared__ float g[4]\n;}\n").is_err(), "split line");
+    assert!(instrument_static_shared("#define S __shared__ float g[4];\n").is_err(), "macro");
+    let dyn_only = "void f() {\n  extern __shared__ float d[];\n}\n";
+    assert_eq!(instrument_static_shared(dyn_only).unwrap(), dyn_only);
+}
+
+/// `line` with comments and the contents of string and character literals replaced by spaces (the
+/// same byte length, so offsets carry over); `in_comment` carries a `/* */` comment across lines.
+fn code_only(line: &str, in_comment: &mut bool) -> String {
+    let b = line.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    while i < b.len() {
+        if *in_comment {
+            if b[i..].starts_with(b"*/") {
+                out[i] = b' ';
+                out[i + 1] = b' ';
+                *in_comment = false;
+                i += 2;
+            } else {
+                out[i] = b' ';
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"//") {
+            out[i..].fill(b' ');
+            break;
+        } else if b[i..].starts_with(b"/*") {
+            *in_comment = true;
+        } else if b[i] == b'"' || b[i] == b'\'' {
+            let q = b[i];
+            i += 1;
+            while i < b.len() && b[i] != q {
+                let n = if b[i] == b'\\' { 2 } else { 1 };
+                out[i..(i + n).min(b.len())].fill(b' ');
+                i += n;
+            }
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    // only ASCII bytes were replaced by ASCII spaces; any multi-byte character inside a comment or
+    // literal became spaces as a whole
+    String::from_utf8(out.iter().map(|&c| if c < 128 { c } else { b' ' }).collect()).unwrap()
+}
+
+fn brace_delta(code: &str) -> i64 {
+    code.bytes().map(|c| (c == b'{') as i64 - (c == b'}') as i64).sum()
+}
+
+/// The names declared by the text between `__shared__` and `;`: `[__align__(N)] T a[..], b[..]`.
+fn shared_declarator_names(decl: &str) -> Result<Vec<String>, String> {
+    let mut d = decl.to_string();
+    while let Some(i) = d.find("__align__") {
+        let open = d[i..].find('(').map(|k| i + k).ok_or("__align__ without (N)")?;
+        let close = d[open..].find(')').map(|k| open + k).ok_or("__align__( without )")?;
+        d.replace_range(i..=close, " ");
+    }
+    let (mut parts, mut level, mut start) = (Vec::new(), 0i32, 0usize);
+    for (i, c) in d.char_indices() {
+        match c {
+            '[' | '(' => level += 1,
+            ']' | ')' => level -= 1,
+            ',' if level == 0 => {
+                parts.push(&d[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&d[start..]);
+    let is_ident = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut names = Vec::new();
+    for (k, part) in parts.iter().enumerate() {
+        let part = part.trim();
+        if part.contains(['=', '(', ')', '{', '}', '&']) {
+            return Err(format!(
+                "cannot parse the __shared__ declarator `{part}` (no initialisers, references or function types)"
+            ));
+        }
+        let (head, dims) = part.split_at(part.find('[').unwrap_or(part.len()));
+        let bounds_ok = dims.is_empty()
+            || (dims.starts_with('[') && dims.ends_with(']') && dims.matches('[').count() == dims.matches(']').count());
+        if !bounds_ok {
+            return Err(format!("cannot parse the array bounds `{dims}` of a __shared__ declaration"));
+        }
+        let mut tokens: Vec<&str> = head.split_whitespace().collect();
+        let last = tokens.pop().unwrap_or("");
+        let name = last.trim_start_matches('*');
+        if !is_ident(name) || (k == 0 && tokens.is_empty() && last == name) || (k > 0 && !tokens.is_empty()) {
+            return Err(format!("cannot find the declared name in `{part}` of a __shared__ declaration"));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
 }
 
 /// Names of the `extern "C" __global__ void [__launch_bounds__(..)] name(` entry points.
@@ -134,15 +335,20 @@ fn entry_points(source: &str) -> Vec<String> {
     names
 }
 
-/// Names declared as `extern __shared__ T name[]`.
-fn dynamic_shared_names(source: &str) -> Vec<String> {
+/// (name, declaration up to its `;`) of each `extern __shared__ T name[];`.
+fn dynamic_shared_names(source: &str) -> Vec<(String, String)> {
     let mut names = Vec::new();
+    let mut in_comment = false;
     for line in source.lines() {
-        if let Some(i) = line.find("extern __shared__") {
-            let decl = &line[i + "extern __shared__".len()..];
-            let before_bracket = decl.split('[').next().unwrap();
+        let code = code_only(line, &mut in_comment);
+        if let Some(i) = code.find("extern __shared__") {
+            let end = code[i..].find(';').map(|k| i + k).expect("an extern __shared__ declaration ends on its line");
+            let decl = &code[i..end];
+            let before_bracket = decl["extern __shared__".len()..].split('[').next().unwrap();
             let name = before_bracket.split_whitespace().last().unwrap().trim_start_matches('*');
-            names.push(name.to_string());
+            if !names.iter().any(|(n, _): &(String, String)| n == name) {
+                names.push((name.to_string(), format!("{};", decl.trim())));
+            }
         }
     }
     names
@@ -169,23 +375,34 @@ fn build_emu(files: &[KernelFile], shim_dir: &Path, out_dir: &Path) {
     for f in files {
         let stem = f.name.trim_end_matches(".cu").replace('/', "_");
         let tu = emu_dir.join(format!("emu_{stem}.cpp"));
+        let instrumented = emu_dir.join(format!("emu_{stem}.cu.inc"));
+        fs::write(&instrumented, &f.emu_source).unwrap();
         let mut src = format!(
             "// Generated: {} compiled for the host through cushim.\n#include \"{}\"\n#include \"{}\"\n",
             f.name,
             shim_h.display(),
-            f.path.canonicalize().unwrap().display()
+            instrumented.display()
         );
+        // the file's dynamic shared arrays, registered with every block (poison, race check)
+        for (_, decl) in &f.dyn_smem {
+            let _ = writeln!(src, "{decl}");
+        }
+        src.push_str("static void cushim_tu_dyn_smem(::cushim::Block* b) {\n");
+        for (n, _) in &f.dyn_smem {
+            let _ = writeln!(src, "    ::cushim::add_dynamic_region(b, (void*){n}, \"{n}\");");
+        }
+        src.push_str("    (void)b;\n}\n");
         for k in &f.entry_points {
             let _ = writeln!(src, "CUSHIM_EXPORT({k})");
             let _ = writeln!(
                 table,
                 "    fn cushim_launch_{k}(grid: *const u32, block: *const u32, smem: usize, params: *mut *mut \
-                 std::ffi::c_void, opts: *const LaunchOpts, err: *mut std::ffi::c_char, errlen: usize) -> i32;"
+                 std::ffi::c_void, opts: *mut LaunchOpts, err: *mut std::ffi::c_char, errlen: usize) -> i32;"
             );
         }
         fs::write(&tu, src).unwrap();
         build.file(&tu);
-        dyn_names.extend(f.dyn_smem.iter().cloned());
+        dyn_names.extend(f.dyn_smem.iter().map(|(n, _)| n.clone()));
     }
     table.push_str(
         "}\n\n/// (kernel name, entry point, runs on the GPU too)\npub static EMU_KERNELS: &[(&str, EmuLaunchFn, bool)] = &[\n",

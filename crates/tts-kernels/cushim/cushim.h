@@ -10,16 +10,21 @@
 //     fiber in the block's schedule order.
 //   * The schedule order is a launch option: forward, reverse or seeded random. Running a test in
 //     several orders exposes missing barriers (a GPU hides them by luck).
-//   * __shared__ is `thread_local`: all fibers of a block (same worker) share one copy.
-//     Dynamic shared memory (`extern __shared__ T name[]`) is defined by cushim_dyn_smem.h and
-//     poisoned with 0xFF bytes (NaN) at the start of every block.
+//   * __shared__ is `thread_local`: all fibers of a block (same worker) share one copy. The build
+//     script follows every static `__shared__` declaration with touch_static_smem(), which poisons
+//     the array with 0xFF bytes (NaN / -1) at its first touch in each block, so no block sees what
+//     the previous block on its worker left there. Dynamic shared memory (`extern __shared__ T
+//     name[]`) is defined by cushim_dyn_smem.h and poisoned at the start of every block.
+//   * Shared-memory limits as on a GPU (section 3a): static + dynamic bytes at most 48 KiB unless
+//     the launch opted in, and at most the modelled device's opt-in maximum.
 //   * Warp intrinsics (__shfl*_sync, votes, __syncwarp) go through a per-warp exchange area and a
 //     warp barrier over the mask, with the PTX shfl.sync lane formulas.
 //
 // Checks a GPU does not give: deadlocks (with the waiting threads and their call sites),
 // __syncthreads() from different call sites in one barrier, threads exiting while others wait at
 // a barrier, warp intrinsics whose mask omits the caller or names exited lanes, source lanes
-// outside the mask. In strict mode (the default of the Rust Emu backend) every such finding fails
+// outside the mask, lanes of one mask meeting at different shuffle/vote call sites, and (with
+// race_check) two threads writing the same shared byte between two barriers (section 3b). In strict mode (the default of the Rust Emu backend) every such finding fails
 // the launch with a message; otherwise it is a warning on stderr.
 //
 // Portability: the fiber switch is 7 instructions of x86-64 assembly (SysV). Elsewhere (aarch64,
@@ -62,6 +67,7 @@
 #include <vector>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "cushim_dyn_smem.h"
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #define CUSHIM_UCONTEXT 1
@@ -86,13 +92,25 @@ inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z,
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
-// ---- 3. options shared with the Rust side (crates/tts-kernels/src/emu/ffi.rs mirrors this)
+// ---- 3. options shared with the Rust side (crates/tts-kernels/src/emu/mod.rs, LaunchOpts, mirrors this)
 extern "C" {
 struct cushim_launch_opts {
     unsigned order;   // 0 = forward, 1 = reverse, 2 = random (seeded)
     unsigned seed;    // for order 2
     unsigned strict;  // 1: every finding (warning) fails the launch
     unsigned workers; // 0: CUSHIM_WORKERS or the number of cores
+    // shared memory (see src/launch.rs): the modelled device's limits and the kernel's opt-in
+    unsigned smem_optin_max;    // bytes (static + dynamic) one block may use after opting in
+    unsigned smem_max_dynamic;  // the kernel's MAX_DYNAMIC_SHARED_SIZE_BYTES as raised by the launch
+                                // code; 0 = never raised (then 48 KiB minus the static size, as CUDA)
+    unsigned smem_auto_opt_in;  // 1: the launch code did not know the static size yet (the kernel's
+                                // first launch): opt in here when static + dynamic > 48 KiB, as it would
+    unsigned race_check;        // 1: the shared-memory write-write race detector (section 3b)
+    // outputs
+    unsigned out_static_smem;   // the most static __shared__ bytes one block registered
+    unsigned out_opted_in;      // 1: smem_auto_opt_in opted in (the kernel's maximum is now the dynamic size)
+    unsigned out_smem_limit;    // nonzero: the launch failed on shared memory; the limit it passed
+    unsigned out_pad;
 };
 }
 
@@ -111,14 +129,37 @@ struct Fiber {
     unsigned linear = 0, lane = 0, warp = 0, pos = 0;  // pos: index in the schedule order
     unsigned fullx = 0;                                 // full-warp exchanges done (buffer parity)
     FState st = RUNNABLE;
-    const char* file = nullptr;  // call site of the __syncthreads it waits at
+    const char* file = nullptr;  // call site of the __syncthreads or warp intrinsic it waits at
     int line = 0;
+    const char* wwhat = nullptr;  // the warp intrinsic it waits in
     unsigned wmask = 0;  // mask it waits with (warp sync)
 };
 struct Warp {
     unsigned present = 0, arrived = 0, exited = 0;
     uint64_t xchg[32];      // exchange area for partial-mask collectives (2 syncs)
     uint64_t fxchg[2][32];  // double-buffered area for full-warp collectives (1 sync)
+    std::vector<unsigned> releases;  // race check: masks of the warp barriers released in this barrier interval
+};
+// A shared-memory region of the running block: a static __shared__ array (registered at its first
+// touch) or the dynamic shared memory.
+struct Region {
+    unsigned char* p;
+    size_t n;
+    size_t off;  // race check: offset of its bytes in the block's shadow / writer arrays
+    const char* name;
+    const char* file;  // declaration site (static arrays)
+    int line;
+};
+// race check: the last plain (non-atomic) writer of a shared byte
+struct Writer {
+    unsigned interval;  // barrier interval of the write (stale: older than the block's current one)
+    unsigned thread;    // linear thread index in the block
+    unsigned epoch;     // releases of the writer's warp (Warp::releases.size()) when it was seen
+};
+// per launch, shared by its workers
+struct LaunchState {
+    std::atomic<unsigned> max_static{0}, opted_in{0}, smem_limit{0};
+    void (*dyn_regions)(Block*) = nullptr;  // registers the kernel file's dynamic shared arrays
 };
 struct Block {
     uint3 bid{};
@@ -131,6 +172,13 @@ struct Block {
     void* body_arg = nullptr;
     size_t dyn_smem = 0;
     const cushim_launch_opts* opts = nullptr;
+    LaunchState* launch = nullptr;
+    // shared memory of this block: regions, static bytes, and the race detector's state
+    std::vector<Region> regions;
+    size_t static_bytes = 0;
+    unsigned interval = 0;  // current barrier interval (race check; from a per-worker counter)
+    bool race_reported = false;
+    bool smem_pending = false;  // static arrays registered since the last limit check
 #ifdef CUSHIM_UCONTEXT
     ucontext_t sched_uc;
 #endif
@@ -140,7 +188,9 @@ struct Block {
 
 inline thread_local Fiber* g_fiber = nullptr;
 inline thread_local Block* g_block = nullptr;
-inline thread_local std::vector<std::pair<unsigned char*, unsigned long>> tl_dyn_smem;
+inline thread_local std::vector<unsigned char> tl_shadow;  // race check: region bytes as of the last flush
+inline thread_local std::vector<Writer> tl_writers;        // race check: per region byte, its last writer
+inline thread_local unsigned tl_interval = 0;              // race check: barrier intervals on this worker
 inline void (*g_touchers[64])();  // force TLS init of dynamic smem objects on each worker
 inline std::atomic<int> g_ntouchers{0};
 inline std::atomic<long> g_warnings{0};
@@ -210,9 +260,148 @@ inline void switch_to_next(Fiber* f) {
     switch_fiber_to_sched(f, b);
 }
 
+// ---- 3a. shared memory: regions, poisoning, limits
+// Static + dynamic bytes a block may use without opting in, on every CUDA device.
+constexpr size_t SMEM_DEFAULT_LIMIT = 48 * 1024;
+
+// Checks the block's shared memory (its dynamic bytes and the static arrays registered so far)
+// against the modelled device; on a violation records the error and the limit, returns false.
+inline bool smem_within_limits(Block* b) {
+    const cushim_launch_opts& o = *b->opts;
+    const size_t st = b->static_bytes, dyn = b->dyn_smem;
+    size_t limit = 0;
+    std::string why;
+    if (st > SMEM_DEFAULT_LIMIT) {
+        limit = SMEM_DEFAULT_LIMIT;
+        why = "static __shared__ arrays above 48 KiB (ptxas refuses them)";
+    } else if (st + dyn > o.smem_optin_max) {
+        limit = o.smem_optin_max;
+        why = "more than the device's opt-in maximum of " + std::to_string(o.smem_optin_max) + " bytes per block";
+    } else {
+        // CUDA: without an opt-in a kernel's MAX_DYNAMIC_SHARED_SIZE_BYTES is 48 KiB minus its static size
+        size_t max_dyn = o.smem_max_dynamic ? o.smem_max_dynamic : SMEM_DEFAULT_LIMIT - st;
+        if (dyn > max_dyn && o.smem_auto_opt_in) {  // what the launch code does once it knows the static size
+            b->launch->opted_in = 1;
+            max_dyn = dyn;
+        }
+        if (dyn > max_dyn) {
+            limit = st + max_dyn;
+            why = o.smem_max_dynamic ? "more than the kernel's raised MAX_DYNAMIC_SHARED_SIZE_BYTES of " +
+                                           std::to_string(o.smem_max_dynamic) + " dynamic bytes"
+                                     : "more than 48 KiB without opting in (MAX_DYNAMIC_SHARED_SIZE_BYTES)";
+        }
+    }
+    if (limit == 0) return true;
+    unsigned none = 0;
+    b->launch->smem_limit.compare_exchange_strong(none, (unsigned)limit);
+    if (b->error.empty()) b->error = why;
+    return false;
+}
+// Static arrays registered since the last check are checked at the fiber's next barrier, warp
+// intrinsic or exit, so that the sizes in a message count every array declared before it.
+inline void check_new_static_smem(Block* b) {
+    if (!b->smem_pending) return;
+    b->smem_pending = false;
+    if (!smem_within_limits(b)) fail(b, b->error);
+}
+
+inline void add_region(Block* b, unsigned char* p, size_t n, const char* name, const char* file, int line) {
+    memset(p, 0xff, n);  // poison: NaN as a float, -1 as an int
+    size_t off = 0;
+    if (b->opts->race_check) {
+        off = tl_shadow.size();
+        tl_shadow.insert(tl_shadow.end(), p, p + n);
+        tl_writers.resize(off + n, Writer{0, 0, 0});  // interval 0: no writer yet
+    }
+    b->regions.push_back(Region{p, n, off, name, file, line});
+}
+
+// The file's dynamic shared array `p` for this block (the build script generates the call).
+inline void add_dynamic_region(Block* b, void* p, const char* name) {
+    add_region(b, static_cast<unsigned char*>(p), std::min<size_t>(b->dyn_smem, CUSHIM_DYN_SMEM_BYTES), name, nullptr, 0);
+}
+
+// After every static __shared__ declaration (inserted by the build script): the first touch of an
+// array in a block poisons and registers it. Every fiber passes the declaration before it can
+// write the array, so no write of this block is lost.
+inline void touch_static_smem(const void* p, size_t n, const char* name, const char* file, int line) {
+    Fiber* f = g_fiber;
+    if (!f) return;
+    Block* b = f->blk;
+    for (const Region& r : b->regions)
+        if (r.p == p) return;
+    b->static_bytes += n;
+    b->smem_pending = true;
+    add_region(b, static_cast<unsigned char*>(const_cast<void*>(p)), n, name, file, line);
+}
+
+// ---- 3b. race detector (race_check): between two __syncthreads, a shared byte written by two
+// different threads is an unsynchronised write-write conflict, unless the two threads are lanes of
+// one warp and a warp barrier (a __syncwarp, shuffle or vote) over both lanes was released between
+// the two writes. Fibers switch only at barriers and warp intrinsics, so at each of those the
+// running fiber's writes since its previous one are found by comparing the block's shared regions
+// with a shadow copy; atomics update the shadow themselves (they never conflict). Writes of the
+// value a byte already holds are not seen, nor are races between a read and a write.
+inline bool warp_ordered(const Block* b, const Writer& w, const Fiber* f) {
+    if (w.thread / 32 != f->warp) return false;
+    const std::vector<unsigned>& rel = b->warps[f->warp].releases;
+    const unsigned both = (1u << (w.thread % 32)) | (1u << f->lane);
+    for (size_t k = w.epoch; k < rel.size(); k++)
+        if ((rel[k] & both) == both) return true;
+    return false;
+}
+__attribute__((noinline)) inline void race_flush(Fiber* f, const char* what, const char* file, int line) {
+    Block* b = f->blk;
+    const unsigned epoch = (unsigned)b->warps[f->warp].releases.size();
+    for (const Region& r : b->regions) {
+        unsigned char* sh = tl_shadow.data() + r.off;
+        if (memcmp(r.p, sh, r.n) == 0) continue;
+        Writer* wr = tl_writers.data() + r.off;
+        for (size_t i = 0; i < r.n; i += 64) {
+            const size_t m = std::min<size_t>(64, r.n - i);
+            if (memcmp(r.p + i, sh + i, m) == 0) continue;
+            for (size_t j = i; j < i + m; j++) {
+                if (r.p[j] == sh[j]) continue;
+                Writer& w = wr[j];
+                if (w.interval == b->interval && w.thread != f->linear && !warp_ordered(b, w, f) && !b->race_reported) {
+                    b->race_reported = true;
+                    std::string decl = r.file ? std::string(" (declared at ") + r.file + ":" + std::to_string(r.line) + ")" : "";
+                    note(b, "shared-memory race: threads " + std::to_string(w.thread) + " and " + std::to_string(f->linear) +
+                                " both wrote byte " + std::to_string(j) + " of `" + r.name + "`" + decl +
+                                " between two __syncthreads with no atomic or warp barrier ordering them (thread " +
+                                std::to_string(f->linear) + "'s write was found at its " + what + " at " + file + ":" +
+                                std::to_string(line) + ")");
+                }
+                w = Writer{b->interval, f->linear, epoch};
+                sh[j] = r.p[j];
+            }
+        }
+    }
+}
+// An atomic on shared memory: keep the shadow in step so that the detector does not take it for a
+// plain write.
+inline void race_atomic(const void* p, size_t n) {
+    Block* b = g_block;
+    if (!b || !b->opts->race_check) return;
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    for (const Region& r : b->regions)
+        if (c >= r.p && c + n <= r.p + r.n) {
+            memcpy(tl_shadow.data() + r.off + (c - r.p), c, n);
+            return;
+        }
+}
+// a new barrier interval: no write before it conflicts with one after it
+inline void next_interval(Block* b) {
+    b->interval = ++tl_interval;
+    if (b->opts->race_check)
+        for (size_t w = 0; w < (b->nthreads + 31) / 32; w++) b->warps[w].releases.clear();
+}
+
 inline void fiber_main(Fiber* f) {
     Block* b = f->blk;
     b->body(b->body_arg);  // run the kernel body as this CUDA thread
+    check_new_static_smem(b);
+    if (b->opts->race_check) race_flush(f, "exit", "(kernel end)", 0);
     f->st = DONE;
     b->live--;
     Warp& w = b->warps[f->warp];
@@ -230,6 +419,7 @@ inline void fiber_main(Fiber* f) {
             for (unsigned i = 0; i < b->nthreads; i++)
                 if (b->fibers[i].st == WAIT_BAR) b->fibers[i].st = RUNNABLE;
             b->bar_arrived = 0;
+            next_interval(b);
         }
     }
     switch_to_next(f);  // never resumed
@@ -266,6 +456,8 @@ inline void fiber_init(Fiber* f) {
 __attribute__((noinline)) inline void syncthreads_impl(const char* file, int line) {
     Fiber* f = g_fiber;
     Block* b = f->blk;
+    check_new_static_smem(b);
+    if (b->opts->race_check) race_flush(f, "__syncthreads", file, line);
     f->st = WAIT_BAR;
     f->file = file;
     f->line = line;
@@ -279,16 +471,45 @@ __attribute__((noinline)) inline void syncthreads_impl(const char* file, int lin
             o.st = RUNNABLE;
         }
         b->bar_arrived = 0;
+        next_interval(b);
         return;
     }
     switch_to_next(f);
 }
 
-// warp barrier over `mask`; all lanes in mask must call with the same mask
-__attribute__((noinline)) inline void warp_sync_impl(unsigned mask, const char* what) {
+inline bool same_site(const Fiber& a, const Fiber& b) {
+    return a.line == b.line && (a.wwhat == b.wwhat || !strcmp(a.wwhat, b.wwhat)) &&
+           (a.file == b.file || !strcmp(a.file, b.file));
+}
+// The lanes of a released warp barrier must have met at one call site of one intrinsic, except
+// that __syncwarp may pair with __syncwarp anywhere (legal on sm_70+).
+inline void check_warp_sites(Block* b, const Fiber* f, unsigned mask) {
+    bool all_syncwarp = true;
+    for (unsigned l = 0; l < 32; l++)
+        if (mask >> l & 1u) all_syncwarp &= !strcmp(b->fibers[f->warp * 32 + l].wwhat, "__syncwarp");
+    if (all_syncwarp) return;
+    for (unsigned l = 0; l < 32; l++) {
+        const Fiber& o = b->fibers[f->warp * 32 + l];
+        if (!(mask >> l & 1u) || same_site(o, *f)) continue;
+        note(b, "warp " + std::to_string(f->warp) + ": lanes of one mask met at different warp intrinsics: lane " +
+                    std::to_string(o.lane) + " at " + o.wwhat + " " + o.file + ":" + std::to_string(o.line) + ", lane " +
+                    std::to_string(f->lane) + " at " + f->wwhat + " " + f->file + ":" + std::to_string(f->line) +
+                    " (every lane of the mask must execute the same shuffle/vote call)");
+        return;
+    }
+}
+
+// warp barrier over `mask`; all lanes in mask must call with the same mask (and, except for
+// __syncwarp, from the same call site of the same intrinsic)
+__attribute__((noinline)) inline void warp_sync_impl(unsigned mask, const char* what, const char* file, int line) {
     Fiber* f = g_fiber;
     Block* b = f->blk;
     Warp& w = b->warps[f->warp];
+    check_new_static_smem(b);
+    if (b->opts->race_check) race_flush(f, what, file, line);
+    f->wwhat = what;
+    f->file = file;
+    f->line = line;
     if (!(mask >> f->lane & 1u)) note(b, std::string(what) + ": calling lane " + std::to_string(f->lane) + " not in mask");
     if (mask & ~w.present) {
         note(b, std::string(what) + ": mask names lanes that do not exist in this (partial) warp");
@@ -303,9 +524,11 @@ __attribute__((noinline)) inline void warp_sync_impl(unsigned mask, const char* 
         for (unsigned l = 0; l < 32; l++)
             if (mask >> l & 1u) same &= (b->fibers[f->warp * 32 + l].wmask == mask);
         if (same) {
+            check_warp_sites(b, f, mask);
             for (unsigned l = 0; l < 32; l++)
                 if (mask >> l & 1u) b->fibers[f->warp * 32 + l].st = RUNNABLE;
             w.arrived &= ~mask;
+            if (b->opts->race_check) w.releases.push_back(mask);
             f->st = RUNNABLE;  // the releasing lane keeps running without a switch
             return;
         }
@@ -348,7 +571,14 @@ inline void run_block(Block& b, char* stacks) {
     auto order = schedule_order(n, b.bid.x + b.bid.y * b.gdim.x + b.bid.z * b.gdim.x * b.gdim.y, *b.opts);
     for (unsigned k = 0; k < n; k++) fibers[order[k]].pos = k;
     b.order = order.data();
-    for (auto& p : tl_dyn_smem) memset(p.first, 0xff, std::min<unsigned long>(b.dyn_smem, p.second));
+    b.regions.clear();
+    b.static_bytes = 0;
+    b.smem_pending = false;
+    tl_shadow.clear();
+    tl_writers.clear();
+    b.interval = ++tl_interval;
+    if (!smem_within_limits(&b)) return;  // the dynamic size alone is too large: no thread runs
+    if (b.dyn_smem > 0 && b.launch->dyn_regions) b.launch->dyn_regions(&b);  // poisoned for every block
     g_block = &b;
     while (b.live > 0 && b.error.empty()) {
         bool progressed = false;
@@ -372,7 +602,7 @@ inline void run_block(Block& b, char* stacks) {
                 } else {
                     char h[16];
                     snprintf(h, sizeof h, "%08x", f.wmask);
-                    m += std::string(" at a warp-synchronous op, mask=0x") + h;
+                    m += std::string(" at ") + f.wwhat + " " + f.file + ":" + std::to_string(f.line) + ", mask=0x" + h;
                 }
                 m += ";";
             }
@@ -461,11 +691,18 @@ struct LaunchResult {
     std::string error;
 };
 
-inline LaunchResult launch_fn(dim3 grid, dim3 block, size_t dyn_smem, const cushim_launch_opts& opts,
-                              void (*body)(void*), void* body_arg) {
+// Runs a launch; writes the opts' outputs (static shared bytes, opt-in, the shared-memory limit passed).
+inline LaunchResult launch_fn(dim3 grid, dim3 block, size_t dyn_smem, cushim_launch_opts& opts,
+                              void (*dyn_regions)(Block*), void (*body)(void*), void* body_arg) {
+    opts.out_static_smem = opts.out_opted_in = opts.out_smem_limit = 0;
     unsigned long nt = (unsigned long)block.x * block.y * block.z;
     if (nt == 0 || nt > 1024) return {false, "invalid block size " + std::to_string(nt) + " (1..1024 threads)"};
-    if (dyn_smem > 227 * 1024) return {false, "dynamic shared memory " + std::to_string(dyn_smem) + " > 227 KiB"};
+    if (dyn_smem > CUSHIM_DYN_SMEM_BYTES) {  // the shim's buffers (the limits above are lower)
+        opts.out_smem_limit = CUSHIM_DYN_SMEM_BYTES;
+        return {false, std::to_string(dyn_smem) + " bytes of dynamic shared memory: more than any CUDA device has"};
+    }
+    LaunchState state;
+    state.dyn_regions = dyn_regions;
     unsigned long nb = (unsigned long)grid.x * grid.y * grid.z;
     if (nb == 0) return {false, "empty grid"};
     unsigned nw = opts.workers;
@@ -496,7 +733,10 @@ inline LaunchResult launch_fn(dim3 grid, dim3 block, size_t dyn_smem, const cush
             b.body_arg = body_arg;
             b.dyn_smem = dyn_smem;
             b.opts = &opts;
+            b.launch = &state;
             run_block(b, arena.base);
+            for (unsigned m = state.max_static; b.static_bytes > m && !state.max_static.compare_exchange_weak(m, (unsigned)b.static_bytes);) {
+            }
             if (!b.error.empty()) {
                 errs[wi] = "block (" + std::to_string(b.bid.x) + "," + std::to_string(b.bid.y) + "," +
                            std::to_string(b.bid.z) + "): " + b.error;
@@ -510,6 +750,9 @@ inline LaunchResult launch_fn(dim3 grid, dim3 block, size_t dyn_smem, const cush
     for (unsigned i = 1; i < nw; i++) th.emplace_back(worker, i);
     worker(0);
     for (auto& t : th) t.join();
+    opts.out_static_smem = state.max_static;
+    opts.out_opted_in = state.opted_in;
+    opts.out_smem_limit = state.smem_limit;
     for (auto& e : errs)
         if (!e.empty()) return {false, e};
     return {true, ""};
@@ -517,33 +760,36 @@ inline LaunchResult launch_fn(dim3 grid, dim3 block, size_t dyn_smem, const cush
 
 // cuLaunchKernel-style: params[i] points at the i-th argument (what cudarc and our Rust launch code build)
 template <class... P, size_t... I>
-LaunchResult launch_packed_impl(void (*k)(P...), dim3 g, dim3 b, size_t s, void** p, const cushim_launch_opts& o,
-                                std::index_sequence<I...>) {
+LaunchResult launch_packed_impl(void (*k)(P...), dim3 g, dim3 b, size_t s, void** p, cushim_launch_opts& o,
+                                void (*dyn_regions)(Block*), std::index_sequence<I...>) {
     std::tuple<std::decay_t<P>...> args(*static_cast<std::decay_t<P>*>(p[I])...);  // copied, as the driver does
     struct Ctx {
         void (*k)(P...);
         std::tuple<std::decay_t<P>...>* args;
     } ctx{k, &args};
-    return launch_fn(g, b, s, o, [](void* c) {
+    return launch_fn(g, b, s, o, dyn_regions, [](void* c) {
         auto* x = static_cast<Ctx*>(c);
         std::apply(x->k, *x->args);
     }, &ctx);
 }
 template <class... P>
-LaunchResult launch_packed(void (*k)(P...), dim3 g, dim3 b, size_t s, void** p, const cushim_launch_opts& o) {
-    return launch_packed_impl(k, g, b, s, p, o, std::index_sequence_for<P...>{});
+LaunchResult launch_packed(void (*k)(P...), dim3 g, dim3 b, size_t s, void** p, cushim_launch_opts& o,
+                           void (*dyn_regions)(Block*)) {
+    return launch_packed_impl(k, g, b, s, p, o, dyn_regions, std::index_sequence_for<P...>{});
 }
 }  // namespace cushim
 
 // C ABI export for the Rust Emu backend: CUSHIM_EXPORT(kernel) defines
 //   int cushim_launch_<kernel>(const unsigned grid[3], const unsigned block[3], size_t smem,
-//                              void** params, const cushim_launch_opts* opts, char* err, size_t errlen)
-// returning 0 on success, 1 with a message in err on failure.
+//                              void** params, cushim_launch_opts* opts, char* err, size_t errlen)
+// returning 0 on success, 1 with a message in err on failure (opts' outputs are written either way).
+// The translation unit defines `cushim_tu_dyn_smem` (the build script generates it): it registers
+// the file's dynamic shared arrays with a block.
 #define CUSHIM_EXPORT(k)                                                                                  \
     extern "C" int cushim_launch_##k(const unsigned* g, const unsigned* bl, size_t smem, void** p,        \
-                                     const cushim_launch_opts* o, char* err, size_t errlen) {             \
+                                     cushim_launch_opts* o, char* err, size_t errlen) {                   \
         auto r = ::cushim::launch_packed(&k, dim3(g[0], g[1], g[2]), dim3(bl[0], bl[1], bl[2]), smem, p, \
-                                         *o);                                                             \
+                                         *o, &cushim_tu_dyn_smem);                                        \
         if (!r.ok && err && errlen) snprintf(err, errlen, "%s", r.error.c_str());                         \
         return r.ok ? 0 : 1;                                                                              \
     }
@@ -555,7 +801,9 @@ LaunchResult launch_packed(void (*k)(P...), dim3 g, dim3 b, size_t s, void** p, 
 #define gridDim (::cushim::g_block->gdim)
 #define warpSize 32
 #define __syncthreads() ::cushim::syncthreads_impl(__FILE__, __LINE__)
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cushim::warp_sync_impl(mask, "__syncwarp"); }
+inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    ::cushim::warp_sync_impl(mask, "__syncwarp", file, line);
+}
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
@@ -563,7 +811,7 @@ namespace cushim {
 enum ShflMode { IDX, UP, DOWN, BFLY };
 // PTX shfl.sync semantics; c = ((32-width)<<8) | clamp
 template <class T>
-T shfl(ShflMode mode, unsigned mask, T v, int b, int width, const char* what) {
+T shfl(ShflMode mode, unsigned mask, T v, int b, int width, const char* what, const char* file, int line) {
     static_assert(sizeof(T) <= 8, "shfl of types > 8 bytes");
     Fiber* f = g_fiber;
     Warp& w = f->blk->warps[f->warp];
@@ -575,7 +823,7 @@ T shfl(ShflMode mode, unsigned mask, T v, int b, int width, const char* what) {
     const bool full = mask == 0xffffffffu && w.present == 0xffffffffu && w.exited == 0;
     uint64_t* slots = full ? w.fxchg[f->fullx++ & 1] : w.xchg;
     slots[f->lane] = bits;
-    warp_sync_impl(mask, what);  // all values written
+    warp_sync_impl(mask, what, file, line);  // all values written
     unsigned lane = f->lane, segmask = (32u - (unsigned)width) & 31u;
     unsigned clamp = mode == UP ? 0u : 31u;
     unsigned maxLane = (lane & segmask) | (clamp & ~segmask), minLane = lane & segmask;
@@ -591,32 +839,35 @@ T shfl(ShflMode mode, unsigned mask, T v, int b, int width, const char* what) {
     if (!(mask >> j & 1u)) note(f->blk, std::string(what) + ": source lane " + std::to_string(j) + " not in mask (undefined value)");
     T r;
     std::memcpy(&r, &slots[j], sizeof(T));
-    if (!full) warp_sync_impl(mask, what);  // all values read before reuse
+    if (!full) warp_sync_impl(mask, what, file, line);  // all values read before reuse
     return r;
 }
-inline unsigned vote(unsigned mask, bool p, const char* what) {
+inline unsigned vote(unsigned mask, bool p, const char* what, const char* file, int line) {
     Fiber* f = g_fiber;
     Warp& w = f->blk->warps[f->warp];
     w.xchg[f->lane] = p;
-    warp_sync_impl(mask, what);
+    warp_sync_impl(mask, what, file, line);
     unsigned r = 0;
     for (unsigned l = 0; l < 32; l++)
         if ((mask >> l & 1u) && w.xchg[l]) r |= 1u << l;
-    warp_sync_impl(mask, what);
+    warp_sync_impl(mask, what, file, line);
     return r;
 }
 }  // namespace cushim
-template <class T> T __shfl_sync(unsigned m, T v, int src, int width = 32) { return cushim::shfl(cushim::IDX, m, v, src, width, "__shfl_sync"); }
-template <class T> T __shfl_up_sync(unsigned m, T v, unsigned d, int width = 32) { return cushim::shfl(cushim::UP, m, v, (int)d, width, "__shfl_up_sync"); }
-template <class T> T __shfl_down_sync(unsigned m, T v, unsigned d, int width = 32) { return cushim::shfl(cushim::DOWN, m, v, (int)d, width, "__shfl_down_sync"); }
-template <class T> T __shfl_xor_sync(unsigned m, T v, int lm, int width = 32) { return cushim::shfl(cushim::BFLY, m, v, lm, width, "__shfl_xor_sync"); }
-inline unsigned __ballot_sync(unsigned m, int p) { return cushim::vote(m, p != 0, "__ballot_sync"); }
-inline int __any_sync(unsigned m, int p) { return cushim::vote(m, p != 0, "__any_sync") != 0; }
-inline int __all_sync(unsigned m, int p) {
+// (the call site, for the check that all lanes of a mask meet at the same call)
+#define CUSHIM_SITE const char* file = __builtin_FILE(), int line = __builtin_LINE()
+template <class T> T __shfl_sync(unsigned m, T v, int src, int width = 32, CUSHIM_SITE) { return cushim::shfl(cushim::IDX, m, v, src, width, "__shfl_sync", file, line); }
+template <class T> T __shfl_up_sync(unsigned m, T v, unsigned d, int width = 32, CUSHIM_SITE) { return cushim::shfl(cushim::UP, m, v, (int)d, width, "__shfl_up_sync", file, line); }
+template <class T> T __shfl_down_sync(unsigned m, T v, unsigned d, int width = 32, CUSHIM_SITE) { return cushim::shfl(cushim::DOWN, m, v, (int)d, width, "__shfl_down_sync", file, line); }
+template <class T> T __shfl_xor_sync(unsigned m, T v, int lm, int width = 32, CUSHIM_SITE) { return cushim::shfl(cushim::BFLY, m, v, lm, width, "__shfl_xor_sync", file, line); }
+inline unsigned __ballot_sync(unsigned m, int p, CUSHIM_SITE) { return cushim::vote(m, p != 0, "__ballot_sync", file, line); }
+inline int __any_sync(unsigned m, int p, CUSHIM_SITE) { return cushim::vote(m, p != 0, "__any_sync", file, line) != 0; }
+inline int __all_sync(unsigned m, int p, CUSHIM_SITE) {
     auto* f = cushim::g_fiber;
     auto& w = f->blk->warps[f->warp];
-    return cushim::vote(m, p != 0, "__all_sync") == (m & w.present & ~w.exited);
+    return cushim::vote(m, p != 0, "__all_sync", file, line) == (m & w.present & ~w.exited);
 }
+#undef CUSHIM_SITE
 inline unsigned __activemask() {
     auto* f = cushim::g_fiber;
     auto& w = f->blk->warps[f->warp];
@@ -650,33 +901,39 @@ inline float min(float a, float b) { return std::fmin(a, b); }
 inline float fmaxf(float a, float b) { return std::fmax(a, b); }
 inline float fminf(float a, float b) { return std::fmin(a, b); }
 
-// ---- 6. atomics (real atomics: blocks run concurrently on worker threads)
+// ---- 6. atomics (real atomics: blocks run concurrently on worker threads). Each tells the race
+// detector about its write (an atomic never races).
 template <class T, class Op> inline T cushim_atomic_rmw(T* p, T v, Op op) {
     T old = __atomic_load_n(p, __ATOMIC_RELAXED), nv;
     do { nv = op(old, v); } while (!__atomic_compare_exchange(p, &old, &nv, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    cushim::race_atomic(p, sizeof(T));
     return old;
 }
-inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T cushim_atomic_seen(T* p, T old) {
+    cushim::race_atomic(p, sizeof(T));
+    return old;
+}
+inline int atomicAdd(int* p, int v) { return cushim_atomic_seen(p, __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return cushim_atomic_seen(p, __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return cushim_atomic_seen(p, __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)); }
 inline float atomicAdd(float* p, float v) {
     uint32_t* u = reinterpret_cast<uint32_t*>(p);
     uint32_t old = __atomic_load_n(u, __ATOMIC_RELAXED), nv;
     do { nv = __float_as_uint(__uint_as_float(old) + v); } while (!__atomic_compare_exchange_n(u, &old, nv, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    cushim::race_atomic(p, sizeof(float));
     return __uint_as_float(old);
 }
 inline int atomicMax(int* p, int v) { return cushim_atomic_rmw<int>(p, v, [](int a, int b) { return a > b ? a : b; }); }
 inline int atomicMin(int* p, int v) { return cushim_atomic_rmw<int>(p, v, [](int a, int b) { return a < b ? a : b; }); }
 inline unsigned atomicMax(unsigned* p, unsigned v) { return cushim_atomic_rmw<unsigned>(p, v, [](unsigned a, unsigned b) { return a > b ? a : b; }); }
-inline int atomicExch(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
-inline unsigned atomicExch(unsigned* p, unsigned v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
-inline int atomicCAS(int* p, int cmp, int v) { __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return cmp; }
-inline unsigned atomicCAS(unsigned* p, unsigned cmp, unsigned v) { __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return cmp; }
+inline int atomicExch(int* p, int v) { return cushim_atomic_seen(p, __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST)); }
+inline unsigned atomicExch(unsigned* p, unsigned v) { return cushim_atomic_seen(p, __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST)); }
+inline int atomicCAS(int* p, int cmp, int v) { __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return cushim_atomic_seen(p, cmp); }
+inline unsigned atomicCAS(unsigned* p, unsigned cmp, unsigned v) { __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); return cushim_atomic_seen(p, cmp); }
 
 // ---- 7. dynamic shared memory registration (see cushim_dyn_smem.h)
 extern "C" __attribute__((weak)) void cushim_register_dyn_smem(unsigned char* p, unsigned long n) {
-    memset(p, 0xff, n);  // runs on the worker (see touchers) before any fiber
-    cushim::tl_dyn_smem.push_back({p, n});
+    memset(p, 0xff, n);  // runs on the worker (see touchers) before any fiber; every block poisons it again
 }
 extern "C" __attribute__((weak)) int cushim_register_dyn_toucher(void (*touch)()) {
     int i = cushim::g_ntouchers.fetch_add(1);

@@ -47,6 +47,12 @@ pub struct EmuOptions {
     /// ([`Device::multiprocessor_count`]; launch choices such as the decode attention's key split
     /// follow it). At least 1; default 132, an H100 SXM's (an H200 has as many).
     pub multiprocessors: u32,
+    /// The shared-memory race detector: two threads writing the same shared byte between two
+    /// barriers (not ordered by an atomic or a warp barrier) is a finding (see cushim.h, 3b). Off by
+    /// default: it compares the block's shared memory with a copy at every barrier and warp
+    /// intrinsic (about 5x slower on shuffle-heavy kernels); `testing::kernel_devices` turns it on
+    /// in one of its schedules, so every kernel test runs under it.
+    pub race_check: bool,
 }
 
 /// [`EmuOptions::multiprocessors`] by default: an H100 SXM's (and H200's) SM count.
@@ -54,7 +60,13 @@ pub const EMU_DEFAULT_MULTIPROCESSORS: u32 = 132;
 
 impl Default for EmuOptions {
     fn default() -> Self {
-        EmuOptions { schedule: Schedule::Forward, strict: true, workers: 0, multiprocessors: EMU_DEFAULT_MULTIPROCESSORS }
+        EmuOptions {
+            schedule: Schedule::Forward,
+            strict: true,
+            workers: 0,
+            multiprocessors: EMU_DEFAULT_MULTIPROCESSORS,
+            race_check: false,
+        }
     }
 }
 

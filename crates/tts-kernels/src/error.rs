@@ -31,6 +31,10 @@ pub enum Error {
     UnknownKernel(String),
     #[error("kernel {kernel} failed: {detail}")]
     Launch { kernel: String, detail: String },
+    #[error(
+        "kernel {kernel}: {static_bytes} bytes of static + {dynamic_bytes} bytes of dynamic shared memory per block pass the limit of {limit} bytes: {reason}"
+    )]
+    SharedMemory { kernel: String, static_bytes: u32, dynamic_bytes: u32, limit: u32, reason: String },
     #[error("{path}: {source}")]
     CheckpointIo { path: String, source: std::io::Error },
     #[error("{path}: not a valid safetensors checkpoint: {detail}")]

@@ -30,6 +30,7 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use graph::Graph;
 pub use host_pool::{pooled_host_bytes, release_pooled_host_memory};
+pub use launch::{EMU_SHARED_OPTIN_MAX, SHARED_MEM_DEFAULT_LIMIT};
 pub use tensor::{Tensor, View, ViewMut};
 
 /// One kernel source file of `kernels/`, as embedded by the build script.

@@ -131,16 +131,17 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 }
 
 /// The devices that run the GPU kernels in this build and on this machine, each with a label:
-/// Emu in forward, reverse and random schedules (builds with the `emu` feature) and Cuda when a
-/// usable GPU is present. With `TTS_REQUIRE_CUDA=1` a missing GPU panics instead of being skipped.
+/// Emu in forward, reverse and random schedules (builds with the `emu` feature; the reverse one with
+/// the shared-memory race detector on) and Cuda when a usable GPU is present. With
+/// `TTS_REQUIRE_CUDA=1` a missing GPU panics instead of being skipped.
 pub fn kernel_devices() -> Vec<(String, Device)> {
     let mut out = Vec::new();
-    for (label, schedule) in [
-        ("emu/forward", Schedule::Forward),
-        ("emu/reverse", Schedule::Reverse),
-        ("emu/random", Schedule::Random(fresh_seed() as u32)),
+    for (label, schedule, race_check) in [
+        ("emu/forward", Schedule::Forward, false),
+        ("emu/reverse+race-check", Schedule::Reverse, true),
+        ("emu/random", Schedule::Random(fresh_seed() as u32), false),
     ] {
-        match Device::emu(EmuOptions { schedule, ..EmuOptions::default() }) {
+        match Device::emu(EmuOptions { schedule, race_check, ..EmuOptions::default() }) {
             Ok(d) => out.push((label.to_string(), d)),
             Err(Error::EmuUnavailable) => break,
             Err(e) => panic!("{label}: {e}"),
@@ -159,7 +160,8 @@ pub fn kernel_devices() -> Vec<(String, Device)> {
 }
 
 /// Launches one of the deliberately broken kernels of `kernels/faults/faults.cu` (Emu only) with
-/// `x`, `y` of f32 and `n = y.len()` (and `dynamic_smem` bytes of dynamic shared memory): the harness self-test uses it to show that such bugs are caught.
+/// `x`, `y` of f32 and `n = y.len()` (and `dynamic_smem` bytes of dynamic shared memory): the
+/// harness self-test uses it to show that such bugs are caught.
 #[cfg(feature = "emu")]
 pub fn launch_fault_kernel(
     kernel: &'static str,
@@ -168,6 +170,32 @@ pub fn launch_fault_kernel(
     grid: u32,
     block: u32,
     dynamic_smem: u32,
+) -> crate::Result<()> {
+    fault_launch(kernel, x, y, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], dynamic_smem))
+}
+
+/// [`launch_fault_kernel`] as a launch path that forgets to opt in to more than 48 KiB of shared
+/// memory: the launch code neither raises the kernel's maximum nor lets Emu do it.
+#[cfg(feature = "emu")]
+pub fn launch_fault_kernel_without_opt_in(
+    kernel: &'static str,
+    x: crate::View<'_>,
+    y: crate::ViewMut<'_>,
+    grid: u32,
+    block: u32,
+    dynamic_smem: u32,
+) -> crate::Result<()> {
+    let mut dims = crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], dynamic_smem);
+    dims.opt_in = false;
+    fault_launch(kernel, x, y, dims)
+}
+
+#[cfg(feature = "emu")]
+fn fault_launch(
+    kernel: &'static str,
+    x: crate::View<'_>,
+    y: crate::ViewMut<'_>,
+    dims: crate::launch::LaunchDims,
 ) -> crate::Result<()> {
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -182,7 +210,7 @@ pub fn launch_fault_kernel(
     }
     let n = crate::launch::u32_param("fault", "n", y.len())?;
     let p = FaultParams { x: x.addr(), y: y.addr(), n, pad: 0 };
-    crate::launch::launch(x.device(), kernel, crate::launch::LaunchDims::new([grid, 1, 1], [block, 1, 1], dynamic_smem), &p)
+    crate::launch::launch(x.device(), kernel, dims, &p)
 }
 
 /// The devices a benchmark measures: Cpu always, Emu in builds with the `emu` feature, Cuda when a

@@ -12,6 +12,7 @@ mod cublas;
 pub mod libs;
 pub mod nvrtc;
 mod occupancy;
+mod shared_mem;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -86,6 +87,8 @@ pub(crate) struct CudaBackend {
     /// `TTS_CUDA_SYNC=1`: synchronize after every launch and GEMM outside captures, so a fault is
     /// reported by the kernel that caused it.
     sync_each_launch: bool,
+    /// Shared-memory limits and opt-ins (shared_mem.rs).
+    smem: shared_mem::SharedMemState,
     ctx: Arc<CudaContext>,
 }
 
@@ -138,6 +141,7 @@ impl CudaBackend {
             functions,
             capture_log: Mutex::new(None),
             sync_each_launch: sync_each_launch_from_env(std::env::var("TTS_CUDA_SYNC").ok().as_deref()),
+            smem: Default::default(),
             ctx,
         })
     }

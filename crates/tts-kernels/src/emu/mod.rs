@@ -6,6 +6,12 @@
 //! end of its input computes NaN, and one that leaves part of its output unwritten leaves NaN
 //! there. After every launch the red zones of all live allocations are checked, so a write past the
 //! end (or before the start) fails the launch with [`Error::Overrun`].
+//!
+//! Shared memory: static `__shared__` arrays are poisoned at their first touch in every block, as is
+//! the dynamic shared memory at every block start. Launches are held to the limits of
+//! [`EMU_SHARED_OPTIN_MAX`]'s device (48 KiB per block without an opt-in; static + dynamic counted),
+//! through the same launch code as Cuda (`launch.rs`). With `EmuOptions::race_check` the shim also
+//! fails a launch in which two threads write the same shared byte between two barriers.
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::{Arc, Mutex};
@@ -13,21 +19,39 @@ use std::sync::{Arc, Mutex};
 use crate::device::{EmuOptions, Schedule};
 use crate::error::{Error, Result};
 use crate::graph::{CaptureLog, Recorded};
-use crate::launch::{KernelLauncher, LaunchDims};
+use crate::launch::{EMU_SHARED_OPTIN_MAX, KernelLauncher, LaunchDims, SharedMemory};
 use crate::ops::linear::Gemm;
 use crate::tensor::{HostMem, REDZONE_BYTE};
 
 /// Mirrors `cushim_launch_opts` in cushim.h.
 #[repr(C)]
+#[derive(Default)]
 pub(crate) struct LaunchOpts {
     order: u32,
     seed: u32,
     strict: u32,
     workers: u32,
+    smem_optin_max: u32,
+    smem_max_dynamic: u32,
+    smem_auto_opt_in: u32,
+    race_check: u32,
+    out_static_smem: u32,
+    out_opted_in: u32,
+    out_smem_limit: u32,
+    out_pad: u32,
 }
 
 type EmuLaunchFn =
-    unsafe extern "C" fn(*const u32, *const u32, usize, *mut *mut c_void, *const LaunchOpts, *mut c_char, usize) -> i32;
+    unsafe extern "C" fn(*const u32, *const u32, usize, *mut *mut c_void, *mut LaunchOpts, *mut c_char, usize) -> i32;
+
+/// What Emu knows about a kernel's shared memory (as a GPU keeps it per loaded function).
+#[derive(Default, Clone, Copy)]
+struct KernelShared {
+    /// Learned from the kernel's launches (the most any block registered); None before the first.
+    static_bytes: Option<u32>,
+    /// `MAX_DYNAMIC_SHARED_SIZE_BYTES` as raised by the launch code; 0 = never raised.
+    max_dynamic: u32,
+}
 
 mod table {
     use super::{EmuLaunchFn, LaunchOpts};
@@ -72,12 +96,19 @@ pub(crate) struct EmuBackend {
     registry: Arc<Registry>,
     /// The launch list being recorded (None: not capturing).
     capture: Mutex<Option<CaptureLog>>,
+    shared: Mutex<HashMap<&'static str, KernelShared>>,
 }
 
 impl EmuBackend {
     pub(crate) fn new(opts: EmuOptions) -> EmuBackend {
         let kernels = table::EMU_KERNELS.iter().map(|&(name, f, _gpu)| (name, f)).collect();
-        EmuBackend { opts, kernels, registry: Arc::new(Registry::default()), capture: Mutex::new(None) }
+        EmuBackend {
+            opts,
+            kernels,
+            registry: Arc::new(Registry::default()),
+            capture: Mutex::new(None),
+            shared: Mutex::new(HashMap::new()),
+        }
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -86,7 +117,10 @@ impl EmuBackend {
             Schedule::Reverse => "reverse".to_string(),
             Schedule::Random(s) => format!("random:{s}"),
         };
-        format!("emu (kernels/*.cu on the CPU through cushim; schedule {order}, strict {})", self.opts.strict)
+        format!(
+            "emu (kernels/*.cu on the CPU through cushim; schedule {order}, strict {}, race check {})",
+            self.opts.strict, self.opts.race_check
+        )
     }
 
     pub(crate) fn is_capturing(&self) -> bool {
@@ -221,7 +255,40 @@ impl KernelLauncher for EmuBackend {
     }
 }
 
+impl SharedMemory for EmuBackend {
+    fn static_shared_bytes(&self, kernel: &'static str) -> Result<Option<u32>> {
+        Ok(self.shared_of(kernel)?.static_bytes)
+    }
+
+    fn shared_optin_max(&self) -> Result<u32> {
+        Ok(EMU_SHARED_OPTIN_MAX)
+    }
+
+    fn opt_in_dynamic_shared(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        let mut table = self.shared.lock().map_err(|_| Error::invalid("launch", "Emu shared-memory table poisoned"))?;
+        let k = table.entry(kernel).or_default();
+        let st = k.static_bytes.unwrap_or(0);
+        // as cuFuncSetAttribute: static + the raised maximum must fit the opt-in maximum
+        if st as u64 + bytes as u64 > EMU_SHARED_OPTIN_MAX as u64 {
+            return Err(Error::SharedMemory {
+                kernel: kernel.into(),
+                static_bytes: st,
+                dynamic_bytes: bytes,
+                limit: EMU_SHARED_OPTIN_MAX,
+                reason: "the opt-in cannot raise the kernel's maximum that far".into(),
+            });
+        }
+        k.max_dynamic = k.max_dynamic.max(bytes);
+        Ok(())
+    }
+}
+
 impl EmuBackend {
+    fn shared_of(&self, kernel: &'static str) -> Result<KernelShared> {
+        let table = self.shared.lock().map_err(|_| Error::invalid("launch", "Emu shared-memory table poisoned"))?;
+        Ok(table.get(kernel).copied().unwrap_or_default())
+    }
+
     fn run_kernel(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void) -> Result<()> {
         let f = self.kernels.get(kernel).ok_or_else(|| Error::UnknownKernel(kernel.into()))?;
         let (order, seed) = match self.opts.schedule {
@@ -229,20 +296,68 @@ impl EmuBackend {
             Schedule::Reverse => (1, 0),
             Schedule::Random(s) => (2, s),
         };
-        let opts = LaunchOpts { order, seed, strict: self.opts.strict as u32, workers: self.opts.workers };
+        let known = self.shared_of(kernel)?;
+        let mut opts = LaunchOpts {
+            order,
+            seed,
+            strict: self.opts.strict as u32,
+            workers: self.opts.workers,
+            smem_optin_max: EMU_SHARED_OPTIN_MAX,
+            smem_max_dynamic: known.max_dynamic,
+            // the launch code deferred its rule to the first launch (launch.rs, SharedMemPlan::Deferred)
+            smem_auto_opt_in: (dims.opt_in && known.static_bytes.is_none()) as u32,
+            race_check: self.opts.race_check as u32,
+            ..LaunchOpts::default()
+        };
         let mut args = [params];
         let mut err = [0 as c_char; 1024];
-        // SAFETY: `params` points at the kernel's params struct (see launch.rs); `err` is writable.
+        // SAFETY: `params` points at the kernel's params struct (see launch.rs); `opts` and `err` are
+        // writable and live for the call.
         let rc = unsafe {
-            f(dims.grid.as_ptr(), dims.block.as_ptr(), dims.smem as usize, args.as_mut_ptr(), &opts, err.as_mut_ptr(), err.len())
+            f(
+                dims.grid.as_ptr(),
+                dims.block.as_ptr(),
+                dims.smem as usize,
+                args.as_mut_ptr(),
+                &mut opts,
+                err.as_mut_ptr(),
+                err.len(),
+            )
         };
+        self.learn_shared(kernel, &opts, dims.smem)?;
         if rc != 0 {
             // SAFETY: the shim NUL-terminates the message (snprintf).
             let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            if opts.out_smem_limit != 0 {
+                return Err(Error::SharedMemory {
+                    kernel: kernel.into(),
+                    static_bytes: opts.out_static_smem,
+                    dynamic_bytes: dims.smem,
+                    limit: opts.out_smem_limit,
+                    reason: msg,
+                });
+            }
             return Err(Error::Launch { kernel: kernel.into(), detail: msg });
         }
         if let Some((len, side)) = self.registry.damaged() {
             return Err(Error::Overrun { kernel: kernel.into(), len, side });
+        }
+        Ok(())
+    }
+
+    /// Keeps what a launch taught about `kernel`: its static shared bytes, and an opt-in the shim
+    /// made for a deferred launch.
+    fn learn_shared(&self, kernel: &'static str, opts: &LaunchOpts, dynamic: u32) -> Result<()> {
+        let mut table = self.shared.lock().map_err(|_| Error::invalid("launch", "Emu shared-memory table poisoned"))?;
+        let k = table.entry(kernel).or_default();
+        // a launch whose blocks all returned before the kernel's declarations registers nothing: a
+        // kernel whose static size is still unknown keeps having the launch code's rule applied by
+        // the shim (SharedMemPlan::Deferred), which sees every array a block reaches
+        if opts.out_smem_limit == 0 && opts.out_static_smem > 0 {
+            k.static_bytes = Some(k.static_bytes.unwrap_or(0).max(opts.out_static_smem));
+        }
+        if opts.out_opted_in != 0 {
+            k.max_dynamic = k.max_dynamic.max(dynamic);
         }
         Ok(())
     }

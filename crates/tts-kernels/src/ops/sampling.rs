@@ -21,8 +21,10 @@ pub const SAMPLE_SETTINGS_F32: usize = 8;
 pub const SAMPLE_SETTINGS_I32: usize = 4;
 /// Columns of the state tensor: `[hist_len, done, max_new_tokens, stop_token]` ([`SamplerState`]).
 pub const SAMPLE_STATE: usize = 4;
-/// Largest vocabulary: the kernel's history bitmap (V/8 bytes of dynamic shared memory) must fit the
-/// 48 KiB a launch gets without opting in.
+/// Largest vocabulary: the kernel's history bitmap is V/8 bytes of dynamic shared memory, 48 KiB
+/// here. With the kernel's static scratch (about 400 bytes) the largest vocabularies pass the 48 KiB
+/// a launch gets without opting in; the launch code then opts in (`launch.rs`), which every
+/// supported device allows.
 pub const SAMPLE_MAX_VOCAB: usize = 48 * 1024 * 8;
 
 /// Mirrors `SampleParams` in kernels/sampling.cu (device addresses as u64).
@@ -43,7 +45,9 @@ pub struct SampleParams {
 }
 const _: () = assert!(std::mem::size_of::<SampleParams>() == 72);
 
-/// Block size and dynamic shared memory of a `sample_tokens_f32` launch for vocabulary `vocab`.
+/// Block size and dynamic shared memory (bytes, the history bitmap) of a `sample_tokens_f32` launch
+/// for vocabulary `vocab`. The launch checks static + dynamic shared memory against the device and
+/// opts in above 48 KiB (`launch.rs`).
 pub fn sample_launch_config(vocab: usize) -> (u32, u32) {
     let block = (vocab.div_ceil(32) * 32).clamp(32, SAMPLE_BLOCK as usize) as u32;
     (block, (vocab.div_ceil(32) * 4) as u32)
