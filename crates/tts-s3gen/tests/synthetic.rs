@@ -88,7 +88,14 @@ fn full_size_synthetic_s3gen_stays_in_a_realistic_range() {
     // a log-mel-like prompt (level −5, spread 2) and an x-vector
     let prompt_feat: Vec<f32> = random_f32(seed ^ 3, 50 * MEL_BINS, 2.0).iter().map(|v| v - 5.0).collect();
     let embedding = random_f32(seed ^ 4, cfg.spk_embed_dim, 1.0);
-    let req = FlowRequest { prompt_tokens: &prompt_tokens, prompt_feat: &prompt_feat, embedding: &embedding, tokens: &tokens, noise: None, seed };
+    let req = FlowRequest {
+        prompt_tokens: &prompt_tokens,
+        prompt_feat: &prompt_feat,
+        embedding: &embedding,
+        tokens: &tokens,
+        noise: None,
+        seed,
+    };
     let t = std::time::Instant::now();
     let flow = model.flow.inference(&dev, &[req], 2).unwrap();
     eprintln!("flow in {:.2} s", t.elapsed().as_secs_f64());
@@ -108,8 +115,7 @@ fn full_size_synthetic_s3gen_stays_in_a_realistic_range() {
     assert!(fraction(mel, |x| !(-11.5..=2.0).contains(&x)) < 0.05, "mel mostly outside [−11.5, 2]");
 
     let t = std::time::Instant::now();
-    let hift =
-        model.hift.inference(&dev, &[HiftRequest { mel, phases: None, noise: None, f0: None, seed }]).unwrap();
+    let hift = model.hift.inference(&dev, &[HiftRequest { mel, phases: None, noise: None, f0: None, seed }]).unwrap();
     eprintln!("hift in {:.2} s", t.elapsed().as_secs_f64());
     let f0 = check("f0 (Hz)", &hift.f0[0], (60.0, 350.0), (1.0, 80.0));
     assert!(fraction(&hift.f0[0], |f| (40.0..=500.0).contains(&f)) > 0.95, "F0 outside a voice's range: {f0:?}");

@@ -9,13 +9,13 @@
 //! neither uniform nor one-hot; each layer adds an update of order 1 to the residual stream), token
 //! embeddings of unit scale, learned positions at 0.3, small biases, and a speech head giving
 //! logits of standard deviation ~2, so that min_p keeps a handful of candidates.
+use tts_kernels::Device;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::checkpoint::synthetic::{Init, SynthTensor};
-use tts_kernels::Device;
 
+use crate::Result;
 use crate::config::T3Config;
 use crate::model::T3;
-use crate::Result;
 
 /// Norm gains: around 1 (not exactly 1, so that a loader ignoring a gain would show).
 const GAIN: Init = Init::around(1.0, 0.1);

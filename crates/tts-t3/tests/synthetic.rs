@@ -12,11 +12,8 @@ use tts_t3::{Generator, KvCache, Request, RowLayout, SamplerSettings, T3, T3Conf
 
 fn fixtures() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("t3_cfg.safetensors").exists())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("t3_cfg.safetensors").exists()).collect();
     dirs.sort();
     dirs
 }
@@ -32,7 +29,13 @@ fn the_manifest_is_the_official_files_names_and_shapes() {
         let file = Checkpoint::open(&dir.join("t3_cfg.safetensors")).unwrap();
         let manifest = tts_t3::synthetic::manifest(&cfg);
         for t in &manifest {
-            assert_eq!(file.shape(&t.name), Some(t.shape.as_slice()), "{}: {}: absent or of another shape", dir.display(), t.name);
+            assert_eq!(
+                file.shape(&t.name),
+                Some(t.shape.as_slice()),
+                "{}: {}: absent or of another shape",
+                dir.display(),
+                t.name
+            );
         }
         // the file's other tensors are the two T3 never reads: the text head (it generates speech
         // tokens) and the Llama's own token embedding (it feeds embeddings)
@@ -81,13 +84,18 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
     let voice = Voice {
         // a voice-encoder embedding: non-negative, unit norm
         speaker_emb: {
-            let v: Vec<f32> = tts_kernels::testing::random_f32(seed ^ 1, cfg.speaker_embed_size, 1.0).iter().map(|x| x.abs()).collect();
+            let v: Vec<f32> =
+                tts_kernels::testing::random_f32(seed ^ 1, cfg.speaker_embed_size, 1.0).iter().map(|x| x.abs()).collect();
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter().map(|x| x / n).collect()
         },
-        prompt_tokens: random_i32(seed ^ 2, cfg.speech_cond_prompt_len, 0, cfg.start_speech_token as i32).into_iter().map(|t| t as u32).collect(),
+        prompt_tokens: random_i32(seed ^ 2, cfg.speech_cond_prompt_len, 0, cfg.start_speech_token as i32)
+            .into_iter()
+            .map(|t| t as u32)
+            .collect(),
     };
-    let mut text: Vec<u32> = random_i32(seed ^ 3, 24, 1, cfg.text_tokens_dict_size as i32).into_iter().map(|t| t as u32).collect();
+    let mut text: Vec<u32> =
+        random_i32(seed ^ 3, 24, 1, cfg.text_tokens_dict_size as i32).into_iter().map(|t| t as u32).collect();
     text.retain(|&t| t != cfg.start_text_token);
     text.insert(0, cfg.start_text_token);
     text.push(cfg.stop_text_token);
@@ -118,6 +126,7 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
         let s = stats(&h.to_f32_vec().unwrap());
         eprintln!("after layer {l:>2}: {s:?}");
         assert_eq!(s.non_finite, 0, "layer {l}: non-finite hidden state");
+        assert!(s.mean.abs() < 0.25 * s.rms, "layer {l}: the stream drifts off zero: {s:?}");
         assert!(s.rms < 100.0 && s.rms < 2.0 * rms[l] && s.rms > 0.9 * rms[l], "layer {l}: RMS {} after {}", s.rms, rms[l]);
         rms.push(s.rms);
         let this = model.w.layers.pop().unwrap();
