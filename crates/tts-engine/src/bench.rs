@@ -353,6 +353,9 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
     finished.extend(g.poll().map_err(err)?);
     let generated: usize = finished.iter().map(|f| f.raw.len()).sum();
     let timed_steps = done - WARMUP_STEPS;
+    if timed_steps == 0 {
+        return Err(Error::Model(format!("batch {batch}: every request stopped during the {WARMUP_STEPS} warm-up steps")));
+    }
     let step_seconds = timed_seconds / timed_steps.max(1) as f64;
     // decode step j attends over l0 + j positions in each of the 2·batch rows
     let mean_len = l0 as f64 + (WARMUP_STEPS + 1 + done) as f64 / 2.0;

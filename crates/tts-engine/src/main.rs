@@ -172,7 +172,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 (None, ModelSource::Synthetic { .. }) => {
                     let n = text.iter().map(|t| tts_engine::synthetic::speech_tokens_for(t)).max().unwrap_or(25);
                     println!(
-                        "note: random weights never sample the stop token: each text runs to {n} speech tokens \
+                        "note: the synthetic T3 never samples its stop token: each text runs to {n} speech tokens \
                          (the longest text at ~15 characters per second; --max-new-tokens overrides)"
                     );
                     n

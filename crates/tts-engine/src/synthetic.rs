@@ -62,7 +62,7 @@ pub fn voice(seed: u64, t3: &T3Config, s3gen: &S3GenConfig) -> BuiltinVoice {
 }
 
 /// Speech tokens a real voice would take for `text`: ~15 characters per second of speech at 25
-/// tokens per second, at least 1 s. With random weights T3 never samples its stop token, so
+/// tokens per second, at least 1 s. The synthetic T3 never samples its stop token, so
 /// `speak --synthetic` caps generation here (unless `--max-new-tokens` is given) to keep the
 /// workload of a real utterance.
 pub fn speech_tokens_for(text: &str) -> usize {

@@ -12,7 +12,7 @@ use crate::{DType, Device, Tensor};
 
 pub mod synthetic;
 
-use synthetic::{Init, SynthTensor};
+use synthetic::SynthTensor;
 
 /// A checkpoint: a memory-mapped safetensors file or a synthetic one.
 pub struct Checkpoint {
@@ -29,7 +29,7 @@ enum Source {
         index: HashMap<String, Entry>,
     },
     /// Random tensors drawn on demand from (seed, name).
-    Synthetic { seed: u64, index: HashMap<String, (Vec<usize>, Init)> },
+    Synthetic { seed: u64, index: HashMap<String, SynthTensor> },
 }
 
 struct Entry {
@@ -67,10 +67,14 @@ impl Checkpoint {
             if t.shape.is_empty() || t.is_empty() {
                 return Err(bad(format!("{}: empty shape {:?}", t.name, t.shape)));
             }
-            if !(t.init.mean.is_finite() && t.init.std.is_finite() && t.init.std >= 0.0) {
-                return Err(bad(format!("{}: bad init {:?}", t.name, t.init)));
+            let inits = std::iter::once(&t.init).chain(t.rows.iter().map(|(_, i)| i));
+            if let Some(i) = inits.into_iter().find(|i| !(i.mean.is_finite() && i.std.is_finite() && i.std >= 0.0)) {
+                return Err(bad(format!("{}: bad init {i:?}", t.name)));
             }
-            if index.insert(t.name.clone(), (t.shape, t.init)).is_some() {
+            if let Some((r, _)) = t.rows.iter().find(|(r, _)| *r >= t.shape[0]) {
+                return Err(bad(format!("{}: row {r} of a tensor of {} rows", t.name, t.shape[0])));
+            }
+            if index.insert(t.name.clone(), t.clone()).is_some() {
                 return Err(bad(format!("{} listed twice", t.name)));
             }
         }
@@ -105,7 +109,7 @@ impl Checkpoint {
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         match &self.source {
             Source::File { index, .. } => index.get(name).map(|e| e.shape.as_slice()),
-            Source::Synthetic { index, .. } => index.get(name).map(|(s, _)| s.as_slice()),
+            Source::Synthetic { index, .. } => index.get(name).map(|t| t.shape.as_slice()),
         }
     }
 
@@ -131,10 +135,7 @@ impl Checkpoint {
                     d => return Err(bad(format!("dtype {d:?} (expected f32 or bf16)"))),
                 })
             }
-            Source::Synthetic { seed, index } => {
-                let (_, init) = index[name];
-                Ok(synthetic::values(*seed, name, shape.iter().product(), init))
-            }
+            Source::Synthetic { seed, index } => Ok(index[name].values(*seed)),
         }
     }
 
@@ -162,6 +163,7 @@ mod tests {
     use super::*;
     use crate::testing::{fresh_seed, random_f32};
     use safetensors::tensor::TensorView;
+    use synthetic::Init;
 
     fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
         let views: Vec<(String, TensorView<'_>)> =
@@ -247,5 +249,9 @@ mod tests {
         assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[0, 3], Init::spread(1.0))]).is_err());
         assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[3], Init::spread(f32::NAN))]).is_err());
         assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[3], Init::spread(-1.0))]).is_err());
+        let bad_row = SynthTensor::new("a", &[3, 2], Init::spread(1.0)).with_row(3, Init::constant(0.0));
+        assert!(Checkpoint::synthetic("m", 1, vec![bad_row]).err().unwrap().to_string().contains("row 3"));
+        let bad_row = SynthTensor::new("a", &[3, 2], Init::spread(1.0)).with_row(0, Init::spread(f32::INFINITY));
+        assert!(Checkpoint::synthetic("m", 1, vec![bad_row]).is_err());
     }
 }

@@ -8,7 +8,9 @@
 //! gains around 1, projections with standard deviation 1/√fan_in (attention scores of order 1,
 //! neither uniform nor one-hot; each layer adds an update of order 1 to the residual stream), token
 //! embeddings of unit scale, learned positions at 0.3, small biases, and a speech head giving
-//! logits of standard deviation ~2, so that min_p keeps a handful of candidates.
+//! logits of standard deviation ~2, so that min_p keeps tens of candidates. The stop token's head
+//! row is zero, so min_p never keeps it: a synthetic T3 decodes to `max_new_tokens` (a fixed
+//! workload for benchmarks).
 use tts_kernels::Device;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::checkpoint::synthetic::{Init, SynthTensor};
@@ -45,7 +47,6 @@ pub fn manifest(cfg: &T3Config) -> Vec<SynthTensor> {
     t("text_pos_emb.emb.weight".into(), &[cfg.text_positions(), d], Init::spread(0.3));
     t("speech_emb.weight".into(), &[cfg.speech_tokens_dict_size, d], Init::spread(1.0));
     t("speech_pos_emb.emb.weight".into(), &[cfg.speech_positions(), d], Init::spread(0.3));
-    t("speech_head.weight".into(), &[cfg.speech_tokens_dict_size, d], Init::fan_in(d, 2.0));
     t("cond_enc.spkr_enc.weight".into(), &[d, cfg.speaker_embed_size], Init::fan_in(cfg.speaker_embed_size, 1.0));
     t("cond_enc.spkr_enc.bias".into(), &[d], BIAS);
     t("cond_enc.emotion_adv_fc.weight".into(), &[d, 1], Init::spread(1.0));
@@ -56,6 +57,11 @@ pub fn manifest(cfg: &T3Config) -> Vec<SynthTensor> {
         t(format!("cond_enc.perceiver.attn.{p}.weight"), &[d, d], Init::fan_in(d, 1.0));
         t(format!("cond_enc.perceiver.attn.{p}.bias"), &[d], BIAS);
     }
+    // the stop token's row is zero: its logit is exactly 0 among logits spread ±2, so min_p never
+    // keeps it and generation runs to max_new_tokens (a fixed workload; random weights have no
+    // notion of the end of speech)
+    let head = SynthTensor::new("speech_head.weight", &[cfg.speech_tokens_dict_size, d], Init::fan_in(d, 2.0));
+    m.push(head.with_row(cfg.stop_speech_token as usize, Init::constant(0.0)));
     m
 }
 

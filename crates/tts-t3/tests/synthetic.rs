@@ -147,13 +147,17 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
         eprintln!("{what} logits {s:?}");
         assert!(s.non_finite == 0 && s.std > 0.5 && s.std < 6.0, "{what} logits {s:?}");
     }
-    // as the sampler sees them: CFG 0.5, temperature 0.8; min_p 0.05 keeps a handful
+    // the stop token's logit is exactly 0 (its head row is zero)
+    let stop = cfg.stop_speech_token as usize;
+    assert_eq!((c[stop], u[stop]), (0.0, 0.0));
+    // as the sampler sees them: CFG 0.5, temperature 0.8; min_p 0.05 keeps tens of tokens, never stop
     let combined: Vec<f32> = c.iter().zip(u).map(|(&c, &u)| (c + 0.5 * (c - u)) / 0.8).collect();
     let p_max = max_prob(&combined);
     let top = combined.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let kept = combined.iter().filter(|&&l| l >= top + 0.05f32.ln()).count();
     eprintln!("CFG-combined: max probability {p_max:.3}, {kept} tokens within min_p");
     assert!(p_max < 0.9 && (2..=1000).contains(&kept), "sampling is degenerate: p_max {p_max}, {kept} candidates");
+    assert!(combined[stop] < top + 0.05f32.ln() - 3.0, "min_p could keep the stop token: {} vs max {top}", combined[stop]);
 
     // a few decode steps through the generator: tokens in range, not one token repeated
     let req = Request {
@@ -167,6 +171,7 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
     let done = g.run(&[req], 4).unwrap();
     eprintln!("generated {:?} in {:.2} s", done[0].raw, t.elapsed().as_secs_f64());
     let raw = &done[0].raw;
+    assert!(raw.len() == 8 && !done[0].stopped_on_stop_token, "a synthetic T3 runs to max_new_tokens: {raw:?}");
     assert!(raw.iter().all(|&t| (t as usize) < v));
     let distinct: std::collections::HashSet<_> = raw.iter().collect();
     assert!(distinct.len() >= raw.len() / 2, "generation collapsed: {raw:?}");

@@ -47,11 +47,35 @@ pub struct SynthTensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
+    /// Dim-0 slices (rows) drawn as another [`Init`] (e.g. a zero row), in place of `init`.
+    pub rows: Vec<(usize, Init)>,
 }
 
 impl SynthTensor {
     pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> SynthTensor {
-        SynthTensor { name: name.into(), shape: shape.to_vec(), init }
+        SynthTensor { name: name.into(), shape: shape.to_vec(), init, rows: Vec::new() }
+    }
+
+    /// The same tensor with dim-0 slice `row` drawn as `init`.
+    pub fn with_row(mut self, row: usize, init: Init) -> SynthTensor {
+        self.rows.push((row, init));
+        self
+    }
+
+    /// The tensor's values under `seed`: the stream of (seed, name) drawn as `init`, the overridden
+    /// rows as theirs (the same elements of the stream, another spread).
+    pub fn values(&self, seed: u64) -> Vec<f32> {
+        let k = key(seed, &self.name);
+        let mut v = vec![0f32; self.len()];
+        fill(k, self.init, &mut v);
+        let per_row = self.len() / self.shape[0].max(1);
+        for &(row, init) in &self.rows {
+            let hw = init.std * 3f32.sqrt();
+            for (j, x) in v[row * per_row..(row + 1) * per_row].iter_mut().enumerate() {
+                *x = init.mean + hw * uniform_pm1(k, (row * per_row + j) as u64);
+            }
+        }
+        v
     }
 
     /// Elements of the tensor.
@@ -142,6 +166,17 @@ mod tests {
     }
 
     #[test]
+    fn overridden_rows_change_only_themselves() {
+        let seed = crate::testing::fresh_seed();
+        let t = SynthTensor::new("head.weight", &[5, 3, 2], Init::spread(1.0));
+        let plain = t.values(seed);
+        assert_eq!(plain, values(seed, "head.weight", 30, Init::spread(1.0)));
+        let v = t.clone().with_row(1, Init::constant(0.0)).with_row(4, Init::around(10.0, 0.0)).values(seed);
+        assert!(v[6..12].iter().all(|&x| x == 0.0) && v[24..].iter().all(|&x| x == 10.0), "{v:?}");
+        assert_eq!((&v[..6], &v[12..24]), (&plain[..6], &plain[12..24]));
+    }
+
+    #[test]
     fn streams_are_deterministic_and_independent_per_name_and_seed() {
         let seed = crate::testing::fresh_seed();
         let n = 1 << 16;
@@ -149,9 +184,9 @@ mod tests {
         assert_eq!(a, values(seed, "a.weight", n, Init::spread(1.0)));
         // a prefix is the same whatever the length (each element is computed on its own)
         assert_eq!(&a[..1000], &values(seed, "a.weight", 1000, Init::spread(1.0))[..]);
-        let corr = |x: &[f32], y: &[f32]| -> f64 {
-            x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>() / x.len() as f64 * 3.0
-        };
+        // unit-variance values: the mean product is the correlation (standard error 1/256 here)
+        let corr =
+            |x: &[f32], y: &[f32]| -> f64 { x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>() / x.len() as f64 };
         for other in [
             values(seed, "b.weight", n, Init::spread(1.0)),
             values(seed, "a.weighu", n, Init::spread(1.0)),
