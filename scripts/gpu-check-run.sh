@@ -220,7 +220,7 @@ step "$splog" 60 "$tts" speak --synthetic --backend cuda --text "The quick brown
 texts=()
 for i in $(seq 1 16); do texts+=(--text "Sentence number $i of a batch of sixteen, spoken at once."); done
 step "$splog" 90 "$tts" speak --synthetic --backend cuda "${texts[@]}" --out "$work/speak16.wav" || speed_fail+=("speak x16 exit $?")
-figures=$(grep -E '^(bench-t3|bench-s3gen|speak) ' "$splog")
+figures=$(grep -E '^(bench-t3|bench-t3-setup|bench-s3gen|speak) ' "$splog")
 if [ ${#speed_fail[@]} -eq 0 ] && [ -n "$figures" ]; then
   row speed ok "$(echo "$figures" | grep -c .) measurements (below)"
 else

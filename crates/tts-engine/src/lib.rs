@@ -3,10 +3,12 @@
 //! - [`speak`]: text → 24 kHz speech through T3 and S3Gen ([`speak::Engine`]), batched;
 //! - [`voice`]: the built-in voice (`conds.pt`);
 //! - [`text`]: the text front-end;
+//! - [`synthetic`]: the synthetic engine (random weights at the real dimensions: noise, not speech);
 //! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands.
 pub mod bench;
 pub mod selfcheck;
 pub mod speak;
+pub mod synthetic;
 pub mod text;
 pub mod voice;
 

@@ -1,7 +1,13 @@
 //! `tts`: the command-line tool of the Chatterbox TTS engine.
 use std::process::ExitCode;
 
+use std::time::Instant;
+
 use clap::{Parser, Subcommand};
+use tts_engine::BackendKind;
+use tts_engine::bench::{self, ModelSource, backend_label, machine_line};
+use tts_s3gen::S3GenConfig;
+use tts_t3::T3Config;
 
 #[derive(Parser)]
 #[command(name = "tts", version, about = "Chatterbox TTS inference engine (Rust + CUDA)")]
@@ -23,10 +29,8 @@ enum Command {
     },
     /// Speaks texts to 24 kHz WAV files with the model in a directory (T3 + S3Gen, batched).
     Speak {
-        /// Directory with t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt (the
-        /// official Chatterbox files), and config.json for non-default dimensions.
-        #[arg(long)]
-        model_dir: std::path::PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// A text to speak; repeat for a batch.
         #[arg(long, required = true)]
         text: Vec<String>,
@@ -43,28 +47,29 @@ enum Command {
         cfg_weight: f32,
         #[arg(long, default_value_t = 0.8)]
         temperature: f32,
-        #[arg(long, default_value_t = 1000)]
-        max_new_tokens: usize,
-    },
-    /// Measures T3 decode speed (tokens/s, ms per step) on a model directory, per batch size.
-    BenchT3 {
-        /// Directory with t3_cfg.safetensors (and config.json, inputs.safetensors when present).
+        /// Speech tokens at most per text (25 per second) [default: 1000; with --synthetic, the
+        /// length a real voice would take for the longest text, ~15 characters per second].
         #[arg(long)]
-        model_dir: std::path::PathBuf,
+        max_new_tokens: Option<usize>,
+    },
+    /// Measures T3 decode speed per batch size: ms per step, tokens/s, and the GB/s of the bytes a
+    /// step reads (weights + KV cache) against the device's copy bandwidth.
+    BenchT3 {
+        #[command(flatten)]
+        model: ModelArgs,
         #[arg(long, default_value = "auto")]
         backend: String,
         /// Comma-separated batch sizes (requests; each is two CFG rows).
         #[arg(long, default_value = "1", value_delimiter = ',')]
         batch: Vec<usize>,
-        /// New tokens per request.
+        /// New tokens per request (at least 5: 2 warm-up steps, then the timed ones).
         #[arg(long, default_value_t = 50)]
         tokens: usize,
     },
-    /// Measures S3Gen synthesis speed (seconds per second of audio) on a model directory, per batch size.
+    /// Measures S3Gen synthesis speed (seconds per second of audio) per batch size.
     BenchS3gen {
-        /// Directory with s3gen.safetensors (and config.json, inputs.safetensors when present).
-        #[arg(long)]
-        model_dir: std::path::PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         #[arg(long, default_value = "auto")]
         backend: String,
         /// Comma-separated batch sizes (requests).
@@ -77,6 +82,33 @@ enum Command {
         #[arg(long, default_value_t = tts_s3gen::DEFAULT_CFM_STEPS)]
         steps: usize,
     },
+}
+
+/// Where the models come from: a directory of the official files, or `--synthetic`.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Directory with the official Chatterbox files the command needs (t3_cfg.safetensors,
+    /// s3gen.safetensors, tokenizer.json, conds.pt), config.json for non-default dimensions, and
+    /// for the benches a reference case's inputs.safetensors when present.
+    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    model_dir: Option<std::path::PathBuf>,
+    /// Random weights at the real dimensions, built in memory from a seed (no files), with a
+    /// synthetic voice and a character tokenizer: for speed measurements; THE OUTPUT IS NOISE.
+    #[arg(long)]
+    synthetic: bool,
+    /// Seed of the synthetic weights and voice [default: 1].
+    #[arg(long)]
+    synthetic_seed: Option<u64>,
+}
+
+impl ModelArgs {
+    fn source(self) -> tts_engine::Result<ModelSource> {
+        if self.synthetic_seed.is_some() && !self.synthetic {
+            return Err(tts_engine::Error::Model("--synthetic-seed needs --synthetic".into()));
+        }
+        let seed = self.synthetic_seed.unwrap_or(tts_engine::synthetic::DEFAULT_SEED);
+        ModelSource::from_args(self.model_dir, self.synthetic, seed)
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,13 +154,35 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             println!("{}", if all_ok { "self-check passed" } else { "self-check FAILED" });
             Ok(all_ok)
         }
-        Command::Speak { model_dir, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens } => {
-            let (dev, note) = tts_engine::select_device(&backend)?;
-            println!("backend: {}", dev.describe());
-            if let Some(n) = note {
-                println!("note: {n}");
+        Command::Speak { model, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens } => {
+            let source = model.source()?;
+            // a missing output folder fails now, not after minutes of synthesis
+            let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !folder.is_dir() {
+                return Err(tts_engine::Error::Model(format!("--out {}: no folder {}", out.display(), folder.display())));
             }
-            let engine = tts_engine::speak::Engine::load(&model_dir, &dev)?;
+            let dev = open_device(&backend, &source)?;
+            let t = Instant::now();
+            let engine = match &source {
+                ModelSource::Dir(d) => tts_engine::speak::Engine::load(d, &dev)?,
+                ModelSource::Synthetic { seed } => {
+                    tts_engine::speak::Engine::synthetic(T3Config::default(), S3GenConfig::default(), *seed, &dev)?
+                }
+            };
+            let load_s = t.elapsed().as_secs_f64();
+            println!("model: {} (loaded in {load_s:.2} s)", source.describe());
+            let max_new_tokens = match (max_new_tokens, &source) {
+                (Some(n), _) => n,
+                (None, ModelSource::Synthetic { .. }) => {
+                    let n = text.iter().map(|t| tts_engine::synthetic::speech_tokens_for(t)).max().unwrap_or(25);
+                    println!(
+                        "note: the synthetic T3 never samples its stop token: each text runs to {n} speech tokens \
+                         (the longest text at ~15 characters per second; --max-new-tokens overrides)"
+                    );
+                    n
+                }
+                (None, ModelSource::Dir(_)) => 1000,
+            };
             let opts = tts_engine::speak::SpeakOptions {
                 seed,
                 exaggeration,
@@ -138,9 +192,10 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 ..Default::default()
             };
             let texts: Vec<&str> = text.iter().map(|t| t.as_str()).collect();
-            let t = std::time::Instant::now();
-            let spoken = engine.speak(&texts, None, &opts)?;
+            let t = Instant::now();
+            let (spoken, timings) = engine.speak_timed(&texts, None, &opts)?;
             let secs = t.elapsed().as_secs_f64();
+            let comment = source.synthetic_seed().map(tts_engine::synthetic::warning);
             for (i, s) in spoken.iter().enumerate() {
                 let path = if spoken.len() == 1 {
                     out.clone()
@@ -148,43 +203,211 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                     let stem = out.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned());
                     out.with_file_name(format!("{stem}_{i}.wav"))
                 };
-                tts_engine::speak::write_wav(&path, &s.wav)?;
+                tts_engine::speak::write_wav_with_comment(&path, &s.wav, comment.as_deref())?;
                 println!(
-                    "{}: {} speech tokens, {:.2} s of audio",
+                    "{}: {} speech tokens, {:.2} s of audio{}",
                     path.display(),
                     s.speech_tokens.len(),
-                    s.wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64
+                    s.wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64,
+                    if comment.is_some() { " (synthetic: noise, not speech)" } else { "" }
                 );
             }
+            let audio: f64 = spoken.iter().map(|s| s.wav.len() as f64).sum::<f64>() / tts_s3gen::SAMPLE_RATE as f64;
             println!("{} text(s) in {secs:.2} s", spoken.len());
+            println!(
+                "{}",
+                machine_line(
+                    "speak",
+                    &[
+                        ("backend", backend_label(&dev).into()),
+                        ("texts", spoken.len().to_string()),
+                        ("speech_tokens", spoken.iter().map(|s| s.speech_tokens.len()).sum::<usize>().to_string()),
+                        ("audio_s", format!("{audio:.3}")),
+                        ("wall_s", format!("{secs:.3}")),
+                        ("t3_s", format!("{:.3}", timings.t3_seconds)),
+                        ("s3gen_s", format!("{:.3}", timings.s3gen_seconds)),
+                        ("rtf", format!("{:.4}", secs / audio.max(1e-9))),
+                        ("load_s", format!("{load_s:.2}")),
+                        ("synthetic", synthetic_flag(&source)),
+                    ]
+                )
+            );
             Ok(true)
         }
-        Command::BenchT3 { model_dir, backend, batch, tokens } => {
-            let (dev, note) = tts_engine::select_device(&backend)?;
-            println!("backend: {}", dev.describe());
-            if let Some(n) = note {
-                println!("note: {n}");
+        Command::BenchT3 { model, backend, batch, tokens } => {
+            let source = model.source()?;
+            if tokens < bench::MIN_T3_TOKENS {
+                return Err(tts_engine::Error::Model(format!(
+                    "--tokens {tokens}: the T3 bench needs at least {}",
+                    bench::MIN_T3_TOKENS
+                )));
             }
-            println!("{:>6} {:>10} {:>8} {:>10} {:>11} {:>10}", "batch", "tok/req", "steps", "seconds", "ms/step", "tokens/s");
-            for s in tts_engine::bench::bench_t3(&model_dir, &dev, &batch, tokens)? {
-                println!(
-                    "{:>6} {:>10.1} {:>8} {:>10.3} {:>11.2} {:>10.2}",
-                    s.batch, s.tokens_per_request, s.decode_steps, s.seconds, s.ms_per_step, s.tokens_per_second
-                );
+            let dev = open_device(&backend, &source)?;
+            let label = backend_label(&dev);
+            let t = Instant::now();
+            let t3 = source.load_t3(&dev)?;
+            let load_s = t.elapsed().as_secs_f64();
+            let copy = bench::copy_bandwidth(&dev)?;
+            let weights = bench::t3_step_weight_bytes(&t3);
+            println!(
+                "model: {} (T3 loaded in {load_s:.2} s; a decode step reads {:.3} GB of weights)",
+                source.describe(),
+                weights as f64 / 1e9
+            );
+            println!("copy bandwidth: {:.1} GB/s (read + write bytes; {}, {} MiB)", copy.gbps, copy.method, copy.bytes >> 20);
+            println!(
+                "{}",
+                machine_line(
+                    "bench-t3-setup",
+                    &[
+                        ("backend", label.into()),
+                        ("load_s", format!("{load_s:.2}")),
+                        ("weights_bytes", weights.to_string()),
+                        ("copy_gbps", format!("{:.2}", copy.gbps)),
+                        ("tokens", tokens.to_string()),
+                        ("synthetic", synthetic_flag(&source)),
+                    ]
+                )
+            );
+            let base = bench::t3_bench_request(&source, &t3, tokens)?;
+            println!(
+                "{:>6} {:>10} {:>8} {:>10} {:>11} {:>10} {:>10} {:>9} {:>7}",
+                "batch", "tok/req", "steps", "seconds", "ms/step", "tokens/s", "prefill s", "GB/s", "frac"
+            );
+            let mut all_ok = true;
+            for &b in &batch {
+                match bench::bench_t3_batch(&t3, &base, b, tokens) {
+                    Ok(s) => {
+                        let frac = s.gbps / copy.gbps;
+                        println!(
+                            "{:>6} {:>10.1} {:>8} {:>10.3} {:>11.2} {:>10.2} {:>10.3} {:>9.2} {:>7.3}",
+                            s.batch,
+                            s.tokens_per_request,
+                            s.decode_steps,
+                            s.seconds,
+                            s.ms_per_step,
+                            s.tokens_per_second,
+                            s.prefill_seconds,
+                            s.gbps,
+                            frac
+                        );
+                        println!(
+                            "{}",
+                            machine_line(
+                                "bench-t3",
+                                &[
+                                    ("backend", label.into()),
+                                    ("batch", s.batch.to_string()),
+                                    ("tokens_per_request", format!("{:.1}", s.tokens_per_request)),
+                                    ("steps", s.decode_steps.to_string()),
+                                    ("timed_steps", s.timed_steps.to_string()),
+                                    ("prefill_s", format!("{:.3}", s.prefill_seconds)),
+                                    ("ms_per_step", format!("{:.3}", s.ms_per_step)),
+                                    ("tokens_per_s", format!("{:.2}", s.tokens_per_second)),
+                                    ("decode_tokens_per_s", format!("{:.2}", s.decode_tokens_per_second)),
+                                    ("weights_bytes", s.weight_bytes.to_string()),
+                                    ("kv_bytes", format!("{:.0}", s.kv_bytes)),
+                                    ("gbps", format!("{:.2}", s.gbps)),
+                                    ("copy_gbps", format!("{:.2}", copy.gbps)),
+                                    ("frac", format!("{frac:.3}")),
+                                    ("synthetic", synthetic_flag(&source)),
+                                ]
+                            )
+                        );
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        eprintln!("error: bench-t3 batch {b}: {e}");
+                        println!(
+                            "{}",
+                            machine_line(
+                                "bench-t3",
+                                &[("backend", label.into()), ("batch", b.to_string()), ("error", e.to_string())]
+                            )
+                        );
+                    }
+                }
             }
-            Ok(true)
+            Ok(all_ok)
         }
-        Command::BenchS3gen { model_dir, backend, batch, tokens, steps } => {
-            let (dev, note) = tts_engine::select_device(&backend)?;
-            println!("backend: {}", dev.describe());
-            if let Some(n) = note {
-                println!("note: {n}");
+        Command::BenchS3gen { model, backend, batch, tokens, steps } => {
+            let source = model.source()?;
+            let dev = open_device(&backend, &source)?;
+            let label = backend_label(&dev);
+            let t = Instant::now();
+            let s3 = source.load_s3gen(&dev)?;
+            let load_s = t.elapsed().as_secs_f64();
+            println!("model: {} (S3Gen loaded in {load_s:.2} s)", source.describe());
+            let inputs = bench::s3gen_bench_inputs(&source, &s3, tokens)?;
+            if dev.kind() == BackendKind::Cuda {
+                // the first synthesis on a GPU pays one-time costs (cuBLAS handles, algorithm choices)
+                let warm = bench::S3GenInputs { speech: inputs.speech[..inputs.speech.len().min(25)].to_vec(), ..inputs.clone() };
+                bench::bench_s3gen_batch(&s3, &warm, 1, 1)?;
             }
             println!("{:>6} {:>14} {:>10} {:>10} {:>16}", "batch", "audio s/req", "seconds", "rtf", "ms per audio s");
-            for s in tts_engine::bench::bench_s3gen(&model_dir, &dev, &batch, tokens, steps)? {
-                println!("{:>6} {:>14.2} {:>10.3} {:>10.4} {:>16.1}", s.batch, s.audio_seconds, s.seconds, s.rtf, s.rtf * 1e3);
+            let mut all_ok = true;
+            for &b in &batch {
+                match bench::bench_s3gen_batch(&s3, &inputs, b, steps) {
+                    Ok(s) => {
+                        println!(
+                            "{:>6} {:>14.2} {:>10.3} {:>10.4} {:>16.1}",
+                            s.batch,
+                            s.audio_seconds,
+                            s.seconds,
+                            s.rtf,
+                            s.rtf * 1e3
+                        );
+                        println!(
+                            "{}",
+                            machine_line(
+                                "bench-s3gen",
+                                &[
+                                    ("backend", label.into()),
+                                    ("batch", s.batch.to_string()),
+                                    ("tokens", tokens.to_string()),
+                                    ("steps", steps.to_string()),
+                                    ("audio_s_per_request", format!("{:.3}", s.audio_seconds)),
+                                    ("seconds", format!("{:.3}", s.seconds)),
+                                    ("rtf", format!("{:.5}", s.rtf)),
+                                    ("synthetic", synthetic_flag(&source)),
+                                ]
+                            )
+                        );
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        eprintln!("error: bench-s3gen batch {b}: {e}");
+                        println!(
+                            "{}",
+                            machine_line(
+                                "bench-s3gen",
+                                &[("backend", label.into()), ("batch", b.to_string()), ("error", e.to_string())]
+                            )
+                        );
+                    }
+                }
             }
-            Ok(true)
+            Ok(all_ok)
         }
     }
+}
+
+/// Opens the device named by `backend` and prints it (and, for the synthetic model, the warning
+/// that the output is noise, to stderr and stdout).
+fn open_device(backend: &str, source: &ModelSource) -> tts_engine::Result<tts_engine::Device> {
+    if let Some(seed) = source.synthetic_seed() {
+        let w = tts_engine::synthetic::warning(seed);
+        eprintln!("WARNING: {w}");
+        println!("# {w}");
+    }
+    let (dev, note) = tts_engine::select_device(backend)?;
+    println!("backend: {}", dev.describe());
+    if let Some(n) = note {
+        println!("note: {n}");
+    }
+    Ok(dev)
+}
+
+fn synthetic_flag(source: &ModelSource) -> String {
+    if source.synthetic_seed().is_some() { "1" } else { "0" }.into()
 }

@@ -3,9 +3,11 @@
 //! post-processing, and S3Gen (flow matching + HiFT, with the trim/fade).
 use std::path::Path;
 
+use std::time::Instant;
+
 use tts_kernels::Device;
-use tts_s3gen::{FlowRequest, S3Gen};
-use tts_t3::{Generator, SamplerSettings, T3};
+use tts_s3gen::{FlowRequest, S3Gen, S3GenConfig};
+use tts_t3::{Generator, SamplerSettings, T3, T3Config};
 
 use crate::text::{TextTokenizer, punc_norm};
 use crate::voice::BuiltinVoice;
@@ -51,12 +53,23 @@ pub struct Spoken {
     pub wav: Vec<f32>,
 }
 
+/// Where the time of one [`Engine::speak_tokens_timed`] call went, in wall seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SpeakTimings {
+    /// T3: conditioning, prefill and decoding of the whole batch.
+    pub t3_seconds: f64,
+    /// S3Gen: flow matching and the vocoder for the whole batch.
+    pub s3gen_seconds: f64,
+}
+
 /// The loaded model: T3, S3Gen, and (when the directory has them) the tokenizer and built-in voice.
 pub struct Engine {
     pub t3: T3,
     pub s3gen: S3Gen,
     pub tokenizer: Option<TextTokenizer>,
     pub voice: Option<BuiltinVoice>,
+    /// `Some(seed)` when the engine is synthetic ([`Engine::synthetic`]): random weights, noise.
+    pub synthetic_seed: Option<u64>,
 }
 
 impl Engine {
@@ -70,7 +83,24 @@ impl Engine {
         let tokenizer = if tok.exists() { Some(TextTokenizer::from_file(&tok)?) } else { None };
         let conds = dir.join("conds.pt");
         let voice = if conds.exists() { Some(BuiltinVoice::load(&conds)?) } else { None };
-        Ok(Engine { t3, s3gen, tokenizer, voice })
+        Ok(Engine { t3, s3gen, tokenizer, voice, synthetic_seed: None })
+    }
+
+    /// The synthetic engine (see [`crate::synthetic`]): T3 and S3Gen of dimensions `t3` and `s3gen`
+    /// with random weights from `seed`, built in memory through the real loaders, a synthetic
+    /// built-in voice and a character-level tokenizer. It runs what a real engine runs and speaks
+    /// noise, not speech.
+    pub fn synthetic(t3: T3Config, s3gen: S3GenConfig, seed: u64, dev: &Device) -> Result<Engine> {
+        let model = |e: &dyn std::fmt::Display| Error::Model(e.to_string());
+        let voice = crate::synthetic::voice(seed, &t3, &s3gen);
+        let tokenizer = TextTokenizer::characters(t3.text_tokens_dict_size, &[t3.start_text_token, t3.stop_text_token])?;
+        Ok(Engine {
+            t3: T3::synthetic(t3, seed, dev).map_err(|e| model(&e))?,
+            s3gen: S3Gen::synthetic(s3gen, seed, dev).map_err(|e| model(&e))?,
+            tokenizer: Some(tokenizer),
+            voice: Some(voice),
+            synthetic_seed: Some(seed),
+        })
     }
 
     /// `[SOT] tokens(punc_norm(text)) [EOT]`, as `tts.py` feeds T3.
@@ -89,18 +119,39 @@ impl Engine {
 
     /// Speaks texts with a voice (the built-in one when `None`).
     pub fn speak(&self, texts: &[&str], voice: Option<&BuiltinVoice>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
+        Ok(self.speak_timed(texts, voice, opts)?.0)
+    }
+
+    /// [`Engine::speak`], with where the time went.
+    pub fn speak_timed(
+        &self,
+        texts: &[&str],
+        voice: Option<&BuiltinVoice>,
+        opts: &SpeakOptions,
+    ) -> Result<(Vec<Spoken>, SpeakTimings)> {
         let tokens = texts.iter().map(|t| self.text_tokens(t)).collect::<Result<Vec<_>>>()?;
-        self.speak_tokens(&tokens, voice, opts)
+        self.speak_tokens_timed(&tokens, voice, opts)
     }
 
     /// Speaks already tokenised texts (`[SOT] ids [EOT]` each), all in one T3 batch and one S3Gen
     /// batch. Request `i` is seeded with `opts.seed + i`.
     pub fn speak_tokens(&self, texts: &[Vec<u32>], voice: Option<&BuiltinVoice>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
+        Ok(self.speak_tokens_timed(texts, voice, opts)?.0)
+    }
+
+    /// [`Engine::speak_tokens`], with where the time went.
+    pub fn speak_tokens_timed(
+        &self,
+        texts: &[Vec<u32>],
+        voice: Option<&BuiltinVoice>,
+        opts: &SpeakOptions,
+    ) -> Result<(Vec<Spoken>, SpeakTimings)> {
         let voice =
             voice.or(self.voice.as_ref()).ok_or_else(|| Error::Model("no voice: the model directory has no conds.pt".into()))?;
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), SpeakTimings::default()));
         }
+        let t3_start = Instant::now();
         let settings = |i: usize| SamplerSettings {
             temperature: opts.temperature,
             cfg_weight: opts.cfg_weight,
@@ -130,6 +181,7 @@ impl Engine {
         let mut generator =
             Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens).map_err(|e| Error::Model(e.to_string()))?;
         let done = generator.run(&reqs, 8).map_err(|e| Error::Model(e.to_string()))?; // in request order
+        let t3_seconds = t3_start.elapsed().as_secs_f64();
         // the reference keeps only tokens the flow knows (`speech_tokens < 6561`)
         let vocab = self.s3gen.config.flow_vocab_size as u32;
         let speech: Vec<Vec<u32>> = done.iter().map(|f| f.tokens.iter().copied().filter(|&t| t < vocab).collect()).collect();
@@ -154,14 +206,22 @@ impl Engine {
                 source_noise: None,
             })
             .collect();
+        let s3gen_start = Instant::now();
         let wavs = self.s3gen.synthesize(&s3_reqs, opts.cfm_steps).map_err(|e| Error::Model(e.to_string()))?;
-        Ok(speech.into_iter().zip(wavs).map(|(speech_tokens, wav)| Spoken { speech_tokens, wav }).collect())
+        let timings = SpeakTimings { t3_seconds, s3gen_seconds: s3gen_start.elapsed().as_secs_f64() };
+        Ok((speech.into_iter().zip(wavs).map(|(speech_tokens, wav)| Spoken { speech_tokens, wav }).collect(), timings))
     }
 }
 
 /// Writes a 24 kHz mono 32-bit float WAV (as `torchaudio.save` writes the reference's output),
 /// through a temporary file renamed into place, so a failure leaves nothing half-written.
 pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
+    write_wav_with_comment(path, samples, None)
+}
+
+/// [`write_wav`], with `comment` (if any) in a `LIST`/`INFO` chunk (`ICMT`) after the samples,
+/// where players and `soxi` show it and readers that do not know it skip it.
+pub fn write_wav_with_comment(path: &Path, samples: &[f32], comment: Option<&str>) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| Error::Model(format!("writing {}: {e}", path.display()));
     let tmp = path.with_extension("wav.partial");
     let spec = hound::WavSpec {
@@ -175,7 +235,11 @@ pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
         for &s in samples {
             w.write_sample(s)?;
         }
-        w.finalize()
+        w.finalize()?;
+        if let Some(c) = comment {
+            append_info_comment(&tmp, c)?;
+        }
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -185,4 +249,32 @@ pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         err(&e)
     })
+}
+
+/// Appends a `LIST` chunk of type `INFO` holding one `ICMT` (comment) sub-chunk to the RIFF file at
+/// `path`, and updates the RIFF size.
+fn append_info_comment(path: &Path, comment: &str) -> std::result::Result<(), hound::Error> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut text = comment.as_bytes().to_vec();
+    text.push(0);
+    let text_len = text.len() as u32;
+    if text.len() % 2 == 1 {
+        text.push(0); // chunks are padded to an even size
+    }
+    let mut chunk = Vec::with_capacity(text.len() + 20);
+    chunk.extend_from_slice(b"LIST");
+    chunk.extend_from_slice(&(4 + 8 + text.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(b"INFO");
+    chunk.extend_from_slice(b"ICMT");
+    chunk.extend_from_slice(&text_len.to_le_bytes());
+    chunk.extend_from_slice(&text);
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let end = f.seek(SeekFrom::End(0))?;
+    f.write_all(&chunk)?;
+    let riff = u32::try_from(end + chunk.len() as u64 - 8)
+        .map_err(|_| std::io::Error::other("the WAV would pass 4 GB with its comment"))?;
+    f.seek(SeekFrom::Start(4))?;
+    f.write_all(&riff.to_le_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }

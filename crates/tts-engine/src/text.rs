@@ -53,9 +53,18 @@ pub fn punc_norm(text: &str) -> String {
 }
 
 /// Chatterbox's English tokenizer: a `tokenizer.json` (HF tokenizers) whose spaces are the
-/// `[SPACE]` token.
+/// `[SPACE]` token; or, for the synthetic model, one token per character.
 pub struct TextTokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
+}
+
+enum Inner {
+    Hf(Box<tokenizers::Tokenizer>),
+    /// Character `c` → `1 + (c mod (vocab − 1))`, stepped past the reserved ids (SOT/EOT).
+    Characters {
+        vocab: u32,
+        reserved: Vec<u32>,
+    },
 }
 
 impl TextTokenizer {
@@ -63,14 +72,40 @@ impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<TextTokenizer> {
         let inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Model(format!("tokenizer {}: {e}", path.display())))?;
-        Ok(TextTokenizer { inner })
+        Ok(TextTokenizer { inner: Inner::Hf(Box::new(inner)) })
+    }
+
+    /// The synthetic model's tokenizer, built in memory: one token per character of the normalised
+    /// text, over ids `1..vocab` without `reserved` (T3's start and stop text tokens). Any text
+    /// tokenizes; ids mean nothing (the model's weights are random). Needs room for at least two
+    /// ids besides the reserved ones.
+    pub fn characters(vocab: usize, reserved: &[u32]) -> Result<TextTokenizer> {
+        let usable = (1..vocab as u64).filter(|&i| !reserved.contains(&(i as u32))).count();
+        if vocab > u32::MAX as usize || usable < 2 {
+            return Err(Error::Model(format!("a character tokenizer over {vocab} ids without {reserved:?} has no room")));
+        }
+        Ok(TextTokenizer { inner: Inner::Characters { vocab: vocab as u32, reserved: reserved.to_vec() } })
     }
 
     /// Token ids of already normalised text (`EnTokenizer.text_to_tokens`), without SOT/EOT.
     pub fn encode(&self, normalized: &str) -> Result<Vec<u32>> {
-        let spaced = normalized.replace(' ', "[SPACE]");
-        let enc = self.inner.encode(spaced.as_str(), false).map_err(|e| Error::Model(format!("tokenizing text: {e}")))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Inner::Hf(tok) => {
+                let spaced = normalized.replace(' ', "[SPACE]");
+                let enc = tok.encode(spaced.as_str(), false).map_err(|e| Error::Model(format!("tokenizing text: {e}")))?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Inner::Characters { vocab, reserved } => Ok(normalized
+                .chars()
+                .map(|c| {
+                    let mut id = 1 + (c as u32) % (vocab - 1);
+                    while reserved.contains(&id) {
+                        id = 1 + id % (vocab - 1);
+                    }
+                    id
+                })
+                .collect()),
+        }
     }
 }
 
@@ -87,5 +122,20 @@ mod tests {
         assert_eq!(punc_norm("Wait... what?"), "Wait,  what?");
         assert_eq!(punc_norm("a\u{1f}b"), "A b.");
         assert_eq!(punc_norm("Ends with a comma,"), "Ends with a comma,");
+    }
+
+    #[test]
+    fn the_character_tokenizer_avoids_reserved_ids_and_stays_in_the_vocabulary() {
+        let tok = TextTokenizer::characters(704, &[255, 0]).unwrap();
+        // U+00FE and U+03BD both map to 255 (SOT) before the step past it
+        let ids = tok.encode("Hi \u{fe}\u{3bd}, ok.").unwrap();
+        assert_eq!(ids.len(), 10);
+        assert_eq!(&ids[3..5], &[256, 256]);
+        assert!(ids.iter().all(|&i| (1..704).contains(&i) && i != 255), "{ids:?}");
+        assert_eq!(ids[0], 1 + 'H' as u32 % 703);
+        assert_eq!(tok.encode("aa").unwrap()[0], tok.encode("ab").unwrap()[0]);
+        assert!(TextTokenizer::characters(3, &[1]).is_err());
+        let tiny = TextTokenizer::characters(4, &[1]).unwrap();
+        assert!(tiny.encode("any text at all").unwrap().iter().all(|&i| i == 2 || i == 3));
     }
 }

@@ -1,6 +1,7 @@
-//! Memory-mapped safetensors checkpoints (the official `*.safetensors` files), read as f32 and
-//! uploaded once in the dtype a backend wants. Every missing, misshapen or non-float tensor is an
-//! error naming the tensor, its expected shape and the file.
+//! Checkpoints: memory-mapped safetensors files (the official `*.safetensors` files), or synthetic
+//! ones built in memory from a seed ([`synthetic`]), read as f32 and uploaded once in the dtype a
+//! backend wants. Both answer the same calls with the same checks: every missing, misshapen or
+//! non-float tensor is an error naming the tensor, its expected shape and the checkpoint.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -9,13 +10,26 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::{DType, Device, Tensor};
 
-/// A memory-mapped safetensors checkpoint.
+pub mod synthetic;
+
+use synthetic::SynthTensor;
+
+/// A checkpoint: a memory-mapped safetensors file or a synthetic one.
 pub struct Checkpoint {
+    /// The file's path, or the synthetic checkpoint's label (in every error message).
     path: String,
-    mmap: memmap2::Mmap,
-    /// Each tensor's dtype, shape and byte range in `mmap`, from the header parsed once at open
-    /// (parsing it again for every tensor made loading quadratic: ~1.5 CPU-s for S3Gen's).
-    index: HashMap<String, Entry>,
+    source: Source,
+}
+
+enum Source {
+    File {
+        mmap: memmap2::Mmap,
+        /// Each tensor's dtype, shape and byte range in `mmap`, from the header parsed once at open
+        /// (parsing it again for every tensor made loading quadratic: ~1.5 CPU-s for S3Gen's).
+        index: HashMap<String, Entry>,
+    },
+    /// Random tensors drawn on demand from (seed, name).
+    Synthetic { seed: u64, index: HashMap<String, SynthTensor> },
 }
 
 struct Entry {
@@ -40,33 +54,89 @@ impl Checkpoint {
                 (n, Entry { dtype: v.dtype(), shape: v.shape().to_vec(), bytes: start..start + v.data().len() })
             })
             .collect();
-        Ok(Checkpoint { path: p, mmap, index })
+        Ok(Checkpoint { path: p, source: Source::File { mmap, index } })
     }
 
+    /// A synthetic checkpoint holding `tensors`, whose values are drawn from (`seed`, name) when read
+    /// (see [`synthetic`]). `label` names it in error messages. Two tensors of one name, an empty
+    /// shape or a non-finite or negative spread are errors.
+    pub fn synthetic(label: &str, seed: u64, tensors: Vec<SynthTensor>) -> Result<Checkpoint> {
+        let bad = |detail: String| Error::Checkpoint { path: label.to_string(), detail };
+        let mut index = HashMap::with_capacity(tensors.len());
+        for t in tensors {
+            if t.shape.is_empty() || t.is_empty() {
+                return Err(bad(format!("{}: empty shape {:?}", t.name, t.shape)));
+            }
+            let inits = std::iter::once(&t.init).chain(t.rows.iter().map(|(_, i)| i));
+            if let Some(i) = inits.into_iter().find(|i| !(i.mean.is_finite() && i.std.is_finite() && i.std >= 0.0)) {
+                return Err(bad(format!("{}: bad init {i:?}", t.name)));
+            }
+            if let Some((r, _)) = t.rows.iter().find(|(r, _)| *r >= t.shape[0]) {
+                return Err(bad(format!("{}: row {r} of a tensor of {} rows", t.name, t.shape[0])));
+            }
+            if index.insert(t.name.clone(), t.clone()).is_some() {
+                return Err(bad(format!("{} listed twice", t.name)));
+            }
+        }
+        Ok(Checkpoint { path: label.to_string(), source: Source::Synthetic { seed, index } })
+    }
+
+    /// The file's path, or a synthetic checkpoint's label.
     pub fn path(&self) -> &str {
         &self.path
     }
 
+    /// Whether this checkpoint is synthetic (random weights, not a file).
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self.source, Source::Synthetic { .. })
+    }
+
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.shape(name).is_some()
+    }
+
+    /// The names of every tensor, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = match &self.source {
+            Source::File { index, .. } => index.keys().map(|k| k.as_str()).collect(),
+            Source::Synthetic { index, .. } => index.keys().map(|k| k.as_str()).collect(),
+        };
+        v.sort_unstable();
+        v
+    }
+
+    /// The shape of the tensor `name`, if there is one.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        match &self.source {
+            Source::File { index, .. } => index.get(name).map(|e| e.shape.as_slice()),
+            Source::Synthetic { index, .. } => index.get(name).map(|t| t.shape.as_slice()),
+        }
     }
 
     /// The tensor `name` as f32, checked against `shape`. A missing, misshapen or non-float tensor
-    /// is an error naming the tensor, its expected shape and the file.
+    /// is an error naming the tensor, its expected shape and the checkpoint.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let bad =
             |detail: String| Error::Tensor { path: self.path.clone(), name: name.to_string(), expected: shape.to_vec(), detail };
-        let entry = self.index.get(name).ok_or_else(|| bad("missing".into()))?;
-        if entry.shape.as_slice() != shape {
-            return Err(bad(format!("found shape {:?}", entry.shape)));
+        let found = self.shape(name).ok_or_else(|| bad("missing".into()))?;
+        if found != shape {
+            return Err(bad(format!("found shape {found:?}")));
         }
-        // (deserialize checked at open that every range lies in the file and fits its shape)
-        let raw = &self.mmap[entry.bytes.clone()];
-        Ok(match entry.dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            d => return Err(bad(format!("dtype {d:?} (expected f32 or bf16)"))),
-        })
+        match &self.source {
+            Source::File { mmap, index } => {
+                let entry = &index[name];
+                // (deserialize checked at open that every range lies in the file and fits its shape)
+                let raw = &mmap[entry.bytes.clone()];
+                Ok(match entry.dtype {
+                    Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::BF16 => {
+                        raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+                    }
+                    d => return Err(bad(format!("dtype {d:?} (expected f32 or bf16)"))),
+                })
+            }
+            Source::Synthetic { seed, index } => Ok(index[name].values(*seed)),
+        }
     }
 
     /// The tensor uploaded to `dev` in `dtype`.
@@ -93,6 +163,7 @@ mod tests {
     use super::*;
     use crate::testing::{fresh_seed, random_f32};
     use safetensors::tensor::TensorView;
+    use synthetic::Init;
 
     fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
         let views: Vec<(String, TensorView<'_>)> =
@@ -145,5 +216,42 @@ mod tests {
         let e = Checkpoint::open(&cut).err().unwrap().to_string();
         assert!(e.contains("cut.safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_synthetic_checkpoint_answers_like_a_file() {
+        let seed = fresh_seed();
+        let ck = Checkpoint::synthetic(
+            "synthetic test model",
+            seed,
+            vec![
+                SynthTensor::new("norm.weight", &[5], Init::around(1.0, 0.1)),
+                SynthTensor::new("proj.weight", &[3, 7], Init::fan_in(7, 1.0)),
+            ],
+        )
+        .unwrap();
+        assert!(ck.is_synthetic() && ck.contains("proj.weight") && !ck.contains("proj.bias"));
+        assert_eq!(ck.names(), ["norm.weight", "proj.weight"]);
+        assert_eq!(ck.shape("proj.weight"), Some(&[3, 7][..]));
+        let w = ck.f32("proj.weight", &[3, 7]).unwrap();
+        assert_eq!(w, synthetic::values(seed, "proj.weight", 21, Init::fan_in(7, 1.0)));
+        assert_eq!(w, ck.f32("proj.weight", &[3, 7]).unwrap(), "read twice, the same values");
+        let err = |name: &str, shape: &[usize]| ck.f32(name, shape).unwrap_err().to_string();
+        let e = err("proj.weight", &[7, 3]);
+        assert!(e.contains("proj.weight") && e.contains("found shape [3, 7]") && e.contains("synthetic test model"), "{e}");
+        let e = err("proj.bias", &[3]);
+        assert!(e.contains("proj.bias") && e.contains("missing"), "{e}");
+        let t = ck.upload(&Device::cpu(), DType::F32, "norm.weight", &[5]).unwrap();
+        assert_eq!(t.to_f32_vec().unwrap(), synthetic::values(seed, "norm.weight", 5, Init::around(1.0, 0.1)));
+        // a name listed twice, an empty shape or a bad init is refused
+        let dup = vec![SynthTensor::new("a", &[1], Init::spread(1.0)), SynthTensor::new("a", &[2], Init::spread(1.0))];
+        assert!(Checkpoint::synthetic("m", 1, dup).err().unwrap().to_string().contains("a listed twice"));
+        assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[0, 3], Init::spread(1.0))]).is_err());
+        assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[3], Init::spread(f32::NAN))]).is_err());
+        assert!(Checkpoint::synthetic("m", 1, vec![SynthTensor::new("a", &[3], Init::spread(-1.0))]).is_err());
+        let bad_row = SynthTensor::new("a", &[3, 2], Init::spread(1.0)).with_row(3, Init::constant(0.0));
+        assert!(Checkpoint::synthetic("m", 1, vec![bad_row]).err().unwrap().to_string().contains("row 3"));
+        let bad_row = SynthTensor::new("a", &[3, 2], Init::spread(1.0)).with_row(0, Init::spread(f32::INFINITY));
+        assert!(Checkpoint::synthetic("m", 1, vec![bad_row]).is_err());
     }
 }

@@ -12,7 +12,7 @@ use crate::{MEL_BINS, Result};
 /// Channels of the estimator input: x, mu, speaker, cond (80 each, in this order).
 pub const ESTIMATOR_IN: usize = 4 * MEL_BINS;
 /// Width of the sinusoidal time embedding.
-const TIME_SINUSOID: usize = 320;
+pub(crate) const TIME_SINUSOID: usize = 320;
 
 /// `CausalBlock1D`: `Mish(LayerNorm_C(CausalConv1d_k3(x·mask)))·mask`.
 struct Block1D {

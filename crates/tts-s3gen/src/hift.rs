@@ -8,16 +8,16 @@ use crate::config::S3GenConfig;
 use crate::layers::{Conv1d, ConvTranspose1d, Lens, Linear, apply};
 use crate::{Error, MEL_BINS, Result, SAMPLE_RATE, SAMPLES_PER_MEL_FRAME, noise};
 
-const UPSAMPLE_RATES: [usize; 3] = [8, 5, 3];
-const UPSAMPLE_KERNELS: [usize; 3] = [16, 11, 7];
-const RESBLOCK_KERNELS: [usize; 3] = [3, 7, 11];
+pub(crate) const UPSAMPLE_RATES: [usize; 3] = [8, 5, 3];
+pub(crate) const UPSAMPLE_KERNELS: [usize; 3] = [16, 11, 7];
+pub(crate) const RESBLOCK_KERNELS: [usize; 3] = [3, 7, 11];
 const RESBLOCK_DILATIONS: [usize; 3] = [1, 3, 5];
 /// (kernel, stride, padding) of `source_downs`; the last kernel is 1.
-const SOURCE_DOWNS: [(usize, usize, usize); 3] = [(30, 15, 7), (6, 3, 1), (1, 1, 0)];
-const SOURCE_RESBLOCK_KERNELS: [usize; 3] = [7, 7, 11];
+pub(crate) const SOURCE_DOWNS: [(usize, usize, usize); 3] = [(30, 15, 7), (6, 3, 1), (1, 1, 0)];
+pub(crate) const SOURCE_RESBLOCK_KERNELS: [usize; 3] = [7, 7, 11];
 const N_FFT: usize = 16;
 const HOP: usize = 4;
-const STFT_BINS: usize = N_FFT / 2 + 1;
+pub(crate) const STFT_BINS: usize = N_FFT / 2 + 1;
 const AUDIO_LIMIT: f32 = 0.99;
 
 /// `ResBlock` with Snake activations: for each dilation d,

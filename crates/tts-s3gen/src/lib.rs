@@ -7,7 +7,8 @@
 //! - [`layers`]: linear, conv (im2col + GEMM), transposed conv (GEMM + overlap-add), LayerNorm;
 //! - [`encoder`], [`estimator`], [`flow`]: tokens → mel;
 //! - [`hift`]: mel → waveform;
-//! - [`S3Gen`]: both, batched across requests of different lengths, with the reference's trim/fade.
+//! - [`S3Gen`]: both, batched across requests of different lengths, with the reference's trim/fade;
+//! - [`synthetic`]: random weights at the real dimensions, built in memory from a seed (noise, not speech).
 //!
 //! Every stage runs on the op API of tts-kernels, so the same code runs on Cpu (f32, the parity
 //! reference), Emu and Cuda (bf16 GEMM inputs, f32 streams).
@@ -23,6 +24,7 @@ pub mod flow;
 pub mod hift;
 pub mod layers;
 pub mod noise;
+pub mod synthetic;
 
 pub use config::S3GenConfig;
 pub use flow::{Flow, FlowOut, FlowRequest};
@@ -92,7 +94,13 @@ impl S3Gen {
     pub fn load(dir: &Path, dev: &Device) -> Result<S3Gen> {
         let config = S3GenConfig::from_model_dir(dir)?;
         let ck = Checkpoint::open(&dir.join("s3gen.safetensors"))?;
-        Ok(S3Gen { flow: Flow::load(&ck, dev, &config)?, hift: Hift::load(&ck, dev, &config)?, config, device: dev.clone() })
+        S3Gen::from_checkpoint(config, &ck, dev)
+    }
+
+    /// Loads the flow and the vocoder of dimensions `config` from a checkpoint (a file or a
+    /// synthetic one).
+    pub fn from_checkpoint(config: S3GenConfig, ck: &Checkpoint, dev: &Device) -> Result<S3Gen> {
+        Ok(S3Gen { flow: Flow::load(ck, dev, &config)?, hift: Hift::load(ck, dev, &config)?, config, device: dev.clone() })
     }
 
     pub fn device(&self) -> &Device {

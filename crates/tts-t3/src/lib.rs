@@ -2,10 +2,12 @@
 //!
 //! - [`config`]: dimensions (real ones by default, `config.json` overrides);
 //! - [`weights`]: `t3_cfg.safetensors` with the official names, memory-mapped, uploaded once;
-//! - [`model`]: the conditioning encoder, the prefill layout and the Llama stack over a static KV cache.
+//! - [`model`]: the conditioning encoder, the prefill layout and the Llama stack over a static KV cache;
+//! - [`synthetic`]: random weights at the real dimensions, built in memory from a seed (noise, not speech).
 pub mod config;
 pub mod generate;
 pub mod model;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::T3Config;
