@@ -10,30 +10,22 @@
 # NVRTC gate reads it from $TTS_NVDISASM to check the SASS of kernels that read what they write.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# install_wheel DIR FILE SPEC: pip-installs SPEC into DIR (through DIR.partial, so an interrupted
+# install is never taken for a finished one) unless DIR/FILE exists
+install_wheel() {
+  if [ ! -e "$1/$2" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$1.partial" "$3" >&2
+    rm -rf "$1" && mv "$1.partial" "$1"
+  fi
+}
 if [ "${1:-}" = nvdisasm ]; then
   sass="$root/.cache/cudatk-sass"
-  bin="$sass/nvidia/cu13/bin/nvdisasm"
-  if [ ! -x "$bin" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$sass.partial" \
-      "nvidia-cuda-nvdisasm==13.5.37" >&2
-    rm -rf "$sass" && mv "$sass.partial" "$sass"
-  fi
-  echo "$bin"
+  install_wheel "$sass" nvidia/cu13/bin/nvdisasm "nvidia-cuda-nvdisasm==13.5.37"
+  echo "$sass/nvidia/cu13/bin/nvdisasm"
   exit 0
 fi
-tk="$root/.cache/cudatk"
-lib="$tk/nvidia/cuda_nvrtc/lib"
-if [ ! -e "$lib/libnvrtc.so.12" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tk.partial" \
-    "nvidia-cuda-nvrtc-cu12==12.9.86" >&2
-  rm -rf "$tk" && mv "$tk.partial" "$tk"
-fi
+install_wheel "$root/.cache/cudatk" nvidia/cuda_nvrtc/lib/libnvrtc.so.12 "nvidia-cuda-nvrtc-cu12==12.9.86"
 # NVRTC 13.0 in the CUDA 13 wheel layout (nvidia/cu13/lib), as PyTorch's CUDA 13 builds install it: the
 # library search and every kernel are also tested against CUDA 13 (tests/cuda_libraries.rs).
-tk13="$root/.cache/cudatk13"
-if [ ! -e "$tk13/nvidia/cu13/lib/libnvrtc.so.13" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tk13.partial" \
-    "nvidia-cuda-nvrtc==13.0.88" >&2
-  rm -rf "$tk13" && mv "$tk13.partial" "$tk13"
-fi
-echo "$lib"
+install_wheel "$root/.cache/cudatk13" nvidia/cu13/lib/libnvrtc.so.13 "nvidia-cuda-nvrtc==13.0.88"
+echo "$root/.cache/cudatk/nvidia/cuda_nvrtc/lib"

@@ -123,6 +123,30 @@ dry_run() {
   }
   echo "gpu-check dry-run: ok (the runner unpacked and checked every binary, then reported no GPU)"
   rm -rf "$out"
+  # every section run without a GPU (GPU_CHECK_SIMULATE=1): the runner's later sections are exercised
+  # here, and each must report the missing GPU as a failure, never as a pass or a skip
+  out=$(mktemp -d)
+  echo "== simulated run of every section with no GPU, output in $out" >&2
+  GPU_CHECK_SIMULATE=1 GPU_CHECK_BUDGET_S=400 bash "$stage/run.sh" "$out" >/dev/null
+  local s bad=0
+  for s in kernels t3 s3gen speed; do
+    if ! grep -q "^| $s | FAILED |" "$out/report.md"; then
+      echo "gpu-check dry-run: FAILED: without a GPU, section $s must report FAILED" >&2
+      bad=1
+    fi
+  done
+  grep -q '^| sanitizer | ' "$out/report.md" || { echo "gpu-check dry-run: FAILED: no sanitizer row" >&2; bad=1; }
+  n_logs=$(ls "$out" | wc -l)
+  if [ "$n_logs" -gt 8 ]; then
+    echo "gpu-check dry-run: FAILED: $n_logs files in the output folder (the device tool brings back 8)" >&2
+    bad=1
+  fi
+  if [ $bad -ne 0 ]; then
+    cat "$out/report.md" >&2
+    exit 1
+  fi
+  echo "gpu-check dry-run: ok (simulated without a GPU: every section ran and reported the missing GPU as a failure; $n_logs files)"
+  rm -rf "$out"
 }
 
 case "${1:-}" in

@@ -31,6 +31,20 @@ fn run(model: &T3, reqs: &[Request], max_batch: usize, poll_every: usize) -> Vec
     g.run(reqs, poll_every).unwrap()
 }
 
+/// `reqs` through `g` one eager step at a time (no graph), finished requests in id order.
+fn run_eager(mut g: Generator, reqs: &[Request]) -> Vec<Finished> {
+    for r in reqs {
+        g.add(r).unwrap();
+    }
+    let mut done = Vec::new();
+    while g.active() > 0 {
+        g.step_eager().unwrap();
+        done.extend(g.poll().unwrap());
+    }
+    done.sort_by_key(|f| f.id);
+    done
+}
+
 #[test]
 fn a_batch_equals_one_request_at_a_time_with_slot_replacement() {
     let model = T3::load(&model_dir(), &Device::cpu()).unwrap();
@@ -112,17 +126,7 @@ fn graph_replay_equals_eager_steps_on_emu() {
         let replayed = g.run(&reqs, 2).unwrap();
         let launches = g.launches_per_step().unwrap();
         let names = g.step_kernels().unwrap().to_vec();
-        // eager steps
-        let mut e = Generator::new(&model, 2, 96, 12).unwrap();
-        for r in &reqs {
-            e.add(r).unwrap();
-        }
-        let mut eager = Vec::new();
-        while e.active() > 0 {
-            e.step_eager().unwrap();
-            eager.extend(e.poll().unwrap());
-        }
-        eager.sort_by_key(|f| f.id);
+        let eager = run_eager(Generator::new(&model, 2, 96, 12).unwrap(), &reqs);
         assert_eq!(replayed, eager, "{sms} SMs: graph replay differs from eager execution");
         let layers = model.cfg.num_hidden_layers;
         let blocks = 2 * reqs.len() * model.cfg.num_attention_heads;
@@ -169,16 +173,7 @@ fn on_kernel_backends_replay_equals_eager_and_a_batch_with_slot_replacement_equa
             .map(|&(seed, max_new, text)| request(&model, seed, max_new, text))
             .collect();
         // graph replay (Generator::run captures the step once and replays it) == eager steps, bit for bit
-        let mut e = Generator::new(&model, 2, 128, 40).unwrap();
-        for r in &reqs[..2] {
-            e.add(r).unwrap();
-        }
-        let mut eager = Vec::new();
-        while e.active() > 0 {
-            e.step_eager().unwrap();
-            eager.extend(e.poll().unwrap());
-        }
-        eager.sort_by_key(|f| f.id);
+        let eager = run_eager(Generator::new(&model, 2, 128, 40).unwrap(), &reqs[..2]);
         let replayed = run(&model, &reqs[..2], 2, 1);
         assert_eq!(replayed, eager, "{label}: graph replay differs from eager execution");
         // 2 slots for 4 requests (slots refilled while others decode) == each request alone
