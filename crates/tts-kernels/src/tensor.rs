@@ -356,8 +356,12 @@ pub struct ViewMut<'a> {
     _excl: PhantomData<&'a mut Tensor>,
 }
 
+/// The accessors of [`View`] and [`ViewMut`]. `$s` names the lifetime of `&self` in the host-slice
+/// accessors and `$ret` the lifetime of the slices they return: a `View` (a shared borrow of the
+/// tensor) may hand out slices for its whole lifetime `'a`, a `ViewMut` only for the borrow of
+/// itself, so a shared slice can never outlive into a later `host_*_mut` of the same elements.
 macro_rules! view_common {
-    ($ty:ident) => {
+    ($ty:ident, $s:lifetime, $ret:lifetime) => {
         impl<'a> $ty<'a> {
             pub fn device(&self) -> &'a Device {
                 &self.t.dev
@@ -441,25 +445,28 @@ macro_rules! view_common {
                 Ok(v)
             }
             /// The elements as a host f32 slice (Cpu and Emu tensors of dtype f32 only).
-            pub fn host_f32(&self) -> Result<&'a [f32]> {
+            pub fn host_f32<$s>(&$s self) -> Result<&$ret [f32]> {
                 self.expect_dtype("host_f32", "tensor", DType::F32)?;
                 self.host_slice::<f32>()
             }
             /// The elements as a host i32 slice (Cpu and Emu tensors only).
-            pub fn host_i32(&self) -> Result<&'a [i32]> {
+            pub fn host_i32<$s>(&$s self) -> Result<&$ret [i32]> {
                 self.expect_dtype("host_i32", "tensor", DType::I32)?;
                 self.host_slice::<i32>()
             }
             /// The elements as a host bf16 slice (Cpu and Emu tensors only).
-            pub fn host_bf16(&self) -> Result<&'a [bf16]> {
+            pub fn host_bf16<$s>(&$s self) -> Result<&$ret [bf16]> {
                 self.expect_dtype("host_bf16", "tensor", DType::BF16)?;
                 self.host_slice::<bf16>()
             }
-            fn host_slice<T: bytemuck::Pod>(&self) -> Result<&'a [T]> {
+            fn host_slice<$s, T: bytemuck::Pod>(&$s self) -> Result<&$ret [T]> {
                 self.expect_row_major("host access")?;
                 match self.storage() {
-                    // SAFETY: in bounds (views never exceed their tensor), aligned (ALIGN), and no
-                    // ViewMut of these elements can exist while this shared borrow of the tensor lives.
+                    // SAFETY: in bounds (views never exceed their tensor) and aligned (ALIGN). No
+                    // exclusive access to these elements can exist while the slice lives: a View
+                    // holds a shared borrow of the tensor for `'a`; a ViewMut hands the slice out only
+                    // for a shared borrow of itself, which excludes its `host_*_mut` (and any reborrow)
+                    // until the slice is gone.
                     Storage::Host(_) => Ok(unsafe { std::slice::from_raw_parts(self.addr() as *const T, self.len()) }),
                     Storage::Cuda(_) => Err(Error::invalid("host access", "the tensor lives on a GPU")),
                 }
@@ -519,8 +526,8 @@ macro_rules! view_common {
         }
     };
 }
-view_common!(View);
-view_common!(ViewMut);
+view_common!(View, 's, 'a);
+view_common!(ViewMut, 's, 's);
 
 impl View<'_> {
     /// Whether this is a weight packed for the Cpu decode GEMV.
@@ -557,6 +564,31 @@ impl<'a> ViewMut<'a> {
         Ok((a, b))
     }
     /// The elements as a mutable host f32 slice (Cpu and Emu tensors of dtype f32 only).
+    ///
+    /// A shared slice of the same view ([`ViewMut::host_f32`]) cannot be held across this call:
+    ///
+    /// ```compile_fail
+    /// use tts_kernels::{DType, Device, Tensor};
+    /// let mut t = Tensor::zeros(&Device::cpu(), DType::F32, &[4]).unwrap();
+    /// let mut v = t.view_mut();
+    /// let shared = v.host_f32().unwrap();
+    /// let exclusive = v.host_f32_mut().unwrap(); // error: `v` is still borrowed by `shared`
+    /// exclusive[0] = 42.0;
+    /// assert_eq!(shared[0], 42.0);
+    /// ```
+    ///
+    /// One after the other is fine (the same code with the shared slice's last use moved up):
+    ///
+    /// ```
+    /// use tts_kernels::{DType, Device, Tensor};
+    /// let mut t = Tensor::zeros(&Device::cpu(), DType::F32, &[4]).unwrap();
+    /// let mut v = t.view_mut();
+    /// let shared = v.host_f32().unwrap();
+    /// assert_eq!(shared[0], 0.0);
+    /// let exclusive = v.host_f32_mut().unwrap();
+    /// exclusive[0] = 42.0;
+    /// assert_eq!(v.host_f32().unwrap()[0], 42.0);
+    /// ```
     pub fn host_f32_mut(&mut self) -> Result<&mut [f32]> {
         self.expect_dtype("host_f32_mut", "tensor", DType::F32)?;
         self.host_slice_mut::<f32>()
