@@ -851,6 +851,7 @@ mod blocked_tests {
             assert_close(&format!("m {m} k {k} n {n} seed {s}"), &dense, &want, 1e-5, tol);
             assert!(got.chunks_exact(n + 1).all(|r| r[n].is_nan()), "m {m} k {k} n {n}: wrote outside C");
             // accumulate: C += A·B
+            // SAFETY: the same extents and strides as the call above.
             unsafe { sgemm_serial(m, k, n, a.as_ptr(), 1, m + 3, b.as_ptr(), n + 2, 1, got.as_mut_ptr(), n + 1, 1, true) };
             let dense: Vec<f32> = got.chunks_exact(n + 1).flat_map(|r| r[..n].to_vec()).collect();
             let twice: Vec<f32> = want.iter().map(|x| 2.0 * x).collect();
@@ -858,9 +859,11 @@ mod blocked_tests {
         }
         // k = 0: C = 0 (or unchanged when accumulating)
         let mut c = vec![f32::NAN; 6];
+        // SAFETY: k = 0, so a and b are never read; c's 2×3 elements at row stride 3 are in bounds.
         unsafe { sgemm_serial(2, 0, 3, [].as_ptr(), 0, 1, [].as_ptr(), 3, 1, c.as_mut_ptr(), 3, 1, false) };
         assert_eq!(c, [0.0; 6]);
         c.fill(1.5);
+        // SAFETY: as above.
         unsafe { sgemm_serial(2, 0, 3, [].as_ptr(), 0, 1, [].as_ptr(), 3, 1, c.as_mut_ptr(), 3, 1, true) };
         assert_eq!(c, [1.5; 6]);
     }

@@ -252,6 +252,8 @@ mod avx {
 
     #[inline(always)]
     fn splat(c: f32) -> __m256 {
+        // SAFETY: inlined only into this module's functions, which run after AVX2 + FMA were
+        // detected at run time (the dispatch checks `is_x86_feature_detected!`).
         unsafe { _mm256_set1_ps(c) }
     }
 

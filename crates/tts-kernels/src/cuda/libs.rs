@@ -273,6 +273,7 @@ pub fn loaded_libraries() -> Vec<LoadedLibrary> {
 
 /// The file behind a loaded symbol (`dladdr`), or None.
 pub(crate) fn path_of_symbol(sym: *const std::ffi::c_void) -> Option<PathBuf> {
+    // SAFETY: Dl_info is plain C data (pointers and integers) for which all-zero bytes are valid.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address and fills `info`; the returned name points into the
     // loader's own tables, copied out at once.

@@ -78,6 +78,9 @@ impl Registry {
     fn damaged(&self) -> Option<(usize, &'static str)> {
         let live = self.live.lock().ok()?;
         for (&addr, &(bytes, rz)) in live.iter() {
+            // SAFETY: the red zones of a registered allocation are `rz` readable bytes on each side of
+            // it; it stays allocated while registered (HostMem's drop unregisters it under this lock
+            // before freeing), and no kernel runs on this device while its launch is being checked.
             let ok = |p: usize| unsafe { std::slice::from_raw_parts(p as *const u8, rz) }.iter().all(|&b| b == REDZONE_BYTE);
             if !ok(addr - rz) {
                 return Some((bytes, "before"));
@@ -211,6 +214,7 @@ impl EmuBackend {
                 )
             }
         } else {
+            // SAFETY: as above, bf16 inputs of m·k and n·k elements.
             let (xs, ws) = unsafe {
                 (std::slice::from_raw_parts(x as *const bf16, m * k), std::slice::from_raw_parts(w as *const bf16, n * k))
             };
