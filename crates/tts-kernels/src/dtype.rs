@@ -14,10 +14,6 @@ impl DType {
             DType::BF16 => 2,
         }
     }
-
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::BF16)
-    }
 }
 
 impl std::fmt::Display for DType {

@@ -1,6 +1,6 @@
 //! Helpers for tests and benchmarks: seeded random data, bf16 rounding, tolerance checks, and the
 //! list of kernel backends present in this build and on this machine.
-use crate::{BackendKind, Device, EmuOptions, Error, Schedule};
+use crate::{Device, EmuOptions, Error, Schedule};
 
 /// A seed for "fresh" random inputs: `TTS_TEST_SEED` if set (to replay a failure), else the clock.
 /// Tests print it so that any failure can be reproduced.
@@ -225,11 +225,6 @@ pub fn bench_devices() -> Vec<(&'static str, Device)> {
         Err(e) => eprintln!("cuda: not benchmarked ({e})"),
     }
     v
-}
-
-/// True when `dev` runs the bf16 kernels (Cuda or Emu), false on Cpu.
-pub fn runs_kernels(dev: &Device) -> bool {
-    dev.kind() != BackendKind::Cpu
 }
 
 #[cfg(test)]

@@ -14,10 +14,6 @@ pub use config::T3Config;
 pub use generate::{FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice};
 pub use model::{KvCache, RowLayout, T3, Workspace};
 
-/// Whether the model is implemented. The parity harness reports its fixture cases as pending
-/// while this is false, and as failures if it is true but they have no runner.
-pub const IMPLEMENTED: bool = false;
-
 /// Errors of the T3 crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
