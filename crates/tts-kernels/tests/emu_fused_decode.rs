@@ -1081,13 +1081,20 @@ fn rope_attention_decode_errors_are_errors() {
     }
 }
 
-#[test]
-fn rope_attention_decode_replays_as_one_launch() {
-    // Captured once, replayed with new positions, lengths and qkv on the device: every step equals
-    // the unfused pair run directly on a second copy of the caches.
+/// Captures one fused decode step (`rope_attention_decode`, or with `Some(n)` key slices
+/// `rope_attention_decode_split`) over caches `[3 slots, 4 heads, max_len, 64]`, replays it for 4
+/// steps with new qkv, positions and lengths on the device (`step_rows(step)` gives each row's
+/// position and length), and checks every step bit for bit against the unfused ops run directly on a
+/// second copy of the caches; the capture must hold exactly `kernels`.
+fn check_replayed_decode(
+    splits: Option<usize>,
+    max_len: usize,
+    step_rows: impl Fn(i32) -> ([i32; 3], [i32; 3]),
+    kernels: &[&str],
+) {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
-    let (rows, heads, d, n_slots, max_len) = (3, 4, 64, 3, 24);
+    let (rows, heads, d, n_slots) = (3, 4, 64, 3);
     let hd = heads * d;
     for (label, dev) in devices_or_skip() {
         let act = dev.compute_dtype();
@@ -1101,22 +1108,18 @@ fn rope_attention_decode_replays_as_one_launch() {
         let slots = Tensor::from_i32(&dev, &[rows], &[2, 0, 1]).unwrap();
         let mut lens = Tensor::from_i32(&dev, &[rows], &[0; 3]).unwrap();
         let mut out = Tensor::uninit(&dev, act, &[rows, hd]).unwrap();
+        let mut scratch = Tensor::uninit(&dev, DType::F32, &[rows, heads, splits.unwrap_or(1), d + 2]).unwrap();
         let graph = dev
             .capture(|| {
-                ops::rope_attention_decode(
-                    qkv.view(),
-                    pos.view(),
-                    slots.view(),
-                    inv.view(),
-                    kc.view_mut(),
-                    vc.view_mut(),
-                    lens.view(),
-                    out.view_mut(),
-                    0.125,
-                )
+                let (q, p, sl, inv, k, v, l, o) =
+                    (qkv.view(), pos.view(), slots.view(), inv.view(), kc.view_mut(), vc.view_mut(), lens.view(), out.view_mut());
+                match splits {
+                    None => ops::rope_attention_decode(q, p, sl, inv, k, v, l, o, 0.125),
+                    Some(_) => ops::rope_attention_decode_split(q, p, sl, inv, k, v, l, o, scratch.view_mut(), 0.125),
+                }
             })
             .unwrap();
-        assert_eq!(graph.kernel_names(), ["rope_attn_decode_d64_bf16"], "{label}");
+        assert_eq!(graph.kernel_names(), kernels, "{label}");
         let mut reference = DecodeCase {
             rows,
             heads,
@@ -1134,9 +1137,7 @@ fn rope_attention_decode_replays_as_one_launch() {
         };
         for step in 0..4i32 {
             let q = round_bf16(&random_f32(seed + 1 + step as u64, rows * 3 * hd, 1.0));
-            // row 1 finishes after step 1 (len 0 from then on)
-            let p = [5 + step, 9 + step, step];
-            let l = [6 + step, if step < 2 { 10 + step } else { 0 }, step + 1];
+            let (p, l) = step_rows(step);
             qkv.copy_from_f32(&q).unwrap();
             pos.copy_from_i32(&p).unwrap();
             lens.copy_from_i32(&l).unwrap();
@@ -1144,7 +1145,7 @@ fn rope_attention_decode_replays_as_one_launch() {
             reference.qkv = q;
             reference.pos = p.to_vec();
             reference.lens = l.to_vec();
-            let want = reference.run_unfused(&dev, false).unwrap();
+            let want = reference.run_unfused_with(&dev, false, splits).unwrap();
             let what = format!("{label}: step {step} seed {seed}");
             assert_bits_eq(&format!("{what}: out"), &out.to_f32_vec().unwrap(), &want.out);
             assert_bits_eq(&format!("{what}: k_cache"), &kc.to_f32_vec().unwrap(), &want.k);
@@ -1152,6 +1153,13 @@ fn rope_attention_decode_replays_as_one_launch() {
             (reference.k, reference.v) = (want.k, want.v);
         }
     }
+}
+
+#[test]
+fn rope_attention_decode_replays_as_one_launch() {
+    // row 1 finishes after step 1 (len 0 from then on)
+    let rows = |step: i32| ([5 + step, 9 + step, step], [6 + step, if step < 2 { 10 + step } else { 0 }, step + 1]);
+    check_replayed_decode(None, 24, rows, &["rope_attn_decode_d64_bf16"]);
 }
 
 // ---- rope_attention_decode_split (flash-decoding for few rows × heads)
@@ -1314,77 +1322,10 @@ fn rope_attention_decode_split_scratch_errors_and_one_slice_leaves_it_alone() {
 
 #[test]
 fn rope_attention_decode_split_replays_as_two_launches() {
-    // Captured once, replayed with new positions, lengths and qkv: every step equals the unfused split
-    // pair run directly on a second copy of the caches.
-    let seed = fresh_seed();
-    eprintln!("seed {seed}");
-    let (rows, heads, d, n_slots, max_len, n) = (3, 4, 64, 3, 150, 5);
-    let hd = heads * d;
-    for (label, dev) in devices_or_skip() {
-        let act = dev.compute_dtype();
-        let cshape = [n_slots, heads, max_len, d];
-        let c0 = round_bf16(&random_f32(seed, n_slots * hd * max_len, 1.0));
-        let (mut kc, mut vc) =
-            (Tensor::from_f32(&dev, act, &cshape, &c0).unwrap(), Tensor::from_f32(&dev, act, &cshape, &c0).unwrap());
-        let inv = Tensor::from_f32(&dev, DType::F32, &[d / 2], &t3_inv_freq(d)).unwrap();
-        let mut qkv = Tensor::uninit(&dev, act, &[rows, 3 * hd]).unwrap();
-        let mut pos = Tensor::from_i32(&dev, &[rows], &[0; 3]).unwrap();
-        let slots = Tensor::from_i32(&dev, &[rows], &[2, 0, 1]).unwrap();
-        let mut lens = Tensor::from_i32(&dev, &[rows], &[0; 3]).unwrap();
-        let mut out = Tensor::uninit(&dev, act, &[rows, hd]).unwrap();
-        let mut scratch = Tensor::uninit(&dev, DType::F32, &[rows, heads, n, d + 2]).unwrap();
-        let graph = dev
-            .capture(|| {
-                ops::rope_attention_decode_split(
-                    qkv.view(),
-                    pos.view(),
-                    slots.view(),
-                    inv.view(),
-                    kc.view_mut(),
-                    vc.view_mut(),
-                    lens.view(),
-                    out.view_mut(),
-                    scratch.view_mut(),
-                    0.125,
-                )
-            })
-            .unwrap();
-        assert_eq!(graph.kernel_names(), ["rope_attn_decode_d64_bf16", "attn_cached_combine_bf16"], "{label}");
-        let mut reference = DecodeCase {
-            rows,
-            heads,
-            d,
-            n_slots,
-            max_len,
-            qkv: vec![],
-            pos: vec![],
-            slots: vec![2, 0, 1],
-            lens: vec![],
-            k: c0.clone(),
-            v: c0.clone(),
-            inv: t3_inv_freq(d),
-            scale: 0.125,
-        };
-        for step in 0..4i32 {
-            let q = round_bf16(&random_f32(seed + 1 + step as u64, rows * 3 * hd, 1.0));
-            // row 0 crosses slice boundaries as it grows; row 1 finishes after step 1; row 2 starts at 0
-            let p = [95 + 13 * step, 140 + step, step];
-            let l = [96 + 13 * step, if step < 2 { 141 + step } else { 0 }, step + 1];
-            qkv.copy_from_f32(&q).unwrap();
-            pos.copy_from_i32(&p).unwrap();
-            lens.copy_from_i32(&l).unwrap();
-            graph.replay().unwrap();
-            reference.qkv = q;
-            reference.pos = p.to_vec();
-            reference.lens = l.to_vec();
-            let want = reference.run_unfused_with(&dev, false, Some(n)).unwrap();
-            let what = format!("{label}: step {step} seed {seed}");
-            assert_bits_eq(&format!("{what}: out"), &out.to_f32_vec().unwrap(), &want.out);
-            assert_bits_eq(&format!("{what}: k_cache"), &kc.to_f32_vec().unwrap(), &want.k);
-            assert_bits_eq(&format!("{what}: v_cache"), &vc.to_f32_vec().unwrap(), &want.v);
-            (reference.k, reference.v) = (want.k, want.v);
-        }
-    }
+    // row 0 crosses slice boundaries as it grows; row 1 finishes after step 1; row 2 starts at 0
+    let rows =
+        |step: i32| ([95 + 13 * step, 140 + step, step], [96 + 13 * step, if step < 2 { 141 + step } else { 0 }, step + 1]);
+    check_replayed_decode(Some(5), 150, rows, &["rope_attn_decode_d64_bf16", "attn_cached_combine_bf16"]);
 }
 
 #[test]
