@@ -5,8 +5,8 @@
 //! in-process, and `--ptxas-options=-v` puts the register, spill and shared-memory report in the log.
 //!
 //! NVRTC is loaded at run time from CUDA 12 or 13 (`libnvrtc.so.12` / `.13`, see [`super::libs`] for
-//! where it is searched); [`Nvrtc::open`] and [`Nvrtc::find`] load a given file or search a described
-//! machine instead (tests/cuda_libraries.rs compiles every kernel with CUDA 12 and 13).
+//! where it is searched); [`Nvrtc::find`] searches a described machine instead
+//! (tests/cuda_libraries.rs compiles every kernel with CUDA 12 and 13).
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -113,20 +113,6 @@ impl Nvrtc {
         let o = libs::open_first(&NVRTC, env, max_major, &accept)?;
         let mut n = Nvrtc::from_library(o.lib, o.loaded)?;
         n._companions = o.companions;
-        Ok(n)
-    }
-
-    /// Loads NVRTC from the file `path` (not the process-wide one), with the builtins beside it.
-    pub fn open(path: &Path) -> Result<Nvrtc> {
-        let env = SearchEnv { tts_cuda_lib_dir: path.parent().map(|d| d.to_string_lossy().into_owned()), ..SearchEnv::default() };
-        let n = Nvrtc::find(&env, None).map_err(Error::CudaUnavailable)?;
-        if n.path.canonicalize().ok() != path.canonicalize().ok() {
-            return Err(Error::CudaUnavailable(format!(
-                "{} could not be loaded; found {} instead",
-                path.display(),
-                n.path.display()
-            )));
-        }
         Ok(n)
     }
 
