@@ -128,7 +128,7 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
     let text = text_row(case)?;
     let speech = tokens(case, "speech_tokens")?;
     let n = speech.len();
-    let max_len = m.cfg.len_cond() + text.len() + 2 + n + 1;
+    let max_len = m.cfg.kv_positions(text.len(), n);
     let (embeds, logits, mut cache, l0) = prefill(&p, &text, max_len)?;
     let mut r = Runner { case, tol, reports: Vec::new() };
     r.check("cond_emb", &f64s(&p.cond)?, &[1, m.cfg.len_cond(), d]);

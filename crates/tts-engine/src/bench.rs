@@ -300,8 +300,8 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
         return Err(Error::Model("batch 0".into()));
     }
     let (cfg, dev) = (&model.cfg, &model.dev);
-    let l0 = cfg.len_cond() + base.text_tokens.len() + 2;
-    let max_len = l0 + tokens + 1;
+    let l0 = cfg.prefill_positions(base.text_tokens.len());
+    let max_len = cfg.kv_positions(base.text_tokens.len(), tokens);
     let need = t3_generator_bytes(cfg, dev, batch, max_len);
     if dev.kind() != BackendKind::Cuda
         && let Some(avail) = host_available_bytes()

@@ -177,7 +177,7 @@ impl Engine {
             .collect();
         let cfg = &self.t3.cfg;
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
-        let max_len = cfg.len_cond() + longest + 2 + opts.max_new_tokens + 1;
+        let max_len = cfg.kv_positions(longest, opts.max_new_tokens);
         let mut generator =
             Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens).map_err(|e| Error::Model(e.to_string()))?;
         let done = generator.run(&reqs, 8).map_err(|e| Error::Model(e.to_string()))?; // in request order

@@ -91,6 +91,12 @@ impl Device {
         }
     }
 
+    /// Whether [`Device::capture`] records graphs on this device (Cuda and Emu). Where it does not
+    /// (Cpu: ops run eagerly), callers run their step directly instead of capturing it.
+    pub fn captures_graphs(&self) -> bool {
+        !matches!(&*self.inner, Backend::Cpu)
+    }
+
     /// Whether a capture is in progress on this device.
     pub fn is_capturing(&self) -> bool {
         match &*self.inner {

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::ops::{self, Activation, Im2col, PadMode};
-use tts_kernels::{BackendKind, DType, Device, Tensor, View, ViewMut, cpu};
+use tts_kernels::ops::{self, Activation, Conv1dPlan, Im2col, PadMode};
+use tts_kernels::{DType, Device, Tensor, View, ViewMut};
 
 use crate::{Error, Result};
 
@@ -165,18 +165,18 @@ pub fn conv_weight(ck: &Checkpoint, name: &str, shape: [usize; 3], weight_norm: 
 }
 
 /// A 1-D convolution (`Conv1d`, optionally with an explicit left padding as `CausalConv1d` or
-/// `F.pad` before it): im2col + GEMM, or on the Cpu backend, for stride 1 without upsampling,
-/// straight from the input (`ops::conv1d_packed`: no `[rows, C_in·K]` buffer).
+/// `F.pad` before it), run as its [`Conv1dPlan`] says: im2col + GEMM, or straight from the input
+/// (`ops::conv1d_packed`: no `[rows, C_in·K]` buffer) where tts-kernels plans it so.
 pub struct Conv1d {
     /// The GEMM weight `[C_out, C_in·K]`: torch's order (column `c·K + j`) for im2col, tap-major
-    /// (column `j·C_in + c`) when `direct` (private: its layout depends on the backend).
+    /// (column `j·C_in + c`) for [`Conv1dPlan::Direct`] (private: its layout depends on the plan).
     lin: Linear,
     pub c_in: usize,
     geom: Im2col,
     /// Padding after the last sample (zeros or reflection per `geom.pad`).
     pub pad_right: usize,
-    /// Runs as `ops::conv1d_packed` (the weight is tap-major).
-    direct: bool,
+    /// How tts-kernels runs this conv on its device (and so the weight's layout).
+    plan: Conv1dPlan,
 }
 
 impl Conv1d {
@@ -240,14 +240,14 @@ impl Conv1d {
     ) -> Result<Conv1d> {
         let w = conv_weight(ck, name, [c_out, c_in, k], weight_norm)?;
         let b = ck.f32(&format!("{name}.bias"), &[c_out])?;
-        let direct = dev.kind() == BackendKind::Cpu && geom.stride == 1 && geom.upsample == 1 && geom.pad == PadMode::Zero;
-        let w = if direct { cpu::tap_major(&w, c_out, c_in, k) } else { w };
+        let plan = Conv1dPlan::for_device(dev, &geom);
+        let w = plan.gemm_weight(w, c_out, c_in, k)?;
         let lin = if precise {
             Linear::from_f32_precise(dev, &w, c_out, c_in * k, Some(&b))?
         } else {
             Linear::from_f32(dev, &w, c_out, c_in * k, Some(&b))?
         };
-        Ok(Conv1d { lin, c_in, geom, pad_right, direct })
+        Ok(Conv1d { lin, c_in, geom, pad_right, plan })
     }
 
     /// Output channels.
@@ -287,7 +287,7 @@ impl Conv1d {
     /// Elements of the im2col buffer [`Conv1d::forward_into`] needs for an input `[b, l, C_in]` (0
     /// when the conv reads its input directly).
     pub fn cols_len(&self, b: usize, l: usize) -> usize {
-        if self.direct { 0 } else { b * self.out_len(l) * self.c_in * self.geom.kernel }
+        if self.plan == Conv1dPlan::Direct { 0 } else { b * self.out_len(l) * self.c_in * self.geom.kernel }
     }
 
     /// The dtype of its im2col buffer (its GEMM's input dtype).
@@ -301,7 +301,7 @@ impl Conv1d {
     pub fn forward_into(&self, x: View<'_>, lens: &Lens, cols: Option<&mut Tensor>, out: ViewMut<'_>) -> Result<()> {
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
-        if self.direct {
+        if self.plan == Conv1dPlan::Direct {
             let g = &self.geom;
             let bias = self.lin.b.as_ref().map(|b| b.view());
             ops::conv1d_packed(x, Some(lens.view()), self.lin.w.view(), bias, out, g.kernel, g.dilation, g.pad_left)?;

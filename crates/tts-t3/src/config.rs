@@ -160,6 +160,19 @@ impl T3Config {
         self.perceiver_query_tokens + 2
     }
 
+    /// Positions of a request's prefill: `[cond | text | BOS | BOS]` (the CFG rows are as long),
+    /// for `text_tokens` text tokens with SOT and EOT.
+    pub fn prefill_positions(&self, text_tokens: usize) -> usize {
+        self.len_cond() + text_tokens + 2
+    }
+
+    /// KV-cache positions a request needs: its prefill, then one per generated token after the
+    /// first (drawn from the prefill's logits), and one for the last token's step. The one rule
+    /// every caller sizing a cache or a `Generator` uses, and the one `Generator::add` checks.
+    pub fn kv_positions(&self, text_tokens: usize, max_new_tokens: usize) -> usize {
+        self.prefill_positions(text_tokens) + max_new_tokens
+    }
+
     /// Rows of `text_pos_emb` and `speech_pos_emb`.
     pub fn text_positions(&self) -> usize {
         self.max_text_tokens + 2

@@ -21,7 +21,12 @@ use crate::{Error, Result};
 /// been measured on a GPU.
 pub const FUSED_DECODE_MAX_ROWS: usize = 16;
 
-/// Per-request sampling settings. `Default` is what `ChatterboxTTS.generate` uses.
+/// `max_new_tokens` of `ChatterboxTTS.generate` (1000 speech tokens: 40 s at 25 tokens per second).
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 1000;
+
+/// Per-request sampling settings. `Default` is what `ChatterboxTTS.generate` uses: the sampler's
+/// [`ops::SamplerSettings::ENGLISH_DEFAULT`] (the one place those values live) and
+/// [`DEFAULT_MAX_NEW_TOKENS`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSettings {
     pub temperature: f32,
@@ -39,24 +44,25 @@ pub struct SamplerSettings {
 
 impl Default for SamplerSettings {
     fn default() -> Self {
+        let k = ops::SamplerSettings::ENGLISH_DEFAULT;
         SamplerSettings {
-            temperature: 0.8,
-            cfg_weight: 0.5,
-            repetition_penalty: 1.2,
-            min_p: 0.05,
-            top_p: 1.0,
-            top_k: 0,
-            max_new_tokens: 1000,
-            seed: 0,
+            temperature: k.temperature,
+            cfg_weight: k.cfg_weight,
+            repetition_penalty: k.repetition_penalty,
+            min_p: k.min_p,
+            top_p: k.top_p,
+            top_k: k.top_k,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            seed: k.seed,
             stop_token: None,
         }
     }
 }
 
 impl SamplerSettings {
-    /// The sampler kernel's view of these settings (the English pipeline).
-    pub fn kernel_settings(&self) -> tts_kernels::cpu::SamplerSettings {
-        tts_kernels::cpu::SamplerSettings {
+    /// The sampler op's view of these settings (the English pipeline).
+    pub fn kernel_settings(&self) -> ops::SamplerSettings {
+        ops::SamplerSettings {
             temperature: self.temperature,
             cfg_weight: self.cfg_weight,
             repetition_penalty: self.repetition_penalty,
@@ -64,7 +70,7 @@ impl SamplerSettings {
             top_p: self.top_p,
             top_k: self.top_k,
             seed: self.seed,
-            ..tts_kernels::cpu::SamplerSettings::ENGLISH_DEFAULT
+            ..ops::SamplerSettings::ENGLISH_DEFAULT
         }
     }
 
@@ -214,8 +220,8 @@ impl<'m> Generator<'m> {
             )));
         }
         let q = self.slots.iter().position(|s| s.is_none()).ok_or_else(|| Error::Input("no free slot".into()))?;
-        let l0 = cfg.len_cond() + req.text_tokens.len() + 2;
-        if l0 + req.settings.max_new_tokens > self.max_len {
+        let l0 = cfg.prefill_positions(req.text_tokens.len());
+        if cfg.kv_positions(req.text_tokens.len(), req.settings.max_new_tokens) > self.max_len {
             return Err(Error::Input(format!(
                 "{} prefill positions + {} new tokens exceed this batch's {} positions",
                 l0, req.settings.max_new_tokens, self.max_len
@@ -287,7 +293,7 @@ impl<'m> Generator<'m> {
     /// One decode step of every slot (finished and empty ones cost no attention work and are not
     /// sampled). On Cuda and Emu the step is captured on first use and replayed after.
     pub fn step(&mut self) -> Result<()> {
-        if self.model.dev.kind() == tts_kernels::BackendKind::Cpu {
+        if !self.model.dev.captures_graphs() {
             self.steps += 1;
             self.count_step();
             return self.step_eager();

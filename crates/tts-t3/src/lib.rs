@@ -11,7 +11,7 @@ pub mod synthetic;
 pub mod weights;
 
 pub use config::T3Config;
-pub use generate::{FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice};
+pub use generate::{DEFAULT_MAX_NEW_TOKENS, FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice};
 pub use model::{KvCache, RowLayout, T3, Workspace};
 
 /// Errors of the T3 crate.

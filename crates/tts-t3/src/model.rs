@@ -205,7 +205,7 @@ impl T3 {
         ops::embed_pos(ids_t.view(), Some((pos_t.view(), self.w.text_pos.view())), self.w.text_emb.view(), text.view_mut())?;
         let text = text.to_f32_vec()?;
         let bos = self.speech_input(&[c.start_speech_token], &[0])?.to_f32_vec()?;
-        let l0 = c.len_cond() + t + 2;
+        let l0 = c.prefill_positions(t);
         let mut all = Vec::with_capacity(2 * l0 * d);
         for row in 0..2 {
             all.extend_from_slice(&cond_rows);

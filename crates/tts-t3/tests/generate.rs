@@ -78,17 +78,52 @@ fn a_request_stops_on_its_stop_token_and_post_processing_cuts_there() {
     let model = T3::load(&model_dir(), &Device::cpu()).unwrap();
     let free = run(&model, &[request(&model, 7, 20, 8)], 1, 1).remove(0);
     assert!(free.raw.len() >= 4, "{free:?}");
-    // make the 4th sampled token the stop token: the same draws then stop right there
-    let stop = free.raw[3];
-    if free.raw[..3].contains(&stop) {
-        return; // an earlier draw would stop first; nothing to learn from this seed
-    }
+    // make the first token from the 4th on that was not drawn before the stop token: the same
+    // draws then stop right there
+    let k = (3..free.raw.len())
+        .find(|&k| !free.raw[..k].contains(&free.raw[k]))
+        .unwrap_or_else(|| panic!("20 draws repeat their first 3 tokens only: {:?}", free.raw));
     let mut r = request(&model, 7, 20, 8);
-    r.settings.stop_token = Some(stop);
+    r.settings.stop_token = Some(free.raw[k]);
     let f = run(&model, &[r], 1, 2).remove(0);
     assert!(f.stopped_on_stop_token);
-    assert_eq!(f.raw, free.raw[..4].to_vec());
-    assert_eq!(f.tokens, free.raw[..3].iter().copied().filter(|&t| t < model.cfg.start_speech_token).collect::<Vec<_>>());
+    assert_eq!(f.raw, free.raw[..=k].to_vec());
+    assert_eq!(f.tokens, free.raw[..k].iter().copied().filter(|&t| t < model.cfg.start_speech_token).collect::<Vec<_>>());
+}
+
+/// `T3Config::kv_positions` is exactly what a request needs: a generator of that many positions
+/// runs it to its `max_new_tokens` (same tokens as with room to spare), one fewer is refused.
+#[test]
+fn kv_positions_is_the_exact_cache_length_a_request_needs() {
+    let seed = tts_kernels::testing::fresh_seed();
+    eprintln!("seed {seed}");
+    let mut devices = vec![("cpu".to_string(), Device::cpu())];
+    devices.extend(kernel_backends());
+    for ((label, dev), (max_new, text)) in devices.into_iter().flat_map(|d| [(1, 3), (9, 5), (17, 11)].map(|c| (d.clone(), c))) {
+        let model = T3::load(&model_dir(), &dev).unwrap();
+        let vocab = model.cfg.speech_tokens_dict_size as u32;
+        eprintln!("{label}: max_new {max_new}, text {text}");
+        let mut r = request(&model, seed, max_new, text);
+        let need = model.cfg.kv_positions(r.text_tokens.len(), max_new);
+        assert_eq!(need, model.cfg.prefill_positions(r.text_tokens.len()) + max_new);
+        let run_with = |r: &Request, max_len: usize| {
+            Generator::new(&model, 1, max_len, max_new).unwrap().run(std::slice::from_ref(r), 1).unwrap().remove(0)
+        };
+        // a stop token this request never draws (the draws do not depend on it): it runs to max_new
+        let mut roomy = run_with(&r, need + 7);
+        for _ in 0..10 {
+            if !roomy.stopped_on_stop_token {
+                break;
+            }
+            r.settings.stop_token = (0..vocab).find(|t| !roomy.raw.contains(t));
+            roomy = run_with(&r, need + 7);
+        }
+        assert!(!roomy.stopped_on_stop_token && roomy.raw.len() == max_new, "{roomy:?}");
+        let exact = run_with(&r, need);
+        assert_eq!(exact.raw, roomy.raw, "max_new {max_new}: the exact cache changed the tokens");
+        let err = Generator::new(&model, 1, need - 1, max_new).unwrap().add(&r).unwrap_err();
+        assert!(err.to_string().contains("positions"), "{err}");
+    }
 }
 
 #[test]

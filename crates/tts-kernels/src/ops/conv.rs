@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
 use crate::ops::expect_dtype;
 use crate::tensor::same_device;
-use crate::{DType, View, ViewMut, cpu};
+use crate::{DType, Device, View, ViewMut, cpu};
 
 /// Threads per block of the conv kernels; mirrors CONV_BLOCK in conv.cu.
 pub const CONV_BLOCK: u32 = 256;
@@ -342,5 +342,41 @@ pub(crate) fn float_dtype(op: &'static str, what: &'static str, v: &View<'_>, ac
         DType::F32 => Ok(true),
         d if d == act => Ok(false),
         d => Err(Error::DType { op, what, got: d, expected: format!("f32 or {act}") }),
+    }
+}
+
+/// How a `Conv1d` of a given geometry runs on a device (decided here, so that the layers above
+/// tts-kernels never ask which backend they run on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv1dPlan {
+    /// Straight from the input by [`conv1d_packed`] (no im2col buffer), with the tap-major GEMM
+    /// weight `[C_out, K·C_in]`: the Cpu backend, for zero-padded stride-1 convolutions without
+    /// upsampling.
+    Direct,
+    /// [`im2col`] into a `[B, L_out, C_in·K]` buffer, then a GEMM with the channel-major weight
+    /// `[C_out, C_in·K]` (torch's layout, flattened): every other case.
+    Im2col,
+}
+
+impl Conv1dPlan {
+    /// The plan `dev` runs a convolution of geometry `geom` with.
+    pub fn for_device(dev: &Device, geom: &Im2col) -> Conv1dPlan {
+        let direct = matches!(&*dev.inner, Backend::Cpu) && geom.stride == 1 && geom.upsample == 1 && geom.pad == PadMode::Zero;
+        if direct { Conv1dPlan::Direct } else { Conv1dPlan::Im2col }
+    }
+
+    /// The GEMM weight `[C_out, C_in·K]` (row-major) this plan multiplies by, from torch's Conv1d
+    /// weight `w` `[C_out, C_in, K]`: tap-major for [`Conv1dPlan::Direct`], unchanged for
+    /// [`Conv1dPlan::Im2col`].
+    ///
+    /// Errors: `w.len() != C_out·C_in·K`.
+    pub fn gemm_weight(self, w: Vec<f32>, c_out: usize, c_in: usize, k: usize) -> Result<Vec<f32>> {
+        if c_out.checked_mul(c_in).and_then(|n| n.checked_mul(k)) != Some(w.len()) {
+            return Err(Error::shape("conv1d_gemm_weight", format!("{} weights for [{c_out}, {c_in}, {k}]", w.len())));
+        }
+        Ok(match self {
+            Conv1dPlan::Direct => cpu::tap_major(&w, c_out, c_in, k),
+            Conv1dPlan::Im2col => w,
+        })
     }
 }

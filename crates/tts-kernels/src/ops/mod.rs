@@ -25,7 +25,7 @@ pub use attention::{
     attention_cached_split, attention_cached_splits, attention_dense, decode_attention_splits, rope_attention_decode,
     rope_attention_decode_split, rope_kv_write,
 };
-pub use conv::{Im2col, PadMode, col2im_transpose, conv1d_packed, im2col};
+pub use conv::{Conv1dPlan, Im2col, PadMode, col2im_transpose, conv1d_packed, im2col};
 pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
 pub use elementwise::{BiasParams, EW_BLOCK, add_bias, add_residual};
 pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
