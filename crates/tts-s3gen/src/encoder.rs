@@ -193,7 +193,7 @@ impl FlowEncoder {
     pub fn prepare(&self, tokens: &[i32], lens: &Lens) -> Result<EncoderInputs> {
         let dev = self.embedding.device();
         let act = dev.compute_dtype();
-        let b = lens.host.len();
+        let b = lens.batch();
         let t = tokens.len() / b.max(1);
         let d = self.dim;
         let t2 = self.up_conv.out_len(t);

@@ -15,9 +15,10 @@ use crate::{Error, Result};
 /// Valid lengths of a padded batch: on the host (shapes, trimming) and on the device (kernels).
 /// Cloning shares the device tensor.
 #[derive(Clone)]
+/// The two copies are private: they are made together and never drift apart.
 pub struct Lens {
-    pub host: Vec<usize>,
-    pub dev: Arc<Tensor>,
+    host: Vec<usize>,
+    dev: Arc<Tensor>,
 }
 
 impl Lens {
@@ -45,6 +46,16 @@ impl Lens {
 
     pub fn view(&self) -> View<'_> {
         self.dev.view()
+    }
+
+    /// The lengths on the host.
+    pub fn host(&self) -> &[usize] {
+        &self.host
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.host.len()
     }
 
     pub fn max(&self) -> usize {

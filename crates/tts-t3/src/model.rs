@@ -12,10 +12,10 @@ use tts_kernels::checkpoint::Checkpoint;
 /// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the compute
 /// dtype. A sequence (one CFG row of one request) owns one slot.
 pub struct KvCache {
-    pub k: Vec<Tensor>,
-    pub v: Vec<Tensor>,
-    pub slots: usize,
-    pub max_len: usize,
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    slots: usize,
+    max_len: usize,
 }
 
 impl KvCache {
@@ -28,6 +28,16 @@ impl KvCache {
             v.push(Tensor::zeros(dev, dev.compute_dtype(), &shape)?);
         }
         Ok(KvCache { k, v, slots, max_len })
+    }
+
+    /// Sequences (cache slots) it holds.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Positions per slot.
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 }
 
