@@ -101,13 +101,18 @@ impl S3GenConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let c: S3GenConfig = from_keys(file, own)?;
-        c.validate()
-            .map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
+        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
         Ok(c)
     }
 
+    /// Checks the dimensions fit together (as [`Self::from_json`] does), for a config built in
+    /// memory; the error names the key at fault and the file `(in memory)`.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+    }
+
     /// Checks the dimensions fit together; an error names the key at fault.
-    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         let d = self.encoder_output_size;
         if self.encoder_attention_heads == 0 || !d.is_multiple_of(self.encoder_attention_heads) || !d.is_multiple_of(2) {
             return Err((

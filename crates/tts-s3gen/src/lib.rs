@@ -88,6 +88,7 @@ impl S3Gen {
     /// Loads the flow and the vocoder of dimensions `config` from a checkpoint (a file or a
     /// synthetic one).
     pub fn from_checkpoint(config: S3GenConfig, ck: &Checkpoint, dev: &Device) -> Result<S3Gen> {
+        config.validate()?;
         Ok(S3Gen { flow: Flow::load(ck, dev, &config)?, hift: Hift::load(ck, dev, &config)?, config, device: dev.clone() })
     }
 

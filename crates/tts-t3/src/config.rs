@@ -121,12 +121,18 @@ impl T3Config {
                 format!("{kv} != num_attention_heads {} (grouped-query attention is not part of T3)", c.num_attention_heads),
             ));
         }
-        c.validate().map_err(|(key, detail)| bad(key, detail))?;
+        c.check().map_err(|(key, detail)| bad(key, detail))?;
         Ok(c)
     }
 
+    /// Checks the dimensions fit together (as [`Self::from_json`] does), for a config built in
+    /// memory; the error names the key at fault and the file `(in memory)`.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+    }
+
     /// Checks the dimensions fit together; an error names the key at fault.
-    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.num_attention_heads == 0 || self.num_attention_heads * self.head_dim != self.hidden_size {
             return Err((
                 "num_attention_heads",

@@ -71,6 +71,7 @@ impl T3 {
     }
 
     pub fn from_checkpoint(cfg: T3Config, ck: &Checkpoint, dev: &Device) -> Result<T3> {
+        cfg.validate()?;
         let w = T3Weights::load(ck, &cfg, dev)?;
         let (factor, low, high, orig) = cfg.rope_scaling;
         let freqs = tts_kernels::cpu::llama3_inv_freq(cfg.head_dim, cfg.rope_theta, factor, low, high, orig as usize);
