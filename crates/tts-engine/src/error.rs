@@ -252,7 +252,11 @@ mod tests {
 
     #[test]
     fn messages_name_what_is_wrong() {
-        let e = Error::from(tts_t3::Error::Config { file: "m/config.json".into(), key: Some("hidden_sise".into()), detail: "unknown field".into() });
+        let e = Error::from(tts_t3::Error::Config {
+            file: "m/config.json".into(),
+            key: Some("hidden_sise".into()),
+            detail: "unknown field".into(),
+        });
         assert_eq!(e.to_string(), "m/config.json: key \"hidden_sise\": unknown field");
         let e = Error::Setting { field: "temperature", value: f32::NAN.to_string(), expected: "finite and > 0".into() };
         assert_eq!(e.to_string(), "temperature = NaN: must be finite and > 0");

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use tts_engine::{BackendKind, ErrorKind};
 use tts_engine::bench::{self, ModelSource, backend_label, machine_line};
+use tts_engine::{BackendKind, ErrorKind};
 use tts_s3gen::S3GenConfig;
 use tts_t3::T3Config;
 

@@ -62,10 +62,7 @@ enum Inner {
     /// A `tokenizer.json` and its path (for errors).
     Hf(Box<tokenizers::Tokenizer>, std::path::PathBuf),
     /// Character `c` → `1 + (c mod (vocab − 1))`, stepped past the reserved ids (SOT/EOT).
-    Characters {
-        vocab: u32,
-        reserved: Vec<u32>,
-    },
+    Characters { vocab: u32, reserved: Vec<u32> },
 }
 
 impl TextTokenizer {

@@ -78,12 +78,12 @@ impl S3GenConfig {
     pub fn from_model_dir(dir: &Path) -> Result<S3GenConfig> {
         let path = dir.join("config.json");
         let bad = |detail: String| Error::Config { file: path.clone(), key: None, detail };
-        let text = match std::fs::read_to_string(&path) {
+        let bytes = match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(S3GenConfig::default()),
             Err(e) => return Err(bad(format!("cannot read: {e}"))),
-            Ok(text) => text,
+            Ok(bytes) => bytes,
         };
-        let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         S3GenConfig::from_json(&path, &v)
     }
 

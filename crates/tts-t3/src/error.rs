@@ -14,7 +14,7 @@ pub enum Error {
     #[error("{}: {}{detail}", file.display(), key.as_ref().map(|k| format!("key {k:?}: ")).unwrap_or_default())]
     Config { file: PathBuf, key: Option<String>, detail: String },
     /// A request value T3 does not take: the field, its value and what is accepted.
-    #[error("T3 request: {field} = {value}: {expected}")]
+    #[error("T3 request: {field} = {value}, expected {expected}")]
     Input { field: &'static str, value: String, expected: String },
     /// More than the model (or this batch, as it was built) takes: `len` of `what` against `max`.
     #[error("T3 request: {len} {what} is more than the {max} allowed")]

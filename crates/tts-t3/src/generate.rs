@@ -238,7 +238,11 @@ impl<'m> Generator<'m> {
             });
         }
         if req.settings.max_new_tokens > cfg.max_speech_tokens {
-            return Err(Error::TooLong { what: "new speech tokens", len: req.settings.max_new_tokens, max: cfg.max_speech_tokens });
+            return Err(Error::TooLong {
+                what: "new speech tokens",
+                len: req.settings.max_new_tokens,
+                max: cfg.max_speech_tokens,
+            });
         }
         if req.settings.max_new_tokens + 1 > self.max_hist {
             return Err(Error::TooLong { what: "new speech tokens", len: req.settings.max_new_tokens, max: self.max_hist - 1 });

@@ -96,6 +96,9 @@ impl T3 {
                 expected: format!("{} values", c.speaker_embed_size),
             });
         }
+        if let Some(bad) = speaker_emb.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Input { field: "speaker_emb", value: bad.to_string(), expected: "finite values".into() });
+        }
         if prompt_tokens.is_empty() {
             return Err(Error::Input { field: "prompt_tokens", value: "none".into(), expected: "at least one token".into() });
         }
@@ -103,7 +106,11 @@ impl T3 {
             return Err(Error::TooLong { what: "prompt speech tokens", len: prompt_tokens.len(), max: c.speech_positions() });
         }
         if !exaggeration.is_finite() {
-            return Err(Error::Input { field: "exaggeration", value: exaggeration.to_string(), expected: "a finite number".into() });
+            return Err(Error::Input {
+                field: "exaggeration",
+                value: exaggeration.to_string(),
+                expected: "a finite number".into(),
+            });
         }
         self.check_speech_tokens(prompt_tokens)?;
         let dev = &self.dev;
