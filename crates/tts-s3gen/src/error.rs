@@ -15,7 +15,7 @@ pub enum Error {
     Config { file: PathBuf, key: Option<String>, detail: String },
     /// A request S3Gen does not take (`request`: its index in the batch, when one is at fault): an
     /// empty batch or token list, a token outside the vocabulary, a prompt or x-vector of the wrong
-    /// size or with non-finite values, no solver steps.
+    /// size or with non-finite values.
     #[error("S3Gen request{}: {detail}", request.map(|i| format!(" {i}")).unwrap_or_default())]
     Input { request: Option<usize>, detail: String },
     /// A call that does not match how its objects were built (a scratch buffer of the wrong size, a

@@ -134,9 +134,6 @@ impl Flow {
     /// before the first launch; the one read-back is the final mel.
     pub fn inference(&self, dev: &Device, reqs: &[FlowRequest<'_>], n_steps: usize) -> Result<FlowOut> {
         self.check(reqs)?;
-        if n_steps == 0 {
-            return Err(Error::Input { request: None, detail: "0 flow-matching steps (at least 1)".into() });
-        }
         let b = reqs.len();
         // tokens: prompt then speech, padded with −1 (a zero embedding row)
         let tok_lens: Vec<usize> = reqs.iter().map(|r| r.prompt_tokens.len() + r.tokens.len()).collect();
