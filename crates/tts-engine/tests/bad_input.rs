@@ -413,3 +413,30 @@ fn the_command_line_checks_settings_before_the_model() {
     assert!(err.contains("config.json: key \"hidden_sise\": unknown field"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `config.json` is shared: every T3 key is left alone by S3Gen and every S3Gen key by T3 (a value
+/// of the wrong type under the other's key is not the other's error), and one file holding both
+/// full configs parses to both.
+#[test]
+fn every_config_key_belongs_to_one_model() {
+    let file = Path::new("config.json");
+    let t3 = serde_json::to_value(T3Config::default()).unwrap();
+    let s3 = serde_json::to_value(S3GenConfig::default()).unwrap();
+    let mut both = t3.as_object().unwrap().clone();
+    for (k, v) in s3.as_object().unwrap() {
+        assert!(both.insert(k.clone(), v.clone()).is_none(), "{k} is a key of both");
+    }
+    let both = serde_json::Value::Object(both);
+    assert_eq!(T3Config::from_json(file, &both).unwrap(), T3Config::default());
+    assert_eq!(S3GenConfig::from_json(file, &both).unwrap(), S3GenConfig::default());
+    for k in t3.as_object().unwrap().keys() {
+        let bad = serde_json::json!({ k.as_str(): "not a number" });
+        assert!(S3GenConfig::from_json(file, &bad).is_ok(), "S3Gen checks T3's {k}");
+        assert!(matches!(T3Config::from_json(file, &bad), Err(tts_t3::Error::Config { key: Some(got), .. }) if got == *k));
+    }
+    for k in s3.as_object().unwrap().keys() {
+        let bad = serde_json::json!({ k.as_str(): "not a number" });
+        assert!(T3Config::from_json(file, &bad).is_ok(), "T3 checks S3Gen's {k}");
+        assert!(matches!(S3GenConfig::from_json(file, &bad), Err(tts_s3gen::Error::Config { key: Some(got), .. }) if got == *k));
+    }
+}
