@@ -192,6 +192,9 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 ..Default::default()
             };
             opts.validate()?;
+            if let Some(index) = text.iter().position(|t| t.trim().is_empty()) {
+                return Err(tts_engine::Error::Text { index, problem: "empty (or only whitespace)" });
+            }
             // a missing output folder fails now, not after minutes of synthesis
             let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             if !folder.is_dir() {
@@ -370,10 +373,8 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
         Command::BenchS3gen { model, backend, batch, tokens, steps } => {
             let source = model.source()?;
             check_batches(&batch)?;
-            for (field, v) in [("--tokens", tokens), ("--steps", steps)] {
-                if v == 0 {
-                    return Err(tts_engine::Error::Setting { field, value: "0".into(), expected: "at least 1".into() });
-                }
+            if tokens == 0 {
+                return Err(tts_engine::Error::Setting { field: "--tokens", value: "0".into(), expected: "at least 1".into() });
             }
             let dev = open_device(&backend, &source)?;
             let label = backend_label(&dev);

@@ -392,6 +392,7 @@ fn the_command_line_checks_settings_before_the_model() {
         (&["--max-new-tokens", "0"][..], "max_new_tokens = 0"),
         (&["--out", "/no-such-folder-of-tts/a.wav"][..], "--out = /no-such-folder-of-tts/a.wav"),
         (&["--backend", "gpu"][..], "unknown backend \"gpu\""),
+        (&["--text", " "][..], "text 1: empty"),
     ] {
         let (code, err) = speak(extra);
         assert_eq!(code, Some(2), "{extra:?}: {err}");
