@@ -41,8 +41,8 @@ impl ModelSource {
         match (dir, synthetic) {
             (None, true) => Ok(ModelSource::Synthetic { seed }),
             (Some(d), false) => Ok(ModelSource::Dir(d)),
-            (Some(_), true) => Err(Error::Model("--model-dir and --synthetic exclude each other".into())),
-            (None, false) => Err(Error::Model("give --model-dir DIR, or --synthetic for random weights".into())),
+            (Some(_), true) => Err(Error::Usage("--model-dir and --synthetic exclude each other")),
+            (None, false) => Err(Error::Usage("give --model-dir DIR, or --synthetic for random weights")),
         }
     }
 
@@ -67,7 +67,7 @@ impl ModelSource {
             ModelSource::Dir(d) => T3::load(d, dev),
             ModelSource::Synthetic { seed } => T3::synthetic(T3Config::default(), *seed, dev),
         }
-        .map_err(|e| Error::Model(e.to_string()))
+        .map_err(Error::from)
     }
 
     pub fn load_s3gen(&self, dev: &Device) -> Result<S3Gen> {
@@ -75,7 +75,7 @@ impl ModelSource {
             ModelSource::Dir(d) => S3Gen::load(d, dev),
             ModelSource::Synthetic { seed } => S3Gen::synthetic(S3GenConfig::default(), *seed, dev),
         }
-        .map_err(|e| Error::Model(e.to_string()))
+        .map_err(Error::from)
     }
 
     fn dir(&self) -> Option<&Path> {
@@ -209,21 +209,53 @@ pub struct T3Speed {
     pub gbps: f64,
 }
 
-/// `inputs.safetensors` of a reference case in `dir`, when there is one.
-fn case_inputs(dir: &Path) -> Result<Option<Vec<u8>>> {
+/// `inputs.safetensors` of a reference case in `dir` (its path and bytes), when there is one.
+fn case_inputs(dir: &Path) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let inputs = dir.join("inputs.safetensors");
     if !inputs.exists() {
         return Ok(None);
     }
-    std::fs::read(&inputs).map(Some).map_err(|e| Error::Model(format!("{}: {e}", inputs.display())))
+    match std::fs::read(&inputs) {
+        Ok(bytes) => Ok(Some((inputs, bytes))),
+        Err(e) => Err(Error::ModelFile { path: inputs, detail: format!("cannot read: {e}") }),
+    }
 }
 
-fn st_f32s(v: safetensors::tensor::TensorView<'_>) -> Vec<f32> {
-    v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+/// The tensors of a case's `inputs.safetensors`; errors name the file and the tensor.
+struct CaseInputs<'a> {
+    path: &'a Path,
+    st: safetensors::SafeTensors<'a>,
 }
 
-fn st_tokens(v: safetensors::tensor::TensorView<'_>) -> Vec<u32> {
-    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect()
+impl<'a> CaseInputs<'a> {
+    fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<CaseInputs<'a>> {
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::ModelFile { path: path.to_path_buf(), detail: e.to_string() })?;
+        Ok(CaseInputs { path, st })
+    }
+
+    fn tensor(&self, name: &str, dtype: safetensors::Dtype) -> Result<safetensors::tensor::TensorView<'a>> {
+        let bad = |detail: String| Error::ModelFile { path: self.path.to_path_buf(), detail: format!("tensor {name}: {detail}") };
+        let t = self.st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        if t.dtype() != dtype {
+            return Err(bad(format!("dtype {:?}, expected {dtype:?}", t.dtype())));
+        }
+        Ok(t)
+    }
+
+    fn f32s(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name, safetensors::Dtype::F32)?;
+        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// int64 token ids (negative or huge ones wrap: the models refuse ids outside their vocabularies).
+    fn tokens(&self, name: &str) -> Result<Vec<u32>> {
+        let t = self.tensor(name, safetensors::Dtype::I64)?;
+        Ok(t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as u32)
+            .collect())
+    }
 }
 
 /// 60 seeded random text tokens between SOT and EOT.
@@ -247,12 +279,11 @@ pub fn t3_bench_request(source: &ModelSource, model: &T3, tokens: usize) -> Resu
         Some(d) => case_inputs(d)?,
         None => None,
     };
-    let (speaker_emb, prompt, text) = if let Some(bytes) = inputs {
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Model(format!("inputs.safetensors: {e}")))?;
-        let get = |n: &str| st.tensor(n).map_err(|e| Error::Model(format!("inputs.safetensors: {n}: {e}")));
-        let text = st_tokens(get("text_tokens")?);
+    let (speaker_emb, prompt, text) = if let Some((path, bytes)) = inputs {
+        let case = CaseInputs::parse(&path, &bytes)?;
+        let text = case.tokens("text_tokens")?;
         let t = text.len() / 2;
-        (st_f32s(get("speaker_emb")?), st_tokens(get("cond_prompt_speech_tokens")?), text[..t].to_vec())
+        (case.f32s("speaker_emb")?, case.tokens("cond_prompt_speech_tokens")?, text[..t].to_vec())
     } else if let Some(seed) = source.synthetic_seed() {
         let v = crate::synthetic::voice(seed, cfg, &S3GenConfig::default());
         (v.t3.speaker_emb, v.t3.cond_prompt_speech_tokens, random_text(cfg))
@@ -264,7 +295,7 @@ pub fn t3_bench_request(source: &ModelSource, model: &T3, tokens: usize) -> Resu
     Ok(Request {
         text_tokens: text,
         voice: Voice { speaker_emb, prompt_tokens: prompt },
-        exaggeration: 0.5,
+        exaggeration: tts_t3::DEFAULT_EXAGGERATION,
         settings: SamplerSettings { max_new_tokens: tokens, ..SamplerSettings::default() },
     })
 }
@@ -294,10 +325,14 @@ pub fn t3_generator_bytes(cfg: &T3Config, dev: &Device, batch: usize, max_len: u
 /// is refused up front with an error naming the sizes.
 pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -> Result<T3Speed> {
     if tokens < MIN_T3_TOKENS {
-        return Err(Error::Model(format!("--tokens {tokens}: the T3 bench needs at least {MIN_T3_TOKENS}")));
+        return Err(Error::Setting {
+            field: "--tokens",
+            value: tokens.to_string(),
+            expected: format!("at least {MIN_T3_TOKENS} for the T3 bench"),
+        });
     }
     if batch == 0 {
-        return Err(Error::Model("batch 0".into()));
+        return Err(Error::Setting { field: "--batch", value: "0".into(), expected: "at least 1".into() });
     }
     let (cfg, dev) = (&model.cfg, &model.dev);
     let l0 = cfg.prefill_positions(base.text_tokens.len());
@@ -307,12 +342,13 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
         && let Some(avail) = host_available_bytes()
         && need > avail
     {
-        return Err(Error::Model(format!(
-            "batch {batch}: the KV cache and workspace for {max_len} positions need {:.1} GB, {:.1} GB of host memory is available \
-             (use a smaller --batch or --tokens)",
-            need as f64 / 1e9,
-            avail as f64 / 1e9
-        )));
+        return Err(Error::OutOfMemory {
+            what: format!(
+                "batch {batch}: the KV cache and workspace for {max_len} positions (use a smaller --batch or --tokens)"
+            ),
+            need_bytes: need,
+            available_bytes: avail,
+        });
     }
     let reqs: Vec<Request> = (0..batch)
         .map(|i| {
@@ -322,11 +358,10 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
             r
         })
         .collect();
-    let err = |e: tts_t3::Error| Error::Model(format!("batch {batch}: {e}"));
-    let mut g = Generator::new(model, batch, max_len, tokens).map_err(err)?;
+    let mut g = Generator::new(model, batch, max_len, tokens)?;
     let start = Instant::now();
     for r in &reqs {
-        g.add(r).map_err(err)?;
+        g.add(r)?;
     }
     dev.synchronize()?;
     let prefill_seconds = start.elapsed().as_secs_f64();
@@ -334,7 +369,7 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
     let total = tokens - 1;
     let mut finished = Vec::new();
     for _ in 0..WARMUP_STEPS {
-        g.step().map_err(err)?;
+        g.step()?;
     }
     dev.synchronize()?;
     let timed_start = Instant::now();
@@ -342,19 +377,19 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
     while done < total && g.active() > 0 {
         let k = POLL_EVERY.min(total - done);
         for _ in 0..k {
-            g.step().map_err(err)?;
+            g.step()?;
         }
         done += k;
-        finished.extend(g.poll().map_err(err)?);
+        finished.extend(g.poll()?);
     }
     dev.synchronize()?;
     let timed_seconds = timed_start.elapsed().as_secs_f64();
     let seconds = start.elapsed().as_secs_f64();
-    finished.extend(g.poll().map_err(err)?);
+    finished.extend(g.poll()?);
     let generated: usize = finished.iter().map(|f| f.raw.len()).sum();
     let timed_steps = done - WARMUP_STEPS;
     if timed_steps == 0 {
-        return Err(Error::Model(format!("batch {batch}: every request stopped during the {WARMUP_STEPS} warm-up steps")));
+        return Err(Error::NothingTimed { batch, warmup: WARMUP_STEPS });
     }
     let step_seconds = timed_seconds / timed_steps.max(1) as f64;
     // decode step j attends over l0 + j positions in each of the 2·batch rows
@@ -413,16 +448,9 @@ pub fn s3gen_bench_inputs(source: &ModelSource, model: &S3Gen, tokens: usize) ->
         None => None,
     };
     let (prompt_tokens, prompt_feat, embedding, mut speech) = match inputs {
-        Some(bytes) => {
-            let st =
-                safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Model(format!("inputs.safetensors: {e}")))?;
-            let get = |n: &str| st.tensor(n).map_err(|e| Error::Model(format!("inputs.safetensors: {n}: {e}")));
-            (
-                st_tokens(get("prompt_token")?),
-                st_f32s(get("prompt_feat")?),
-                st_f32s(get("embedding")?),
-                st_tokens(get("speech_tokens")?),
-            )
+        Some((path, bytes)) => {
+            let case = CaseInputs::parse(&path, &bytes)?;
+            (case.tokens("prompt_token")?, case.f32s("prompt_feat")?, case.f32s("embedding")?, case.tokens("speech_tokens")?)
         }
         None => match source.synthetic_seed() {
             Some(seed) => {
@@ -446,8 +474,11 @@ pub fn s3gen_bench_inputs(source: &ModelSource, model: &S3Gen, tokens: usize) ->
 
 /// Measures synthesis of `batch` copies of `inputs` (seeds 1..=batch) with `steps` CFM steps.
 pub fn bench_s3gen_batch(model: &S3Gen, inputs: &S3GenInputs, batch: usize, steps: usize) -> Result<S3GenSpeed> {
-    if batch == 0 || inputs.speech.is_empty() {
-        return Err(Error::Model(format!("batch {batch} of {} speech tokens", inputs.speech.len())));
+    if batch == 0 {
+        return Err(Error::Setting { field: "--batch", value: "0".into(), expected: "at least 1".into() });
+    }
+    if inputs.speech.is_empty() {
+        return Err(Error::Setting { field: "--tokens", value: "0".into(), expected: "at least 1".into() });
     }
     let reqs: Vec<tts_s3gen::Request<'_>> = (0..batch)
         .map(|i| tts_s3gen::Request {
@@ -466,7 +497,7 @@ pub fn bench_s3gen_batch(model: &S3Gen, inputs: &S3GenInputs, batch: usize, step
     let dev = model.device();
     dev.synchronize()?;
     let t = Instant::now();
-    let wavs = model.synthesize(&reqs, steps).map_err(|e| Error::Model(format!("batch {batch}: {e}")))?;
+    let wavs = model.synthesize(&reqs, steps)?;
     dev.synchronize()?;
     let seconds = t.elapsed().as_secs_f64();
     let audio: f64 = wavs.iter().map(|w| w.len() as f64 / SAMPLE_RATE as f64).sum();

@@ -4,8 +4,10 @@
 //! - [`voice`]: the built-in voice (`conds.pt`);
 //! - [`text`]: the text front-end;
 //! - [`synthetic`]: the synthetic engine (random weights at the real dimensions: noise, not speech);
-//! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands.
+//! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands;
+//! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
+pub mod error;
 pub mod selfcheck;
 pub mod speak;
 pub mod synthetic;
@@ -14,21 +16,7 @@ pub mod voice;
 
 pub use tts_kernels::{BackendKind, Device, EmuOptions, Schedule};
 
-/// Errors of the engine API.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kernels(#[from] tts_kernels::Error),
-    #[error("{0}")]
-    Model(String),
-    #[error("self-check failed: {0}")]
-    SelfCheck(String),
-    /// A voice file (`conds.pt`) that could not be read: the file and the problem.
-    #[error("voice file {}: {msg}", path.display())]
-    Voice { path: std::path::PathBuf, msg: String },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, ErrorKind, Result};
 
 /// Picks the device named by `backend` (`auto`, `cpu`, `cuda`, `cuda:N`, `emu`). With `auto`, the
 /// reason Cuda was not used (if it was not) is returned as a note for the user (the device's

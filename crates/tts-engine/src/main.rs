@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use tts_engine::BackendKind;
 use tts_engine::bench::{self, ModelSource, backend_label, machine_line};
+use tts_engine::speak::SpeakOptions;
+use tts_engine::{BackendKind, ErrorKind};
 use tts_s3gen::S3GenConfig;
 use tts_t3::T3Config;
 
@@ -39,13 +40,13 @@ enum Command {
         out: std::path::PathBuf,
         #[arg(long, default_value = "auto")]
         backend: String,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = SpeakOptions::default().seed)]
         seed: u64,
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = SpeakOptions::default().exaggeration)]
         exaggeration: f32,
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = SpeakOptions::default().cfg_weight)]
         cfg_weight: f32,
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = SpeakOptions::default().temperature)]
         temperature: f32,
         /// Speech tokens at most per text (25 per second) [default: 1000; with --synthetic, the
         /// length a real voice would take for the longest text, ~15 characters per second].
@@ -104,13 +105,15 @@ struct ModelArgs {
 impl ModelArgs {
     fn source(self) -> tts_engine::Result<ModelSource> {
         if self.synthetic_seed.is_some() && !self.synthetic {
-            return Err(tts_engine::Error::Model("--synthetic-seed needs --synthetic".into()));
+            return Err(tts_engine::Error::Usage("--synthetic-seed needs --synthetic"));
         }
         let seed = self.synthetic_seed.unwrap_or(tts_engine::synthetic::DEFAULT_SEED);
         ModelSource::from_args(self.model_dir, self.synthetic, seed)
     }
 }
 
+/// Exit codes: 0 success; 1 a failed check or an internal error; 2 bad input (arguments, settings,
+/// text, voice); 3 a bad model directory or file; 4 a resource limit (too long, out of memory).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -118,9 +121,33 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            // the causes the message does not already include
+            let mut shown = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let msg = c.to_string();
+                if !shown.contains(&msg) {
+                    eprintln!("  caused by: {msg}");
+                    shown = msg;
+                }
+                cause = c.source();
+            }
+            ExitCode::from(match e.kind() {
+                ErrorKind::BadInput => 2,
+                ErrorKind::BadModel => 3,
+                ErrorKind::ResourceLimit => 4,
+                ErrorKind::Internal => 1,
+            })
         }
     }
+}
+
+/// A list of batch sizes, each at least 1.
+fn check_batches(batch: &[usize]) -> tts_engine::Result<()> {
+    if batch.contains(&0) {
+        return Err(tts_engine::Error::Setting { field: "--batch", value: "0".into(), expected: "at least 1".into() });
+    }
+    Ok(())
 }
 
 fn run(cmd: Command) -> tts_engine::Result<bool> {
@@ -156,10 +183,27 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
         }
         Command::Speak { model, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens } => {
             let source = model.source()?;
+            // every setting is checked before the device is opened and the model loaded
+            let mut opts = SpeakOptions {
+                seed,
+                exaggeration,
+                cfg_weight,
+                temperature,
+                max_new_tokens: max_new_tokens.unwrap_or(tts_t3::DEFAULT_MAX_NEW_TOKENS),
+                ..Default::default()
+            };
+            opts.validate()?;
+            if let Some(index) = text.iter().position(|t| t.trim().is_empty()) {
+                return Err(tts_engine::Error::Text { index, problem: "empty (or only whitespace)" });
+            }
             // a missing output folder fails now, not after minutes of synthesis
             let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             if !folder.is_dir() {
-                return Err(tts_engine::Error::Model(format!("--out {}: no folder {}", out.display(), folder.display())));
+                return Err(tts_engine::Error::Setting {
+                    field: "--out",
+                    value: out.display().to_string(),
+                    expected: format!("a file in an existing folder (there is no folder {})", folder.display()),
+                });
             }
             let dev = open_device(&backend, &source)?;
             let t = Instant::now();
@@ -171,25 +215,20 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             };
             let load_s = t.elapsed().as_secs_f64();
             println!("model: {} (loaded in {load_s:.2} s)", source.describe());
-            let max_new_tokens = match (max_new_tokens, &source) {
+            // without --max-new-tokens: DEFAULT_MAX_NEW_TOKENS (or, synthetic, the length of the longest text), at most
+            // what the model's speech positions allow
+            let model_max = engine.t3.cfg.max_speech_tokens;
+            opts.max_new_tokens = match (max_new_tokens, &source) {
                 (Some(n), _) => n,
                 (None, ModelSource::Synthetic { .. }) => {
-                    let n = text.iter().map(|t| tts_engine::synthetic::speech_tokens_for(t)).max().unwrap_or(25);
+                    let n = text.iter().map(|t| tts_engine::synthetic::speech_tokens_for(t)).max().unwrap_or(25).min(model_max);
                     println!(
                         "note: the synthetic T3 never samples its stop token: each text runs to {n} speech tokens \
                          (the longest text at ~15 characters per second; --max-new-tokens overrides)"
                     );
                     n
                 }
-                (None, ModelSource::Dir(_)) => 1000,
-            };
-            let opts = tts_engine::speak::SpeakOptions {
-                seed,
-                exaggeration,
-                cfg_weight,
-                temperature,
-                max_new_tokens,
-                ..Default::default()
+                (None, ModelSource::Dir(_)) => tts_t3::DEFAULT_MAX_NEW_TOKENS.min(model_max),
             };
             let texts: Vec<&str> = text.iter().map(|t| t.as_str()).collect();
             let t = Instant::now();
@@ -237,11 +276,13 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
         Command::BenchT3 { model, backend, batch, tokens } => {
             let source = model.source()?;
             if tokens < bench::MIN_T3_TOKENS {
-                return Err(tts_engine::Error::Model(format!(
-                    "--tokens {tokens}: the T3 bench needs at least {}",
-                    bench::MIN_T3_TOKENS
-                )));
+                return Err(tts_engine::Error::Setting {
+                    field: "--tokens",
+                    value: tokens.to_string(),
+                    expected: format!("at least {} for the T3 bench", bench::MIN_T3_TOKENS),
+                });
             }
+            check_batches(&batch)?;
             let dev = open_device(&backend, &source)?;
             let label = backend_label(&dev);
             let t = Instant::now();
@@ -332,6 +373,10 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
         }
         Command::BenchS3gen { model, backend, batch, tokens, steps } => {
             let source = model.source()?;
+            check_batches(&batch)?;
+            if tokens == 0 {
+                return Err(tts_engine::Error::Setting { field: "--tokens", value: "0".into(), expected: "at least 1".into() });
+            }
             let dev = open_device(&backend, &source)?;
             let label = backend_label(&dev);
             let t = Instant::now();

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use tts_kernels::Device;
+use tts_kernels::checkpoint::Checkpoint;
 use tts_s3gen::{FlowRequest, S3Gen, S3GenConfig};
 use tts_t3::{Generator, SamplerSettings, T3, T3Config};
 
@@ -30,18 +31,58 @@ pub struct SpeakOptions {
     pub cfm_steps: usize,
 }
 
+/// The defaults live in one place each: T3's sampler settings (`ops::SamplerSettings::ENGLISH_DEFAULT`
+/// underneath), T3's exaggeration and S3Gen's CFM steps.
 impl Default for SpeakOptions {
     fn default() -> Self {
+        let t3 = SamplerSettings::default();
         SpeakOptions {
-            exaggeration: 0.5,
-            cfg_weight: 0.5,
-            temperature: 0.8,
-            repetition_penalty: 1.2,
-            min_p: 0.05,
-            top_p: 1.0,
-            max_new_tokens: 1000,
-            seed: 0,
+            exaggeration: tts_t3::DEFAULT_EXAGGERATION,
+            cfg_weight: t3.cfg_weight,
+            temperature: t3.temperature,
+            repetition_penalty: t3.repetition_penalty,
+            min_p: t3.min_p,
+            top_p: t3.top_p,
+            max_new_tokens: t3.max_new_tokens,
+            seed: t3.seed,
             cfm_steps: tts_s3gen::DEFAULT_CFM_STEPS,
+        }
+    }
+}
+
+impl SpeakOptions {
+    /// Checks every setting, before any work and without a model (a caller validates a request
+    /// before it loads one): an [`Error::Setting`] names the field and its value. The sampler
+    /// settings follow T3's rules ([`SamplerSettings::validate`]); `exaggeration` and `cfg_weight`
+    /// must be finite and ≥ 0, `max_new_tokens` and `cfm_steps` at least 1. The model's own limits
+    /// (`max_new_tokens` against its speech positions) are checked by [`Engine::speak`].
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [("exaggeration", self.exaggeration), ("cfg_weight", self.cfg_weight)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Setting { field, value: v.to_string(), expected: "finite and ≥ 0".into() });
+            }
+        }
+        self.sampler_settings(0).validate().map_err(|e| match e {
+            tts_t3::Error::Input { field, value, expected } => Error::Setting { field, value, expected },
+            e => Error::T3(e),
+        })?;
+        if self.cfm_steps == 0 {
+            return Err(Error::Setting { field: "cfm_steps", value: "0".into(), expected: "at least 1".into() });
+        }
+        Ok(())
+    }
+
+    /// T3's sampler settings for request `i` of a batch (seeded `seed + i`).
+    fn sampler_settings(&self, i: usize) -> SamplerSettings {
+        SamplerSettings {
+            temperature: self.temperature,
+            cfg_weight: self.cfg_weight,
+            repetition_penalty: self.repetition_penalty,
+            min_p: self.min_p,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed.wrapping_add(i as u64),
+            ..SamplerSettings::default()
         }
     }
 }
@@ -74,15 +115,30 @@ pub struct Engine {
 
 impl Engine {
     /// Loads `t3_cfg.safetensors`, `s3gen.safetensors` (and `config.json`), plus `tokenizer.json` and
-    /// `conds.pt` when present, from a model directory.
+    /// `conds.pt` when present, from a model directory. The small files come first (`config.json`
+    /// for both models, the tokenizer, the voice), so that a bad one fails before the checkpoints
+    /// are read. Every error names the file; a bad built-in voice is an [`Error::ModelFile`].
     pub fn load(dir: &Path, dev: &Device) -> Result<Engine> {
-        let model = |e: &dyn std::fmt::Display| Error::Model(e.to_string());
-        let t3 = T3::load(dir, dev).map_err(|e| model(&e))?;
-        let s3gen = S3Gen::load(dir, dev).map_err(|e| model(&e))?;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::ModelDir { path: dir.to_path_buf(), problem: "not a directory" }),
+            Err(_) => return Err(Error::ModelDir { path: dir.to_path_buf(), problem: "does not exist or cannot be read" }),
+        }
+        let t3_cfg = T3Config::from_model_dir(dir)?;
+        let s3gen_cfg = S3GenConfig::from_model_dir(dir)?;
         let tok = dir.join("tokenizer.json");
         let tokenizer = if tok.exists() { Some(TextTokenizer::from_file(&tok)?) } else { None };
         let conds = dir.join("conds.pt");
-        let voice = if conds.exists() { Some(BuiltinVoice::load(&conds)?) } else { None };
+        let voice = if conds.exists() {
+            Some(BuiltinVoice::load(&conds).map_err(|e| match e {
+                Error::Voice { path, msg } => Error::ModelFile { path, detail: msg },
+                e => e,
+            })?)
+        } else {
+            None
+        };
+        let t3 = T3::from_checkpoint(t3_cfg, &Checkpoint::open(&dir.join("t3_cfg.safetensors"))?, dev)?;
+        let s3gen = S3Gen::from_checkpoint(s3gen_cfg, &Checkpoint::open(&dir.join("s3gen.safetensors"))?, dev)?;
         Ok(Engine { t3, s3gen, tokenizer, voice, synthetic_seed: None })
     }
 
@@ -91,12 +147,13 @@ impl Engine {
     /// built-in voice and a character-level tokenizer. It runs what a real engine runs and speaks
     /// noise, not speech.
     pub fn synthetic(t3: T3Config, s3gen: S3GenConfig, seed: u64, dev: &Device) -> Result<Engine> {
-        let model = |e: &dyn std::fmt::Display| Error::Model(e.to_string());
+        t3.validate()?;
+        s3gen.validate()?;
         let voice = crate::synthetic::voice(seed, &t3, &s3gen);
         let tokenizer = TextTokenizer::characters(t3.text_tokens_dict_size, &[t3.start_text_token, t3.stop_text_token])?;
         Ok(Engine {
-            t3: T3::synthetic(t3, seed, dev).map_err(|e| model(&e))?,
-            s3gen: S3Gen::synthetic(s3gen, seed, dev).map_err(|e| model(&e))?,
+            t3: T3::synthetic(t3, seed, dev)?,
+            s3gen: S3Gen::synthetic(s3gen, seed, dev)?,
             tokenizer: Some(tokenizer),
             voice: Some(voice),
             synthetic_seed: Some(seed),
@@ -105,16 +162,42 @@ impl Engine {
 
     /// `[SOT] tokens(punc_norm(text)) [EOT]`, as `tts.py` feeds T3.
     pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
-        let tok = self.tokenizer.as_ref().ok_or_else(|| Error::Model("the model directory has no tokenizer.json".into()))?;
+        self.text_tokens_of(0, text)
+    }
+
+    /// [`Engine::text_tokens`] of text `index` of a batch (errors name it).
+    fn text_tokens_of(&self, index: usize, text: &str) -> Result<Vec<u32>> {
+        let tok = self.tokenizer.as_ref().ok_or(Error::NoTokenizer)?;
         if text.trim().is_empty() {
-            return Err(Error::Model("empty text".into()));
+            return Err(Error::Text { index, problem: "empty (or only whitespace)" });
         }
         let cfg = &self.t3.cfg;
+        let max = cfg.max_text_tokens.saturating_sub(2);
         let ids = tok.encode(&punc_norm(text))?;
-        if ids.len() + 2 > cfg.max_text_tokens {
-            return Err(Error::Model(format!("text of {} tokens is longer than T3's {}", ids.len(), cfg.max_text_tokens - 2)));
+        if ids.len() > max {
+            return Err(Error::TooLong { what: format!("text {index}: text tokens"), len: ids.len(), max });
         }
         Ok(std::iter::once(cfg.start_text_token).chain(ids).chain(std::iter::once(cfg.stop_text_token)).collect())
+    }
+
+    /// The checks of a request against this model, before any work: the settings
+    /// ([`SpeakOptions::validate`]), `max_new_tokens` against T3's speech positions, and the voice's
+    /// sizes.
+    pub fn check_request(&self, voice: &BuiltinVoice, opts: &SpeakOptions) -> Result<()> {
+        opts.validate()?;
+        let max = self.t3.cfg.max_speech_tokens;
+        if opts.max_new_tokens > max {
+            return Err(Error::TooLong { what: "max_new_tokens".into(), len: opts.max_new_tokens, max });
+        }
+        for (what, got, expected) in [
+            ("speaker embedding (t3.speaker_emb)", voice.t3.speaker_emb.len(), self.t3.cfg.speaker_embed_size),
+            ("x-vector (gen.embedding)", voice.s3gen.embedding.len(), self.s3gen.config.spk_embed_dim),
+        ] {
+            if got != expected {
+                return Err(Error::VoiceMismatch { what, got, expected });
+            }
+        }
+        Ok(())
     }
 
     /// Speaks texts with a voice (the built-in one when `None`).
@@ -129,7 +212,8 @@ impl Engine {
         voice: Option<&BuiltinVoice>,
         opts: &SpeakOptions,
     ) -> Result<(Vec<Spoken>, SpeakTimings)> {
-        let tokens = texts.iter().map(|t| self.text_tokens(t)).collect::<Result<Vec<_>>>()?;
+        opts.validate()?;
+        let tokens = texts.iter().enumerate().map(|(i, t)| self.text_tokens_of(i, t)).collect::<Result<Vec<_>>>()?;
         self.speak_tokens_timed(&tokens, voice, opts)
     }
 
@@ -146,22 +230,13 @@ impl Engine {
         voice: Option<&BuiltinVoice>,
         opts: &SpeakOptions,
     ) -> Result<(Vec<Spoken>, SpeakTimings)> {
-        let voice =
-            voice.or(self.voice.as_ref()).ok_or_else(|| Error::Model("no voice: the model directory has no conds.pt".into()))?;
+        opts.validate()?;
+        let voice = voice.or(self.voice.as_ref()).ok_or(Error::NoVoice)?;
+        self.check_request(voice, opts)?;
         if texts.is_empty() {
             return Ok((Vec::new(), SpeakTimings::default()));
         }
         let t3_start = Instant::now();
-        let settings = |i: usize| SamplerSettings {
-            temperature: opts.temperature,
-            cfg_weight: opts.cfg_weight,
-            repetition_penalty: opts.repetition_penalty,
-            min_p: opts.min_p,
-            top_p: opts.top_p,
-            max_new_tokens: opts.max_new_tokens,
-            seed: opts.seed.wrapping_add(i as u64),
-            ..SamplerSettings::default()
-        };
         let reqs: Vec<tts_t3::Request> = texts
             .iter()
             .enumerate()
@@ -172,21 +247,20 @@ impl Engine {
                     prompt_tokens: voice.t3.cond_prompt_speech_tokens.clone(),
                 },
                 exaggeration: opts.exaggeration,
-                settings: settings(i),
+                settings: opts.sampler_settings(i),
             })
             .collect();
         let cfg = &self.t3.cfg;
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
         let max_len = cfg.kv_positions(longest, opts.max_new_tokens);
-        let mut generator =
-            Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens).map_err(|e| Error::Model(e.to_string()))?;
-        let done = generator.run(&reqs, 8).map_err(|e| Error::Model(e.to_string()))?; // in request order
+        let mut generator = Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens)?;
+        let done = generator.run(&reqs, 8)?; // in request order
         let t3_seconds = t3_start.elapsed().as_secs_f64();
         // the reference keeps only tokens the flow knows (`speech_tokens < 6561`)
         let vocab = self.s3gen.config.flow_vocab_size as u32;
         let speech: Vec<Vec<u32>> = done.iter().map(|f| f.tokens.iter().copied().filter(|&t| t < vocab).collect()).collect();
         if let Some(i) = speech.iter().position(|s| s.is_empty()) {
-            return Err(Error::Model(format!("text {i}: T3 produced no speech tokens")));
+            return Err(Error::NoSpeechTokens { index: i });
         }
         let g = &voice.s3gen;
         let prompt = &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())];
@@ -207,7 +281,7 @@ impl Engine {
             })
             .collect();
         let s3gen_start = Instant::now();
-        let wavs = self.s3gen.synthesize(&s3_reqs, opts.cfm_steps).map_err(|e| Error::Model(e.to_string()))?;
+        let wavs = self.s3gen.synthesize(&s3_reqs, opts.cfm_steps)?;
         let timings = SpeakTimings { t3_seconds, s3gen_seconds: s3gen_start.elapsed().as_secs_f64() };
         Ok((speech.into_iter().zip(wavs).map(|(speech_tokens, wav)| Spoken { speech_tokens, wav }).collect(), timings))
     }
@@ -222,7 +296,7 @@ pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
 /// [`write_wav`], with `comment` (if any) in a `LIST`/`INFO` chunk (`ICMT`) after the samples,
 /// where players and `soxi` show it and readers that do not know it skip it.
 pub fn write_wav_with_comment(path: &Path, samples: &[f32], comment: Option<&str>) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| Error::Model(format!("writing {}: {e}", path.display()));
+    let err = |e: &dyn std::fmt::Display| Error::Output { path: path.to_path_buf(), detail: e.to_string() };
     let tmp = path.with_extension("wav.partial");
     let spec = hound::WavSpec {
         channels: 1,

@@ -59,20 +59,18 @@ pub struct TextTokenizer {
 }
 
 enum Inner {
-    Hf(Box<tokenizers::Tokenizer>),
+    /// A `tokenizer.json` and its path (for errors).
+    Hf(Box<tokenizers::Tokenizer>, std::path::PathBuf),
     /// Character `c` → `1 + (c mod (vocab − 1))`, stepped past the reserved ids (SOT/EOT).
-    Characters {
-        vocab: u32,
-        reserved: Vec<u32>,
-    },
+    Characters { vocab: u32, reserved: Vec<u32> },
 }
 
 impl TextTokenizer {
     /// Loads `tokenizer.json`. A missing or malformed file is an error naming it.
     pub fn from_file(path: &Path) -> Result<TextTokenizer> {
-        let inner =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Model(format!("tokenizer {}: {e}", path.display())))?;
-        Ok(TextTokenizer { inner: Inner::Hf(Box::new(inner)) })
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::ModelFile { path: path.to_path_buf(), detail: format!("not a valid tokenizer: {e}") })?;
+        Ok(TextTokenizer { inner: Inner::Hf(Box::new(inner), path.to_path_buf()) })
     }
 
     /// The synthetic model's tokenizer, built in memory: one token per character of the normalised
@@ -82,7 +80,11 @@ impl TextTokenizer {
     pub fn characters(vocab: usize, reserved: &[u32]) -> Result<TextTokenizer> {
         let usable = (1..vocab as u64).filter(|&i| !reserved.contains(&(i as u32))).count();
         if vocab > u32::MAX as usize || usable < 2 {
-            return Err(Error::Model(format!("a character tokenizer over {vocab} ids without {reserved:?} has no room")));
+            return Err(Error::Setting {
+                field: "text_tokens_dict_size",
+                value: vocab.to_string(),
+                expected: format!("room for two ids besides {reserved:?} (a character tokenizer)"),
+            });
         }
         Ok(TextTokenizer { inner: Inner::Characters { vocab: vocab as u32, reserved: reserved.to_vec() } })
     }
@@ -90,9 +92,11 @@ impl TextTokenizer {
     /// Token ids of already normalised text (`EnTokenizer.text_to_tokens`), without SOT/EOT.
     pub fn encode(&self, normalized: &str) -> Result<Vec<u32>> {
         match &self.inner {
-            Inner::Hf(tok) => {
+            Inner::Hf(tok, path) => {
                 let spaced = normalized.replace(' ', "[SPACE]");
-                let enc = tok.encode(spaced.as_str(), false).map_err(|e| Error::Model(format!("tokenizing text: {e}")))?;
+                let enc = tok
+                    .encode(spaced.as_str(), false)
+                    .map_err(|e| Error::ModelFile { path: path.clone(), detail: format!("cannot tokenize the text: {e}") })?;
                 Ok(enc.get_ids().to_vec())
             }
             Inner::Characters { vocab, reserved } => Ok(normalized

@@ -41,6 +41,9 @@ pub enum Error {
     Checkpoint { path: String, detail: String },
     #[error("{path}: tensor {name} (expected shape {expected:?}): {detail}")]
     Tensor { path: String, name: String, expected: Vec<usize>, detail: String },
+    /// An allocation the device (or the host, for Cpu and Emu tensors) could not satisfy.
+    #[error("out of memory: {bytes} bytes for {what}")]
+    OutOfMemory { what: String, bytes: usize },
     #[error("kernel {kernel} wrote outside a {len}-byte buffer (red zone {side} of it was overwritten)")]
     Overrun { kernel: String, len: usize, side: &'static str },
 }

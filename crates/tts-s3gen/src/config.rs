@@ -1,11 +1,26 @@
 //! S3Gen dimensions: the real ones by default, overridden by the keys of `config.json` (the tiny
 //! random models of the test fixtures; key names as in tools/reference/README.md).
+//!
+//! `config.json` is one flat object shared by the model's components: S3Gen's keys are those that
+//! start with one of [`KEY_PREFIXES`] (the fields of [`S3GenConfig`], derived with serde,
+//! `deny_unknown_fields`); the others belong to T3, the S3 tokenizer, CAMPPlus or the voice encoder,
+//! which check them. An unknown S3Gen key, a value of the wrong type or out of range is an
+//! [`Error::Config`] naming the file and the key.
 use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
+/// The prefixes of S3Gen's `config.json` keys (every field of [`S3GenConfig`] starts with one).
+pub const KEY_PREFIXES: &[&str] = &["flow_", "spk_", "encoder_", "decoder_", "hift_", "f0_"];
+
 /// Dimensions of the flow (encoder + estimator) and of the HiFT vocoder.
-#[derive(Clone, Debug, PartialEq)]
+/// The fields are `config.json`'s keys; a key left out keeps its [`Default`] value.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct S3GenConfig {
     /// Rows of `flow.input_embedding` (speech-token vocabulary).
     pub flow_vocab_size: usize,
@@ -58,83 +73,55 @@ impl Default for S3GenConfig {
     }
 }
 
-/// Keys of config.json that belong to other components and are ignored here.
-fn is_other_component(key: &str) -> bool {
-    ["tokenizer_", "campplus_", "ve_", "voice_encoder"].iter().any(|p| key.starts_with(p)) || T3_KEYS.contains(&key)
-}
-
-const T3_KEYS: &[&str] = &[
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "rms_norm_eps",
-    "rope_theta",
-    "max_position_embeddings",
-    "text_tokens_dict_size",
-    "speech_tokens_dict_size",
-    "start_text_token",
-    "stop_text_token",
-    "start_speech_token",
-    "stop_speech_token",
-    "max_text_tokens",
-    "max_speech_tokens",
-    "speech_cond_prompt_len",
-    "speaker_embed_size",
-    "perceiver_query_tokens",
-    "perceiver_num_heads",
-];
-
 impl S3GenConfig {
     /// The defaults overridden by `config.json` in `dir` when it exists.
     pub fn from_model_dir(dir: &Path) -> Result<S3GenConfig> {
         let path = dir.join("config.json");
-        if !path.exists() {
-            return Ok(S3GenConfig::default());
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        S3GenConfig::from_json(&v).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let bad = |detail: String| Error::Config { file: path.clone(), key: None, detail };
+        let bytes = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(S3GenConfig::default()),
+            Err(e) => return Err(bad(format!("cannot read: {e}"))),
+            Ok(bytes) => bytes,
+        };
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        S3GenConfig::from_json(&path, &v)
     }
 
-    /// The defaults overridden by the keys of a JSON object; an unknown key is an error.
-    pub fn from_json(v: &serde_json::Value) -> std::result::Result<S3GenConfig, String> {
-        let obj = v.as_object().ok_or("config.json is not a JSON object")?;
-        let mut c = S3GenConfig::default();
-        for (k, val) in obj {
-            let uint = || val.as_u64().map(|x| x as usize).ok_or(format!("{k} must be a non-negative integer, got {val}"));
-            match k.as_str() {
-                "flow_vocab_size" => c.flow_vocab_size = uint()?,
-                "spk_embed_dim" => c.spk_embed_dim = uint()?,
-                "encoder_output_size" => c.encoder_output_size = uint()?,
-                "encoder_attention_heads" => c.encoder_attention_heads = uint()?,
-                "encoder_linear_units" => c.encoder_linear_units = uint()?,
-                "encoder_num_blocks" => c.encoder_num_blocks = uint()?,
-                "encoder_num_up_blocks" => c.encoder_num_up_blocks = uint()?,
-                "decoder_channels" => c.decoder_channels = uint()?,
-                "decoder_num_heads" => c.decoder_num_heads = uint()?,
-                "decoder_attention_head_dim" => c.decoder_attention_head_dim = uint()?,
-                "decoder_n_blocks" => c.decoder_n_blocks = uint()?,
-                "decoder_num_mid_blocks" => c.decoder_num_mid_blocks = uint()?,
-                "hift_base_channels" => c.hift_base_channels = uint()?,
-                "f0_cond_channels" => c.f0_cond_channels = uint()?,
-                other if is_other_component(other) => {}
-                other => return Err(format!("unknown S3Gen config key {other:?}")),
-            }
-        }
-        c.validate()?;
+    /// The defaults overridden by the S3Gen keys of `v`, a `config.json` object (`file` names it in
+    /// errors); an unknown S3Gen key is an error, the other components' keys are left to them.
+    pub fn from_json(file: &Path, v: &Value) -> Result<S3GenConfig> {
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            file: file.to_path_buf(),
+            key: None,
+            detail: "expected a JSON object".into(),
+        })?;
+        let own: Map<String, Value> = obj
+            .iter()
+            .filter(|(k, _)| KEY_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let c: S3GenConfig = from_keys(file, own)?;
+        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
         Ok(c)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks the dimensions fit together (as [`Self::from_json`] does), for a config built in
+    /// memory; the error names the key at fault and the file `(in memory)`.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+    }
+
+    /// Checks the dimensions fit together; an error names the key at fault.
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         let d = self.encoder_output_size;
         if self.encoder_attention_heads == 0 || !d.is_multiple_of(self.encoder_attention_heads) || !d.is_multiple_of(2) {
-            return Err(format!("encoder width {d} is not an even multiple of {} heads", self.encoder_attention_heads));
+            return Err((
+                "encoder_attention_heads",
+                format!("encoder width {d} is not an even multiple of {} heads", self.encoder_attention_heads),
+            ));
         }
         if !self.hift_base_channels.is_multiple_of(8) {
-            return Err(format!("hift_base_channels {} must be a multiple of 8", self.hift_base_channels));
+            return Err(("hift_base_channels", format!("{} must be a multiple of 8", self.hift_base_channels)));
         }
         for (name, v) in [
             ("flow_vocab_size", self.flow_vocab_size),
@@ -147,32 +134,85 @@ impl S3GenConfig {
             ("f0_cond_channels", self.f0_cond_channels),
         ] {
             if v == 0 {
-                return Err(format!("{name} must not be 0"));
+                return Err((name, "must not be 0".into()));
             }
         }
         Ok(())
     }
 }
 
+/// Deserializes `keys` into `T`. serde_json's message names an unknown key but not the key whose
+/// value has the wrong type, so on an error each key is tried alone to find the one at fault.
+fn from_keys<T: DeserializeOwned>(file: &Path, keys: Map<String, Value>) -> Result<T> {
+    serde_json::from_value(Value::Object(keys.clone())).map_err(|all| {
+        let alone = |(k, v): (&String, &Value)| {
+            let one = Map::from_iter([(k.clone(), v.clone())]);
+            serde_json::from_value::<T>(Value::Object(one)).err().map(|e| (k.clone(), e))
+        };
+        let (key, detail) = match keys.iter().find_map(alone) {
+            Some((k, e)) => (Some(k), e.to_string()),
+            None => (None, all.to_string()),
+        };
+        Error::Config { file: file.to_path_buf(), key, detail }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_are_the_real_model_and_keys_override_them() {
-        let c = S3GenConfig::from_json(&serde_json::json!({})).unwrap();
-        assert_eq!(c, S3GenConfig::default());
-        assert_eq!((c.encoder_output_size, c.decoder_channels, c.hift_base_channels), (512, 256, 512));
-        let c = S3GenConfig::from_json(&serde_json::json!({"decoder_channels": 32, "tokenizer_n_head": 1, "hidden_size": 64}))
-            .unwrap();
-        assert_eq!(c.decoder_channels, 32);
+    fn parse(v: Value) -> Result<S3GenConfig> {
+        S3GenConfig::from_json(Path::new("m/config.json"), &v)
+    }
+
+    /// The key an error names (and that it is a config error of the file).
+    fn key_of(e: Error) -> String {
+        match e {
+            Error::Config { file, key, .. } => {
+                assert_eq!(file, Path::new("m/config.json"));
+                key.unwrap_or_default()
+            }
+            e => panic!("not a config error: {e}"),
+        }
     }
 
     #[test]
-    fn unknown_or_bad_keys_are_errors() {
-        assert!(S3GenConfig::from_json(&serde_json::json!({"decoder_chanels": 32})).unwrap_err().contains("decoder_chanels"));
-        assert!(S3GenConfig::from_json(&serde_json::json!({"decoder_channels": -1})).is_err());
-        assert!(S3GenConfig::from_json(&serde_json::json!({"encoder_attention_heads": 3})).is_err());
-        assert!(S3GenConfig::from_json(&serde_json::json!([1])).is_err());
+    fn defaults_are_the_real_model_and_keys_override_them() {
+        let c = parse(serde_json::json!({})).unwrap();
+        assert_eq!(c, S3GenConfig::default());
+        assert_eq!((c.encoder_output_size, c.decoder_channels, c.hift_base_channels), (512, 256, 512));
+        let c = parse(serde_json::json!({"decoder_channels": 32, "tokenizer_n_head": 1, "hidden_size": 64})).unwrap();
+        assert_eq!(c.decoder_channels, 32);
+        let all = serde_json::to_value(S3GenConfig::default()).unwrap();
+        let keys = all.as_object().unwrap();
+        assert_eq!(keys.len(), 14);
+        assert!(keys.keys().all(|k| KEY_PREFIXES.iter().any(|p| k.starts_with(p))), "every field is an S3Gen key");
+        assert_eq!(parse(all).unwrap(), S3GenConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_name_the_key() {
+        let e = parse(serde_json::json!({"decoder_chanels": 32, "decoder_channels": 32})).unwrap_err();
+        assert!(e.to_string().contains("m/config.json: key \"decoder_chanels\": unknown field"), "{e}");
+        assert_eq!(key_of(e), "decoder_chanels");
+        for (k, v) in [
+            ("decoder_channels", serde_json::json!(-1)),
+            ("decoder_channels", serde_json::json!("32")),
+            ("hift_base_channels", serde_json::json!(32.5)),
+            ("flow_vocab_size", serde_json::json!(null)),
+        ] {
+            let mut obj = Map::new();
+            obj.insert("encoder_output_size".into(), serde_json::json!(64));
+            obj.insert(k.into(), v.clone());
+            assert_eq!(key_of(parse(Value::Object(obj)).unwrap_err()), k, "{k}: {v}");
+        }
+        for (json, key) in [
+            (serde_json::json!({"encoder_attention_heads": 3}), "encoder_attention_heads"),
+            (serde_json::json!({"hift_base_channels": 36}), "hift_base_channels"),
+            (serde_json::json!({"spk_embed_dim": 0}), "spk_embed_dim"),
+        ] {
+            assert_eq!(key_of(parse(json.clone()).unwrap_err()), key, "{json}");
+        }
+        assert_eq!(key_of(parse(serde_json::json!([1])).unwrap_err()), "");
     }
 }

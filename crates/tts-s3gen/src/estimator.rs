@@ -309,7 +309,7 @@ impl Estimator {
         let cols_len = convs.iter().map(|cv| cv.cols_len(rows, n)).max().unwrap_or(0);
         let cols_dtype = convs.iter().map(|cv| cv.cols_dtype()).find(|&d| d != act);
         if let Some(d) = cols_dtype {
-            return Err(crate::Error::Input(format!("an estimator conv takes {d} im2col input, not the compute dtype {act}")));
+            return Err(crate::Error::Misuse(format!("an estimator conv takes {d} im2col input, not the compute dtype {act}")));
         }
         let cols = if cols_len > 0 { Some(acts(cols_len)?) } else { None };
         let rnc = rows * n * c;
@@ -362,7 +362,7 @@ impl Estimator {
     ) -> Result<()> {
         let (rows, n) = (input.shape()[0], input.shape()[1]);
         if (rows, n) != sc.shape() {
-            return Err(crate::Error::Input(format!("estimator scratch for {:?}, input [{rows}, {n}, ..]", sc.shape())));
+            return Err(crate::Error::Misuse(format!("estimator scratch for {:?}, input [{rows}, {n}, ..]", sc.shape())));
         }
         let c = self.up_conv.out_channels();
         let hc = (self.heads, self.head_dim);

@@ -99,10 +99,10 @@ impl Flow {
 
     fn check(&self, reqs: &[FlowRequest<'_>]) -> Result<()> {
         if reqs.is_empty() {
-            return Err(Error::Input("an empty batch".into()));
+            return Err(Error::Input { request: None, detail: "an empty batch".into() });
         }
         for (i, r) in reqs.iter().enumerate() {
-            let bad = |m: String| Err(Error::Input(format!("request {i}: {m}")));
+            let bad = |m: String| Err(Error::Input { request: Some(i), detail: m });
             if r.tokens.is_empty() {
                 return bad("no speech tokens".into());
             }
@@ -181,7 +181,7 @@ impl Flow {
 
         let encoder = self.encoder.run(enc_in)?;
         if encoder.mu.shape()[1] != n {
-            return Err(Error::Input(format!("the encoder gave {} frames, expected {n}", encoder.mu.shape()[1])));
+            return Err(Error::Misuse(format!("the encoder gave {} frames, expected {n}", encoder.mu.shape()[1])));
         }
         let spks = self.spk_affine.apply(e.view(), DType::F32)?;
         self.solve_prepared(&mut x, &encoder, &spks, &cond, &steps)?;

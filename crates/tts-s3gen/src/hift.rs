@@ -195,11 +195,11 @@ impl Hift {
 
     fn check(reqs: &[HiftRequest<'_>]) -> Result<()> {
         if reqs.is_empty() {
-            return Err(Error::Input("an empty vocoder batch".into()));
+            return Err(Error::Input { request: None, detail: "an empty vocoder batch".into() });
         }
         for (i, r) in reqs.iter().enumerate() {
             let frames = r.mel.len() / MEL_BINS;
-            let bad = |m: String| Err(Error::Input(format!("vocoder request {i}: {m}")));
+            let bad = |m: String| Err(Error::Input { request: Some(i), detail: format!("vocoder: {m}") });
             if frames == 0 || !r.mel.len().is_multiple_of(MEL_BINS) {
                 return bad(format!("mel of {} values is not [frames ≥ 1, {MEL_BINS}]", r.mel.len()));
             }
@@ -337,7 +337,7 @@ impl Hift {
             }
             let si = self.source_downs[i].forward(s_stft.view(), &stft_lens)?;
             if si.shape() != y.shape() {
-                return Err(Error::Input(format!("HiFT stage {i}: source {:?} vs upsampled {:?}", si.shape(), y.shape())));
+                return Err(Error::Misuse(format!("HiFT stage {i}: source {:?} vs upsampled {:?}", si.shape(), y.shape())));
             }
             let si = self.source_resblocks[i].forward(si.view(), y_lens)?;
             ops::add_scaled(y.view_mut(), si.view(), 1.0)?;

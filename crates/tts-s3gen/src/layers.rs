@@ -76,7 +76,7 @@ pub fn apply(x: View<'_>, dtype: DType, act: Activation, lens: Option<&Lens>) ->
 pub fn scratch_mut<'a>(t: &'a mut Tensor, shape: &[usize]) -> Result<ViewMut<'a>> {
     let n: usize = shape.iter().product();
     if n > t.len() {
-        return Err(Error::Input(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
+        return Err(Error::Misuse(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
     }
     let len = t.len();
     Ok(t.view_mut().reshape(&[len])?.narrow_rows(0, n)?.reshape(shape)?)
@@ -86,7 +86,7 @@ pub fn scratch_mut<'a>(t: &'a mut Tensor, shape: &[usize]) -> Result<ViewMut<'a>
 pub fn scratch<'a>(t: &'a Tensor, shape: &[usize]) -> Result<View<'a>> {
     let n: usize = shape.iter().product();
     if n > t.len() {
-        return Err(Error::Input(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
+        return Err(Error::Misuse(format!("scratch of {} elements for a {shape:?} buffer", t.len())));
     }
     Ok(t.view().reshape(&[t.len()])?.narrow_rows(0, n)?.reshape(shape)?)
 }
@@ -318,7 +318,7 @@ impl Conv1d {
             ops::conv1d_packed(x, Some(lens.view()), self.lin.w.view(), bias, out, g.kernel, g.dilation, g.pad_left)?;
             return Ok(());
         }
-        let cols = cols.ok_or_else(|| Error::Input("a conv through im2col needs a cols buffer".into()))?;
+        let cols = cols.ok_or_else(|| Error::Misuse("a conv through im2col needs a cols buffer".into()))?;
         let mut cols = scratch_mut(cols, &[b, self.out_len(l), self.c_in * self.geom.kernel])?;
         ops::im2col(x, Some(lens.view()), cols.reborrow(), self.geom)?;
         self.lin.apply_into(cols.as_view(), out)

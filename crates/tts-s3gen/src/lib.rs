@@ -19,6 +19,7 @@ use tts_kernels::checkpoint::Checkpoint;
 
 pub mod config;
 pub mod encoder;
+pub mod error;
 pub mod estimator;
 pub mod flow;
 pub mod hift;
@@ -47,20 +48,7 @@ pub const CFM_CFG_RATE: f32 = 0.7;
 /// while this is false, and as failures if it is true but they have no runner.
 pub const IMPLEMENTED: bool = true;
 
-/// Errors of the S3Gen crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kernels(#[from] tts_kernels::Error),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("S3Gen config: {0}")]
-    Config(String),
-    #[error("S3Gen input: {0}")]
-    Input(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, Result};
 
 /// The reference's output fade (s3gen.py:254-258, 359-360): the first 20 ms silenced, the next
 /// 20 ms faded in with a raised cosine `(cos(linspace(π, 0, 480)) + 1)/2`, in f32.
@@ -100,6 +88,7 @@ impl S3Gen {
     /// Loads the flow and the vocoder of dimensions `config` from a checkpoint (a file or a
     /// synthetic one).
     pub fn from_checkpoint(config: S3GenConfig, ck: &Checkpoint, dev: &Device) -> Result<S3Gen> {
+        config.validate()?;
         Ok(S3Gen { flow: Flow::load(ck, dev, &config)?, hift: Hift::load(ck, dev, &config)?, config, device: dev.clone() })
     }
 

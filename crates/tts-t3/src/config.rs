@@ -1,11 +1,24 @@
 //! T3 dimensions and special tokens. `Default` is the real English Chatterbox model
 //! (t3_config.py and llama_configs.py of chatterbox-tts 0.1.7); a model directory's `config.json`
 //! may override any key (the parity fixtures use tiny dimensions).
+//!
+//! `config.json` is one flat object shared by the model's components. A key belongs to S3Gen when it
+//! starts with `flow_`, `spk_`, `encoder_`, `decoder_`, `hift_` or `f0_`, to the S3 tokenizer,
+//! CAMPPlus or the voice encoder with `tokenizer_`, `campplus_`, `ve_` or `voice_encoder`; every
+//! other key is T3's: a field of [`T3Config`] (derived with serde, `deny_unknown_fields`), or
+//! `num_key_value_heads` / `max_position_embeddings`. An unknown key, a value of the wrong type or
+//! out of range is an [`Error::Config`] naming the file and the key.
 use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+/// The fields are `config.json`'s keys; a key left out keeps its [`Default`] value.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct T3Config {
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -14,7 +27,9 @@ pub struct T3Config {
     pub head_dim: usize,
     pub rms_norm_eps: f32,
     pub rope_theta: f32,
-    /// Llama-3 RoPE scaling: factor, low_freq_factor, high_freq_factor, original_max_position_embeddings.
+    /// Llama-3 RoPE scaling: factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
+    /// (always the real model's; not a `config.json` key).
+    #[serde(skip)]
     pub rope_scaling: (f32, f32, f32, f32),
     pub text_tokens_dict_size: usize,
     pub speech_tokens_dict_size: usize,
@@ -57,87 +72,78 @@ impl Default for T3Config {
     }
 }
 
-/// Keys of config.json that belong to other components (S3Gen, VoiceEncoder, ...) and are ignored here.
+/// Key prefixes of the other components' `config.json` keys (S3Gen, the S3 tokenizer, CAMPPlus, the
+/// voice encoder): theirs to check.
+const OTHER_COMPONENTS: &[&str] =
+    &["flow_", "spk_", "encoder_", "decoder_", "hift_", "f0_", "tokenizer_", "campplus_", "ve_", "voice_encoder"];
+
 fn is_other_component(key: &str) -> bool {
-    ["flow_", "spk_", "encoder_", "decoder_", "hift_", "f0_", "tokenizer_", "campplus_", "ve_", "voice_encoder"]
-        .iter()
-        .any(|p| key.starts_with(p))
+    OTHER_COMPONENTS.iter().any(|p| key.starts_with(p))
 }
 
 impl T3Config {
     /// The defaults overridden by `config.json` in `dir` when it exists.
     pub fn from_model_dir(dir: &Path) -> Result<T3Config> {
         let path = dir.join("config.json");
-        if !path.exists() {
-            return Ok(T3Config::default());
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        T3Config::from_json(&v).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let bad = |detail: String| Error::Config { file: path.clone(), key: None, detail };
+        let bytes = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T3Config::default()),
+            Err(e) => return Err(bad(format!("cannot read: {e}"))),
+            Ok(bytes) => bytes,
+        };
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        T3Config::from_json(&path, &v)
     }
 
-    /// The defaults overridden by the keys of a JSON object.
-    pub fn from_json(v: &serde_json::Value) -> std::result::Result<T3Config, String> {
-        let obj = v.as_object().ok_or("config.json is not a JSON object")?;
-        let mut c = T3Config::default();
-        let mut head_dim_given = false;
-        let mut kv_heads = None;
-        for (k, val) in obj {
-            let uint = || val.as_u64().map(|x| x as usize).ok_or(format!("{k} must be a non-negative integer, got {val}"));
-            let float = || val.as_f64().map(|x| x as f32).ok_or(format!("{k} must be a number, got {val}"));
-            match k.as_str() {
-                "hidden_size" => c.hidden_size = uint()?,
-                "intermediate_size" => c.intermediate_size = uint()?,
-                "num_hidden_layers" => c.num_hidden_layers = uint()?,
-                "num_attention_heads" => c.num_attention_heads = uint()?,
-                "num_key_value_heads" => kv_heads = Some(uint()?),
-                "head_dim" => {
-                    c.head_dim = uint()?;
-                    head_dim_given = true;
-                }
-                "rms_norm_eps" => c.rms_norm_eps = float()?,
-                "rope_theta" => c.rope_theta = float()?,
-                "max_position_embeddings" => {}
-                "text_tokens_dict_size" => c.text_tokens_dict_size = uint()?,
-                "speech_tokens_dict_size" => c.speech_tokens_dict_size = uint()?,
-                "start_text_token" => c.start_text_token = uint()? as u32,
-                "stop_text_token" => c.stop_text_token = uint()? as u32,
-                "start_speech_token" => c.start_speech_token = uint()? as u32,
-                "stop_speech_token" => c.stop_speech_token = uint()? as u32,
-                "max_text_tokens" => c.max_text_tokens = uint()?,
-                "max_speech_tokens" => c.max_speech_tokens = uint()?,
-                "speech_cond_prompt_len" => c.speech_cond_prompt_len = uint()?,
-                "speaker_embed_size" => c.speaker_embed_size = uint()?,
-                "perceiver_query_tokens" => c.perceiver_query_tokens = uint()?,
-                "perceiver_num_heads" => c.perceiver_num_heads = uint()?,
-                other if is_other_component(other) => {}
-                other => return Err(format!("unknown T3 config key {other:?}")),
-            }
-        }
+    /// The defaults overridden by the T3 keys of `v`, a `config.json` object (`file` names it in
+    /// errors). The other components' keys are left to them.
+    pub fn from_json(file: &Path, v: &Value) -> Result<T3Config> {
+        let bad = |key: &str, detail: String| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail };
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            file: file.to_path_buf(),
+            key: None,
+            detail: format!("expected a JSON object, found {}", json_kind(v)),
+        })?;
+        let mut own: Map<String, Value> =
+            obj.iter().filter(|(k, _)| !is_other_component(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let kv_heads: Option<usize> = take_key(file, &mut own, "num_key_value_heads")?;
+        let _max_positions: Option<u64> = take_key(file, &mut own, "max_position_embeddings")?; // RoPE needs no table
+        let head_dim_given = own.contains_key("head_dim");
+        let mut c: T3Config = from_keys(file, own)?;
         if !head_dim_given && c.num_attention_heads > 0 {
             c.head_dim = c.hidden_size / c.num_attention_heads;
         }
         if let Some(kv) = kv_heads
             && kv != c.num_attention_heads
         {
-            return Err(format!(
-                "num_key_value_heads {kv} != num_attention_heads {} (grouped-query attention is not part of T3)",
-                c.num_attention_heads
+            return Err(bad(
+                "num_key_value_heads",
+                format!("{kv} != num_attention_heads {} (grouped-query attention is not part of T3)", c.num_attention_heads),
             ));
         }
-        c.validate()?;
+        c.check().map_err(|(key, detail)| bad(key, detail))?;
         Ok(c)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks the dimensions fit together (as [`Self::from_json`] does), for a config built in
+    /// memory; the error names the key at fault and the file `(in memory)`.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+    }
+
+    /// Checks the dimensions fit together; an error names the key at fault.
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.num_attention_heads == 0 || self.num_attention_heads * self.head_dim != self.hidden_size {
-            return Err(format!("{} heads x {} != hidden size {}", self.num_attention_heads, self.head_dim, self.hidden_size));
+            return Err((
+                "num_attention_heads",
+                format!("{} heads x {} != hidden size {}", self.num_attention_heads, self.head_dim, self.hidden_size),
+            ));
         }
         if !self.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim {} must be even (RoPE)", self.head_dim));
+            return Err(("head_dim", format!("{} must be even (RoPE)", self.head_dim)));
         }
         if self.perceiver_num_heads == 0 || !self.hidden_size.is_multiple_of(self.perceiver_num_heads) {
-            return Err(format!("perceiver heads {} do not divide {}", self.perceiver_num_heads, self.hidden_size));
+            return Err(("perceiver_num_heads", format!("{} does not divide {}", self.perceiver_num_heads, self.hidden_size)));
         }
         for (name, tok, size) in [
             ("start_speech_token", self.start_speech_token, self.speech_tokens_dict_size),
@@ -146,11 +152,26 @@ impl T3Config {
             ("stop_text_token", self.stop_text_token, self.text_tokens_dict_size),
         ] {
             if tok as usize >= size {
-                return Err(format!("{name} {tok} is outside a vocabulary of {size}"));
+                return Err((name, format!("{tok} is outside a vocabulary of {size}")));
             }
         }
-        if [self.num_hidden_layers, self.intermediate_size, self.perceiver_query_tokens, self.speaker_embed_size].contains(&0) {
-            return Err("a zero dimension".into());
+        for (name, v) in [
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("perceiver_query_tokens", self.perceiver_query_tokens),
+            ("speaker_embed_size", self.speaker_embed_size),
+            ("max_text_tokens", self.max_text_tokens),
+            ("max_speech_tokens", self.max_speech_tokens),
+        ] {
+            if v == 0 {
+                return Err((name, "must not be 0".into()));
+            }
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(("rms_norm_eps", format!("{} must be finite and > 0", self.rms_norm_eps)));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(("rope_theta", format!("{} must be finite and > 0", self.rope_theta)));
         }
         Ok(())
     }
@@ -182,6 +203,47 @@ impl T3Config {
     }
 }
 
+/// "an array", "a string", ...: what a JSON value is, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Removes `key` from `keys` and deserializes its value; an error names the key.
+fn take_key<T: DeserializeOwned>(file: &Path, keys: &mut Map<String, Value>, key: &str) -> Result<Option<T>> {
+    keys.remove(key)
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| Error::Config {
+                file: file.to_path_buf(),
+                key: Some(key.to_string()),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// Deserializes `keys` into `T`. serde_json's message names an unknown key but not the key whose
+/// value has the wrong type, so on an error each key is tried alone to find the one at fault.
+fn from_keys<T: DeserializeOwned>(file: &Path, keys: Map<String, Value>) -> Result<T> {
+    serde_json::from_value(Value::Object(keys.clone())).map_err(|all| {
+        let alone = |(k, v): (&String, &Value)| {
+            let one = Map::from_iter([(k.clone(), v.clone())]);
+            serde_json::from_value::<T>(Value::Object(one)).err().map(|e| (k.clone(), e))
+        };
+        let (key, detail) = match keys.iter().find_map(alone) {
+            Some((k, e)) => (Some(k), e.to_string()),
+            None => (None, all.to_string()),
+        };
+        Error::Config { file: file.to_path_buf(), key, detail }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,14 +258,81 @@ mod tests {
         c.validate().unwrap();
     }
 
+    fn parse(v: Value) -> Result<T3Config> {
+        T3Config::from_json(Path::new("dir/config.json"), &v)
+    }
+
+    /// The key an error names (and that it is a config error of the file).
+    fn key_of(e: Error) -> String {
+        match e {
+            Error::Config { file, key, .. } => {
+                assert_eq!(file, Path::new("dir/config.json"));
+                key.unwrap_or_default()
+            }
+            e => panic!("not a config error: {e}"),
+        }
+    }
+
     #[test]
-    fn overrides_and_errors() {
-        let c = T3Config::from_json(&serde_json::json!({"hidden_size": 128, "num_attention_heads": 2, "decoder_channels": 48}))
-            .unwrap();
-        assert_eq!(c.head_dim, 64);
-        assert!(T3Config::from_json(&serde_json::json!({"hidden_sise": 128})).unwrap_err().contains("hidden_sise"));
-        assert!(T3Config::from_json(&serde_json::json!({"hidden_size": "big"})).is_err());
-        assert!(T3Config::from_json(&serde_json::json!({"num_key_value_heads": 4})).unwrap_err().contains("grouped"));
-        assert!(T3Config::from_json(&serde_json::json!({"stop_speech_token": 9000})).is_err());
+    fn overrides() {
+        assert_eq!(parse(serde_json::json!({})).unwrap(), T3Config::default());
+        let c = parse(serde_json::json!({"hidden_size": 128, "num_attention_heads": 2, "decoder_channels": 48})).unwrap();
+        assert_eq!((c.hidden_size, c.num_attention_heads, c.head_dim), (128, 2, 64));
+        assert_eq!(c.rope_scaling, T3Config::default().rope_scaling);
+        let c = parse(serde_json::json!({"rms_norm_eps": 1, "rope_theta": 10000.5, "stop_speech_token": 6000,
+            "num_key_value_heads": 16, "max_position_embeddings": 131072}))
+        .unwrap();
+        assert_eq!((c.rms_norm_eps, c.rope_theta, c.stop_speech_token), (1.0, 10000.5, 6000));
+        // every key of the default config round-trips
+        let all = serde_json::to_value(T3Config::default()).unwrap();
+        assert_eq!(all.as_object().unwrap().len(), 19);
+        assert_eq!(parse(all).unwrap(), T3Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_name_the_key() {
+        assert_eq!(key_of(parse(serde_json::json!({"hidden_sise": 128})).unwrap_err()), "hidden_sise");
+        let e = parse(serde_json::json!({"hidden_size": 128, "num_attention_heads": 2, "hidden_sise": 1})).unwrap_err();
+        assert!(e.to_string().contains("dir/config.json: key \"hidden_sise\": unknown field"), "{e}");
+        for (k, v) in [
+            ("hidden_size", serde_json::json!("big")),
+            ("hidden_size", serde_json::json!(-1)),
+            ("hidden_size", serde_json::json!(1.5)),
+            ("rope_theta", serde_json::json!([1])),
+            ("stop_text_token", serde_json::json!(1u64 << 40)),
+            ("num_key_value_heads", serde_json::json!("16")),
+            ("max_position_embeddings", serde_json::json!(null)),
+            ("rope_scaling", serde_json::json!([8, 1, 4, 8192])),
+        ] {
+            let mut obj = Map::new();
+            obj.insert("num_attention_heads".into(), serde_json::json!(16));
+            obj.insert(k.into(), v.clone());
+            assert_eq!(key_of(parse(Value::Object(obj)).unwrap_err()), k, "{k}: {v}");
+        }
+        for (json, key) in [
+            (serde_json::json!({"num_key_value_heads": 4}), "num_key_value_heads"),
+            (serde_json::json!({"stop_speech_token": 9000}), "stop_speech_token"),
+            (serde_json::json!({"num_attention_heads": 0}), "num_attention_heads"),
+            (serde_json::json!({"num_attention_heads": 3}), "num_attention_heads"),
+            (serde_json::json!({"head_dim": 63, "hidden_size": 1008}), "head_dim"),
+            (serde_json::json!({"perceiver_num_heads": 3}), "perceiver_num_heads"),
+            (serde_json::json!({"num_hidden_layers": 0}), "num_hidden_layers"),
+            (serde_json::json!({"max_speech_tokens": 0}), "max_speech_tokens"),
+            (serde_json::json!({"rms_norm_eps": -1e-5}), "rms_norm_eps"),
+        ] {
+            assert_eq!(key_of(parse(json.clone()).unwrap_err()), key, "{json}");
+        }
+        assert_eq!(key_of(parse(serde_json::json!([1])).unwrap_err()), "");
+    }
+
+    #[test]
+    fn config_files_in_model_directories() {
+        let dir = std::env::temp_dir().join(format!("t3-config-{}-{}", std::process::id(), tts_kernels::testing::fresh_seed()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(T3Config::from_model_dir(&dir).unwrap(), T3Config::default(), "no config.json: the defaults");
+        std::fs::write(dir.join("config.json"), "{\"hidden_size\": 128,").unwrap();
+        let e = T3Config::from_model_dir(&dir).unwrap_err();
+        assert!(matches!(&e, Error::Config { key: None, .. }) && e.to_string().contains("not valid JSON"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -21,6 +21,9 @@ use crate::{Error, Result};
 /// been measured on a GPU.
 pub const FUSED_DECODE_MAX_ROWS: usize = 16;
 
+/// `exaggeration` of `ChatterboxTTS.generate` (the emotion token's value; neutral).
+pub const DEFAULT_EXAGGERATION: f32 = 0.5;
+
 /// `max_new_tokens` of `ChatterboxTTS.generate` (1000 speech tokens: 40 s at 25 tokens per second).
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 1000;
 
@@ -74,13 +77,34 @@ impl SamplerSettings {
         }
     }
 
-    fn validate(&self) -> Result<()> {
-        self.kernel_settings().validate().map_err(|e| Error::Input(format!("sampler setting: {e}")))?;
-        if self.top_p <= 0.0 {
-            return Err(Error::Input(format!("sampler setting: top_p {} must be > 0", self.top_p)));
+    /// Checks every setting (what the sampler kernel accepts, and more: top_p > 0, at least one new
+    /// token); an [`Error::Input`] names the field and its value. The model's limits (the stop token's
+    /// vocabulary, `max_speech_tokens`) are checked by [`Generator::add`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, value: String, expected: &str| {
+            Err(Error::Input { field, value, expected: expected.to_string() })
+        };
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        if !positive(self.temperature) {
+            return bad("temperature", self.temperature.to_string(), "finite and > 0");
+        }
+        if !positive(self.repetition_penalty) {
+            return bad("repetition_penalty", self.repetition_penalty.to_string(), "finite and > 0");
+        }
+        if !self.cfg_weight.is_finite() {
+            return bad("cfg_weight", self.cfg_weight.to_string(), "finite");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p.to_string(), "in [0, 1]");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p.to_string(), "in (0, 1]");
+        }
+        if self.top_k > i32::MAX as u32 {
+            return bad("top_k", self.top_k.to_string(), "at most 2^31 - 1");
         }
         if self.max_new_tokens == 0 {
-            return Err(Error::Input("max_new_tokens = 0".into()));
+            return bad("max_new_tokens", "0".into(), "at least 1");
         }
         Ok(())
     }
@@ -155,7 +179,9 @@ impl<'m> Generator<'m> {
     /// tokens) and `max_new_tokens_cap` generated tokens.
     pub fn new(model: &'m T3, max_batch: usize, max_len: usize, max_new_tokens_cap: usize) -> Result<Generator<'m>> {
         if max_batch == 0 || max_len == 0 || max_new_tokens_cap == 0 {
-            return Err(Error::Input("max_batch, max_len and max_new_tokens must be positive".into()));
+            return Err(Error::Misuse(format!(
+                "a generator of {max_batch} requests, {max_len} positions and {max_new_tokens_cap} new tokens: all must be positive"
+            )));
         }
         let (dev, cfg) = (&model.dev, &model.cfg);
         let rows = 2 * max_batch;
@@ -212,20 +238,29 @@ impl<'m> Generator<'m> {
         let m = self.model;
         let cfg = &m.cfg;
         req.settings.validate()?;
-        if req.settings.max_new_tokens + 1 > self.max_hist {
-            return Err(Error::Input(format!(
-                "max_new_tokens {} above this batch's cap {}",
-                req.settings.max_new_tokens,
-                self.max_hist - 1
-            )));
+        let stop = req.settings.stop_token.unwrap_or(cfg.stop_speech_token);
+        if stop as usize >= cfg.speech_tokens_dict_size {
+            return Err(Error::Input {
+                field: "stop_token",
+                value: stop.to_string(),
+                expected: format!("below the vocabulary size {}", cfg.speech_tokens_dict_size),
+            });
         }
-        let q = self.slots.iter().position(|s| s.is_none()).ok_or_else(|| Error::Input("no free slot".into()))?;
+        if req.settings.max_new_tokens > cfg.max_speech_tokens {
+            return Err(Error::TooLong {
+                what: "new speech tokens",
+                len: req.settings.max_new_tokens,
+                max: cfg.max_speech_tokens,
+            });
+        }
+        if req.settings.max_new_tokens + 1 > self.max_hist {
+            return Err(Error::TooLong { what: "new speech tokens", len: req.settings.max_new_tokens, max: self.max_hist - 1 });
+        }
+        let q = self.slots.iter().position(|s| s.is_none()).ok_or(Error::BatchFull { slots: self.max_batch })?;
         let l0 = cfg.prefill_positions(req.text_tokens.len());
-        if cfg.kv_positions(req.text_tokens.len(), req.settings.max_new_tokens) > self.max_len {
-            return Err(Error::Input(format!(
-                "{} prefill positions + {} new tokens exceed this batch's {} positions",
-                l0, req.settings.max_new_tokens, self.max_len
-            )));
+        let need = cfg.kv_positions(req.text_tokens.len(), req.settings.max_new_tokens);
+        if need > self.max_len {
+            return Err(Error::TooLong { what: "prefill positions and new tokens", len: need, max: self.max_len });
         }
         let cond = m.cond_embeddings(&req.voice.speaker_emb, &req.voice.prompt_tokens, req.exaggeration)?;
         let emb = m.prefill_embeddings(&cond, &req.text_tokens)?.to_f32_vec()?;
@@ -255,10 +290,6 @@ impl<'m> Generator<'m> {
         let mut hist = vec![0i32; self.max_hist];
         hist[0] = cfg.start_speech_token as i32;
         self.history.view_mut().narrow_rows(q, 1)?.copy_from_i32(&hist)?;
-        let stop = s.stop_token.unwrap_or(cfg.stop_speech_token);
-        if stop as usize >= cfg.speech_tokens_dict_size {
-            return Err(Error::Input(format!("stop token {stop} outside the vocabulary")));
-        }
         let st = [1, 0, s.max_new_tokens as i32, stop as i32];
         self.state.view_mut().narrow_rows(q, 1)?.copy_from_i32(&st)?;
         // row state: the last prefill position was fed; the next input gets RoPE position l0 and

@@ -5,26 +5,16 @@
 //! - [`model`]: the conditioning encoder, the prefill layout and the Llama stack over a static KV cache;
 //! - [`synthetic`]: random weights at the real dimensions, built in memory from a seed (noise, not speech).
 pub mod config;
+pub mod error;
 pub mod generate;
 pub mod model;
 pub mod synthetic;
 pub mod weights;
 
 pub use config::T3Config;
-pub use generate::{DEFAULT_MAX_NEW_TOKENS, FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice};
+pub use generate::{
+    DEFAULT_EXAGGERATION, DEFAULT_MAX_NEW_TOKENS, FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice,
+};
 pub use model::{KvCache, RowLayout, T3, Workspace};
 
-/// Errors of the T3 crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kernels(#[from] tts_kernels::Error),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("T3 config: {0}")]
-    Config(String),
-    #[error("T3 input: {0}")]
-    Input(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, Result};

@@ -81,6 +81,7 @@ impl T3 {
     }
 
     pub fn from_checkpoint(cfg: T3Config, ck: &Checkpoint, dev: &Device) -> Result<T3> {
+        cfg.validate()?;
         let w = T3Weights::load(ck, &cfg, dev)?;
         let (factor, low, high, orig) = cfg.rope_scaling;
         let freqs = tts_kernels::cpu::llama3_inv_freq(cfg.head_dim, cfg.rope_theta, factor, low, high, orig as usize);
@@ -99,21 +100,27 @@ impl T3 {
         let c = &self.cfg;
         let (d, act) = (c.hidden_size, self.act());
         if speaker_emb.len() != c.speaker_embed_size {
-            return Err(Error::Input(format!(
-                "speaker embedding of {} values, expected {}",
-                speaker_emb.len(),
-                c.speaker_embed_size
-            )));
+            return Err(Error::Input {
+                field: "speaker_emb",
+                value: format!("{} values", speaker_emb.len()),
+                expected: format!("{} values", c.speaker_embed_size),
+            });
         }
-        if prompt_tokens.is_empty() || prompt_tokens.len() > c.speech_positions() {
-            return Err(Error::Input(format!(
-                "{} conditioning prompt tokens (1..={} allowed)",
-                prompt_tokens.len(),
-                c.speech_positions()
-            )));
+        if let Some(bad) = speaker_emb.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Input { field: "speaker_emb", value: bad.to_string(), expected: "finite values".into() });
+        }
+        if prompt_tokens.is_empty() {
+            return Err(Error::Input { field: "prompt_tokens", value: "none".into(), expected: "at least one token".into() });
+        }
+        if prompt_tokens.len() > c.speech_positions() {
+            return Err(Error::TooLong { what: "prompt speech tokens", len: prompt_tokens.len(), max: c.speech_positions() });
         }
         if !exaggeration.is_finite() {
-            return Err(Error::Input(format!("exaggeration {exaggeration}")));
+            return Err(Error::Input {
+                field: "exaggeration",
+                value: exaggeration.to_string(),
+                expected: "a finite number".into(),
+            });
         }
         self.check_speech_tokens(prompt_tokens)?;
         let dev = &self.dev;
@@ -183,10 +190,11 @@ impl T3 {
 
     fn check_speech_tokens(&self, t: &[u32]) -> Result<()> {
         if let Some(&bad) = t.iter().find(|&&t| t as usize >= self.cfg.speech_tokens_dict_size) {
-            return Err(Error::Input(format!(
-                "speech token {bad} outside the vocabulary of {}",
-                self.cfg.speech_tokens_dict_size
-            )));
+            return Err(Error::Input {
+                field: "speech token",
+                value: bad.to_string(),
+                expected: format!("below the vocabulary size {}", self.cfg.speech_tokens_dict_size),
+            });
         }
         Ok(())
     }
@@ -198,11 +206,18 @@ impl T3 {
         let c = &self.cfg;
         let (d, dev) = (c.hidden_size, &self.dev);
         let t = text_tokens.len();
-        if t == 0 || t > c.text_positions() {
-            return Err(Error::Input(format!("{t} text tokens (1..={} allowed)", c.text_positions())));
+        if t == 0 {
+            return Err(Error::Input { field: "text_tokens", value: "none".into(), expected: "at least one token".into() });
+        }
+        if t > c.text_positions() {
+            return Err(Error::TooLong { what: "text tokens", len: t, max: c.text_positions() });
         }
         if let Some(&bad) = text_tokens.iter().find(|&&x| x as usize >= c.text_tokens_dict_size) {
-            return Err(Error::Input(format!("text token {bad} outside the vocabulary of {}", c.text_tokens_dict_size)));
+            return Err(Error::Input {
+                field: "text token",
+                value: bad.to_string(),
+                expected: format!("below the vocabulary size {}", c.text_tokens_dict_size),
+            });
         }
         let cond_rows = cond.to_f32_vec()?;
         // text rows for both CFG rows: ids, then -1 (no token embedding) for the unconditional row
@@ -255,7 +270,7 @@ impl T3 {
         let c = &self.cfg;
         let n = h.shape()[0];
         if n > ws.rows || head_rows > n {
-            return Err(Error::Input(format!("{n} rows ({head_rows} with logits) for a workspace of {}", ws.rows)));
+            return Err(Error::Misuse(format!("{n} rows ({head_rows} with logits) for a workspace of {}", ws.rows)));
         }
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         for (l, w) in self.w.layers.iter().enumerate() {
@@ -319,7 +334,7 @@ impl T3 {
         let c = &self.cfg;
         let n = h.shape()[0];
         if n > ws.rows {
-            return Err(Error::Input(format!("{n} rows for a workspace of {}", ws.rows)));
+            return Err(Error::Misuse(format!("{n} rows for a workspace of {}", ws.rows)));
         }
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let eps = c.rms_norm_eps;
@@ -335,7 +350,7 @@ impl T3 {
                 let scratch = match &mut ws.attn_partial {
                     Some(t) if t.len() >= need => t.view_mut().narrow_rows(0, need)?.reshape(&[n, heads, splits, d + 2])?,
                     _ => {
-                        return Err(Error::Input(format!(
+                        return Err(Error::Misuse(format!(
                             "the workspace has no attention scratch for {n} rows × {splits} splits"
                         )));
                     }
