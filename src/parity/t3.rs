@@ -67,7 +67,7 @@ fn prepare(case: &Case, backend: &str) -> Result<Prepared, String> {
 
 pub(crate) fn run_cond_enc(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
     let p = prepare(case, backend)?;
-    let (d, q) = (p.model.cfg.hidden_size, p.model.cfg.perceiver_query_tokens);
+    let (d, q) = (p.model.config().hidden_size, p.model.config().perceiver_query_tokens);
     let mut r = Runner { case, tol, reports: Vec::new() };
     let prompt = tokens(case, "cond_prompt_speech_tokens")?;
     let positions: Vec<u32> = (0..prompt.len() as u32).collect();
@@ -86,9 +86,9 @@ fn prefill(p: &Prepared, text: &[u32], max_len: usize) -> Result<(Vec<f64>, Vec<
     let embeds = f64s(&h)?;
     let l0 = h.shape()[0] / 2;
     let rows: Vec<(usize, usize)> = (0..2).flat_map(|s| (0..l0).map(move |i| (s, i))).collect();
-    let layout = RowLayout::causal(&m.dev, &rows).map_err(|e| e.to_string())?;
-    let mut cache = KvCache::new(&m.cfg, &m.dev, 2, max_len).map_err(|e| e.to_string())?;
-    let mut ws = Workspace::new(&m.cfg, &m.dev, 2 * l0).map_err(|e| e.to_string())?;
+    let layout = RowLayout::causal(&m.device(), &rows).map_err(|e| e.to_string())?;
+    let mut cache = KvCache::new(&m.config(), &m.device(), 2, max_len).map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new(&m.config(), &m.device(), 2 * l0).map_err(|e| e.to_string())?;
     m.forward(&mut h, &layout, &mut cache, &mut ws, 2 * l0).map_err(|e| e.to_string())?;
     Ok((embeds, ws.logits.to_f32_vec().map_err(|e| e.to_string())?, cache, l0))
 }
@@ -105,11 +105,11 @@ fn text_row(case: &Case) -> Result<Vec<u32>, String> {
 
 pub(crate) fn run_prefill(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
     let p = prepare(case, backend)?;
-    let (d, v) = (p.model.cfg.hidden_size, p.model.cfg.speech_tokens_dict_size);
+    let (d, v) = (p.model.config().hidden_size, p.model.config().speech_tokens_dict_size);
     let text = text_row(case)?;
-    let (embeds, logits, _, l0) = prefill(&p, &text, p.model.cfg.len_cond() + text.len() + 2)?;
+    let (embeds, logits, _, l0) = prefill(&p, &text, p.model.config().len_cond() + text.len() + 2)?;
     let mut r = Runner { case, tol, reports: Vec::new() };
-    r.check("cond_emb", &f64s(&p.cond)?, &[1, p.model.cfg.len_cond(), d]);
+    r.check("cond_emb", &f64s(&p.cond)?, &[1, p.model.config().len_cond(), d]);
     r.check("inputs_embeds", &embeds, &[2, l0, d]);
     let lg: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
     r.check("prefill_logits", &lg, &[2, l0, v]);
@@ -124,14 +124,14 @@ pub(crate) fn run_prefill(case: &Case, backend: &str, tol: Tolerance) -> Result<
 pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
     let p = prepare(case, backend)?;
     let m = &p.model;
-    let (d, v) = (m.cfg.hidden_size, m.cfg.speech_tokens_dict_size);
+    let (d, v) = (m.config().hidden_size, m.config().speech_tokens_dict_size);
     let text = text_row(case)?;
     let speech = tokens(case, "speech_tokens")?;
     let n = speech.len();
-    let max_len = m.cfg.kv_positions(text.len(), n);
+    let max_len = m.config().kv_positions(text.len(), n);
     let (embeds, logits, mut cache, l0) = prefill(&p, &text, max_len)?;
     let mut r = Runner { case, tol, reports: Vec::new() };
-    r.check("cond_emb", &f64s(&p.cond)?, &[1, m.cfg.len_cond(), d]);
+    r.check("cond_emb", &f64s(&p.cond)?, &[1, m.config().len_cond(), d]);
     r.check("inputs_embeds", &embeds, &[2, l0, d]);
     let last = |lg: &[f32], row_len: usize, row: usize| -> Vec<f32> {
         lg[row * row_len * v + (row_len - 1) * v..(row * row_len + row_len) * v].to_vec()
@@ -140,12 +140,12 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
     r.check("logits_cond", &steps[0][..v].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
     r.check("logits_uncond", &steps[0][v..].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
     let mut decode_embeds = Vec::new();
-    let mut ws = Workspace::new(&m.cfg, &m.dev, 2).map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new(&m.config(), &m.device(), 2).map_err(|e| e.to_string())?;
     for (k, &tok) in speech.iter().enumerate() {
         let e = m.speech_input(&[tok, tok], &[k as u32 + 1, k as u32 + 1]).map_err(|e| e.to_string())?;
         decode_embeds.extend(f64s(&e)?);
         let mut h = e;
-        let layout = RowLayout::causal(&m.dev, &[(0, l0 + k), (1, l0 + k)]).map_err(|e| e.to_string())?;
+        let layout = RowLayout::causal(&m.device(), &[(0, l0 + k), (1, l0 + k)]).map_err(|e| e.to_string())?;
         m.forward(&mut h, &layout, &mut cache, &mut ws, 2).map_err(|e| e.to_string())?;
         steps.push(ws.logits.view().narrow_rows(0, 2).and_then(|v| v.to_f32_vec()).map_err(|e| e.to_string())?);
     }
@@ -158,7 +158,7 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
     // the sampler chain of every step (history = BOS + the tokens fed so far)
     let settings = sampler_settings(case)?;
     let (mut processed, mut probs) = (Vec::new(), Vec::new());
-    let mut history = vec![m.cfg.start_speech_token as i32];
+    let mut history = vec![m.config().start_speech_token as i32];
     for (k, s) in steps[..n].iter().enumerate() {
         let st = tts_kernels::cpu::sampler_stages(&s[..v], &s[v..], &history, &settings);
         processed.extend(st.processed.iter().map(|&x| x as f64));
@@ -177,7 +177,8 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
         let s = &settings;
         let margin =
             tol.abs * (1.0 + 2.0 * s.cfg_weight.abs() as f64) * (s.repetition_penalty.max(1.0) as f64) / s.temperature as f64;
-        let (excused, report) = borderline_min_p(want, &processed, &speech, &settings, m.cfg.start_speech_token, v, n, margin);
+        let (excused, report) =
+            borderline_min_p(want, &processed, &speech, &settings, m.config().start_speech_token, v, n, margin);
         if let Some(bad) = report {
             return Err(format!("{}: logits_processed: {bad}", case.name));
         }

@@ -165,12 +165,12 @@ fn tensor_bytes(t: &Tensor) -> u64 {
 /// step gathers are left out: a few KB).
 pub fn t3_step_weight_bytes(model: &T3) -> u64 {
     let layers: u64 = model
-        .w
+        .weights()
         .layers
         .iter()
         .map(|l| [&l.input_norm, &l.qkv, &l.o, &l.post_norm, &l.gate_up, &l.down].iter().map(|t| tensor_bytes(t)).sum::<u64>())
         .sum();
-    layers + tensor_bytes(&model.w.final_norm) + tensor_bytes(&model.w.speech_head)
+    layers + tensor_bytes(&model.weights().final_norm) + tensor_bytes(&model.weights().speech_head)
 }
 
 /// The KV-cache bytes one decode step's attention reads: K and V of every layer for `rows`
@@ -274,7 +274,7 @@ fn random_text(cfg: &T3Config) -> Vec<u32> {
 /// has one (so both engines do the same work); the synthetic voice and 60 random text tokens for
 /// the synthetic model; else seeded random ones. Each request may make `tokens` new tokens.
 pub fn t3_bench_request(source: &ModelSource, model: &T3, tokens: usize) -> Result<Request> {
-    let cfg = &model.cfg;
+    let cfg = &model.config();
     let inputs = match source.dir() {
         Some(d) => case_inputs(d)?,
         None => None,
@@ -334,7 +334,7 @@ pub fn bench_t3_batch(model: &T3, base: &Request, batch: usize, tokens: usize) -
     if batch == 0 {
         return Err(Error::Setting { field: "--batch", value: "0".into(), expected: "at least 1".into() });
     }
-    let (cfg, dev) = (&model.cfg, &model.dev);
+    let (cfg, dev) = (&model.config(), &model.device());
     let l0 = cfg.prefill_positions(base.text_tokens.len());
     let max_len = cfg.kv_positions(base.text_tokens.len(), tokens);
     let need = t3_generator_bytes(cfg, dev, batch, max_len);

@@ -217,7 +217,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             println!("model: {} (loaded in {load_s:.2} s)", source.describe());
             // without --max-new-tokens: DEFAULT_MAX_NEW_TOKENS (or, synthetic, the length of the longest text), at most
             // what the model's speech positions allow
-            let model_max = engine.t3.cfg.max_speech_tokens;
+            let model_max = engine.t3.config().max_speech_tokens;
             opts.max_new_tokens = match (max_new_tokens, &source) {
                 (Some(n), _) => n,
                 (None, ModelSource::Synthetic { .. }) => {

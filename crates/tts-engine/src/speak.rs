@@ -171,7 +171,7 @@ impl Engine {
         if text.trim().is_empty() {
             return Err(Error::Text { index, problem: "empty (or only whitespace)" });
         }
-        let cfg = &self.t3.cfg;
+        let cfg = &self.t3.config();
         let max = cfg.max_text_tokens.saturating_sub(2);
         let ids = tok.encode(&punc_norm(text))?;
         if ids.len() > max {
@@ -185,12 +185,12 @@ impl Engine {
     /// sizes.
     pub fn check_request(&self, voice: &BuiltinVoice, opts: &SpeakOptions) -> Result<()> {
         opts.validate()?;
-        let max = self.t3.cfg.max_speech_tokens;
+        let max = self.t3.config().max_speech_tokens;
         if opts.max_new_tokens > max {
             return Err(Error::TooLong { what: "max_new_tokens".into(), len: opts.max_new_tokens, max });
         }
         for (what, got, expected) in [
-            ("speaker embedding (t3.speaker_emb)", voice.t3.speaker_emb.len(), self.t3.cfg.speaker_embed_size),
+            ("speaker embedding (t3.speaker_emb)", voice.t3.speaker_emb.len(), self.t3.config().speaker_embed_size),
             ("x-vector (gen.embedding)", voice.s3gen.embedding.len(), self.s3gen.config.spk_embed_dim),
         ] {
             if got != expected {
@@ -250,7 +250,7 @@ impl Engine {
                 settings: opts.sampler_settings(i),
             })
             .collect();
-        let cfg = &self.t3.cfg;
+        let cfg = &self.t3.config();
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
         let max_len = cfg.kv_positions(longest, opts.max_new_tokens);
         let mut generator = Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens)?;

@@ -16,7 +16,7 @@ fn tokens_to_speech_through_both_models_batched() {
     let engine = Engine::load(&dir, &dev).unwrap();
     let voice = voice();
     let seed = fresh_seed();
-    let cfg = &engine.t3.cfg;
+    let cfg = &engine.t3.config();
     let texts: Vec<Vec<u32>> = [5usize, 9, 3]
         .iter()
         .enumerate()

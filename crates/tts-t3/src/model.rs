@@ -64,15 +64,39 @@ impl RowLayout {
     }
 }
 
+/// The model. Its configuration, device and weights are read through [`T3::config`],
+/// [`T3::device`] and [`T3::weights`]; they are fixed at load and nothing outside the crate changes them.
 pub struct T3 {
-    pub cfg: T3Config,
-    pub dev: Device,
-    pub w: T3Weights,
+    pub(crate) cfg: T3Config,
+    pub(crate) dev: Device,
+    pub(crate) w: T3Weights,
     /// [head_dim / 2] f32: the Llama-3 scaled RoPE frequencies.
     inv_freq: Tensor,
 }
 
 impl T3 {
+    /// The dimensions and token ids it was built with.
+    pub fn config(&self) -> &T3Config {
+        &self.cfg
+    }
+
+    /// The device its weights live on.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Its weights (read-only: byte counts for the benches, tensors for tests).
+    pub fn weights(&self) -> &T3Weights {
+        &self.w
+    }
+
+    /// Its weights, mutable: only for tests that run part of the stack (moving layers in and out of
+    /// `layers`); anything else that changes them breaks the model.
+    #[doc(hidden)]
+    pub fn weights_mut_for_tests(&mut self) -> &mut T3Weights {
+        &mut self.w
+    }
+
     /// Loads `t3_cfg.safetensors` (and `config.json` when present) from a model directory.
     pub fn load(dir: &Path, dev: &Device) -> Result<T3> {
         let cfg = T3Config::from_model_dir(dir)?;

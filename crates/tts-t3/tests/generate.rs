@@ -10,7 +10,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn request(model: &T3, seed: u64, max_new_tokens: usize, text_len: usize) -> Request {
-    let c = &model.cfg;
+    let c = &model.config();
     let mut text: Vec<u32> =
         (0..text_len as u32).map(|i| 3 + (i * 7 + seed as u32) % (c.text_tokens_dict_size as u32 - 3)).collect();
     text.insert(0, c.start_text_token);
@@ -88,7 +88,7 @@ fn a_request_stops_on_its_stop_token_and_post_processing_cuts_there() {
     let f = run(&model, &[r], 1, 2).remove(0);
     assert!(f.stopped_on_stop_token);
     assert_eq!(f.raw, free.raw[..=k].to_vec());
-    assert_eq!(f.tokens, free.raw[..k].iter().copied().filter(|&t| t < model.cfg.start_speech_token).collect::<Vec<_>>());
+    assert_eq!(f.tokens, free.raw[..k].iter().copied().filter(|&t| t < model.config().start_speech_token).collect::<Vec<_>>());
 }
 
 /// `T3Config::kv_positions` is exactly what a request needs: a generator of that many positions
@@ -101,11 +101,11 @@ fn kv_positions_is_the_exact_cache_length_a_request_needs() {
     devices.extend(kernel_backends());
     for ((label, dev), (max_new, text)) in devices.into_iter().flat_map(|d| [(1, 3), (9, 5), (17, 11)].map(|c| (d.clone(), c))) {
         let model = T3::load(&model_dir(), &dev).unwrap();
-        let vocab = model.cfg.speech_tokens_dict_size as u32;
+        let vocab = model.config().speech_tokens_dict_size as u32;
         eprintln!("{label}: max_new {max_new}, text {text}");
         let mut r = request(&model, seed, max_new, text);
-        let need = model.cfg.kv_positions(r.text_tokens.len(), max_new);
-        assert_eq!(need, model.cfg.prefill_positions(r.text_tokens.len()) + max_new);
+        let need = model.config().kv_positions(r.text_tokens.len(), max_new);
+        assert_eq!(need, model.config().prefill_positions(r.text_tokens.len()) + max_new);
         let run_with = |r: &Request, max_len: usize| {
             Generator::new(&model, 1, max_len, max_new).unwrap().run(std::slice::from_ref(r), 1).unwrap().remove(0)
         };
@@ -141,7 +141,7 @@ fn bad_requests_are_errors() {
     r.text_tokens.push(100_000);
     assert!(matches!(g.add(&r), Err(Error::Input { field: "text token", .. })));
     let mut r = request(&model, 1, 5, 4);
-    r.settings.stop_token = Some(model.cfg.speech_tokens_dict_size as u32);
+    r.settings.stop_token = Some(model.config().speech_tokens_dict_size as u32);
     assert!(matches!(g.add(&r), Err(Error::Input { field: "stop_token", .. })));
     g.add(&request(&model, 1, 5, 4)).unwrap();
     assert!(matches!(g.add(&request(&model, 2, 5, 4)), Err(Error::BatchFull { slots: 1 })));
@@ -166,8 +166,8 @@ fn graph_replay_equals_eager_steps_on_emu() {
         let names = g.step_kernels().unwrap().to_vec();
         let eager = run_eager(Generator::new(&model, 2, 96, 12).unwrap(), &reqs);
         assert_eq!(replayed, eager, "{sms} SMs: graph replay differs from eager execution");
-        let layers = model.cfg.num_hidden_layers;
-        let blocks = 2 * reqs.len() * model.cfg.num_attention_heads;
+        let layers = model.config().num_hidden_layers;
+        let blocks = 2 * reqs.len() * model.config().num_attention_heads;
         let split = blocks < sms as usize;
         assert_eq!(split, sms == tts_kernels::EMU_DEFAULT_MULTIPROCESSORS, "the test's two cases must cover both paths");
         eprintln!("{sms} SMs: launches per decode step: {launches} for {layers} layers (split attention: {split})");

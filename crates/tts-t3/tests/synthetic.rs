@@ -112,14 +112,14 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
     let one_layer = T3Config { num_hidden_layers: 1, ..cfg.clone() };
     let mut h = Tensor::from_f32(&dev, DType::F32, emb.shape(), &emb.to_f32_vec().unwrap()).unwrap();
     let mut ws = Workspace::new(&cfg, &dev, 2 * l0).unwrap();
-    let layers = std::mem::take(&mut model.w.layers);
+    let layers = std::mem::take(&mut model.weights_mut_for_tests().layers);
     let mut rms = vec![stats(&h.to_f32_vec().unwrap()).rms];
     let t = std::time::Instant::now();
     for layer in layers {
-        model.w.layers.push(layer);
-        let mine = model.w.layers.len() - 1;
+        model.weights_mut_for_tests().layers.push(layer);
+        let mine = model.weights_mut_for_tests().layers.len() - 1;
         // run only this layer: swap it to the front of a one-layer stack
-        let earlier: Vec<_> = model.w.layers.drain(..mine).collect();
+        let earlier: Vec<_> = model.weights_mut_for_tests().layers.drain(..mine).collect();
         let mut cache = KvCache::new(&one_layer, &dev, 2, l0).unwrap();
         model.forward(&mut h, &layout, &mut cache, &mut ws, 2 * l0).unwrap();
         let l = rms.len() - 1;
@@ -129,12 +129,12 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
         assert!(s.mean.abs() < 0.25 * s.rms, "layer {l}: the stream drifts off zero: {s:?}");
         assert!(s.rms < 100.0 && s.rms < 2.0 * rms[l] && s.rms > 0.9 * rms[l], "layer {l}: RMS {} after {}", s.rms, rms[l]);
         rms.push(s.rms);
-        let this = model.w.layers.pop().unwrap();
-        model.w.layers = earlier;
-        model.w.layers.push(this);
+        let this = model.weights_mut_for_tests().layers.pop().unwrap();
+        model.weights_mut_for_tests().layers = earlier;
+        model.weights_mut_for_tests().layers.push(this);
     }
     eprintln!("prefill of 2 x {l0} rows layer by layer in {:.2} s", t.elapsed().as_secs_f64());
-    assert_eq!(model.w.layers.len(), cfg.num_hidden_layers);
+    assert_eq!(model.weights().layers.len(), cfg.num_hidden_layers);
     // the layers moved the residual stream (an update of order 1 each)
     assert!(rms[cfg.num_hidden_layers] > 1.5 * rms[0], "the layers barely changed the stream: {rms:?}");
 
