@@ -23,7 +23,7 @@ mod sampling;
 
 pub use activation::swiglu;
 pub use attention::{attention_cached, attention_dense, llama3_inv_freq, rope_kv_write};
-pub use conv::{col2im_transpose, im2col, im2col_source};
+pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
 pub use conv_panels::{ConvShape, conv1d_panels, tap_major};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
@@ -37,7 +37,9 @@ pub use hift::{
 };
 pub use linear::{linear, linear_bf16_weights, linear_packed};
 pub use norm::{add_rmsnorm, group_norm, layer_norm};
-pub use pointwise::{activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
+pub use pointwise::{
+    Activation, activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols,
+};
 pub use relpos::attention_relpos;
 pub use sampling::{
     DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, MASS_SHIFT, MAX_SAMPLER_VOCAB, Pipeline, RequestIo, SamplerSettings,

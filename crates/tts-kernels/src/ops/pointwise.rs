@@ -3,6 +3,7 @@
 //! op; dtypes are flags of the params struct).
 use bytemuck::{Pod, Zeroable};
 
+pub use crate::cpu::Activation;
 use crate::device::{Backend, Device};
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
@@ -13,47 +14,18 @@ use crate::{DType, View, ViewMut, cpu};
 /// Threads per block of the pointwise kernels; mirrors PW_BLOCK in pointwise.cu.
 pub const PW_BLOCK: u32 = 256;
 
-/// A pointwise function (math in f32).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `x` (a copy, a dtype conversion, or just the mask).
-    Identity,
-    /// `x·sigmoid(x)`, computed as `x / (1 + exp(−x))` (ATen).
-    Silu,
-    /// The exact GELU, `0.5·x·(1 + erf(x/√2))` (computed as ATen does, `erf(x·√½)`).
-    Gelu,
-    /// `x·tanh(softplus(x))`, computed as ATen's `torch.nn.Mish` does: `x·tanh(log1p(exp(x)))`,
-    /// without a threshold (the same f32 values as softplus with torch's threshold 20: tanh is 1
-    /// there either way).
-    Mish,
-    /// `x` if `x > 0`, else `slope·x` (`F.leaky_relu`; the same values as `x ≥ 0`).
-    LeakyRelu(f32),
-    /// `x` if `x > 0`, else `exp(x) − 1` (alpha 1, computed with `expm1`).
-    Elu,
-    /// `|x|`.
-    Abs,
-    /// `s·x`.
-    Scale(f32),
-    /// Snake: `x + sin(α_c·x)² / (α_c + 1e-9)` with a per-channel `α` (the `alpha` argument),
-    /// computed as hifigan.py does: `x + (1 / (α_c + 1e-9))·sin(x·α_c)²`. On Cuda/Emu the sine of
-    /// `|α_c·x| ≥ 2^26` is NaN.
-    Snake,
-}
-
-impl Activation {
-    /// The kernel's PW_* code and its scalar parameter.
-    fn code(self) -> (u32, f32) {
-        match self {
-            Activation::Identity => (0, 0.0),
-            Activation::Silu => (1, 0.0),
-            Activation::Gelu => (2, 0.0),
-            Activation::Mish => (3, 0.0),
-            Activation::LeakyRelu(s) => (4, s),
-            Activation::Elu => (5, 0.0),
-            Activation::Abs => (6, 0.0),
-            Activation::Scale(s) => (7, s),
-            Activation::Snake => (8, 0.0),
-        }
+/// The kernel's PW_* code of `act` and its scalar parameter.
+fn activation_code(act: Activation) -> (u32, f32) {
+    match act {
+        Activation::Identity => (0, 0.0),
+        Activation::Silu => (1, 0.0),
+        Activation::Gelu => (2, 0.0),
+        Activation::Mish => (3, 0.0),
+        Activation::LeakyRelu(s) => (4, s),
+        Activation::Elu => (5, 0.0),
+        Activation::Abs => (6, 0.0),
+        Activation::Scale(s) => (7, s),
+        Activation::Snake => (8, 0.0),
     }
 }
 
@@ -223,7 +195,7 @@ fn act_impl(
             Ok(())
         }
         _ => {
-            let (kind, param) = act.code();
+            let (kind, param) = activation_code(act);
             let p = PwActParams {
                 x: x.map_or(out.addr(), |x| x.addr()),
                 out: out.addr(),
