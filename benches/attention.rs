@@ -1,9 +1,9 @@
 //! Benchmarks of RoPE + KV-cache write and attention on every backend this build and machine have
 //! (Cpu always; Emu with `--features emu`; Cuda when a GPU is usable).
 //!
-//! - `rope_kv_write` and the decode attention (`attention_cached*`) report bytes moved per second
+//! - `rope` (`rope_kv_write`) and `attention/cached` (`attention_cached*`) report bytes moved per second
 //!   (GB/s): q, the live K/V rows of every row's context and the output.
-//! - `attention_dense` reports floating-point operations per second (criterion prints them as
+//! - `attention/dense` reports floating-point operations per second (criterion prints them as
 //!   "elem/s": 1 elem = 1 FLOP, counting 4·lq·lk·head_dim per batch and head; masked keys excluded).
 //!
 //! Run: `cargo bench --features emu --bench attention` (Emu numbers measure the CPU shim, not a GPU;
@@ -17,7 +17,7 @@ const HEADS: usize = 16;
 const D: usize = 64;
 
 fn bench_rope(c: &mut Criterion) {
-    let mut g = c.benchmark_group("rope_kv_write");
+    let mut g = c.benchmark_group("rope");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // decode step: 64 requests × 2 CFG rows, one token each
@@ -46,7 +46,7 @@ fn bench_rope(c: &mut Criterion) {
 }
 
 fn bench_decode_attention(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_cached");
+    let mut g = c.benchmark_group("attention/cached");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // (rows, context), the cache sized to the context: one request (a CFG pair) and a batch
@@ -103,7 +103,7 @@ fn bench_decode_attention(c: &mut Criterion) {
 }
 
 fn bench_dense_attention(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_dense");
+    let mut g = c.benchmark_group("attention/dense");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // (label, batch, lq, lk, heads, head_dim): an S3Gen estimator block (CFG batch 2, 8 × 64)

@@ -112,7 +112,7 @@ fn bench_decode_gemv(c: &mut Criterion) {
     ];
     let devices = bench_devices();
     for (group, op, k, n) in shapes {
-        let mut g = c.benchmark_group(format!("{group}/k{k}_n{n}"));
+        let mut g = c.benchmark_group(format!("gemv/{group}/k{k}_n{n}"));
         g.sample_size(10);
         for (name, dev) in &devices {
             for m in [2usize, 16] {

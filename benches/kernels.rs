@@ -8,7 +8,7 @@ use tts_kernels::testing::{bench_devices, random_f32, random_i32};
 use tts_kernels::{DType, Device, Tensor, ops};
 
 fn bench_rmsnorm(c: &mut Criterion) {
-    let mut g = c.benchmark_group("add_rmsnorm");
+    let mut g = c.benchmark_group("rmsnorm");
     for (name, dev) in bench_devices() {
         // T3 decode (64 requests x 2 CFG rows) and prefill-sized shapes at hidden 1024
         for rows in [128usize, 1024] {
@@ -36,7 +36,7 @@ fn bench_rmsnorm(c: &mut Criterion) {
 }
 
 fn bench_embedding(c: &mut Criterion) {
-    let mut g = c.benchmark_group("embed_pos");
+    let mut g = c.benchmark_group("embedding");
     for (name, dev) in bench_devices() {
         let (vocab, n_pos, dim) = (8194usize, 4100usize, 1024usize);
         for rows in [128usize, 512] {
@@ -93,7 +93,7 @@ fn bench_linear(c: &mut Criterion) {
 /// weights against the same weights packed by `ops::pack_linear_weight`, side by side. Throughput
 /// is weight bytes per second (the bound of a decode step: memory bandwidth).
 fn bench_linear_stream(c: &mut Criterion) {
-    let mut g = c.benchmark_group("linear_stream");
+    let mut g = c.benchmark_group("linear/stream");
     g.sample_size(10);
     let (n, k, count) = (4096usize, 1024usize, 16usize);
     for (name, dev) in [("cpu", Device::cpu()), ("cpu-bf16", Device::cpu_bf16_weights())] {

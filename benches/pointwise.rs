@@ -1,13 +1,13 @@
 //! Benchmarks of the pointwise family (`kernels/pointwise.cu`), of GroupNorm
-//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/relpos_attention.cu`)
+//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/attention_relpos.cu`)
 //! on every backend this build and machine have (Cpu always; Emu with `--features emu`; Cuda when a
 //! GPU is usable).
 //!
-//! - `activation` (Mish: the S3Gen decoder's ResNet blocks, [2 CFG rows, 814 frames, 256 channels];
-//!   Snake: HiFT, [1, 24000 samples, 64 channels]) and `cfm_euler_cfg` (one flow-matching step of
+//! - `pointwise/activation` (Mish: the S3Gen decoder's ResNet blocks, [2 CFG rows, 814 frames, 256 channels];
+//!   Snake: HiFT, [1, 24000 samples, 64 channels]) and `pointwise/cfm_euler_cfg` (one flow-matching step of
 //!   80 mel channels, writing the next estimator input of 320 channels) report bytes moved per
 //!   second (GB/s).
-//! - `group_norm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
+//! - `groupnorm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
 //!   second row 17 frames shorter) reports the bytes of one read of x (f32) and one write of out
 //!   (compute dtype) per second (GB/s); the kernel reads x three times, mostly from cache.
 //! - `attention_relpos` (the conformer encoder: B = 1, T = 400, 8 heads × 64) reports floating-point
@@ -22,7 +22,7 @@ use tts_kernels::testing::{bench_devices, random_f32};
 use tts_kernels::{DType, Tensor, ops};
 
 fn bench_activation(c: &mut Criterion) {
-    let mut g = c.benchmark_group("activation");
+    let mut g = c.benchmark_group("pointwise/activation");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let act = dev.compute_dtype();
@@ -57,7 +57,7 @@ fn bench_activation(c: &mut Criterion) {
 }
 
 fn bench_euler(c: &mut Criterion) {
-    let mut g = c.benchmark_group("cfm_euler_cfg");
+    let mut g = c.benchmark_group("pointwise/cfm_euler_cfg");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let (b, n, ch, c_in) = (1usize, 814usize, 80usize, 320usize);
@@ -80,7 +80,7 @@ fn bench_euler(c: &mut Criterion) {
 }
 
 fn bench_group_norm(c: &mut Criterion) {
-    let mut g = c.benchmark_group("group_norm");
+    let mut g = c.benchmark_group("groupnorm");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let (b, t, ch, groups) = (2usize, 814usize, 256usize, 8usize);

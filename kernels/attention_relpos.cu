@@ -1,4 +1,4 @@
-// relpos_attention.cu -- multi-head self-attention with relative positions (ESPnet
+// attention_relpos.cu -- multi-head self-attention with relative positions (ESPnet
 // RelPositionMultiHeadedAttention, S3Gen's conformer encoder), in the closed form of
 // matrix_ac + rel_shift(matrix_bd): for batch b, query i, head h (vectors of D = head_dim values),
 //
@@ -15,7 +15,7 @@
 // (ac + bd)·scale, an online (streaming) softmax, one rounding of the output to bf16.
 //
 // Launch: grid = (ceil(T / RELPOS_WARPS), heads, B), block = (RELPOS_BLOCK): one warp per query
-// (the style of attn_dense_bf16). Lanes split the keys for the scores (32 keys per step, each lane
+// (the style of attention_dense_bf16). Lanes split the keys for the scores (32 keys per step, each lane
 // a whole dot product, with 16-byte loads of k and pos rows when `vec`: D % 8 == 0 and k, pos
 // 16-byte aligned), the step's probabilities go through shared memory, and lanes split the head dims
 // (d = lane + 32c) for the weighted sum of v. Static shared memory: (2·RELPOS_MAX_D + 32) floats
@@ -26,8 +26,8 @@
 #define RELPOS_WARPS 4
 #define RELPOS_MAX_D 256
 
-// Mirrors tts_kernels::ops::relpos::RelposParams (#[repr(C)], 88 bytes).
-struct RelposParams {
+// Mirrors tts_kernels::ops::attention_relpos::AttentionRelposParams (#[repr(C)], 88 bytes).
+struct AttentionRelposParams {
     const bf16_t* q;       // [B, T, heads·D] bf16
     const bf16_t* k;       // [B, T, heads·D] bf16
     const bf16_t* v;       // [B, T, heads·D] bf16
@@ -40,7 +40,7 @@ struct RelposParams {
     float scale;
     unsigned vec;  // 1: D % 8 == 0 and k, pos 16-byte aligned
 };
-static_assert(sizeof(RelposParams) == 88, "RelposParams must match its Rust mirror");
+static_assert(sizeof(AttentionRelposParams) == 88, "AttentionRelposParams must match its Rust mirror");
 
 namespace {
 
@@ -60,7 +60,7 @@ __device__ __forceinline__ float relpos_get(const uint4& u, int e) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attn_relpos_bf16(const RelposParams p) {
+extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attention_relpos_bf16(const AttentionRelposParams p) {
     __shared__ float qsh[RELPOS_WARPS][2][RELPOS_MAX_D];  // q + u, q + v of each warp's query
     __shared__ float wsh[RELPOS_WARPS][32];               // the probabilities of a step's 32 keys
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;

@@ -7,10 +7,10 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{View, ViewMut, cpu};
 
-/// Threads per block of the activation kernels; mirrors ACT_BLOCK in activation.cu.
+/// Threads per block of the activation kernels; mirrors ACT_BLOCK in swiglu.cu.
 pub const ACT_BLOCK: u32 = 256;
 
-/// Mirrors `SwigluParams` in kernels/activation.cu.
+/// Mirrors `SwigluParams` in kernels/swiglu.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct SwigluParams {
