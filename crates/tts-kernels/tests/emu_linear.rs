@@ -60,3 +60,35 @@ fn linear_with_bias_and_f32_output_matches_cpu() {
         }
     }
 }
+
+/// The bias on the kernel backends is written into the output first (`fill_rows_f32` for an f32
+/// output of a bf16 GEMM, `fill_rows_f32_f32` for the precise all-f32 GEMM) and the GEMM
+/// accumulates onto it: both against the Cpu op (f32 sums in another order: 1e-5).
+#[test]
+fn linear_with_bias_to_f32_and_precise_match_cpu() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let cpu = Device::cpu();
+    for (label, dev) in kernel_devices() {
+        for (i, &(m, n, k)) in [(1, 3, 5), (7, 129, 64), (2, 401, 33)].iter().enumerate() {
+            let s = seed.wrapping_add(i as u64 * 1000);
+            let x = round_bf16(&random_f32(s, m * k, 1.0));
+            let w = round_bf16(&random_f32(s + 1, n * k, 0.2));
+            let b = round_bf16(&random_f32(s + 2, n, 1.0));
+            let run = |d: &Device, in_dtype: DType, bias_dtype: DType| {
+                let xt = Tensor::from_f32(d, in_dtype, &[m, k], &x).unwrap();
+                let wt = Tensor::from_f32(d, in_dtype, &[n, k], &w).unwrap();
+                let bt = Tensor::from_f32(d, bias_dtype, &[n], &b).unwrap();
+                let mut ot = Tensor::uninit(d, DType::F32, &[m, n]).unwrap();
+                ops::linear(xt.view(), wt.view(), Some(bt.view()), ot.view_mut()).unwrap();
+                ot.to_f32_vec().unwrap()
+            };
+            let want = run(&cpu, DType::F32, DType::F32);
+            let act = dev.compute_dtype();
+            let got = run(&dev, act, act);
+            assert_close(&format!("{label}: linear+bias f32 out {m}x{n}x{k} seed {s}"), &got, &want, 1e-5, 1e-5);
+            let got = run(&dev, DType::F32, DType::F32);
+            assert_close(&format!("{label}: precise linear+bias {m}x{n}x{k} seed {s}"), &got, &want, 1e-5, 1e-5);
+        }
+    }
+}
