@@ -118,18 +118,11 @@ extern __shared__ float attn_red[];
 
 namespace {
 
-__device__ __forceinline__ float attn_neg_inf() { return __uint_as_float(0xff800000u); }
 __device__ __forceinline__ int attn_imin(int a, int b) { return a < b ? a : b; }
 
 // The reference point of an online-softmax rescale: the running max, or 0 while nothing was seen
 // (so that exp(-inf - ref) = 0 instead of NaN).
-__device__ __forceinline__ float attn_ref(float m) { return m == attn_neg_inf() ? 0.0f : m; }
-
-__device__ __forceinline__ float attn_warp_max(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
+__device__ __forceinline__ float attn_ref(float m) { return m == neg_inf() ? 0.0f : m; }
 
 // E consecutive bf16 values kept as raw bits (two per 32-bit word when E is even): a lane's share
 // of one cache row, loaded with the widest aligned accesses (16 bytes when E % 8 == 0).
@@ -209,7 +202,7 @@ __device__ __forceinline__ void attention_cached_core(const bf16_t* q_head, cons
     const bf16_t* kp = k_head + sub * E;
     const bf16_t* vp = v_head + sub * E;
 
-    float m = attn_neg_inf(), l = 0.0f, acc[E];
+    float m = neg_inf(), l = 0.0f, acc[E];
 #pragma unroll
     for (int e = 0; e < E; e++) acc[e] = 0.0f;
 
@@ -235,7 +228,7 @@ __device__ __forceinline__ void attention_cached_core(const bf16_t* q_head, cons
             for (int e = 0; e < E; e++) t += qv[e] * kr[u].get(e);
 #pragma unroll
             for (int off = L / 2; off > 0; off >>= 1) t += __shfl_xor_sync(0xffffffffu, t, off);
-            s[u] = (p0 + u * ngrp + grp < end) ? t : attn_neg_inf();
+            s[u] = (p0 + u * ngrp + grp < end) ? t : neg_inf();
             mx = fmaxf(mx, s[u]);
         }
         const float ref = attn_ref(mx);
@@ -279,7 +272,7 @@ __device__ __forceinline__ void attention_cached_core(const bf16_t* q_head, cons
         }
     }
     __syncthreads();
-    float mall = attn_neg_inf();
+    float mall = neg_inf();
     for (unsigned w = 0; w < nwarps; w++) mall = fmaxf(mall, red[w * (D + 2)]);
     const float ref = attn_ref(mall);
     for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) {
@@ -367,7 +360,7 @@ __device__ __forceinline__ void rope_attention_decode_impl(const RopeAttentionPa
         } else {
             // the combine cannot see the position: a NaN sum makes its merge NaN (max -inf: weight
             // exp(-inf - 0) = 0, and NaN · 0 = NaN)
-            for (unsigned d = threadIdx.x; d < (unsigned)D + 2u; d += blockDim.x) part[d] = d == 0 ? attn_neg_inf() : quiet_nan();
+            for (unsigned d = threadIdx.x; d < (unsigned)D + 2u; d += blockDim.x) part[d] = d == 0 ? neg_inf() : quiet_nan();
         }
         return;
     }
@@ -428,7 +421,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_BLOCK) attention_cache
         return;
     }
     const float* part = p.partial + ((size_t)row * p.heads + h) * p.n_splits * (D + 2);
-    float mall = attn_neg_inf();
+    float mall = neg_inf();
     for (unsigned s = 0; s < p.n_splits; s++) mall = fmaxf(mall, part[s * (D + 2)]);
     const float ref = attn_ref(mall);  // finite: slice 0 is never empty when len > 0
     for (unsigned d = threadIdx.x; d < D; d += blockDim.x) {
@@ -497,7 +490,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attention_dense_d
     float o[4][8], mrow[4], lrow[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        mrow[i] = attn_neg_inf();
+        mrow[i] = neg_inf();
         lrow[i] = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; j++) o[i][j] = 0.0f;
@@ -540,11 +533,11 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attention_dense_d
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int qi = (int)(q0 + tq * 4 + i);
-            float mx = attn_neg_inf();
+            float mx = neg_inf();
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int kj = j0 + (int)(tk * 4 + j);
-                if (kj >= kend || (p.causal && kj > qi)) s[i][j] = attn_neg_inf();
+                if (kj >= kend || (p.causal && kj > qi)) s[i][j] = neg_inf();
                 mx = fmaxf(mx, s[i][j]);
             }
             // the 8 threads of a query row are lanes tq*8..+8 of one warp
@@ -636,19 +629,19 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attention_dense_b
     const bf16_t* kb = p.k + ((size_t)b * p.lk) * hd + h * D;
     const bf16_t* vb = p.v + ((size_t)b * p.lk) * hd + h * D;
 
-    float m = attn_neg_inf(), l = 0.0f, acc[8];
+    float m = neg_inf(), l = 0.0f, acc[8];
 #pragma unroll
     for (int c = 0; c < 8; c++) acc[c] = 0.0f;
     for (int j0 = 0; j0 < n; j0 += 32) {  // warp-uniform
         const int j = j0 + (int)lane;
-        float s = attn_neg_inf();
+        float s = neg_inf();
         if (j < n) {
             const bf16_t* kr = kb + (size_t)j * hd;
             float a = 0.0f;
             for (unsigned d = 0; d < D; d++) a += qw[d] * bf16_to_f32(kr[d]);
             s = a;
         }
-        const float mx = fmaxf(m, attn_warp_max(s));  // finite: key j0 is visible
+        const float mx = fmaxf(m, warp_max(s));  // finite: key j0 is visible
         const float corr = expf(m - mx);
         const float pj = expf(s - mx);
         l = l * corr + pj;  // this lane's keys; summed over the warp at the end

@@ -44,14 +44,6 @@ static_assert(sizeof(AttentionRelposParams) == 88, "AttentionRelposParams must m
 
 namespace {
 
-__device__ __forceinline__ float relpos_neg_inf() { return __uint_as_float(0xff800000u); }
-
-__device__ __forceinline__ float relpos_warp_max(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
-
 // element e of 8 bf16 held in a uint4 (little-endian pairs)
 __device__ __forceinline__ float relpos_get(const uint4& u, int e) {
     const unsigned w = (e >> 1) == 0 ? u.x : (e >> 1) == 1 ? u.y : (e >> 1) == 2 ? u.z : u.w;
@@ -89,12 +81,12 @@ extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attention_relpos_bf16
     const bf16_t* vb = p.v + ((size_t)b * T) * hd + h * D;
     const bf16_t* pb = p.pos + (size_t)(T - 1 - i) * hd + h * D;  // the pos row of key 0
 
-    float m = relpos_neg_inf(), l = 0.0f, acc[8];
+    float m = neg_inf(), l = 0.0f, acc[8];
 #pragma unroll
     for (int c = 0; c < 8; c++) acc[c] = 0.0f;
     for (int j0 = 0; j0 < n; j0 += 32) {  // warp-uniform
         const int j = j0 + (int)lane;
-        float s = relpos_neg_inf();
+        float s = neg_inf();
         if (j < n) {
             const bf16_t* kr = kb + (size_t)j * hd;
             const bf16_t* pr = pb + (size_t)j * hd;
@@ -117,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attention_relpos_bf16
             }
             s = (ac + bd) * p.scale;
         }
-        const float mx = fmaxf(m, relpos_warp_max(s));  // finite: key j0 is visible
+        const float mx = fmaxf(m, warp_max(s));  // finite: key j0 is visible
         const float corr = expf(m - mx);
         const float pj = expf(s - mx);
         l = l * corr + pj;  // this lane's keys; summed over the warp at the end
