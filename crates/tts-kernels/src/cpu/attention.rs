@@ -4,6 +4,8 @@
 //! KV caches are `[n_slots, heads, max_len, head_dim]`: one slot per sequence (a batch slot of the
 //! static T3 cache), one row of `head_dim` values per position.
 
+use super::bad_row::{BadRow, RowValue};
+
 use rayon::prelude::*;
 
 use super::attention_tiles::{self as tiles, TILE_ROWS};
@@ -56,7 +58,7 @@ pub fn attention_cached(
     d: usize,
     max_len: usize,
     scale: f32,
-) -> Result<(), (usize, &'static str, i32)> {
+) -> Result<(), BadRow> {
     let hd = heads * d;
     if hd == 0 || max_len == 0 {
         return Ok(());
@@ -64,10 +66,10 @@ pub fn attention_cached(
     let n_slots = k_cache.len() / (hd * max_len);
     for (r, (&len, &s)) in lens.iter().zip(slots).enumerate() {
         if len < 0 || len as usize > max_len {
-            return Err((r, "length", len));
+            return Err((r, RowValue::Length, len));
         }
         if len > 0 && (s < 0 || s as usize >= n_slots) {
-            return Err((r, "slot", s));
+            return Err((r, RowValue::Slot, s));
         }
     }
     let mut scores = Vec::new();
@@ -632,9 +634,9 @@ mod tests {
         assert_eq!(&out[..8], &[0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0]);
         assert_eq!(&out[8..], &[0.0; 8], "len 0: zeros");
         let e = attention_cached(&[0.0; 8], &kc, &vc, &[2], &[1], &mut out[..8], heads, d, max_len, 0.5).unwrap_err();
-        assert_eq!(e, (0, "slot", 2));
+        assert_eq!(e, (0, RowValue::Slot, 2));
         let e = attention_cached(&[0.0; 8], &kc, &vc, &[0], &[4], &mut out[..8], heads, d, max_len, 0.5).unwrap_err();
-        assert_eq!(e, (0, "length", 4));
+        assert_eq!(e, (0, RowValue::Length, 4));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod attention;
 mod attention_relpos;
 mod attention_tiles;
+mod bad_row;
 mod conv;
 mod conv_panels;
 mod decode_state;
@@ -26,6 +27,7 @@ mod swiglu;
 
 pub use attention::{attention_cached, attention_dense};
 pub use attention_relpos::attention_relpos;
+pub use bad_row::{BadRow, RowValue};
 pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
 pub use conv_panels::{ConvShape, conv1d_panels, tap_major};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};

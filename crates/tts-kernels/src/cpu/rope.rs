@@ -4,6 +4,8 @@
 //! KV caches are `[n_slots, heads, max_len, head_dim]`: one slot per sequence, one row of
 //! `head_dim` values per position.
 
+use super::bad_row::{BadRow, RowValue};
+
 /// Llama-3 scaled RoPE inverse frequencies (HF `_compute_llama3_parameters`), in f32 exactly as
 /// torch computes them: `f_i = 1 / theta^(2i / head_dim)`, wavelength `λ_i = 2π / f_i`; low
 /// frequencies (`λ > original_max_position / low_freq_factor`) are divided by `factor`, high ones
@@ -80,7 +82,7 @@ pub fn rope_kv_write(
     v_cache: &mut [f32],
     heads: usize,
     max_len: usize,
-) -> Result<(), (usize, &'static str, i32)> {
+) -> Result<(), BadRow> {
     let d = 2 * inv_freq.len();
     let hd = heads * d;
     if hd == 0 || max_len == 0 {
@@ -89,10 +91,10 @@ pub fn rope_kv_write(
     let n_slots = k_cache.len() / (hd * max_len);
     for (r, (&p, &s)) in positions.iter().zip(slots).enumerate() {
         if p < 0 || p as usize >= max_len {
-            return Err((r, "position", p));
+            return Err((r, RowValue::Position, p));
         }
         if s < 0 || s as usize >= n_slots {
-            return Err((r, "slot", s));
+            return Err((r, RowValue::Slot, s));
         }
     }
     for ((row, qo), (&p, &s)) in qkv.chunks_exact(3 * hd).zip(q_out.chunks_exact_mut(hd)).zip(positions.iter().zip(slots)) {

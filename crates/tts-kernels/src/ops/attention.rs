@@ -261,7 +261,10 @@ fn cpu_cached(
         scale,
     )
     .map_err(|(r, what, v)| {
-        let bound = if what == "slot" { format!("0..{}", a.n_slots) } else { format!("0..={}", a.max_len) };
+        let bound = match what {
+            cpu::RowValue::Slot => format!("0..{}", a.n_slots),
+            _ => format!("0..={}", a.max_len),
+        };
         Error::invalid(op, format!("row {r}: {what} {v} is outside {bound}"))
     })
 }

@@ -107,7 +107,10 @@ pub fn rope_kv_write(
             max_len,
         )
         .map_err(|(r, what, v)| {
-            let bound = if what == "slot" { n_slots } else { max_len };
+            let bound = match what {
+                cpu::RowValue::Slot => n_slots,
+                _ => max_len,
+            };
             Error::invalid(OP, format!("row {r}: {what} {v} is outside 0..{bound}"))
         }),
         _ => {
