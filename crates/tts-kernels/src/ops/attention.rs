@@ -16,21 +16,21 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Most warps per block of `attention_cached_d*_bf16`; mirrors ATTN_MAX_WARPS in attention.cu.
-pub const ATTN_MAX_WARPS: u32 = 16;
+pub(crate) const ATTN_MAX_WARPS: u32 = 16;
 /// Threads per block of `attention_cached_combine_bf16`; mirrors ATTN_COMBINE_BLOCK.
-pub const ATTN_COMBINE_BLOCK: u32 = 256;
+pub(crate) const ATTN_COMBINE_BLOCK: u32 = 256;
 /// Threads per block of both dense attention kernels; mirrors ATTN_DENSE_BLOCK.
-pub const ATTN_DENSE_BLOCK: u32 = 128;
+pub(crate) const ATTN_DENSE_BLOCK: u32 = 128;
 /// Queries per block of `attention_dense_bf16` (one warp each) and of `attention_dense_d64_bf16`.
 const ATTN_DENSE_WARPS: u32 = 4;
 const ATTN_DQ: u32 = 64;
 /// Largest head dim of the attention ops.
-pub const ATTN_MAX_HEAD_DIM: usize = 256;
+pub(crate) const ATTN_MAX_HEAD_DIM: usize = 256;
 
 /// Mirrors `AttentionCachedParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttentionCachedParams {
+pub(crate) struct AttentionCachedParams {
     pub q: u64,
     pub k_cache: u64,
     pub v_cache: u64,
@@ -50,7 +50,7 @@ const _: () = assert!(std::mem::size_of::<AttentionCachedParams>() == 80);
 /// Mirrors `RopeAttentionParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RopeAttentionParams {
+pub(crate) struct RopeAttentionParams {
     pub qkv: u64,
     pub positions: u64,
     pub slots: u64,
@@ -72,7 +72,7 @@ const _: () = assert!(std::mem::size_of::<RopeAttentionParams>() == 96);
 /// Mirrors `AttentionCombineParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttentionCombineParams {
+pub(crate) struct AttentionCombineParams {
     pub partial: u64,
     pub slots: u64,
     pub lens: u64,
@@ -89,7 +89,7 @@ const _: () = assert!(std::mem::size_of::<AttentionCombineParams>() == 56);
 /// Mirrors `AttentionDenseParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttentionDenseParams {
+pub(crate) struct AttentionDenseParams {
     pub q: u64,
     pub k: u64,
     pub v: u64,

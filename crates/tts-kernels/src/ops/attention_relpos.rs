@@ -10,16 +10,16 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `attention_relpos_bf16`; mirrors RELPOS_BLOCK in attention_relpos.cu.
-pub const RELPOS_BLOCK: u32 = 128;
+pub(crate) const RELPOS_BLOCK: u32 = 128;
 /// Queries per block (one warp each); mirrors RELPOS_WARPS.
 const RELPOS_WARPS: u32 = 4;
 /// Largest head dim of [`attention_relpos`]; mirrors RELPOS_MAX_D.
-pub const RELPOS_MAX_HEAD_DIM: usize = 256;
+pub(crate) const RELPOS_MAX_HEAD_DIM: usize = 256;
 
 /// Mirrors `AttentionRelposParams` in kernels/attention_relpos.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttentionRelposParams {
+pub(crate) struct AttentionRelposParams {
     pub q: u64,
     pub k: u64,
     pub v: u64,

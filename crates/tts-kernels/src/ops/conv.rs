@@ -18,12 +18,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of the conv kernels; mirrors CONV_BLOCK in conv.cu.
-pub const CONV_BLOCK: u32 = 256;
+pub(crate) const CONV_BLOCK: u32 = 256;
 
 /// Mirrors `Im2colParams` in kernels/conv.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Im2colParams {
+pub(crate) struct Im2colParams {
     pub x: u64,
     pub lens: u64,
     pub out: u64,
@@ -45,7 +45,7 @@ const _: () = assert!(std::mem::size_of::<Im2colParams>() == 72);
 /// Mirrors `Col2imParams` in kernels/conv.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Col2imParams {
+pub(crate) struct Col2imParams {
     pub cols: u64,
     pub lens: u64,
     pub bias: u64,

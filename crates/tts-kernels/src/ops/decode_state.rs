@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `advance_decode_state`; mirrors ADVANCE_BLOCK in decode_state.cu.
-pub const ADVANCE_BLOCK: u32 = 128;
+pub(crate) const ADVANCE_BLOCK: u32 = 128;
 
 /// Mirrors `AdvanceParams` in kernels/decode_state.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AdvanceParams {
+pub(crate) struct AdvanceParams {
     pub next_token: u64,
     pub state: u64,
     pub tokens: u64,

@@ -12,7 +12,7 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of the pointwise kernels; mirrors PW_BLOCK in pointwise.cu.
-pub const PW_BLOCK: u32 = 256;
+pub(crate) const PW_BLOCK: u32 = 256;
 
 /// The kernel's PW_* code of `act` and its scalar parameter.
 fn activation_code(act: Activation) -> (u32, f32) {
@@ -32,7 +32,7 @@ fn activation_code(act: Activation) -> (u32, f32) {
 /// Mirrors `PwActParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwActParams {
+pub(crate) struct PwActParams {
     pub x: u64,
     pub out: u64,
     pub alpha: u64,
@@ -51,7 +51,7 @@ const _: () = assert!(std::mem::size_of::<PwActParams>() == 64);
 /// Mirrors `PwBiasParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwBiasParams {
+pub(crate) struct PwBiasParams {
     pub y: u64,
     pub v: u64,
     pub rows: u32,
@@ -64,7 +64,7 @@ const _: () = assert!(std::mem::size_of::<PwBiasParams>() == 32);
 /// Mirrors `PwScaledParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwScaledParams {
+pub(crate) struct PwScaledParams {
     pub y: u64,
     pub x: u64,
     pub rows: u32,
@@ -77,7 +77,7 @@ const _: () = assert!(std::mem::size_of::<PwScaledParams>() == 32);
 /// Mirrors `PwColsParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwColsParams {
+pub(crate) struct PwColsParams {
     pub src: u64,
     pub dst: u64,
     pub rows: u32,
@@ -94,7 +94,7 @@ const _: () = assert!(std::mem::size_of::<PwColsParams>() == 48);
 /// Mirrors `PwEulerParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwEulerParams {
+pub(crate) struct PwEulerParams {
     pub x: u64,
     pub v: u64,
     pub est: u64,

@@ -12,14 +12,14 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `rope_kv_write_bf16` (one block per row); mirrors ROPE_BLOCK in rope.cu.
-pub const ROPE_BLOCK: u32 = 128;
+pub(crate) const ROPE_BLOCK: u32 = 128;
 /// Largest head dim of [`rope_kv_write`] (the kernel's shared (cos, sin) table); ROPE_MAX_HALF · 2.
-pub const ROPE_MAX_HEAD_DIM: usize = 256;
+pub(crate) const ROPE_MAX_HEAD_DIM: usize = 256;
 
 /// Mirrors `RopeKvParams` in kernels/rope.cu (device addresses as u64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RopeKvParams {
+pub(crate) struct RopeKvParams {
     pub qkv: u64,
     pub positions: u64,
     pub slots: u64,

@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{View, ViewMut, cpu};
 
 /// Threads per block of the activation kernels; mirrors ACT_BLOCK in swiglu.cu.
-pub const ACT_BLOCK: u32 = 256;
+pub(crate) const ACT_BLOCK: u32 = 256;
 
 /// Mirrors `SwigluParams` in kernels/swiglu.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SwigluParams {
+pub(crate) struct SwigluParams {
     pub gate_up: u64,
     pub out: u64,
     pub rows: u32,
