@@ -6,7 +6,7 @@
 //! that reads them turns its output NaN), and outputs filled with NaN before the call (padding frames
 //! must become 0, nothing may stay NaN).
 //!
-//! Tolerances, as `layer_norm_matches_cpu` in emu_vs_cpu.rs: a bf16 output is one rounding of an
+//! Tolerances, as `layer_norm_matches_cpu` in emu_layernorm.rs: a bf16 output is one rounding of an
 //! f32 value (2 ulp: 8e-3 relative, 1e-3 absolute floor for outputs near 0); an f32 output differs
 //! from the Cpu reference (f64 sums) only by the f32 block reductions of the statistics (1e-5).
 use tts_kernels::testing::{BF16_REL, assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};

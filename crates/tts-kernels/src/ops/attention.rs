@@ -401,7 +401,7 @@ pub fn attention_cached_split(
 }
 
 /// The `rope_attention_decode_d*_bf16` kernel of a head dim (the head dims of [`attention_cached`]).
-fn rope_attn_kernel(op: &'static str, d: usize) -> Result<&'static str> {
+fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
     Ok(match d {
         32 => "rope_attention_decode_d32_bf16",
         64 => "rope_attention_decode_d64_bf16",
@@ -513,7 +513,7 @@ fn rope_attention_decode_impl(
     }
     let dev = same_device(op, qkv.device(), &devs)?;
     let (n_slots, heads, max_len, d) = cache_dims(op, &k_cache.as_view(), &v_cache.as_view())?;
-    let kernel = rope_attn_kernel(op, d)?;
+    let kernel = rope_attention_kernel(op, d)?;
     let rows = qkv.rows();
     let hd = heads * d;
     if qkv.row_len() != 3 * hd {
