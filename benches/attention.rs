@@ -1,9 +1,11 @@
 //! Benchmarks of RoPE + KV-cache write and attention on every backend this build and machine have
 //! (Cpu always; Emu with `--features emu`; Cuda when a GPU is usable).
 //!
-//! - `rope_kv_write` and the decode attention (`attention_cached*`) report bytes moved per second
+//! - `rope` (`rope_kv_write`) and `attention/cached` (`attention_cached*`) report bytes moved per second
 //!   (GB/s): q, the live K/V rows of every row's context and the output.
-//! - `attention_dense` reports floating-point operations per second (criterion prints them as
+//! - `attention/rope_decode` (the fused decode step: RoPE, the new K/V rows and the attention in
+//!   one launch, and its split form) reports bytes moved per second as the decode attention.
+//! - `attention/dense` reports floating-point operations per second (criterion prints them as
 //!   "elem/s": 1 elem = 1 FLOP, counting 4·lq·lk·head_dim per batch and head; masked keys excluded).
 //!
 //! Run: `cargo bench --features emu --bench attention` (Emu numbers measure the CPU shim, not a GPU;
@@ -17,7 +19,7 @@ const HEADS: usize = 16;
 const D: usize = 64;
 
 fn bench_rope(c: &mut Criterion) {
-    let mut g = c.benchmark_group("rope_kv_write");
+    let mut g = c.benchmark_group("rope");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // decode step: 64 requests × 2 CFG rows, one token each
@@ -46,7 +48,7 @@ fn bench_rope(c: &mut Criterion) {
 }
 
 fn bench_decode_attention(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_cached");
+    let mut g = c.benchmark_group("attention/cached");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // (rows, context), the cache sized to the context: one request (a CFG pair) and a batch
@@ -103,7 +105,7 @@ fn bench_decode_attention(c: &mut Criterion) {
 }
 
 fn bench_dense_attention(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_dense");
+    let mut g = c.benchmark_group("attention/dense");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // (label, batch, lq, lk, heads, head_dim): an S3Gen estimator block (CFG batch 2, 8 × 64)
@@ -142,5 +144,81 @@ fn bench_dense_attention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_rope, bench_decode_attention, bench_dense_attention);
+/// The fused decode step of T3's layers (`ops::rope_attention_decode`: RoPE + KV-cache write +
+/// attention in one launch, `rope_attention_decode_d64_bf16`) and its split form
+/// (`ops::rope_attention_decode_split` with the slices `ops::decode_attention_splits` picks for
+/// the device: `rope_attention_decode_d64_bf16` over slices + `attention_cached_combine_bf16`).
+fn bench_rope_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention/rope_decode");
+    g.sample_size(10);
+    for (name, dev) in bench_devices() {
+        // (rows, context): one request (a CFG pair) and a batch, each row's new token at ctx - 1
+        let shapes: &[(usize, usize)] = match name {
+            "emu" => &[(2, 1024), (16, 128)],
+            "cpu" => &[(2, 1024), (64, 512)],
+            _ => &[(2, 1024), (2, 4096), (128, 1024)],
+        };
+        for &(rows, ctx) in shapes {
+            let max_len = ctx;
+            let act = dev.compute_dtype();
+            let hd = HEADS * D;
+            let clen = rows * hd * max_len;
+            let qkv = Tensor::from_f32(&dev, act, &[rows, 3 * hd], &random_f32(9, rows * 3 * hd, 1.0)).unwrap();
+            let pos = Tensor::from_i32(&dev, &[rows], &vec![ctx as i32 - 1; rows]).unwrap();
+            let slots = Tensor::from_i32(&dev, &[rows], &(0..rows as i32).collect::<Vec<_>>()).unwrap();
+            let lens = Tensor::from_i32(&dev, &[rows], &vec![ctx as i32; rows]).unwrap();
+            let inv =
+                Tensor::from_f32(&dev, DType::F32, &[D / 2], &cpu::llama3_inv_freq(D, 500000.0, 8.0, 1.0, 4.0, 8192)).unwrap();
+            let mut kc = Tensor::from_f32(&dev, act, &[rows, HEADS, max_len, D], &random_f32(10, clen, 1.0)).unwrap();
+            let mut vc = Tensor::from_f32(&dev, act, &[rows, HEADS, max_len, D], &random_f32(11, clen, 1.0)).unwrap();
+            let mut out = Tensor::uninit(&dev, act, &[rows, hd]).unwrap();
+            let splits = ops::decode_attention_splits(rows, HEADS, dev.multiprocessor_count().unwrap());
+            let mut scratch = Tensor::uninit(&dev, DType::F32, &[rows, HEADS, splits, D + 2]).unwrap();
+            // read qkv and the live K and V rows, write the new K and V rows and out
+            let bytes = rows * hd * act.size() * (3 + 2 * ctx + 2 + 1);
+            g.throughput(Throughput::Bytes(bytes as u64));
+            let id = format!("{rows}x{ctx}");
+            g.bench_with_input(BenchmarkId::new(name, &id), &rows, |b, _| {
+                b.iter(|| {
+                    ops::rope_attention_decode(
+                        qkv.view(),
+                        pos.view(),
+                        slots.view(),
+                        inv.view(),
+                        kc.view_mut(),
+                        vc.view_mut(),
+                        lens.view(),
+                        out.view_mut(),
+                        0.125,
+                    )
+                    .unwrap();
+                    dev.synchronize().unwrap();
+                })
+            });
+            if splits > 1 {
+                g.bench_with_input(BenchmarkId::new(format!("{name}/split{splits}"), &id), &rows, |b, _| {
+                    b.iter(|| {
+                        ops::rope_attention_decode_split(
+                            qkv.view(),
+                            pos.view(),
+                            slots.view(),
+                            inv.view(),
+                            kc.view_mut(),
+                            vc.view_mut(),
+                            lens.view(),
+                            out.view_mut(),
+                            scratch.view_mut(),
+                            0.125,
+                        )
+                        .unwrap();
+                        dev.synchronize().unwrap();
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_rope, bench_decode_attention, bench_rope_decode, bench_dense_attention);
 criterion_main!(benches);

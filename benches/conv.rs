@@ -20,7 +20,7 @@ fn steps(name: &str, full: usize) -> usize {
 }
 
 fn bench_im2col(c: &mut Criterion) {
-    let mut g = c.benchmark_group("im2col");
+    let mut g = c.benchmark_group("conv/im2col");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // (label, batch, time, channels, geometry): the S3Gen estimator's K=3 convs (CFG pair of
@@ -61,7 +61,7 @@ fn bench_im2col(c: &mut Criterion) {
 }
 
 fn bench_col2im(c: &mut Criterion) {
-    let mut g = c.benchmark_group("col2im_transpose");
+    let mut g = c.benchmark_group("conv/col2im_transpose");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         // HiFT's first upsampling ConvTranspose1d (512 -> 256, K=16, stride 8, padding 4) over the
@@ -134,7 +134,7 @@ fn bench_hift(c: &mut Criterion) {
 }
 
 fn bench_conv1d_cpu(c: &mut Criterion) {
-    let mut g = c.benchmark_group("conv1d_cpu");
+    let mut g = c.benchmark_group("conv/conv1d_packed_cpu");
     g.sample_size(10);
     let dev = Device::cpu();
     // the estimator's causal K=3 conv (CFG pair × 814 frames, 256 channels) and HiFT's last-stage

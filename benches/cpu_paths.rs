@@ -1,25 +1,25 @@
 //! The Cpu backend's optimised paths side by side with the simple versions they replace (the
 //! tests' oracles, or libm), on the Cpu only, so that one run gives each speed-up:
 //!
-//! - `attention_dense_crossover`: the blocked attention (`attention_dense_blocked`: AVX2 register
+//! - `attention/dense_cpu_crossover`: the blocked attention (`attention_dense_blocked`: AVX2 register
 //!   tiles or sgemm blocks, rayon tasks) vs the scalar loop (`attention_dense_scalar`, the oracle),
 //!   causal self-attention over `l` positions, at the tiny shapes around the crossover: up to
 //!   `SCALAR_MAX_HEAD_WORK` = 8192 multiply-adds per (batch, head) (4096 where the register tiles
 //!   run: head sizes that are multiples of 8; `work` in the id: `2·l²·head_dim`) `attention_dense`
 //!   runs the scalar loop; the pairs show whether those thresholds are right.
-//! - `attention_dense_s3gen`: `attention_dense` (blocked at this size: the AVX2 register tiles where
+//! - `attention/dense_cpu_s3gen`: `attention_dense` (blocked at this size: the AVX2 register tiles where
 //!   the CPU has them) vs the same blocks through matrixmultiply sgemms (`blocked_sgemm`: `allow_tiles` false, the path
 //!   without AVX2) vs the scalar loop at the S3Gen
 //!   estimator's self-attention (CFG batch 2, T = 814 frames, 8 heads × 64, the second row 700
 //!   long), non-causal. Reported in FLOP/s ("elem/s", 1 elem = 1 FLOP, `4·T·len·head_dim` per head).
-//! - `attention_relpos_s3gen`: `attention_relpos` (blocked) vs its scalar loop at the conformer
+//! - `attention_relpos/cpu_s3gen`: `attention_relpos` (blocked) vs its scalar loop at the conformer
 //!   encoder's shape (B = 1, T = 814, 8 heads × 64). FLOP/s counting `6·T²·head_dim` per head.
-//! - `gemm_s3gen`: the Cpu GEMM on weights packed at load (`gemm_panels`: 6×16 AVX2 tiles, row
+//! - `linear/cpu_gemm_s3gen`: the Cpu GEMM on weights packed at load (`gemm_panels`: 6×16 AVX2 tiles, row
 //!   blocks shared evenly by the threads) vs matrixmultiply's sgemm on row blocks (`linear_packed`,
 //!   what runs on unpacked weights), at the S3Gen estimator's shapes: 1628 rows (CFG batch 2 ×
 //!   814 frames) × the `(k, n)` of its attention projections (256 → 512), output projection
 //!   (512 → 256), feed-forward (256 → 1024 → 256) and causal conv (3 taps × 256 → 256). FLOP/s.
-//! - `activation`: the whole op (`activation_inplace`, `activation`: `cpu::fastmath` slice kernels
+//! - `pointwise/activation_cpu`: the whole op (`activation_inplace`, `activation`: `cpu::fastmath` slice kernels
 //!   on rayon row blocks) vs per-element libm calls (torch's f32 formulas, `erff` for Gelu) split over
 //!   the cores with scoped threads, on 1028 rows × 1024 values uniform in [−6, 6] (1024: the width
 //!   of the S3Gen estimator's Gelu feed-forward, 4 × 256; ~1 M values, well past the caches).
@@ -29,11 +29,13 @@
 //!   `(x − max).exp()`. Reported in elements/s.
 //!
 //! The two scalar attention loops take ~1 s per call at the S3Gen shapes, so their groups run 10
-//! single calls (flat sampling, as do the millisecond-scale `activation` and `fastmath`); the whole
+//! single calls (flat sampling, as do the millisecond-scale `pointwise/activation_cpu` and `fastmath`); the whole
 //! bench takes ~3 minutes (~1 minute with `--quick`). The Cpu numbers move with the load of the
 //! machine: compare the pairs of one run, not runs on different days.
 //!
-//! Run: `cargo bench --bench cpu_paths` (Cpu only; `-- attention_dense_crossover` for one group,
+//! Group names start with the op family (docs/architecture.md, "Op families").
+//!
+//! Run: `cargo bench --bench cpu_paths` (Cpu only; `-- attention/dense_cpu_crossover` for one group,
 //! `-- --quick` for a fast rough pass).
 use std::time::Duration;
 
@@ -58,7 +60,7 @@ fn spread(n: usize) -> Vec<f32> {
 }
 
 fn bench_crossover(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_dense_crossover");
+    let mut g = c.benchmark_group("attention/dense_cpu_crossover");
     g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     for (batch, l, heads, dh) in [
         (1usize, 2usize, 1usize, 64usize),
@@ -97,7 +99,7 @@ fn slow_group(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wall
 }
 
 fn bench_dense_s3gen(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_dense_s3gen");
+    let mut g = c.benchmark_group("attention/dense_cpu_s3gen");
     slow_group(&mut g);
     let (batch, t, heads, dh) = (2usize, 814usize, 8usize, 64usize);
     let n = batch * t * heads * dh;
@@ -120,7 +122,7 @@ fn bench_dense_s3gen(c: &mut Criterion) {
 }
 
 fn bench_relpos_s3gen(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_relpos_s3gen");
+    let mut g = c.benchmark_group("attention_relpos/cpu_s3gen");
     slow_group(&mut g);
     let (batch, t, heads, dh) = (1usize, 814usize, 8usize, 64usize);
     let hd = heads * dh;
@@ -142,7 +144,7 @@ fn bench_relpos_s3gen(c: &mut Criterion) {
 }
 
 fn bench_gemm_s3gen(c: &mut Criterion) {
-    let mut g = c.benchmark_group("gemm_s3gen");
+    let mut g = c.benchmark_group("linear/cpu_gemm_s3gen");
     g.sample_size(20);
     let m = 2 * 814;
     for (k, n) in [(256usize, 512usize), (512, 256), (256, 1024), (1024, 256), (768, 256)] {
@@ -177,7 +179,7 @@ fn libm_act(act: Activation, x: f32) -> f32 {
 }
 
 fn bench_activation(c: &mut Criterion) {
-    let mut g = c.benchmark_group("activation");
+    let mut g = c.benchmark_group("pointwise/activation_cpu");
     // flat sampling: the libm Mish takes up to ~60 ms a call
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)

@@ -4,13 +4,16 @@
 //!
 //! - `rmsnorm_linear` (input norm → QKV, K = 1024, N = 3072; and N = 4096) vs `add_rmsnorm` +
 //!   `linear`;
+//! - `rmsnorm_linear_f32` (final norm → speech head, K = 1024, N = 8194, f32 logits) vs
+//!   `add_rmsnorm` + `linear`;
 //! - `rmsnorm_linear_swiglu` (post-attention norm → gate/up → SwiGLU, K = 1024, inner = 4096) vs
 //!   `add_rmsnorm` + `linear` + `swiglu`;
 //! - `linear_add_residual` (attention output, K = 1024, N = 1024; down, K = 4096, N = 1024) vs
 //!   `linear` + `add_residual`;
 //!
-//! each at m = 2 (one request with CFG) and 16 rows. Weights are prepared as T3 prepares them
-//! (`ops::pack_linear_weight`: the packed Cpu GEMV layout on Cpu, as is on kernel backends).
+//! each at m = 2 (one request with CFG) and 16 rows, in groups `gemv/<op>/k<K>_n<N>`. Weights are
+//! prepared as T3 prepares them (`ops::pack_linear_weight`: the packed Cpu GEMV layout on Cpu, as
+//! is on kernel backends).
 //!
 //! Run: `cargo bench --bench gemv` (add `--features emu` for the Emu backend: it measures the CPU
 //! shim, not a GPU, and runs m = 2 only).
@@ -23,6 +26,8 @@ const EPS: f32 = 1e-5;
 #[derive(Clone, Copy)]
 enum Op {
     RmsNormLinear,
+    /// with an f32 output (T3's final norm + speech head: logits for the sampler)
+    RmsNormLinearF32,
     RmsNormLinearSwiglu,
     LinearAddResidual,
 }
@@ -51,7 +56,7 @@ impl Case {
             Tensor::from_f32(dev, dt, shape, &random_f32(seed, shape.iter().product(), scale)).unwrap()
         };
         let w = ops::pack_linear_weight(t(wt, &[wn, k], 3, 1.0 / (k as f32).sqrt())).unwrap();
-        let out_dt = if let Op::LinearAddResidual = op { DType::F32 } else { act };
+        let out_dt = if let Op::LinearAddResidual | Op::RmsNormLinearF32 = op { DType::F32 } else { act };
         Case {
             dev: dev.clone(),
             op,
@@ -72,7 +77,9 @@ impl Case {
     fn fused(&mut self) {
         let c = self;
         match c.op {
-            Op::RmsNormLinear => ops::rmsnorm_linear(c.h.view(), c.norm_w.view(), EPS, c.w.view(), c.out.view_mut()),
+            Op::RmsNormLinear | Op::RmsNormLinearF32 => {
+                ops::rmsnorm_linear(c.h.view(), c.norm_w.view(), EPS, c.w.view(), c.out.view_mut())
+            }
             Op::RmsNormLinearSwiglu => ops::rmsnorm_linear_swiglu(c.h.view(), c.norm_w.view(), EPS, c.w.view(), c.out.view_mut()),
             Op::LinearAddResidual => ops::linear_add_residual(c.x.view(), c.w.view(), c.out.view_mut()),
         }
@@ -83,7 +90,7 @@ impl Case {
     fn unfused(&mut self) {
         let c = self;
         match c.op {
-            Op::RmsNormLinear => {
+            Op::RmsNormLinear | Op::RmsNormLinearF32 => {
                 ops::add_rmsnorm(None, c.h.view_mut(), c.norm_w.view(), c.a.view_mut(), EPS).unwrap();
                 ops::linear(c.a.view(), c.w.view(), None, c.out.view_mut()).unwrap();
             }
@@ -106,13 +113,14 @@ fn bench_decode_gemv(c: &mut Criterion) {
     let shapes = [
         ("rmsnorm_linear", Op::RmsNormLinear, 1024, 3072),
         ("rmsnorm_linear", Op::RmsNormLinear, 1024, 4096),
+        ("rmsnorm_linear_f32", Op::RmsNormLinearF32, 1024, 8194),
         ("rmsnorm_linear_swiglu", Op::RmsNormLinearSwiglu, 1024, 4096),
         ("linear_add_residual", Op::LinearAddResidual, 1024, 1024),
         ("linear_add_residual", Op::LinearAddResidual, 4096, 1024),
     ];
     let devices = bench_devices();
     for (group, op, k, n) in shapes {
-        let mut g = c.benchmark_group(format!("{group}/k{k}_n{n}"));
+        let mut g = c.benchmark_group(format!("gemv/{group}/k{k}_n{n}"));
         g.sample_size(10);
         for (name, dev) in &devices {
             for m in [2usize, 16] {

@@ -1,13 +1,13 @@
 //! Benchmarks of the pointwise family (`kernels/pointwise.cu`), of GroupNorm
-//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/relpos_attention.cu`)
+//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/attention_relpos.cu`)
 //! on every backend this build and machine have (Cpu always; Emu with `--features emu`; Cuda when a
 //! GPU is usable).
 //!
-//! - `activation` (Mish: the S3Gen decoder's ResNet blocks, [2 CFG rows, 814 frames, 256 channels];
-//!   Snake: HiFT, [1, 24000 samples, 64 channels]) and `cfm_euler_cfg` (one flow-matching step of
-//!   80 mel channels, writing the next estimator input of 320 channels) report bytes moved per
-//!   second (GB/s).
-//! - `group_norm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
+//! - `pointwise/activation` (Mish: the S3Gen decoder's ResNet blocks, [2 CFG rows, 814 frames, 256 channels];
+//!   Snake: HiFT, [1, 24000 samples, 64 channels]) and `pointwise/cfm_euler_cfg` (one flow-matching step of
+//!   80 mel channels, writing the next estimator input of 320 channels), `pointwise/add_batch_bias`,
+//!   `pointwise/add_scaled` and `pointwise/write_cols` report bytes moved per second (GB/s).
+//! - `groupnorm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
 //!   second row 17 frames shorter) reports the bytes of one read of x (f32) and one write of out
 //!   (compute dtype) per second (GB/s); the kernel reads x three times, mostly from cache.
 //! - `attention_relpos` (the conformer encoder: B = 1, T = 400, 8 heads × 64) reports floating-point
@@ -22,7 +22,7 @@ use tts_kernels::testing::{bench_devices, random_f32};
 use tts_kernels::{DType, Tensor, ops};
 
 fn bench_activation(c: &mut Criterion) {
-    let mut g = c.benchmark_group("activation");
+    let mut g = c.benchmark_group("pointwise/activation");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let act = dev.compute_dtype();
@@ -57,7 +57,7 @@ fn bench_activation(c: &mut Criterion) {
 }
 
 fn bench_euler(c: &mut Criterion) {
-    let mut g = c.benchmark_group("cfm_euler_cfg");
+    let mut g = c.benchmark_group("pointwise/cfm_euler_cfg");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let (b, n, ch, c_in) = (1usize, 814usize, 80usize, 320usize);
@@ -80,7 +80,7 @@ fn bench_euler(c: &mut Criterion) {
 }
 
 fn bench_group_norm(c: &mut Criterion) {
-    let mut g = c.benchmark_group("group_norm");
+    let mut g = c.benchmark_group("groupnorm");
     g.sample_size(10);
     for (name, dev) in bench_devices() {
         let (b, t, ch, groups) = (2usize, 814usize, 256usize, 8usize);
@@ -141,5 +141,42 @@ fn bench_relpos(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_activation, bench_euler, bench_group_norm, bench_relpos);
+/// The S3Gen estimator's other pointwise ops at its shapes (CFG batch 2 × 814 frames, 256
+/// channels; the input concatenation of 320): `add_batch_bias` (a ResNet block's time embedding),
+/// `add_scaled` (y += s·x on f32 streams) and `write_cols` (80 mel channels into the input).
+fn bench_pointwise_small(c: &mut Criterion) {
+    for op in ["add_batch_bias", "add_scaled", "write_cols"] {
+        let mut g = c.benchmark_group(format!("pointwise/{op}"));
+        g.sample_size(10);
+        for (name, dev) in bench_devices() {
+            let (b, n, ch) = (2usize, if name == "emu" { 64 } else { 814 }, 256usize);
+            let act = dev.compute_dtype();
+            let mut y = Tensor::from_f32(&dev, DType::F32, &[b, n, ch], &random_f32(20, b * n * ch, 1.0)).unwrap();
+            let v = Tensor::from_f32(&dev, DType::F32, &[b, ch], &random_f32(21, b * ch, 1.0)).unwrap();
+            let x = Tensor::from_f32(&dev, act, &[b, n, ch], &random_f32(22, b * n * ch, 1.0)).unwrap();
+            let mel = Tensor::from_f32(&dev, DType::F32, &[b, n, 80], &random_f32(23, b * n * 80, 1.0)).unwrap();
+            let mut est = Tensor::zeros(&dev, act, &[b, n, 320]).unwrap();
+            let bytes = match op {
+                "add_batch_bias" => b * n * ch * 8,
+                "add_scaled" => b * n * ch * (8 + act.size()),
+                _ => b * n * 80 * (4 + act.size()),
+            };
+            g.throughput(Throughput::Bytes(bytes as u64));
+            g.bench_with_input(BenchmarkId::new(name, format!("{b}x{n}x{ch}")), &n, |bch, _| {
+                bch.iter(|| {
+                    match op {
+                        "add_batch_bias" => ops::add_batch_bias(y.view_mut(), v.view()),
+                        "add_scaled" => ops::add_scaled(y.view_mut(), x.view(), 0.5),
+                        _ => ops::write_cols(mel.view(), est.view_mut(), 80),
+                    }
+                    .unwrap();
+                    dev.synchronize().unwrap();
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench_activation, bench_euler, bench_pointwise_small, bench_group_norm, bench_relpos);
 criterion_main!(benches);

@@ -20,7 +20,7 @@ fn bench_sampler(c: &mut Criterion) {
         ("english_top_p0.95_top_k50", SamplerSettings { top_p: 0.95, top_k: 50, ..SamplerSettings::ENGLISH_DEFAULT }),
     ];
     for (cfg_name, settings) in configs {
-        let mut g = c.benchmark_group(format!("sample_tokens/{cfg_name}"));
+        let mut g = c.benchmark_group(format!("sampling/{cfg_name}"));
         g.sample_size(10);
         for (name, dev) in bench_devices() {
             // T3 decode batch of 64 requests; Emu runs ~10 M CUDA threads/s: keep it short

@@ -2,7 +2,7 @@
 // contiguous sequences (the T3 Perceiver, S3Gen's transformer blocks). bf16 in and out; scores,
 // softmax statistics and accumulators in f32; online (streaming) softmax throughout.
 //
-// 1. attn_cached_d<D>_bf16 (D = 32, 64, ..., 256), for each (row r, head h):
+// 1. attention_cached_d<D>_bf16 (D = 32, 64, ..., 256), for each (row r, head h):
 //      out[r, h] = softmax(scale · q[r, h] · K[s, h, 0..len]ᵀ) · V[s, h, 0..len],  s = slots[r], len = lens[r]
 //    Caches are [n_slots, heads, max_len, D]. Only positions < len are read, so a decode step costs
 //    what the live context costs, whatever max_len is; the launch configuration depends on rows,
@@ -17,17 +17,17 @@
 //    the groups are merged by shuffles, then the warps through shared memory. With n_splits > 1
 //    (flash-decoding, for few rows × heads and long contexts) block z takes the z-th slice of
 //    0..len (sliced on the device from len, in multiples of 32) and writes (max, sum, acc[D]) in
-//    f32 to `partial`; attn_cached_combine_bf16 merges the slices.
-// 1b. rope_attn_decode_d<D>_bf16: rope_kv_write_bf16 (rope.cu) and attn_cached_d<D>_bf16 fused for
+//    f32 to `partial`; attention_cached_combine_bf16 merges the slices.
+// 1b. rope_attention_decode_d<D>_bf16: rope_kv_write_bf16 (rope.cu) and attention_cached_d<D>_bf16 fused for
 //    decode rows: with p = positions[r], s = slots[r], len = lens[r],
 //      k_cache[s, h, p] = rope(k_h, p),  v_cache[s, h, p] = v_h,  q' = rope(q_h, p) (bf16, in shared memory),
 //      __syncthreads(),  out[r, h] = softmax(scale · q' · K[s, h, 0..len]ᵀ) · V[s, h, 0..len]
-//    with the rotation of rope.cu (common.cuh) and attn_cached_core, the code of attn_cached_d<D>:
+//    with the rotation of rope.cu (common.cuh) and attention_cached_core, the code of attention_cached_d<D>:
 //    at the same nwarps and n_splits the output and the cache rows equal the unfused pair's
-//    (rope_kv_write, then attn_cached_d<D> [+ combine]) bit for bit.
+//    (rope_kv_write, then attention_cached_d<D> [+ combine]) bit for bit.
 //    n_splits == 1: one block per (row r, head h). n_splits > 1 (flash-decoding, when rows × heads
 //    blocks would leave most SMs idle): block z of (r, h) takes the z-th slice of 0..len exactly as
-//    attn_cached_d<D> does and writes its (max, sum, acc[D]) to `partial`; attn_cached_combine_bf16
+//    attention_cached_d<D> does and writes its (max, sum, acc[D]) to `partial`; attention_cached_combine_bf16
 //    then writes out. Every block rotates q itself; only the block whose slice holds position p (block
 //    0 when p >= len) writes the new cache row, and it is the only block of the row that reads it:
 //    no block reads a cache row another block writes in the same launch.
@@ -36,20 +36,20 @@
 //    written (the Cpu op returns an error); with splits the slices of such a row carry a NaN sum, so
 //    the combine writes NaN. Precondition: no two rows with len > 0 share a slot (a block could read
 //    another block's row while it is written; the Cpu op checks it).
-//    Launch: grid = (rows, heads, n_splits), block = (32·nwarps) with the nwarps attn_cached_d<D>
+//    Launch: grid = (rows, heads, n_splits), block = (32·nwarps) with the nwarps attention_cached_d<D>
 //    takes for rows · heads · n_splits blocks, dynamic shared memory = 4·nwarps·(D + 2) bytes (+ D bf16
 //    of static shared memory for q').
 //    It reads cache rows it has just written, so its loads must be coherent: no __restrict__ on
 //    those pointers and no read-only (LDG.CONSTANT) loads anywhere in it (the NVRTC gate checks the
 //    SASS of every entry point marked `nvrtc-gate: reads-own-writes`).
-// 2. attn_cached_combine_bf16: grid = (rows, heads), block = (ATTN_COMBINE_BLOCK).
-// 3. attn_dense_d64_bf16 (head_dim 64) and attn_dense_bf16 (any head_dim <= 256), for each batch b,
+// 2. attention_cached_combine_bf16: grid = (rows, heads), block = (ATTN_COMBINE_BLOCK).
+// 3. attention_dense_d64_bf16 (head_dim 64) and attention_dense_bf16 (any head_dim <= 256), for each batch b,
 //    query i, head h:  out[b, i, h] = softmax(scale · q[b, i, h] · k[b, j, h]ᵀ over visible j) · v[b, j, h]
 //    with key j visible when j < kv_lens[b] (all lk keys when kv_lens is null) and, if causal,
 //    j <= i. A query that sees no key gets zeros; kv_lens[b] outside 0..=lk gives NaN rows.
-//    attn_dense_d64_bf16: grid = (ceil(lq / 64), heads, batch), block = (128): 64 queries × 32-key
+//    attention_dense_d64_bf16: grid = (ceil(lq / 64), heads, batch), block = (128): 64 queries × 32-key
 //    tiles in shared memory (FlashAttention-1 on CUDA cores), each thread a 4 × 4 block of scores
-//    and a 4 queries × 8 dims block of the output. attn_dense_bf16: grid = (ceil(lq / 4), heads,
+//    and a 4 queries × 8 dims block of the output. attention_dense_bf16: grid = (ceil(lq / 4), heads,
 //    batch), block = (128): one warp per query, lanes split the keys for the scores and the head
 //    dims for the weighted sum.
 #include "common.cuh"
@@ -59,8 +59,8 @@
 #define ATTN_DENSE_BLOCK 128
 #define ATTN_DENSE_WARPS 4
 
-// Mirrors tts_kernels::ops::attention::AttnCachedParams (#[repr(C)], 80 bytes).
-struct AttnCachedParams {
+// Mirrors tts_kernels::ops::attention::AttentionCachedParams (#[repr(C)], 80 bytes).
+struct AttentionCachedParams {
     const bf16_t* q;        // [rows, heads·D] bf16
     const bf16_t* k_cache;  // [n_slots, heads, max_len, D] bf16
     const bf16_t* v_cache;  // [n_slots, heads, max_len, D] bf16
@@ -71,10 +71,10 @@ struct AttnCachedParams {
     unsigned rows, heads, max_len, n_slots, n_splits;
     float scale;
 };
-static_assert(sizeof(AttnCachedParams) == 80, "AttnCachedParams must match its Rust mirror");
+static_assert(sizeof(AttentionCachedParams) == 80, "AttentionCachedParams must match its Rust mirror");
 
-// Mirrors tts_kernels::ops::attention::RopeAttnParams (#[repr(C)], 96 bytes).
-struct RopeAttnParams {
+// Mirrors tts_kernels::ops::attention::RopeAttentionParams (#[repr(C)], 96 bytes).
+struct RopeAttentionParams {
     const bf16_t* qkv;      // [rows, 3·heads·D] bf16, [q | k | v]
     const int* positions;   // [rows]
     const int* slots;       // [rows]
@@ -87,20 +87,20 @@ struct RopeAttnParams {
     unsigned rows, heads, max_len, n_slots, n_splits;
     float scale;
 };
-static_assert(sizeof(RopeAttnParams) == 96, "RopeAttnParams must match its Rust mirror");
+static_assert(sizeof(RopeAttentionParams) == 96, "RopeAttentionParams must match its Rust mirror");
 
-// Mirrors tts_kernels::ops::attention::AttnCombineParams (#[repr(C)], 56 bytes).
-struct AttnCombineParams {
+// Mirrors tts_kernels::ops::attention::AttentionCombineParams (#[repr(C)], 56 bytes).
+struct AttentionCombineParams {
     const float* partial;  // [rows, heads, n_splits, D + 2] f32: (max, sum, acc[D]) per slice
     const int* slots;      // [rows]
     const int* lens;       // [rows]
     bf16_t* out;           // [rows, heads·D] bf16
     unsigned rows, heads, head_dim, n_splits, max_len, n_slots;
 };
-static_assert(sizeof(AttnCombineParams) == 56, "AttnCombineParams must match its Rust mirror");
+static_assert(sizeof(AttentionCombineParams) == 56, "AttentionCombineParams must match its Rust mirror");
 
-// Mirrors tts_kernels::ops::attention::AttnDenseParams (#[repr(C)], 72 bytes).
-struct AttnDenseParams {
+// Mirrors tts_kernels::ops::attention::AttentionDenseParams (#[repr(C)], 72 bytes).
+struct AttentionDenseParams {
     const bf16_t* q;      // [batch, lq, heads·head_dim] bf16
     const bf16_t* k;      // [batch, lk, heads·head_dim] bf16
     const bf16_t* v;      // [batch, lk, heads·head_dim] bf16
@@ -111,25 +111,18 @@ struct AttnDenseParams {
     unsigned causal;
     unsigned pad_;
 };
-static_assert(sizeof(AttnDenseParams) == 72, "AttnDenseParams must match its Rust mirror");
+static_assert(sizeof(AttentionDenseParams) == 72, "AttentionDenseParams must match its Rust mirror");
 
-// attn_cached_d*: the per-warp partial results, nwarps · (D + 2) floats (dynamic: sized by the launch).
+// attention_cached_d*: the per-warp partial results, nwarps · (D + 2) floats (dynamic: sized by the launch).
 extern __shared__ float attn_red[];
 
 namespace {
 
-__device__ __forceinline__ float attn_neg_inf() { return __uint_as_float(0xff800000u); }
 __device__ __forceinline__ int attn_imin(int a, int b) { return a < b ? a : b; }
 
 // The reference point of an online-softmax rescale: the running max, or 0 while nothing was seen
 // (so that exp(-inf - ref) = 0 instead of NaN).
-__device__ __forceinline__ float attn_ref(float m) { return m == attn_neg_inf() ? 0.0f : m; }
-
-__device__ __forceinline__ float attn_warp_max(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
+__device__ __forceinline__ float attn_ref(float m) { return m == neg_inf() ? 0.0f : m; }
 
 // E consecutive bf16 values kept as raw bits (two per 32-bit word when E is even): a lane's share
 // of one cache row, loaded with the widest aligned accesses (16 bytes when E % 8 == 0).
@@ -189,7 +182,7 @@ struct AttnGeom {
 // Deliberately no __restrict__ on the cache pointers: the fused decode kernel reads positions it
 // wrote itself earlier in the same launch (coherent loads, never the read-only path).
 template <int D>
-__device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf16_t* k_head, const bf16_t* v_head, int start,
+__device__ __forceinline__ void attention_cached_core(const bf16_t* q_head, const bf16_t* k_head, const bf16_t* v_head, int start,
                                                  int end, float scale, bf16_t* out_head, float* part) {
     using Gm = AttnGeom<D>;
     constexpr int L = Gm::L, E = Gm::E, G = Gm::G, U = Gm::U;
@@ -209,7 +202,7 @@ __device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf1
     const bf16_t* kp = k_head + sub * E;
     const bf16_t* vp = v_head + sub * E;
 
-    float m = attn_neg_inf(), l = 0.0f, acc[E];
+    float m = neg_inf(), l = 0.0f, acc[E];
 #pragma unroll
     for (int e = 0; e < E; e++) acc[e] = 0.0f;
 
@@ -235,7 +228,7 @@ __device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf1
             for (int e = 0; e < E; e++) t += qv[e] * kr[u].get(e);
 #pragma unroll
             for (int off = L / 2; off > 0; off >>= 1) t += __shfl_xor_sync(0xffffffffu, t, off);
-            s[u] = (p0 + u * ngrp + grp < end) ? t : attn_neg_inf();
+            s[u] = (p0 + u * ngrp + grp < end) ? t : neg_inf();
             mx = fmaxf(mx, s[u]);
         }
         const float ref = attn_ref(mx);
@@ -279,7 +272,7 @@ __device__ __forceinline__ void attn_cached_core(const bf16_t* q_head, const bf1
         }
     }
     __syncthreads();
-    float mall = attn_neg_inf();
+    float mall = neg_inf();
     for (unsigned w = 0; w < nwarps; w++) mall = fmaxf(mall, red[w * (D + 2)]);
     const float ref = attn_ref(mall);
     for (unsigned d = threadIdx.x; d < (unsigned)D; d += blockDim.x) {
@@ -311,7 +304,7 @@ __device__ __forceinline__ void attn_slice(int len, unsigned n_splits, unsigned 
 }
 
 template <int D>
-__device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
+__device__ __forceinline__ void attention_cached_impl(const AttentionCachedParams& p) {
     const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
     if (row >= p.rows) return;
     const int len = p.lens[row], slot = p.slots[row];
@@ -331,18 +324,18 @@ __device__ __forceinline__ void attn_cached_impl(const AttnCachedParams& p) {
         part = p.partial + (((size_t)row * p.heads + h) * p.n_splits + split) * (D + 2);
     }
     const size_t base = (((size_t)slot * p.heads + h) * p.max_len) * D;
-    attn_cached_core<D>(p.q + row * hd + h * D, p.k_cache + base, p.v_cache + base, start, end, p.scale,
+    attention_cached_core<D>(p.q + row * hd + h * D, p.k_cache + base, p.v_cache + base, start, end, p.scale,
                         p.out + row * hd + h * D, part);
 }
 
 // The fused decode step of one (row, head) (and one key slice with n_splits > 1): RoPE of q and k at
 // positions[row], k and v written into the cache slot by the block whose slice holds the position, a
-// block barrier, then attn_cached_core over the block's slice of the slot with the rotated q from
+// block barrier, then attention_cached_core over the block's slice of the slot with the rotated q from
 // shared memory. The rotation (rope_cos_sin / rope_rotate_bf16) and the attention are the code of
-// rope_kv_write_bf16 and attn_cached_d*_bf16: with the same launch width (nwarps) and n_splits the
+// rope_kv_write_bf16 and attention_cached_d*_bf16: with the same launch width (nwarps) and n_splits the
 // results are those of the unfused pair bit for bit.
 template <int D>
-__device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
+__device__ __forceinline__ void rope_attention_decode_impl(const RopeAttentionParams& p) {
     __shared__ __align__(16) bf16_t q_rot[D];
     constexpr unsigned half = D / 2;
     const unsigned row = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
@@ -367,7 +360,7 @@ __device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
         } else {
             // the combine cannot see the position: a NaN sum makes its merge NaN (max -inf: weight
             // exp(-inf - 0) = 0, and NaN · 0 = NaN)
-            for (unsigned d = threadIdx.x; d < (unsigned)D + 2u; d += blockDim.x) part[d] = d == 0 ? attn_neg_inf() : quiet_nan();
+            for (unsigned d = threadIdx.x; d < (unsigned)D + 2u; d += blockDim.x) part[d] = d == 0 ? neg_inf() : quiet_nan();
         }
         return;
     }
@@ -391,32 +384,32 @@ __device__ __forceinline__ void rope_attn_decode_impl(const RopeAttnParams& p) {
         }
     }
     __syncthreads();  // q_rot and the new cache row are visible to the whole block
-    attn_cached_core<D>(q_rot, p.k_cache + plane, p.v_cache + plane, start, end, p.scale, out, part);
+    attention_cached_core<D>(q_rot, p.k_cache + plane, p.v_cache + plane, start, end, p.scale, out, part);
 }
 
 }  // namespace
 
 // One entry point per supported head dim (the build script and NVRTC want them spelled out).
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d32_bf16(const AttnCachedParams p) { attn_cached_impl<32>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d64_bf16(const AttnCachedParams p) { attn_cached_impl<64>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d96_bf16(const AttnCachedParams p) { attn_cached_impl<96>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d128_bf16(const AttnCachedParams p) { attn_cached_impl<128>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d160_bf16(const AttnCachedParams p) { attn_cached_impl<160>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d192_bf16(const AttnCachedParams p) { attn_cached_impl<192>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d224_bf16(const AttnCachedParams p) { attn_cached_impl<224>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attn_cached_d256_bf16(const AttnCachedParams p) { attn_cached_impl<256>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d32_bf16(const AttentionCachedParams p) { attention_cached_impl<32>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d64_bf16(const AttentionCachedParams p) { attention_cached_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d96_bf16(const AttentionCachedParams p) { attention_cached_impl<96>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d128_bf16(const AttentionCachedParams p) { attention_cached_impl<128>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d160_bf16(const AttentionCachedParams p) { attention_cached_impl<160>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d192_bf16(const AttentionCachedParams p) { attention_cached_impl<192>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d224_bf16(const AttentionCachedParams p) { attention_cached_impl<224>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) attention_cached_d256_bf16(const AttentionCachedParams p) { attention_cached_impl<256>(p); }
 
 // nvrtc-gate: reads-own-writes (each block reads the KV-cache row it wrote; see 1b above)
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d32_bf16(const RopeAttnParams p) { rope_attn_decode_impl<32>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d64_bf16(const RopeAttnParams p) { rope_attn_decode_impl<64>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d96_bf16(const RopeAttnParams p) { rope_attn_decode_impl<96>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d128_bf16(const RopeAttnParams p) { rope_attn_decode_impl<128>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d160_bf16(const RopeAttnParams p) { rope_attn_decode_impl<160>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d192_bf16(const RopeAttnParams p) { rope_attn_decode_impl<192>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d224_bf16(const RopeAttnParams p) { rope_attn_decode_impl<224>(p); }
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attn_decode_d256_bf16(const RopeAttnParams p) { rope_attn_decode_impl<256>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d32_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<32>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d64_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d96_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<96>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d128_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<128>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d160_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<160>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d192_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<192>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d224_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<224>(p); }
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_WARPS * 32) rope_attention_decode_d256_bf16(const RopeAttentionParams p) { rope_attention_decode_impl<256>(p); }
 
-extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_BLOCK) attn_cached_combine_bf16(const AttnCombineParams p) {
+extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_BLOCK) attention_cached_combine_bf16(const AttentionCombineParams p) {
     const unsigned row = blockIdx.x, h = blockIdx.y, D = p.head_dim;
     if (row >= p.rows) return;
     const int len = p.lens[row], slot = p.slots[row];
@@ -428,7 +421,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_BLOCK) attn_cached_com
         return;
     }
     const float* part = p.partial + ((size_t)row * p.heads + h) * p.n_splits * (D + 2);
-    float mall = attn_neg_inf();
+    float mall = neg_inf();
     for (unsigned s = 0; s < p.n_splits; s++) mall = fmaxf(mall, part[s * (D + 2)]);
     const float ref = attn_ref(mall);  // finite: slice 0 is never empty when len > 0
     for (unsigned d = threadIdx.x; d < D; d += blockDim.x) {
@@ -464,7 +457,7 @@ __device__ __forceinline__ void attn_load8(const bf16_t* __restrict__ src, float
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_d64_bf16(const AttnDenseParams p) {
+extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attention_dense_d64_bf16(const AttentionDenseParams p) {
     __shared__ __align__(16) float qs[64][ATTN_DQ];      // [d][query], pre-scaled
     __shared__ __align__(16) float ks[64][ATTN_DK + 4];  // [d][key]
     __shared__ __align__(16) float vs[ATTN_DK][64];      // [key][d]
@@ -497,7 +490,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_d64_bf
     float o[4][8], mrow[4], lrow[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        mrow[i] = attn_neg_inf();
+        mrow[i] = neg_inf();
         lrow[i] = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; j++) o[i][j] = 0.0f;
@@ -540,11 +533,11 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_d64_bf
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int qi = (int)(q0 + tq * 4 + i);
-            float mx = attn_neg_inf();
+            float mx = neg_inf();
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int kj = j0 + (int)(tk * 4 + j);
-                if (kj >= kend || (p.causal && kj > qi)) s[i][j] = attn_neg_inf();
+                if (kj >= kend || (p.causal && kj > qi)) s[i][j] = neg_inf();
                 mx = fmaxf(mx, s[i][j]);
             }
             // the 8 threads of a query row are lanes tq*8..+8 of one warp
@@ -614,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_d64_bf
 }
 
 // ---- dense attention, any head_dim <= 256: one warp per query
-extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_bf16(const AttnDenseParams p) {
+extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attention_dense_bf16(const AttentionDenseParams p) {
     __shared__ float qsh[ATTN_DENSE_WARPS][256];
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     const unsigned b = blockIdx.z, h = blockIdx.y, i = blockIdx.x * ATTN_DENSE_WARPS + warp;
@@ -636,19 +629,19 @@ extern "C" __global__ void __launch_bounds__(ATTN_DENSE_BLOCK) attn_dense_bf16(c
     const bf16_t* kb = p.k + ((size_t)b * p.lk) * hd + h * D;
     const bf16_t* vb = p.v + ((size_t)b * p.lk) * hd + h * D;
 
-    float m = attn_neg_inf(), l = 0.0f, acc[8];
+    float m = neg_inf(), l = 0.0f, acc[8];
 #pragma unroll
     for (int c = 0; c < 8; c++) acc[c] = 0.0f;
     for (int j0 = 0; j0 < n; j0 += 32) {  // warp-uniform
         const int j = j0 + (int)lane;
-        float s = attn_neg_inf();
+        float s = neg_inf();
         if (j < n) {
             const bf16_t* kr = kb + (size_t)j * hd;
             float a = 0.0f;
             for (unsigned d = 0; d < D; d++) a += qw[d] * bf16_to_f32(kr[d]);
             s = a;
         }
-        const float mx = fmaxf(m, attn_warp_max(s));  // finite: key j0 is visible
+        const float mx = fmaxf(m, warp_max(s));  // finite: key j0 is visible
         const float corr = expf(m - mx);
         const float pj = expf(s - mx);
         l = l * corr + pj;  // this lane's keys; summed over the warp at the end

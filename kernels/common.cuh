@@ -19,10 +19,22 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
 
 __device__ __forceinline__ float quiet_nan() { return __uint_as_float(0x7fc00000u); }
 
-// Sum over the 32 lanes of a warp; every lane gets the total.
-__device__ __forceinline__ float warp_sum(float v) {
+// -inf as a float (no <cmath> / INFINITY at run time in NVRTC).
+__device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
+
+// Sum over the 32 lanes of a warp (float, double or unsigned long long); every lane gets the total,
+// summed in the same xor-butterfly order on every lane.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// Maximum over the 32 lanes of a warp; every lane gets it.
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
     return v;
 }
 

@@ -26,7 +26,7 @@ struct AdvanceParams {
 static_assert(sizeof(AdvanceParams) == 56, "AdvanceParams must match its Rust mirror");
 
 // nvrtc-gate: reads-own-writes (positions are incremented in place and read back)
-extern "C" __global__ void __launch_bounds__(ADVANCE_BLOCK) t3_advance(const AdvanceParams p) {
+extern "C" __global__ void __launch_bounds__(ADVANCE_BLOCK) advance_decode_state(const AdvanceParams p) {
     const unsigned q = blockIdx.x * blockDim.x + threadIdx.x;
     if (q >= p.n_req) return;
     const bool done = p.state[q * SAMPLE_STATE + 1] != 0;

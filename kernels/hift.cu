@@ -132,8 +132,7 @@ extern "C" __global__ void __launch_bounds__(SRC_BLOCK) hift_source(const HiftSo
 #pragma unroll
     for (int k = 0; k < HIFT_H; k++) {
         double v = acc[k];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        v = warp_sum(v);
         if (lane == 0) red[warp][k] = v;
     }
     __syncthreads();

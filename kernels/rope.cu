@@ -26,7 +26,7 @@
 #define ROPE_BLOCK 128
 #define ROPE_MAX_HALF 128  // head_dim <= 256
 
-// Mirrors tts_kernels::ops::attention::RopeKvParams (#[repr(C)], 80 bytes).
+// Mirrors tts_kernels::ops::rope::RopeKvParams (#[repr(C)], 80 bytes).
 struct RopeKvParams {
     const bf16_t* qkv;       // [rows, 3·heads·D] bf16
     const int* positions;    // [rows]

@@ -111,32 +111,26 @@ __device__ __forceinline__ u64_t mass_weight(float e) {
 
 __device__ __forceinline__ unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
 
-__device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
-
 // ---------------------------------------------------------------- block collectives
 // blockDim.x is a multiple of 32; every thread of the block calls these.
 __device__ __forceinline__ float block_max(float v, float* scratch) {
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    v = warp_max(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < nwarps ? scratch[lane] : neg_inf();
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    v = warp_max(v);
     __syncthreads();
     return v;
 }
 
 __device__ __forceinline__ u64_t block_sum_u64(u64_t v, u64_t* scratch) {
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    v = warp_sum(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     v = lane < nwarps ? scratch[lane] : 0ull;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    v = warp_sum(v);
     __syncthreads();
     return v;
 }

@@ -250,10 +250,19 @@ if [ -z "$san" ]; then
 else
   san_res=()
   san_bad=0
-  for tool_bin in memcheck:emu_vs_cpu memcheck:emu_attention memcheck:emu_fused_decode racecheck:emu_vs_cpu racecheck:emu_attention racecheck:emu_sampling; do
+  # the small per-family kernel tests, the attention and fused decode tests, the sampler
+  small="emu_rmsnorm emu_layernorm emu_embedding emu_linear emu_swiglu emu_elementwise emu_rope"
+  runs=""
+  for t in $small emu_attention emu_attention_decode emu_gemv; do runs="$runs memcheck:$t"; done
+  for t in $small emu_attention emu_sampling; do runs="$runs racecheck:$t"; done
+  for tool_bin in $runs; do
     tool=${tool_bin%%:*}
     bin="$work/payload/bin/tts-kernels.${tool_bin#*:}"
-    [ -e "$bin" ] || continue
+    if [ ! -e "$bin" ]; then
+      san_res+=("$tool ${tool_bin#*:}: MISSING (no such test binary in the payload)")
+      san_bad=1
+      continue
+    fi
     from=$(($(wc -l <"$zlog") + 1))
     TTS_REQUIRE_CUDA=1 step "$zlog" 75 "$san" --tool "$tool" --error-exitcode 99 "$bin"
     rc=$?

@@ -22,6 +22,7 @@ rm -f "$report"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+python3 tools/import_picture.py || status=$?
 cargo test --workspace --features emu --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
 if [ -f "$report" ]; then cat "$report"; fi

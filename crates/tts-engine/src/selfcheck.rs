@@ -231,7 +231,7 @@ pub fn run(dev: &Device, seed: Option<u64>) -> Result<(u64, Vec<OpCheck>)> {
         let (got, ms) = run_on(dev, act)?;
         let c = compare(&got, &want, rel, abs);
         out.push(OpCheck {
-            op: "attn_relpos",
+            op: "attention_relpos",
             shape: format!("[{b}, {t}, {h}x{dh}]"),
             max_abs: c.max_abs,
             max_rel: c.max_rel,

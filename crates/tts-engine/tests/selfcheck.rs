@@ -6,7 +6,7 @@ fn check(dev: &Device) {
     for _ in 0..3 {
         let (seed, checks) = tts_engine::selfcheck::run(dev, None).unwrap();
         let ops: Vec<&str> = checks.iter().map(|c| c.op).collect();
-        assert_eq!(ops, ["add_rmsnorm", "embed_pos", "linear", "rmsnorm_linear", "conv+mish", "attn_relpos"]);
+        assert_eq!(ops, ["add_rmsnorm", "embed_pos", "linear", "rmsnorm_linear", "conv+mish", "attention_relpos"]);
         for c in &checks {
             assert!(c.ok && c.max_abs.is_finite(), "{} on {} (seed {seed}): {c:?}", c.op, dev.describe());
         }

@@ -6,29 +6,9 @@
 //! allocations and host copies on that device are errors (they could not be replayed).
 use crate::Device;
 use crate::device::Backend;
+#[cfg(feature = "emu")]
+use crate::emu::Recorded;
 use crate::error::{Error, Result};
-#[cfg(feature = "emu")]
-use crate::launch::LaunchDims;
-#[cfg(feature = "emu")]
-use crate::ops::linear::Gemm;
-
-/// One recorded unit of work (Emu).
-#[cfg(feature = "emu")]
-#[derive(Clone)]
-pub(crate) enum Recorded {
-    Kernel { name: &'static str, dims: LaunchDims, params: Vec<u64> },
-    Gemm(Gemm),
-}
-
-/// What an Emu capture collected.
-#[cfg(feature = "emu")]
-#[derive(Default)]
-pub(crate) struct CaptureLog {
-    /// Kernel names in launch order ("gemm" for a cuBLAS / CPU GEMM).
-    pub names: Vec<&'static str>,
-    /// The work itself (Emu only; CUDA records into its own graph).
-    pub recorded: Vec<Recorded>,
-}
 
 enum GraphKind {
     Cuda(cudarc::driver::CudaGraph),

@@ -12,44 +12,10 @@
 //! above the maximum the launch is an [`Error::SharedMemory`] naming the kernel and the sizes.
 use std::ffi::c_void;
 
+pub(crate) use crate::backend::LaunchDims;
+use crate::backend::{Gemm, KernelBackend, SHARED_MEM_DEFAULT_LIMIT, SharedMemory};
 use crate::device::{Backend, Device};
 use crate::error::{Error, Result};
-
-/// Shared memory (static + dynamic bytes) one block may use without opting in, on every CUDA device.
-pub const SHARED_MEM_DEFAULT_LIMIT: u32 = 48 * 1024;
-
-/// The opt-in maximum of shared memory per block (static + dynamic bytes) that the Emu backend
-/// models: 99 KiB, the sm_86/sm_89 value, the strictest of the devices the project supports (sm_80
-/// allows 163 KiB, sm_90 227 KiB). A launch that passes on Emu fits every supported GPU.
-pub const EMU_SHARED_OPTIN_MAX: u32 = 101_376;
-
-/// Grid and block sizes (x, y, z) and dynamic shared memory in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LaunchDims {
-    pub grid: [u32; 3],
-    pub block: [u32; 3],
-    pub smem: u32,
-    /// The launch code opts in to more than 48 KiB of shared memory where needed (always, except
-    /// in the harness self-test that shows a launch without the opt-in is refused).
-    pub opt_in: bool,
-}
-
-impl LaunchDims {
-    pub(crate) fn new(grid: [u32; 3], block: [u32; 3], smem: u32) -> LaunchDims {
-        LaunchDims { grid, block, smem, opt_in: true }
-    }
-}
-
-/// What the launch code needs from a backend about shared memory.
-pub(crate) trait SharedMemory {
-    /// Bytes of static `__shared__` memory of `kernel`: exact on Cuda (the loaded function's
-    /// attribute); on Emu learned from the kernel's earlier launches (`None` before the first).
-    fn static_shared_bytes(&self, kernel: &'static str) -> Result<Option<u32>>;
-    /// The most shared memory (static + dynamic bytes) one block may use after opting in.
-    fn shared_optin_max(&self) -> Result<u32>;
-    /// Raises `kernel`'s maximum dynamic shared memory to at least `bytes` (the opt-in); never lowers it.
-    fn opt_in_dynamic_shared(&self, kernel: &'static str, bytes: u32) -> Result<()>;
-}
 
 /// How a launch's shared memory is provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +52,7 @@ pub(crate) fn plan_shared_memory(kernel: &str, static_bytes: Option<u32>, dynami
 }
 
 /// Checks a launch's shared memory against `backend`'s limits and opts in where needed.
-fn prepare_shared_memory(backend: &impl SharedMemory, kernel: &'static str, dims: LaunchDims) -> Result<()> {
+fn prepare_shared_memory(backend: &dyn SharedMemory, kernel: &'static str, dims: LaunchDims) -> Result<()> {
     // no dynamic shared memory: the static size alone is at most 48 KiB (ptxas; the Emu shim checks it)
     if dims.smem == 0 || !dims.opt_in {
         return Ok(());
@@ -96,12 +62,6 @@ fn prepare_shared_memory(backend: &impl SharedMemory, kernel: &'static str, dims
         backend.opt_in_dynamic_shared(kernel, dims.smem)?;
     }
     Ok(())
-}
-
-pub(crate) trait KernelLauncher {
-    /// Launches `kernel` with `params` pointing at its params struct.
-    /// `params` points at `size` bytes (the struct), 8-byte aligned.
-    fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, size: usize) -> Result<()>;
 }
 
 /// Launches `kernel` on a GPU-style backend. `P` must mirror the kernel's params struct exactly.
@@ -116,17 +76,23 @@ pub(crate) fn launch<P: bytemuck::Pod>(dev: &Device, kernel: &'static str, dims:
     const { assert!(std::mem::align_of::<P>() <= 8, "params structs are at most 8-byte aligned") };
     let mut copy = *params;
     let ptr = &mut copy as *mut P as *mut c_void;
+    let backend = kernel_backend(dev, kernel)?;
+    prepare_shared_memory(backend, kernel, dims)?;
+    backend.launch_raw(kernel, dims, ptr, std::mem::size_of::<P>())
+}
+
+/// Runs one GEMM on a kernel backend (Cuda: cuBLAS; Emu: the CPU stand-in); records it while capturing.
+pub(crate) fn gemm(dev: &Device, g: &Gemm) -> Result<()> {
+    kernel_backend(dev, "gemm")?.gemm(g)
+}
+
+/// `dev`'s kernel backend; the Cpu backend runs no kernels (an error naming `what`).
+fn kernel_backend<'d>(dev: &'d Device, what: &str) -> Result<&'d dyn KernelBackend> {
     match &*dev.inner {
-        Backend::Cpu => Err(Error::invalid(op, format!("{kernel}: the Cpu backend runs no kernels"))),
-        Backend::Cuda(c) => {
-            prepare_shared_memory(c, kernel, dims)?;
-            c.launch_raw(kernel, dims, ptr, std::mem::size_of::<P>())
-        }
+        Backend::Cpu => Err(Error::invalid("launch", format!("{what}: the Cpu backend runs no kernels"))),
+        Backend::Cuda(c) => Ok(c),
         #[cfg(feature = "emu")]
-        Backend::Emu(e) => {
-            prepare_shared_memory(e, kernel, dims)?;
-            e.launch_raw(kernel, dims, ptr, std::mem::size_of::<P>())
-        }
+        Backend::Emu(e) => Ok(e),
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! Model crates allocate [`Tensor`]s on a [`Device`] and call [`ops`]; nothing above this crate knows
 //! which backend runs.
+mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod cuda;
@@ -17,20 +18,23 @@ mod device;
 mod dtype;
 #[cfg(feature = "emu")]
 mod emu;
+mod emu_options;
 mod error;
 mod graph;
+mod host_mem;
 mod host_pool;
 mod launch;
 pub mod ops;
 mod tensor;
 pub mod testing;
 
-pub use device::{BackendKind, Device, DeviceStats, EMU_DEFAULT_MULTIPROCESSORS, EmuOptions, Schedule};
+pub use backend::{EMU_SHARED_OPTIN_MAX, SHARED_MEM_DEFAULT_LIMIT};
+pub use device::{BackendKind, Device, DeviceStats};
 pub use dtype::DType;
+pub use emu_options::{EMU_DEFAULT_MULTIPROCESSORS, EmuOptions, Schedule};
 pub use error::{Error, Result};
 pub use graph::Graph;
 pub use host_pool::{pooled_host_bytes, release_pooled_host_memory};
-pub use launch::{EMU_SHARED_OPTIN_MAX, SHARED_MEM_DEFAULT_LIMIT};
 pub use tensor::{Tensor, View, ViewMut};
 
 /// One kernel source file of `kernels/`, as embedded by the build script.

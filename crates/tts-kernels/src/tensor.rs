@@ -3,121 +3,21 @@
 //! A [`Tensor`] owns one allocation on one [`Device`]. Ops read [`View`]s and write [`ViewMut`]s;
 //! both are contiguous ranges of rows of a tensor, so the borrow checker keeps an op's outputs
 //! apart from its inputs (what `__restrict__` in the kernels assumes).
-use std::alloc::Layout;
 use std::marker::PhantomData;
-use std::ptr::NonNull;
 
 use half::bf16;
 
 use crate::device::Backend;
 use crate::error::{Error, Result};
+use crate::host_mem::HostMem;
 use crate::{DType, Device, cpu, cuda};
 
-/// Alignment of every allocation (what cuBLAS and vectorised kernel loads like).
-pub(crate) const ALIGN: usize = 256;
 /// Max rank of a tensor.
 pub const MAX_RANK: usize = 4;
 
 pub(crate) enum Storage {
     Host(HostMem),
     Cuda(cuda::CudaMem),
-}
-
-/// Host memory of the Cpu and Emu backends. Emu allocations carry poisoned red zones on both
-/// sides (checked after every launch) and start poisoned (0xFF bytes: NaN for floats, -1 for ints).
-pub(crate) struct HostMem {
-    block: NonNull<u8>,
-    layout: Layout,
-    /// Bytes of red zone before and after the data.
-    pub(crate) redzone: usize,
-    /// Given back to [`crate::host_pool`] when dropped (Cpu tensors).
-    pooled: bool,
-    #[cfg(feature = "emu")]
-    pub(crate) registry: Option<std::sync::Arc<crate::emu::Registry>>,
-}
-
-// SAFETY: HostMem owns its allocation; access goes through &/&mut of the owning Tensor.
-unsafe impl Send for HostMem {}
-unsafe impl Sync for HostMem {}
-
-impl HostMem {
-    pub(crate) fn new(bytes: usize, redzone: usize, fill: u8) -> Result<HostMem> {
-        let total = bytes
-            .checked_add(2 * redzone)
-            .filter(|&t| t <= isize::MAX as usize - ALIGN)
-            .ok_or_else(|| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
-        let layout = Layout::from_size_align(total.max(1), ALIGN).unwrap();
-        // SAFETY: layout has a non-zero size.
-        let raw = unsafe { if fill == 0 { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
-        let block = NonNull::new(raw).ok_or_else(|| Error::invalid("alloc", format!("out of memory for {bytes} bytes")))?;
-        if fill != 0 {
-            // SAFETY: the block is `total` bytes long. (Zeros come from alloc_zeroed: for large
-            // blocks the allocator maps fresh zero pages instead of writing every byte.)
-            unsafe { std::ptr::write_bytes(block.as_ptr(), fill, total) };
-        }
-        if redzone > 0 {
-            unsafe {
-                std::ptr::write_bytes(block.as_ptr(), REDZONE_BYTE, redzone);
-                std::ptr::write_bytes(block.as_ptr().add(redzone + bytes), REDZONE_BYTE, redzone);
-            }
-        }
-        Ok(HostMem::owning(block, layout, redzone))
-    }
-
-    /// The HostMem that owns `block` (allocated with `layout`), freed to the allocator when dropped.
-    fn owning(block: NonNull<u8>, layout: Layout, redzone: usize) -> HostMem {
-        HostMem {
-            block,
-            layout,
-            redzone,
-            pooled: false,
-            #[cfg(feature = "emu")]
-            registry: None,
-        }
-    }
-
-    /// A Cpu tensor's memory, reusing a freed block of the same size when [`crate::host_pool`] has
-    /// one: zeros if `zero`, else unspecified contents (0xFF bytes in debug builds, see there).
-    pub(crate) fn cpu(bytes: usize, zero: bool) -> Result<HostMem> {
-        let layout = Layout::from_size_align(bytes.max(1), ALIGN)
-            .map_err(|_| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
-        let poison = !zero && cfg!(debug_assertions);
-        let mut mem = match crate::host_pool::take(layout) {
-            Some(block) => {
-                if zero || poison {
-                    // SAFETY: the pooled block is `layout.size()` bytes long.
-                    unsafe { std::ptr::write_bytes(block.as_ptr(), if zero { 0 } else { REDZONE_BYTE }, layout.size()) };
-                }
-                HostMem::owning(block, layout, 0)
-            }
-            None => HostMem::new(bytes, 0, if poison { REDZONE_BYTE } else { 0 })?,
-        };
-        // given back to the pool when dropped
-        mem.pooled = true;
-        Ok(mem)
-    }
-
-    pub(crate) fn data_ptr(&self) -> *mut u8 {
-        // SAFETY: redzone < total size.
-        unsafe { self.block.as_ptr().add(self.redzone) }
-    }
-}
-
-/// Red zones hold 0xFF bytes: a float read from one is NaN, an int is -1.
-pub(crate) const REDZONE_BYTE: u8 = 0xFF;
-
-impl Drop for HostMem {
-    fn drop(&mut self) {
-        #[cfg(feature = "emu")]
-        if let Some(r) = &self.registry {
-            r.unregister(self.data_ptr() as usize);
-        }
-        let block = if self.pooled { crate::host_pool::give(self.block, self.layout) } else { Some(self.block) };
-        if let Some(block) = block {
-            // SAFETY: allocated with this layout in `new`, and not kept by the pool.
-            unsafe { std::alloc::dealloc(block.as_ptr(), self.layout) };
-        }
-    }
 }
 
 /// A contiguous, row-major tensor that owns its memory on one device.
@@ -462,7 +362,7 @@ macro_rules! view_common {
             fn host_slice<$s, T: bytemuck::Pod>(&$s self) -> Result<&$ret [T]> {
                 self.expect_row_major("host access")?;
                 match self.storage() {
-                    // SAFETY: in bounds (views never exceed their tensor) and aligned (ALIGN). No
+                    // SAFETY: in bounds (views never exceed their tensor) and aligned (host_mem::ALIGN). No
                     // exclusive access to these elements can exist while the slice lives: a View
                     // holds a shared borrow of the tensor for `'a`; a ViewMut hands the slice out only
                     // for a shared borrow of itself, which excludes its `host_*_mut` (and any reborrow)

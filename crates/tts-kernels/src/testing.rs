@@ -130,6 +130,30 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (n / d.max(1e-30)).sqrt()
 }
 
+/// The relative tolerance of a bf16 output against the f32 Cpu reference: one rounding of a value
+/// computed in f32 is at most 2^-9 relative (2^-8 for 8 significant bits); 8e-3 allows two ulp.
+pub const BF16_REL: f64 = 8e-3;
+
+/// The absolute floor of attention outputs compared with the Cpu reference (softmax weights
+/// near 0 summed in another order).
+pub const ATTENTION_ABS: f64 = 1e-4;
+
+/// Asserts `got` equals `want` bit for bit (NaNs included), naming the first differing element.
+#[track_caller]
+pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+        let n = got.iter().zip(want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        panic!("{what}: {n} of {} elements differ; first at [{i}]: got {:?}, want {:?}", got.len(), got[i], want[i]);
+    }
+}
+
+/// T3's RoPE inverse frequencies for `head_dim` (Llama-3 scaling: θ 500000, factor 8, low 1,
+/// high 4, original context 8192; see [`crate::cpu::llama3_inv_freq`]).
+pub fn t3_inv_freq(head_dim: usize) -> Vec<f32> {
+    crate::cpu::llama3_inv_freq(head_dim, 500000.0, 8.0, 1.0, 4.0, 8192)
+}
+
 /// The devices that run the GPU kernels in this build and on this machine, each with a label:
 /// Emu in forward, reverse and random schedules (builds with the `emu` feature; the reverse one with
 /// the shared-memory race detector on) and Cuda when a usable GPU is present. With
@@ -155,6 +179,9 @@ pub fn kernel_devices() -> Vec<(String, Device)> {
             }
             eprintln!("cuda: skipped ({e})");
         }
+    }
+    if out.is_empty() {
+        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
     }
     out
 }

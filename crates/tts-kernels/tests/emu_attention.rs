@@ -1,163 +1,15 @@
-//! RoPE + KV-cache write and the attention kernels against their Cpu reference ops, on every kernel
+//! The attention kernels (`kernels/attention.cu`: `ops::attention_cached`, its split form,
+//! `ops::attention_dense`) against their Cpu reference ops, on every kernel
 //! backend of this build and machine (Emu in forward, reverse and random thread schedules; Cuda when
 //! a GPU is usable), with fresh random inputs (the seed is printed; `TTS_TEST_SEED` replays it), odd
 //! shapes, outputs that start poisoned on Emu, and cache / key regions that must not be read
 //! poisoned with NaN (a kernel that reads them turns its output NaN).
-use std::collections::HashSet;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, round_bf16};
-use tts_kernels::{BackendKind, DType, Device, Error, Tensor, cpu, ops};
-
-/// bf16 output: one rounding of a value computed in f32 is at most 2^-9 relative; allow 2 ulp.
-const BF16_REL: f64 = 8e-3;
-/// Absolute floor for attention outputs: f32 sums of up to a few hundred terms of magnitude ~1 in a
-/// different order (online vs two-pass softmax, lane-split dot products) differ by ~1e-5.
-const ATTN_ABS: f64 = 1e-4;
-
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
-
-fn t3_inv_freq(d: usize) -> Vec<f32> {
-    cpu::llama3_inv_freq(d, 500000.0, 8.0, 1.0, 4.0, 8192)
-}
-
-/// `rows` distinct (slot, position) pairs.
-fn distinct_cells(rng: &mut StdRng, rows: usize, n_slots: usize, max_len: usize) -> (Vec<i32>, Vec<i32>) {
-    assert!(rows <= n_slots * max_len);
-    let mut seen = HashSet::new();
-    let (mut slots, mut pos) = (Vec::new(), Vec::new());
-    while slots.len() < rows {
-        let (s, p) = (rng.random_range(0..n_slots), rng.random_range(0..max_len));
-        if seen.insert((s, p)) {
-            slots.push(s as i32);
-            pos.push(p as i32);
-        }
-    }
-    (slots, pos)
-}
-
-struct RopeOut {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_rope(
-    dev: &Device,
-    rows: usize,
-    heads: usize,
-    d: usize,
-    n_slots: usize,
-    max_len: usize,
-    qkv: &[f32],
-    pos: &[i32],
-    slots: &[i32],
-    inv: &[f32],
-    cache0: (&[f32], &[f32]),
-) -> tts_kernels::Result<RopeOut> {
-    let act = dev.compute_dtype();
-    let cshape = [n_slots, heads, max_len, d];
-    let qkv_t = Tensor::from_f32(dev, act, &[rows, 3 * heads * d], qkv)?;
-    let pos_t = Tensor::from_i32(dev, &[rows], pos)?;
-    let slot_t = Tensor::from_i32(dev, &[rows], slots)?;
-    let inv_t = Tensor::from_f32(dev, DType::F32, &[d / 2], inv)?;
-    let mut q_t = Tensor::uninit(dev, act, &[rows, heads * d])?;
-    let mut k_t = Tensor::from_f32(dev, act, &cshape, cache0.0)?;
-    let mut v_t = Tensor::from_f32(dev, act, &cshape, cache0.1)?;
-    ops::rope_kv_write(qkv_t.view(), pos_t.view(), slot_t.view(), inv_t.view(), q_t.view_mut(), k_t.view_mut(), v_t.view_mut())?;
-    Ok(RopeOut { q: q_t.to_f32_vec()?, k: k_t.to_f32_vec()?, v: v_t.to_f32_vec()? })
-}
-
-#[test]
-fn rope_kv_write_matches_cpu() {
-    let seed = fresh_seed();
-    eprintln!("seed {seed}");
-    let cpu = Device::cpu();
-    for (label, dev) in devices_or_skip() {
-        // (rows, heads, head_dim, n_slots, max_len, llama3 frequencies)
-        for (i, &(rows, heads, d, n_slots, max_len, llama3)) in [
-            (1, 1, 2, 1, 1, false),
-            (7, 3, 8, 2, 5, true),
-            (37, 5, 64, 3, 4100, true), // T3 head dim, positions up to 4099 (angles up to 4099 rad)
-            (19, 16, 64, 4, 37, true),  // T3 heads
-            (5, 3, 30, 2, 300, false),  // head_dim not a multiple of 4
-            (6, 1, 256, 3, 9, false),   // the largest head dim
-        ]
-        .iter()
-        .enumerate()
-        {
-            let s = seed.wrapping_add(i as u64 * 1000);
-            let mut rng = StdRng::seed_from_u64(s);
-            let hd = heads * d;
-            let qkv = round_bf16(&random_f32(s, rows * 3 * hd, 1.0));
-            let (slots, pos) = distinct_cells(&mut rng, rows, n_slots, max_len);
-            let inv = if llama3 {
-                t3_inv_freq(d)
-            } else {
-                (0..d / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / d as f32)).collect()
-            };
-            let clen = n_slots * hd * max_len;
-            let k0 = round_bf16(&random_f32(s + 1, clen, 1.0));
-            let v0 = round_bf16(&random_f32(s + 2, clen, 1.0));
-            let want = run_rope(&cpu, rows, heads, d, n_slots, max_len, &qkv, &pos, &slots, &inv, (&k0, &v0)).unwrap();
-            let got = run_rope(&dev, rows, heads, d, n_slots, max_len, &qkv, &pos, &slots, &inv, (&k0, &v0)).unwrap();
-            let what = format!("{label}: rope_kv_write rows {rows} heads {heads} d {d} max_len {max_len} seed {s}");
-            assert_close(&format!("{what} q_out"), &got.q, &want.q, BF16_REL, 1e-5);
-            // written cache rows within one bf16 rounding; every other cell untouched (bit-exact)
-            let mut written = vec![false; clen];
-            for (&sl, &p) in slots.iter().zip(&pos) {
-                for h in 0..heads {
-                    let at = ((sl as usize * heads + h) * max_len + p as usize) * d;
-                    written[at..at + d].fill(true);
-                }
-            }
-            let pick = |v: &[f32], w: bool| -> Vec<f32> { v.iter().zip(&written).filter(|x| *x.1 == w).map(|x| *x.0).collect() };
-            assert_close(&format!("{what} k_cache rows"), &pick(&got.k, true), &pick(&want.k, true), BF16_REL, 1e-5);
-            assert_close(&format!("{what} v_cache rows"), &pick(&got.v, true), &pick(&want.v, true), 0.0, 0.0);
-            assert_eq!(pick(&got.k, false), pick(&k0, false), "{what}: k_cache cells outside the written rows changed");
-            assert_eq!(pick(&got.v, false), pick(&v0, false), "{what}: v_cache cells outside the written rows changed");
-        }
-    }
-}
-
-#[test]
-fn rope_kv_write_rejects_out_of_range_rows() {
-    let (heads, d, n_slots, max_len) = (2, 8, 2, 6);
-    let hd = heads * d;
-    let qkv = round_bf16(&random_f32(5, 4 * 3 * hd, 1.0));
-    let inv = t3_inv_freq(d);
-    let clen = n_slots * hd * max_len;
-    let k0 = round_bf16(&random_f32(6, clen, 1.0));
-    let v0 = round_bf16(&random_f32(7, clen, 1.0));
-    // rows 1..3 are bad: position max_len, position -1, slot n_slots
-    let pos = [2, max_len as i32, -1, 3];
-    let slots = [1, 0, 1, n_slots as i32];
-    // Cpu: an error naming the row, and nothing written
-    let cpu = Device::cpu();
-    let e = run_rope(&cpu, 4, heads, d, n_slots, max_len, &qkv, &pos, &slots, &inv, (&k0, &v0)).err().unwrap();
-    assert!(e.to_string().contains("row 1: position 6 is outside 0..6"), "{e}");
-    let e = run_rope(&cpu, 1, heads, d, n_slots, max_len, &qkv[3 * 3 * hd..], &pos[3..], &slots[3..], &inv, (&k0, &v0))
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("row 0: slot 2 is outside 0..2"), "{e}");
-    // kernels: NaN q rows, caches untouched but for the good rows
-    let want = run_rope(&cpu, 1, heads, d, n_slots, max_len, &qkv[..3 * hd], &pos[..1], &slots[..1], &inv, (&k0, &v0)).unwrap();
-    for (label, dev) in devices_or_skip() {
-        let got = run_rope(&dev, 4, heads, d, n_slots, max_len, &qkv, &pos, &slots, &inv, (&k0, &v0)).unwrap();
-        assert_close(&format!("{label}: good row"), &got.q[..hd], &want.q, BF16_REL, 1e-5);
-        assert!(got.q[hd..].iter().all(|v| v.is_nan()), "{label}: bad rows must be NaN");
-        assert_close(&format!("{label}: k_cache"), &got.k, &want.k, BF16_REL, 1e-5);
-        assert_eq!(got.v, want.v, "{label}: v_cache");
-    }
-}
+use tts_kernels::testing::{
+    ATTENTION_ABS, BF16_REL, assert_close, fresh_seed, kernel_devices, random_f32, round_bf16, t3_inv_freq,
+};
+use tts_kernels::{BackendKind, DType, Device, Error, Tensor, ops};
 
 /// Inputs of a cached-attention case: caches hold random values at positions below the longest
 /// live length of each slot and NaN beyond it (the kernels must never read there).
@@ -247,7 +99,7 @@ fn attention_cached_matches_cpu() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (rows, heads, head_dim, n_slots, max_len, q scale): every supported head dim, odd counts
     let cases = [
         (5, 3, 64, 4, 300, 1.0),
@@ -269,9 +121,9 @@ fn attention_cached_matches_cpu() {
         for (label, dev) in &devices {
             let what =
                 format!("{label}: attention_cached rows {rows} heads {heads} d {d} max_len {max_len} lens {:?} seed {s}", c.lens);
-            assert_close(&what, &c.run(dev, None).unwrap(), &want, BF16_REL, ATTN_ABS);
+            assert_close(&what, &c.run(dev, None).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             for n in [1, 3, 8] {
-                assert_close(&format!("{what} splits {n}"), &c.run(dev, Some(n)).unwrap(), &want, BF16_REL, ATTN_ABS);
+                assert_close(&format!("{what} splits {n}"), &c.run(dev, Some(n)).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             }
         }
     }
@@ -287,10 +139,10 @@ fn attention_cached_long_context_with_few_rows() {
     let want = c.run(&cpu, None).unwrap();
     let splits = ops::attention_cached_splits(3, 2, 1500);
     assert!(splits > 1, "few rows and a long context should be split ({splits})");
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let what = format!("{label}: lens {:?} seed {seed}", c.lens);
-        assert_close(&what, &c.run(&dev, None).unwrap(), &want, BF16_REL, ATTN_ABS);
-        assert_close(&format!("{what} splits {splits}"), &c.run(&dev, Some(splits)).unwrap(), &want, BF16_REL, ATTN_ABS);
+        assert_close(&what, &c.run(&dev, None).unwrap(), &want, BF16_REL, ATTENTION_ABS);
+        assert_close(&format!("{what} splits {splits}"), &c.run(&dev, Some(splits)).unwrap(), &want, BF16_REL, ATTENTION_ABS);
     }
 }
 
@@ -326,11 +178,11 @@ fn attention_cached_inactive_rows_are_zero_and_bad_rows_nan() {
     assert!(e.to_string().contains("row 0: slot 2 is outside 0..2"), "{e}");
     bad_slot.slots = vec![-3];
     assert!(bad_slot.run(&cpu, None).is_err());
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         for splits in [None, Some(4)] {
             let got = c.run(&dev, splits).unwrap();
             assert!(got[..hd].iter().all(|&v| v == 0.0), "{label} {splits:?}: the inactive row must be zeros");
-            assert_close(&format!("{label} {splits:?}: good row"), &got[hd..2 * hd], &want[hd..], BF16_REL, ATTN_ABS);
+            assert_close(&format!("{label} {splits:?}: good row"), &got[hd..2 * hd], &want[hd..], BF16_REL, ATTENTION_ABS);
             assert!(got[2 * hd..].iter().all(|v| v.is_nan()), "{label} {splits:?}: bad rows must be NaN");
         }
     }
@@ -445,7 +297,7 @@ fn rope_then_cached_attention_prefill_then_replayed_decode_steps() {
         }
     }
 
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let act = dev.compute_dtype();
         let inv_t = Tensor::from_f32(&dev, DType::F32, &[d / 2], &inv).unwrap();
         let mut kc = Tensor::uninit(&dev, act, &cshape).unwrap();
@@ -460,7 +312,7 @@ fn rope_then_cached_attention_prefill_then_replayed_decode_steps() {
         ops::rope_kv_write(qkv.view(), pos_t.view(), slot_t.view(), inv_t.view(), q.view_mut(), kc.view_mut(), vc.view_mut())
             .unwrap();
         ops::attention_cached(q.view(), kc.view(), vc.view(), slot_t.view(), lens_t.view(), out.view_mut(), scale).unwrap();
-        assert_close(&format!("{label}: prefill seed {seed}"), &out.to_f32_vec().unwrap(), &want[0], BF16_REL, ATTN_ABS);
+        assert_close(&format!("{label}: prefill seed {seed}"), &out.to_f32_vec().unwrap(), &want[0], BF16_REL, ATTENTION_ABS);
 
         // decode: per-step values in device tensors, the step captured once as a graph
         let mut dqkv_t = Tensor::uninit(&dev, act, &[3, 3 * hd]).unwrap();
@@ -483,7 +335,7 @@ fn rope_then_cached_attention_prefill_then_replayed_decode_steps() {
                 ops::attention_cached(dq.view(), kc.view(), vc.view(), dslot_t.view(), dlens_t.view(), dout.view_mut(), scale)
             })
             .unwrap();
-        assert_eq!(graph.kernel_names(), ["rope_kv_write_bf16", "attn_cached_d64_bf16"], "{label}");
+        assert_eq!(graph.kernel_names(), ["rope_kv_write_bf16", "attention_cached_d64_bf16"], "{label}");
         for (i, qkv) in dqkv.iter().enumerate() {
             dqkv_t.copy_from_f32(qkv).unwrap();
             dpos_t.copy_from_i32(&[7 + i as i32, 0, 12 + i as i32]).unwrap();
@@ -493,7 +345,7 @@ fn rope_then_cached_attention_prefill_then_replayed_decode_steps() {
             let dq_got = dq.to_f32_vec().unwrap();
             assert!(dq_got[hd..2 * hd].iter().all(|v| v.is_nan()), "{label}: the inactive row's slot -1 gives a NaN q row");
             assert!(got[hd..2 * hd].iter().all(|&v| v == 0.0), "{label}: the inactive row's output is zeros");
-            assert_close(&format!("{label}: decode step {i} seed {seed}"), &got, &want[i + 1], BF16_REL, ATTN_ABS);
+            assert_close(&format!("{label}: decode step {i} seed {seed}"), &got, &want[i + 1], BF16_REL, ATTENTION_ABS);
         }
     }
 }
@@ -574,7 +426,7 @@ fn attention_dense_matches_cpu() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (batch, lq, lk, heads, head_dim, causal, kv_lens)
     let cases = [
         (2, 32, 47, 4, 16, false, true),    // Perceiver cross-attention (tiny hidden), padded prompts
@@ -599,10 +451,10 @@ fn attention_dense_matches_cpu() {
                 "{label}: attention_dense b {batch} lq {lq} lk {lk} heads {heads} dh {dh} causal {causal} kv_lens {:?} seed {s}",
                 c.kv_lens
             );
-            assert_close(&what, &c.run(dev, false).unwrap(), &want, BF16_REL, ATTN_ABS);
+            assert_close(&what, &c.run(dev, false).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             if dh == 64 && i == 3 {
                 // the same case through the any-head-dim kernel (unaligned views)
-                assert_close(&format!("{what} unaligned"), &c.run(dev, true).unwrap(), &want, BF16_REL, ATTN_ABS);
+                assert_close(&format!("{what} unaligned"), &c.run(dev, true).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             }
         }
     }
@@ -619,10 +471,10 @@ fn attention_dense_bad_lengths_are_errors_or_nan() {
         let want = good.run(&Device::cpu(), false).unwrap();
         good.kv_lens = Some(vec![-1, 3]);
         let half = want.len() / 2;
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             let got = c.run(&dev, false).unwrap();
             assert!(got[..half].iter().all(|v| v.is_nan()), "{label} dh {dh}: kv_len 7 > lk 6 must give NaN");
-            assert_close(&format!("{label} dh {dh}"), &got[half..], &want[half..], BF16_REL, ATTN_ABS);
+            assert_close(&format!("{label} dh {dh}"), &got[half..], &want[half..], BF16_REL, ATTENTION_ABS);
             let got = good.run(&dev, false).unwrap();
             assert!(got[..half].iter().all(|v| v.is_nan()), "{label} dh {dh}: kv_len -1 must give NaN");
         }
@@ -709,7 +561,7 @@ fn out_of(dev: &Device, shape: &[usize]) -> Tensor {
 
 #[test]
 fn each_shape_takes_the_intended_kernels() {
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let act = dev.compute_dtype();
         let z = |shape: &[usize]| Tensor::zeros(&dev, act, shape).unwrap();
         let names = |f: &mut dyn FnMut() -> tts_kernels::Result<()>| dev.capture(f).unwrap().kernel_names().to_vec();
@@ -719,17 +571,17 @@ fn each_shape_takes_the_intended_kernels() {
         let k_odd = big.view().narrow_rows(1, 2 * 7 * 128).unwrap().reshape(&[2, 7, 128]).unwrap();
         assert_eq!(
             names(&mut || ops::attention_dense(q.view(), k.view(), k.view(), None, out.view_mut(), 2, 1.0, true)),
-            ["attn_dense_d64_bf16"],
+            ["attention_dense_d64_bf16"],
             "{label}"
         );
         assert_eq!(
             names(&mut || ops::attention_dense(q.view(), k_odd, k.view(), None, out.view_mut(), 2, 1.0, true)),
-            ["attn_dense_bf16"],
+            ["attention_dense_bf16"],
             "{label}"
         );
         assert_eq!(
             names(&mut || ops::attention_dense(q.view(), k.view(), k.view(), None, out.view_mut(), 4, 1.0, true)),
-            ["attn_dense_bf16"],
+            ["attention_dense_bf16"],
             "{label}"
         );
         // cached: one kernel, or the sliced kernel and the combine
@@ -738,7 +590,7 @@ fn each_shape_takes_the_intended_kernels() {
         let mut scratch = Tensor::zeros(&dev, DType::F32, &[3, 2, 5, 66]).unwrap();
         assert_eq!(
             names(&mut || ops::attention_cached(q.view(), kc.view(), kc.view(), ints.view(), ints.view(), out.view_mut(), 1.0)),
-            ["attn_cached_d64_bf16"],
+            ["attention_cached_d64_bf16"],
             "{label}"
         );
         assert_eq!(
@@ -752,7 +604,7 @@ fn each_shape_takes_the_intended_kernels() {
                 scratch.view_mut(),
                 1.0
             )),
-            ["attn_cached_d64_bf16", "attn_cached_combine_bf16"],
+            ["attention_cached_d64_bf16", "attention_cached_combine_bf16"],
             "{label}"
         );
     }

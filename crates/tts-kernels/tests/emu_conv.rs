@@ -7,14 +7,6 @@ use tts_kernels::ops::{Im2col, PadMode};
 use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
 use tts_kernels::{DType, Device, Error, Tensor, ops};
 
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
-
 /// Random lengths in `0..=l_in` with the full length first and, for larger batches, a length-1
 /// and a length-0 sequence.
 fn lens_for(seed: u64, batch: usize, l_in: usize) -> Vec<i32> {
@@ -81,7 +73,7 @@ fn im2col_matches_cpu_exactly() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let act = dev.compute_dtype();
         for (i, &(batch, l_in, c, p)) in IM2COL_CASES.iter().enumerate() {
             let s = seed.wrapping_add(i as u64 * 1000);
@@ -111,7 +103,7 @@ fn im2col_of_a_batch_is_each_sequence_alone() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     let (batch, l_in, c) = (4, 23, 3);
     let p = Im2col { kernel: 5, stride: 2, dilation: 2, pad_left: 4, upsample: 2, pad: PadMode::Reflect };
     let lens = vec![23, 1, 9, 16];
@@ -181,7 +173,7 @@ fn conv1d_through_im2col_and_linear_matches_cpu() {
         "{} vs {direct}",
         want[(b * l_out + t) * c_out + o]
     );
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         // f32 output of a bf16 GEMM over exactly representable inputs: f32 accumulation-order noise
         assert_close(&format!("{label}: conv1d seed {seed}"), &run(&dev), &want, 1e-5, 1e-5);
     }
@@ -234,7 +226,7 @@ fn col2im_transpose_matches_cpu_exactly() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         for (i, &(batch, l_in, c, k, stride, pad)) in COL2IM_CASES.iter().enumerate() {
             let s = seed.wrapping_add(i as u64 * 1000);
             let lens = lens_for(s, batch, l_in);
@@ -313,7 +305,7 @@ fn conv_transpose1d_through_linear_and_col2im_matches_cpu() {
         "{} vs {direct}",
         want[(b * l_out + t) * c_out + o]
     );
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         // f32 GEMM outputs over bf16-exact inputs: f32 accumulation-order noise only
         assert_close(&format!("{label}: conv_transpose1d seed {seed}"), &run(&dev), &want, 1e-5, 1e-5);
     }
@@ -335,7 +327,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_rows_on_kernels() {
         let good = [6, 0, 2];
         let want = run_im2col(&cpu, &x, Some(&good), [batch, l_in, c], l_in, p, DType::F32, DType::F32).unwrap();
         let want_c = run_col2im(&cpu, &cols, Some(&good), None, [batch, l_in, ck], 8, c, 3, 2, 1).unwrap();
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             let act = dev.compute_dtype();
             for od in [act, DType::F32] {
                 let got = run_im2col(&dev, &x, Some(&bad), [batch, l_in, c], l_in, p, act, od).unwrap();
@@ -356,7 +348,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_rows_on_kernels() {
 #[test]
 fn bad_arguments_are_errors_not_panics() {
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     let p = Im2col { kernel: 3, stride: 1, dilation: 1, pad_left: 1, upsample: 1, pad: PadMode::Zero };
     for (label, dev) in devices {
         let act = dev.compute_dtype();

@@ -1,4 +1,4 @@
-//! t3_advance on every kernel backend against the Cpu op: live requests move on and take their
+//! advance_decode_state on every kernel backend against the Cpu op: live requests move on and take their
 //! sampled token, done requests become inactive (lens 0) and keep everything else.
 use tts_kernels::testing::{fresh_seed, kernel_devices, random_i32};
 use tts_kernels::{Device, Tensor, ops};

@@ -6,23 +6,13 @@
 //! that reads them turns its output NaN), and outputs filled with NaN before the call (padding frames
 //! must become 0, nothing may stay NaN).
 //!
-//! Tolerances, as `layer_norm_matches_cpu` in emu_vs_cpu.rs: a bf16 output is one rounding of an
+//! Tolerances, as `layer_norm_matches_cpu` in emu_layernorm.rs: a bf16 output is one rounding of an
 //! f32 value (2 ulp: 8e-3 relative, 1e-3 absolute floor for outputs near 0); an f32 output differs
 //! from the Cpu reference (f64 sums) only by the f32 block reductions of the statistics (1e-5).
-use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
+use tts_kernels::testing::{BF16_REL, assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
 use tts_kernels::{BackendKind, DType, Device, Error, Tensor, ops};
 
-/// bf16 output: one rounding of a value computed in f32 is at most 2^-9 relative; allow 2 ulp.
-const BF16_REL: f64 = 8e-3;
 const EPS: f32 = 1e-5;
-
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
 
 /// Lengths in `0..=t`: the full length first, then (for larger batches) 0, then random ones.
 fn lens_for(seed: u64, batch: usize, t: usize) -> Vec<i32> {
@@ -102,7 +92,7 @@ fn group_norm_matches_cpu() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let act = dev.compute_dtype();
         for (i, &(batch, t, c, groups)) in CASES.iter().enumerate() {
             let s = seed.wrapping_add(i as u64 * 1000);
@@ -145,7 +135,7 @@ fn group_norm_of_a_batch_is_each_item_alone() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     let (batch, t, c, groups) = (4, 41, 48, 8);
     let lens = vec![41, 1, 17, 0];
     let mut x = random_f32(seed, batch * t * c, 1.5);
@@ -181,7 +171,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_on_kernels() {
             "{e}"
         );
         let good = [6, 0, 2];
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             for od in [dev.compute_dtype(), DType::F32] {
                 let want = run(&dev, &x, &w, None, Some(&good), [batch, t, c], groups, od).unwrap();
                 let got = run(&dev, &x, &w, None, Some(&bad), [batch, t, c], groups, od).unwrap();
@@ -197,7 +187,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_on_kernels() {
 #[test]
 fn bad_arguments_are_errors_not_panics() {
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     for (label, dev) in devices {
         let act = dev.compute_dtype();
         let (b, t, c) = (2, 5, 12);

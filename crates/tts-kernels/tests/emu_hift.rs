@@ -23,14 +23,6 @@ const ISTFT_ROUNDINGS: f64 = 80.0;
 /// An error floor for istft rows that are exactly representable / near zero.
 const ISTFT_ABS: f64 = 1e-7;
 
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
-
 /// Random lengths in `lo..=max` with the full length first and, for larger batches, `lo` second.
 fn lens_for(seed: u64, batch: usize, lo: i32, max: usize) -> Vec<i32> {
     let mut lens = random_i32(seed, batch, lo, max as i32 + 1);
@@ -148,7 +140,7 @@ fn hift_source_matches_cpu() {
         (4, 40, 1, 24000.0), // 32 frames per block: the in-block prefix over many frames
         (2, 70, 5, 16000.0),
     ];
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     for (i, &(batch, n_frames, up, sr)) in cases.iter().enumerate() {
         let s = seed.wrapping_add(i as u64 * 1000);
         let case = SourceCase::random(s, batch, n_frames, up, sr, 0);
@@ -174,7 +166,7 @@ fn hift_source_of_a_batch_is_each_sequence_alone() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     let case = SourceCase::with_lens(seed, 21, 37, 24000.0, vec![21, 0, 1, 13]);
     let n = case.n_frames * case.up;
     for (label, dev) in &devices {
@@ -266,7 +258,7 @@ fn hift_istft_matches_cpu() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (batch, frames): 65 frames = exactly one block of 256 outputs, 66 one more sample
     let cases = [(1, 1), (1, 2), (3, 7), (2, 65), (3, 66), (2, 129), (3, 300)];
     for (i, &(batch, frames)) in cases.iter().enumerate() {
@@ -301,7 +293,7 @@ fn hift_istft_of_a_batch_is_each_sequence_alone() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     let (batch, frames) = (4, 90);
     let lens = [90, 1, 2, 67];
     let spec = random_spec(seed, batch, frames, &lens);
@@ -333,7 +325,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_rows_on_kernels() {
     for bad in [[6, 7, 3], [6, -1, 3]] {
         let e = case.run(&cpu, Some(&bad)).unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains(&format!("batch 1: len {}", bad[1])), "{e}");
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             let got = case.run(&dev, Some(&bad)).unwrap();
             assert!(got[n..2 * n].iter().all(|v| v.is_nan()), "{label}: source row 1 must be NaN");
             assert_close(&format!("{label}: source row 0"), &got[..n], &want[..n], 0.0, SOURCE_ABS);
@@ -343,7 +335,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_rows_on_kernels() {
     for bad in [[8, 0, 5], [8, 9, 5], [8, -3, 5]] {
         let e = run_istft(&cpu, &spec, Some(&bad), 3, frames, 0.99).unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains(&format!("batch 1: len {}", bad[1])), "{e}");
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             let got = run_istft(&dev, &spec, Some(&bad), 3, frames, 0.99).unwrap();
             assert!(got[m..2 * m].iter().all(|v| v.is_nan()), "{label}: istft row 1 must be NaN");
             assert_istft_close(&format!("{label}: istft row 0"), &got[..m], &want_i[..m], &tol_i[..m]);
@@ -355,7 +347,7 @@ fn out_of_range_lens_are_errors_on_cpu_and_nan_rows_on_kernels() {
 #[test]
 fn bad_arguments_are_errors_not_panics() {
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
-    devices.extend(devices_or_skip());
+    devices.extend(kernel_devices());
     for (label, dev) in devices {
         let t = |shape: &[usize]| Tensor::zeros(&dev, DType::F32, shape).unwrap();
         let (f0, ph, nz, w, b) = (t(&[2, 3]), t(&[2, 9]), t(&[2, 9, 12]), t(&[9]), t(&[1]));

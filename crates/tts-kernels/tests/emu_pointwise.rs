@@ -30,14 +30,6 @@ fn abs_floor(act: Activation) -> f64 {
     }
 }
 
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
-
 /// Every element of the bf16 `got` is the bf16 rounding of the f32 reference `want`, one of its
 /// two bf16 neighbours, or within `abs` of it; NaN only where `want` is NaN.
 #[track_caller]
@@ -136,7 +128,7 @@ fn activation_matches_cpu_for_every_variant_dtype_and_mask() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (shape, masked): odd channel counts, N = 1, 7, 129, a 2-D tensor (no mask possible)
     let cases: [(&[usize], bool); 7] = [
         (&[1, 1, 3], true),
@@ -195,7 +187,7 @@ fn activation_matches_cpu_for_every_variant_dtype_and_mask() {
 #[test]
 fn activation_on_a_row_range_leaves_other_rows_alone() {
     let seed = fresh_seed();
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let (rows, cols) = (6, 9);
         let x0 = random_f32(seed, rows * cols, 1.0);
         let mut x = Tensor::from_f32(&dev, DType::F32, &[rows, cols], &x0).unwrap();
@@ -222,7 +214,7 @@ fn add_batch_bias_and_add_scaled_match_cpu_exactly() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     for (i, &(b, n, c)) in [(1, 1, 3), (2, 7, 3), (3, 129, 5), (2, 814, 256)].iter().enumerate() {
         let s = seed.wrapping_add(i as u64 * 1000);
         let y0 = random_f32(s, b * n * c, 2.0);
@@ -262,7 +254,7 @@ fn write_cols_matches_cpu_exactly() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (B, N, C_src, C_dst, offset, broadcast over time)
     for (i, &(b, n, cs, cd, off, bcast)) in [
         (1, 1, 3, 3, 0, false),
@@ -322,7 +314,7 @@ fn cfm_euler_cfg_matches_cpu_exactly() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (B, N, C, C_in or none)
     for (i, &(b, n, c, c_in)) in
         [(1, 1, 3, Some(3)), (2, 7, 3, Some(8)), (1, 129, 80, Some(320)), (3, 33, 5, None), (2, 814, 80, Some(320))]

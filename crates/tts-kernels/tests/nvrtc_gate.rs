@@ -252,12 +252,15 @@ fn kernels_that_read_what_they_write_are_marked() {
         all.extend(reads_own_writes(file.name, file.source).unwrap_or_else(|e| panic!("{e}")));
     }
     for d in [32, 64, 96, 128, 160, 192, 224, 256] {
-        assert!(all.contains(&format!("rope_attn_decode_d{d}_bf16")), "rope_attn_decode_d{d}_bf16 is not marked: {all:?}");
+        assert!(
+            all.contains(&format!("rope_attention_decode_d{d}_bf16")),
+            "rope_attention_decode_d{d}_bf16 is not marked: {all:?}"
+        );
     }
-    for k in ["add_rmsnorm_bf16", "gemv_add_residual_f32", "t3_advance", "sample_tokens_f32", "pw_cfm_euler_cfg"] {
+    for k in ["add_rmsnorm_bf16", "gemv_add_residual_f32", "advance_decode_state", "sample_tokens_f32", "pw_cfm_euler_cfg"] {
         assert!(all.contains(k), "{k} is not marked: {all:?}");
     }
-    for k in ["attn_cached_d64_bf16", "gemv_rmsnorm_bf16", "rope_kv_write_bf16"] {
+    for k in ["attention_cached_d64_bf16", "gemv_rmsnorm_bf16", "rope_kv_write_bf16"] {
         assert!(!all.contains(k), "{k} writes only what it does not read, yet is marked");
     }
     // a marker must sit directly above an entry point

@@ -1,56 +1,21 @@
 //! Batched synthesis equals one request at a time: requests of different lengths and different
 //! prompts in one pass (padding masks in every conv, attention and overlap-add), on Cpu and (with the
 //! `emu` feature) on Emu. The model is the tiny random S3Gen of the `s3gen_wav_a` fixture.
-use std::path::PathBuf;
+mod common;
 
+use common::{Owned, model_dir};
 use tts_kernels::Device;
-use tts_kernels::testing::{fresh_seed, random_f32, rel_l2};
+use tts_kernels::testing::{fresh_seed, rel_l2};
 use tts_s3gen::{FlowRequest, HiftRequest, MEL_BINS, Request, S3Gen};
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/s3gen_wav_a")
-}
-
-struct Owned {
-    prompt_tokens: Vec<u32>,
-    prompt_feat: Vec<f32>,
-    embedding: Vec<f32>,
-    tokens: Vec<u32>,
-    seed: u64,
-}
-
+/// Different prompt lengths (one with a prompt mel one frame longer than 2·Tp, as embed_ref allows),
+/// different token counts.
 fn requests(seed: u64, vocab: usize, spk: usize) -> Vec<Owned> {
-    // different prompt lengths (one with a prompt mel one frame longer than 2·Tp, as embed_ref allows),
-    // different token counts
-    [(3usize, 7usize, 0usize), (5, 2, 1), (0, 11, 0), (4, 4, 0)]
-        .iter()
-        .enumerate()
-        .map(|(i, &(tp, ts, extra))| {
-            let s = seed.wrapping_add(i as u64 * 100);
-            let toks =
-                |s: u64, n: usize| random_f32(s, n, 1.0).iter().map(|v| ((v.abs() * 1e4) as usize % vocab) as u32).collect();
-            Owned {
-                prompt_tokens: toks(s, tp),
-                prompt_feat: random_f32(s + 1, (2 * tp + extra) * MEL_BINS, 2.0).iter().map(|v| v - 5.0).collect(),
-                embedding: random_f32(s + 2, spk, 1.0),
-                tokens: toks(s + 3, ts),
-                seed: s + 4,
-            }
-        })
-        .collect()
+    common::requests(seed, vocab, spk, &[(3, 7, 0), (5, 2, 1), (0, 11, 0), (4, 4, 0)])
 }
 
 fn flow_requests<'a>(reqs: &[&'a Owned]) -> Vec<FlowRequest<'a>> {
-    reqs.iter()
-        .map(|o| FlowRequest {
-            prompt_tokens: &o.prompt_tokens,
-            prompt_feat: &o.prompt_feat,
-            embedding: &o.embedding,
-            tokens: &o.tokens,
-            noise: None,
-            seed: o.seed,
-        })
-        .collect()
+    reqs.iter().map(|o| o.flow()).collect()
 }
 
 fn max_rel(a: &[f32], b: &[f32]) -> f64 {

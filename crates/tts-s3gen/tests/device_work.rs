@@ -2,40 +2,16 @@
 //! loop and HiFT's stages must neither allocate nor wait for the device from the host, so a
 //! synthesis costs the same whatever the number of Euler steps. Counted by `Device::stats` on the
 //! tiny random S3Gen of the `s3gen_wav_a` fixture, on Emu (the kernel backends' code path) and Cpu.
-use std::path::PathBuf;
+mod common;
 
-use tts_kernels::testing::{fresh_seed, random_f32};
+use common::{Owned, model_dir};
+use tts_kernels::testing::fresh_seed;
 use tts_kernels::{BackendKind, Device, DeviceStats, EmuOptions};
-use tts_s3gen::{FlowRequest, MEL_BINS, Request, S3Gen};
-
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/s3gen_wav_a")
-}
-
-struct Owned {
-    prompt_tokens: Vec<u32>,
-    prompt_feat: Vec<f32>,
-    embedding: Vec<f32>,
-    tokens: Vec<u32>,
-}
+use tts_s3gen::{FlowRequest, Request, S3Gen};
 
 /// Two requests of different lengths (fresh random tokens, prompt mel and x-vector).
 fn owned(seed: u64, vocab: usize, spk: usize) -> Vec<Owned> {
-    [(3usize, 6usize), (0, 9)]
-        .iter()
-        .enumerate()
-        .map(|(i, &(tp, ts))| {
-            let s = seed.wrapping_add(100 * i as u64);
-            let toks =
-                |s: u64, n: usize| random_f32(s, n, 1.0).iter().map(|v| ((v.abs() * 1e4) as usize % vocab) as u32).collect();
-            Owned {
-                prompt_tokens: toks(s, tp),
-                prompt_feat: random_f32(s + 1, 2 * tp * MEL_BINS, 2.0).iter().map(|v| v - 5.0).collect(),
-                embedding: random_f32(s + 2, spk, 1.0),
-                tokens: toks(s + 3, ts),
-            }
-        })
-        .collect()
+    common::requests(seed, vocab, spk, &[(3, 6, 0), (0, 9, 0)])
 }
 
 fn synthesis_stats(model: &S3Gen, reqs: &[Owned], seed: u64, n_steps: usize) -> (DeviceStats, Vec<Vec<f32>>) {
@@ -43,14 +19,7 @@ fn synthesis_stats(model: &S3Gen, reqs: &[Owned], seed: u64, n_steps: usize) -> 
         .iter()
         .enumerate()
         .map(|(i, o)| Request {
-            flow: FlowRequest {
-                prompt_tokens: &o.prompt_tokens,
-                prompt_feat: &o.prompt_feat,
-                embedding: &o.embedding,
-                tokens: &o.tokens,
-                noise: None,
-                seed: seed + i as u64,
-            },
+            flow: FlowRequest { seed: seed + i as u64, ..o.flow() },
             source_phases: None,
             source_noise: None,
         })

@@ -171,12 +171,12 @@ fn graph_replay_equals_eager_steps_on_emu() {
         let split = blocks < sms as usize;
         assert_eq!(split, sms == tts_kernels::EMU_DEFAULT_MULTIPROCESSORS, "the test's two cases must cover both paths");
         eprintln!("{sms} SMs: launches per decode step: {launches} for {layers} layers (split attention: {split})");
-        // per layer: rmsnorm_linear (QKV), rope_attention_decode (+ attn_cached_combine when split),
+        // per layer: rmsnorm_linear (QKV), rope_attention_decode (+ attention_cached_combine when split),
         // linear_add_residual (o), rmsnorm_linear_swiglu, linear_add_residual (down); per step:
         // embed, final norm + head, sampler, state advance
         let per_layer = if split { 6 } else { 5 };
         assert_eq!(launches, per_layer * layers + 4, "{sms} SMs: launches per decode step");
-        let combines = names.iter().filter(|&&n| n == "attn_cached_combine_bf16").count();
+        let combines = names.iter().filter(|&&n| n == "attention_cached_combine_bf16").count();
         assert_eq!(combines, if split { layers } else { 0 }, "{sms} SMs: {names:?}");
     }
 }

@@ -1,7 +1,32 @@
 //! Cpu reference ops (conv family): the im2col of a 1-D convolution and the overlap-add of a
 //! transposed one. Mirrors `kernels/conv.cu`; the op wrappers are in [`crate::ops::im2col`] and
 //! [`crate::ops::col2im_transpose`] (time-major `[batch, time, channels]` throughout).
-use crate::ops::{Im2col, PadMode};
+/// How an im2col reads positions outside a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// Zeros (PyTorch's `padding=` and `F.pad` with zeros).
+    Zero,
+    /// Reflection about the first and last valid sample (`F.pad(mode="reflect")`,
+    /// `ReflectionPad1d`, `torch.stft(center=True)`): index −i reads i, index S−1+i reads S−1−i.
+    Reflect,
+}
+
+/// The geometry of one im2col (`ops::im2col`, [`im2col`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Im2col {
+    /// Kernel taps K (≥ 1).
+    pub kernel: usize,
+    /// Stride (≥ 1).
+    pub stride: usize,
+    /// Dilation (≥ 1).
+    pub dilation: usize,
+    /// Padding before the first sample; the padding after the last is implied by the output length.
+    pub pad_left: usize,
+    /// Nearest-neighbour upsampling of the input applied before the taps (1 = none).
+    pub upsample: usize,
+    /// What positions outside the sequence read.
+    pub pad: PadMode,
+}
 
 /// The row of the (upsampled) source sequence of length `s` that position `pos` reads, or `None`
 /// for a zero: positions inside `0..s` read themselves; with `reflect`, `-i` reads `i` and `s - 1 + i`

@@ -267,7 +267,7 @@ fn finish4(a: &[std::arch::x86_64::__m256; 4], acc: &mut [f32; 4], tail: impl Fn
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::cpu::{add_rmsnorm, embed_pos};
+    use crate::cpu::{RowValue, add_rmsnorm, embed_pos};
     use proptest::prelude::*;
 
     /// `x[m, k] · w[n, k]ᵀ` from the definition, in f64 (also used by the packed GEMV's tests).
@@ -363,9 +363,9 @@ pub(super) mod tests {
     fn embed_rejects_ids_past_the_table() {
         let table = vec![0.5f32; 3 * 4];
         let mut out = vec![0f32; 2 * 4];
-        assert_eq!(embed_pos(&[1, 3], None, &table, &mut out, 4), Err((1, "token id", 3)));
+        assert_eq!(embed_pos(&[1, 3], None, &table, &mut out, 4), Err((1, RowValue::TokenId, 3)));
         let pos_table = vec![0.25f32; 2 * 4];
-        assert_eq!(embed_pos(&[0, -1], Some((&[0, 2], &pos_table)), &table, &mut out, 4), Err((1, "position", 2)));
+        assert_eq!(embed_pos(&[0, -1], Some((&[0, 2], &pos_table)), &table, &mut out, 4), Err((1, RowValue::Position, 2)));
         embed_pos(&[2, -1], Some((&[-1, 1], &pos_table)), &table, &mut out, 4).unwrap();
         assert_eq!(out, [0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25]);
     }

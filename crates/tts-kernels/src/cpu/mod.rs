@@ -3,9 +3,10 @@
 //! in [`crate::ops`] (the functions here assume consistent lengths).
 //!
 //! One file per op family, mirroring `kernels/*.cu`.
-mod activation;
 mod attention;
+mod attention_relpos;
 mod attention_tiles;
+mod bad_row;
 mod conv;
 mod conv_panels;
 mod decode_state;
@@ -14,36 +15,45 @@ mod embedding;
 mod fastmath;
 mod gemm_panels;
 mod gemv;
+mod groupnorm;
 mod hift;
+mod layernorm;
 mod linear;
-mod norm;
 mod pointwise;
-mod relpos;
+mod rmsnorm;
+mod rope;
 mod sampling;
+mod swiglu;
 
-pub use activation::swiglu;
-pub use attention::{attention_cached, attention_dense, llama3_inv_freq, rope_kv_write};
-pub use conv::{col2im_transpose, im2col, im2col_source};
+pub use attention::{attention_cached, attention_dense};
+pub use attention_relpos::attention_relpos;
+pub use bad_row::{BadRow, RowValue};
+pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
 pub use conv_panels::{ConvShape, conv1d_panels, tap_major};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
 pub use gemm_panels::{gemm_panels, pack_gemm, packed_gemm_len, unpack_gemm};
 pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, pack_gemv, packed_gemv_len, unpack_gemv};
+pub use groupnorm::group_norm;
 pub use hift::{
     HIFT_BINS, HIFT_HOP, HIFT_N_FFT, HIFT_NOISE_STD, HIFT_SINE_AMP, HIFT_SOURCE_HARMONICS, HIFT_TWO_PI, HIFT_UNVOICED_NOISE,
     HIFT_VOICED_THRESHOLD, hann16, harmonic_step, hift_istft, hift_source, irfft16, istft_bins, istft_overlap_add, remainder1,
     source_sample,
 };
+pub use layernorm::layer_norm;
 pub use linear::{linear, linear_bf16_weights, linear_packed};
-pub use norm::{add_rmsnorm, group_norm, layer_norm};
-pub use pointwise::{activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
-pub use relpos::attention_relpos;
+pub use pointwise::{
+    Activation, activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols,
+};
+pub use rmsnorm::add_rmsnorm;
+pub use rope::{llama3_inv_freq, rope_kv_write};
 pub use sampling::{
     DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, MASS_SHIFT, MAX_SAMPLER_VOCAB, Pipeline, RequestIo, SamplerSettings,
     SamplerStages, SamplerState, draw_bits, draw_token, draw_with_bits, mass_weight, order_key, penalised_history, philox4x32_10,
     sample_request, sampler_stages,
 };
+pub use swiglu::swiglu;
 
 /// The first row of part `i` when `len` rows, taken as `⌈len/unit⌉` whole units of `unit` rows (the
 /// last possibly short), are shared out into `parts` parts whose sizes differ by one unit at most
@@ -57,6 +67,6 @@ fn even_split_start(i: usize, parts: usize, len: usize, unit: usize) -> usize {
 #[doc(hidden)]
 pub mod bench_support {
     pub use super::attention::{attention_dense_blocked, attention_dense_scalar};
+    pub use super::attention_relpos::attention_relpos_scalar;
     pub use super::fastmath::{Kind, exp_sub_inplace, map_generic, map_inplace};
-    pub use super::relpos::attention_relpos_scalar;
 }

@@ -2,7 +2,33 @@
 //! flow-matching Euler step (S3Gen). Mirrors `kernels/pointwise.cu`: the same f32 formulas in the
 //! same order (products rounded before any add).
 use super::fastmath::{self, Kind};
-use crate::ops::Activation;
+
+/// A pointwise function (math in f32).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `x` (a copy, a dtype conversion, or just the mask).
+    Identity,
+    /// `x·sigmoid(x)`, computed as `x / (1 + exp(−x))` (ATen).
+    Silu,
+    /// The exact GELU, `0.5·x·(1 + erf(x/√2))` (computed as ATen does, `erf(x·√½)`).
+    Gelu,
+    /// `x·tanh(softplus(x))`, computed as ATen's `torch.nn.Mish` does: `x·tanh(log1p(exp(x)))`,
+    /// without a threshold (the same f32 values as softplus with torch's threshold 20: tanh is 1
+    /// there either way).
+    Mish,
+    /// `x` if `x > 0`, else `slope·x` (`F.leaky_relu`; the same values as `x ≥ 0`).
+    LeakyRelu(f32),
+    /// `x` if `x > 0`, else `exp(x) − 1` (alpha 1, computed with `expm1`).
+    Elu,
+    /// `|x|`.
+    Abs,
+    /// `s·x`.
+    Scale(f32),
+    /// Snake: `x + sin(α_c·x)² / (α_c + 1e-9)` with a per-channel `α` (the `alpha` argument),
+    /// computed as hifigan.py does: `x + (1 / (α_c + 1e-9))·sin(x·α_c)²`. On Cuda/Emu the sine of
+    /// `|α_c·x| ≥ 2^26` is NaN.
+    Snake,
+}
 
 /// `act(x)` for channel `c` (`alpha` is the Snake α of that channel, ignored otherwise). The
 /// formulas of torch (ATen) in f32:

@@ -21,9 +21,8 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, result as drv, sys as drv_sys};
 use cudarc::nvrtc::Ptx;
 
+use crate::backend::{Gemm, KernelBackend, LaunchDims};
 use crate::error::{Error, Result};
-use crate::launch::{KernelLauncher, LaunchDims};
-use crate::ops::linear::Gemm;
 
 /// Whether the CUDA driver, NVRTC and cuBLAS libraries can all be loaded (CUDA 12 or 13, see
 /// [`libs`]). When this returns an error, the message names what is missing and where it was sought.
@@ -337,7 +336,11 @@ fn load_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<HashMap<&'static s
     Ok(functions)
 }
 
-impl KernelLauncher for CudaBackend {
+impl KernelBackend for CudaBackend {
+    fn gemm(&self, g: &Gemm) -> Result<()> {
+        self.gemm_bf16(g)
+    }
+
     fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, _size: usize) -> Result<()> {
         let f = self.functions.get(kernel).ok_or_else(|| Error::UnknownKernel(kernel.into()))?;
         self.bind()?;

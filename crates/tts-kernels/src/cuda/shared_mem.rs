@@ -14,8 +14,8 @@ use std::sync::{Mutex, OnceLock};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 
 use super::{CudaBackend, drv_err};
+use crate::backend::SharedMemory;
 use crate::error::{Error, Result};
-use crate::launch::SharedMemory;
 
 /// Per backend: the device's opt-in maximum and, per kernel, (static bytes, raised maximum).
 #[derive(Default)]

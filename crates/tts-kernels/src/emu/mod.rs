@@ -12,16 +12,14 @@
 //! [`EMU_SHARED_OPTIN_MAX`]'s device (48 KiB per block without an opt-in; static + dynamic counted),
 //! through the same launch code as Cuda (`launch.rs`). With `EmuOptions::race_check` the shim also
 //! fails a launch in which two threads write the same shared byte between two barriers.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::{Arc, Mutex};
 
-use crate::device::{EmuOptions, Schedule};
+use crate::backend::{EMU_SHARED_OPTIN_MAX, Gemm, KernelBackend, LaunchDims, SharedMemory};
+use crate::emu_options::{EmuOptions, Schedule};
 use crate::error::{Error, Result};
-use crate::graph::{CaptureLog, Recorded};
-use crate::launch::{EMU_SHARED_OPTIN_MAX, KernelLauncher, LaunchDims, SharedMemory};
-use crate::ops::linear::Gemm;
-use crate::tensor::{HostMem, REDZONE_BYTE};
+use crate::host_mem::{HostMem, REDZONE_BYTE, Registry};
 
 /// Mirrors `cushim_launch_opts` in cushim.h.
 #[repr(C)]
@@ -53,6 +51,9 @@ struct KernelShared {
     max_dynamic: u32,
 }
 
+mod capture;
+pub(crate) use capture::{CaptureLog, Recorded};
+
 mod table {
     use super::{EmuLaunchFn, LaunchOpts};
     include!(concat!(env!("OUT_DIR"), "/emu_table.rs"));
@@ -60,38 +61,6 @@ mod table {
 
 /// Bytes of poisoned red zone on each side of an Emu allocation.
 const REDZONE: usize = 256;
-
-/// The live allocations of one Emu device (data address -> (bytes, red zone bytes)).
-#[derive(Default)]
-pub(crate) struct Registry {
-    live: Mutex<BTreeMap<usize, (usize, usize)>>,
-}
-
-impl Registry {
-    pub(crate) fn unregister(&self, addr: usize) {
-        if let Ok(mut l) = self.live.lock() {
-            l.remove(&addr);
-        }
-    }
-
-    /// The first allocation whose red zones were overwritten: (bytes, side).
-    fn damaged(&self) -> Option<(usize, &'static str)> {
-        let live = self.live.lock().ok()?;
-        for (&addr, &(bytes, rz)) in live.iter() {
-            // SAFETY: the red zones of a registered allocation are `rz` readable bytes on each side of
-            // it; it stays allocated while registered (HostMem's drop unregisters it under this lock
-            // before freeing), and no kernel runs on this device while its launch is being checked.
-            let ok = |p: usize| unsafe { std::slice::from_raw_parts(p as *const u8, rz) }.iter().all(|&b| b == REDZONE_BYTE);
-            if !ok(addr - rz) {
-                return Some((bytes, "before"));
-            }
-            if !ok(addr + bytes) {
-                return Some((bytes, "after"));
-            }
-        }
-        None
-    }
-}
 
 pub(crate) struct EmuBackend {
     opts: EmuOptions,
@@ -182,11 +151,7 @@ impl EmuBackend {
 
     pub(crate) fn alloc(&self, bytes: usize, zero: bool) -> Result<HostMem> {
         let mut mem = HostMem::new(bytes, REDZONE, if zero { 0 } else { REDZONE_BYTE })?;
-        self.registry
-            .live
-            .lock()
-            .map_err(|_| Error::invalid("alloc", "Emu registry poisoned"))?
-            .insert(mem.data_ptr() as usize, (bytes, REDZONE));
+        self.registry.register(mem.data_ptr() as usize, bytes, REDZONE)?;
         mem.registry = Some(self.registry.clone());
         Ok(mem)
     }
@@ -241,7 +206,11 @@ impl EmuBackend {
     }
 }
 
-impl KernelLauncher for EmuBackend {
+impl KernelBackend for EmuBackend {
+    fn gemm(&self, g: &Gemm) -> Result<()> {
+        self.gemm_bf16(g)
+    }
+
     fn launch_raw(&self, kernel: &'static str, dims: LaunchDims, params: *mut c_void, size: usize) -> Result<()> {
         if !self.kernels.contains_key(kernel) {
             return Err(Error::UnknownKernel(kernel.into()));

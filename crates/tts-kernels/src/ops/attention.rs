@@ -1,7 +1,7 @@
-//! RoPE with the KV-cache write (`kernels/rope.cu`) and attention (`kernels/attention.cu`): over a
-//! static KV cache (T3's decode step and causal prefill) and over contiguous sequences (the T3
-//! Perceiver, S3Gen's transformer blocks). [`rope_attention_decode`] fuses `rope_kv_write` and
-//! `attention_cached` into one launch for decode steps.
+//! Attention (`kernels/attention.cu`): over a static KV cache (T3's decode step and causal
+//! prefill) and over contiguous sequences (the T3 Perceiver, S3Gen's transformer blocks).
+//! [`rope_attention_decode`] fuses [`super::rope_kv_write`] (`ops/rope.rs`) and `attention_cached`
+//! into one launch for decode steps.
 //!
 //! KV caches are `[n_slots, heads, max_len, head_dim]` tensors (one slot per sequence). Per-step
 //! values (positions, slots, lengths) are device tensors and the launch configurations depend only
@@ -15,46 +15,22 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
-/// Threads per block of `rope_kv_write_bf16` (one block per row); mirrors ROPE_BLOCK in rope.cu.
-pub const ROPE_BLOCK: u32 = 128;
-/// Largest head dim of [`rope_kv_write`] (the kernel's shared (cos, sin) table); ROPE_MAX_HALF · 2.
-pub const ROPE_MAX_HEAD_DIM: usize = 256;
-/// Most warps per block of `attn_cached_d*_bf16`; mirrors ATTN_MAX_WARPS in attention.cu.
-pub const ATTN_MAX_WARPS: u32 = 16;
-/// Threads per block of `attn_cached_combine_bf16`; mirrors ATTN_COMBINE_BLOCK.
-pub const ATTN_COMBINE_BLOCK: u32 = 256;
+/// Most warps per block of `attention_cached_d*_bf16`; mirrors ATTN_MAX_WARPS in attention.cu.
+pub(crate) const ATTN_MAX_WARPS: u32 = 16;
+/// Threads per block of `attention_cached_combine_bf16`; mirrors ATTN_COMBINE_BLOCK.
+pub(crate) const ATTN_COMBINE_BLOCK: u32 = 256;
 /// Threads per block of both dense attention kernels; mirrors ATTN_DENSE_BLOCK.
-pub const ATTN_DENSE_BLOCK: u32 = 128;
-/// Queries per block of `attn_dense_bf16` (one warp each) and of `attn_dense_d64_bf16`.
+pub(crate) const ATTN_DENSE_BLOCK: u32 = 128;
+/// Queries per block of `attention_dense_bf16` (one warp each) and of `attention_dense_d64_bf16`.
 const ATTN_DENSE_WARPS: u32 = 4;
 const ATTN_DQ: u32 = 64;
 /// Largest head dim of the attention ops.
-pub const ATTN_MAX_HEAD_DIM: usize = 256;
+pub(crate) const ATTN_MAX_HEAD_DIM: usize = 256;
 
-/// Mirrors `RopeKvParams` in kernels/rope.cu (device addresses as u64).
+/// Mirrors `AttentionCachedParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RopeKvParams {
-    pub qkv: u64,
-    pub positions: u64,
-    pub slots: u64,
-    pub inv_freq: u64,
-    pub q_out: u64,
-    pub k_cache: u64,
-    pub v_cache: u64,
-    pub rows: u32,
-    pub heads: u32,
-    pub head_dim: u32,
-    pub max_len: u32,
-    pub n_slots: u32,
-    pub pad: u32,
-}
-const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 80);
-
-/// Mirrors `AttnCachedParams` in kernels/attention.cu.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttnCachedParams {
+pub(crate) struct AttentionCachedParams {
     pub q: u64,
     pub k_cache: u64,
     pub v_cache: u64,
@@ -69,12 +45,12 @@ pub struct AttnCachedParams {
     pub n_splits: u32,
     pub scale: f32,
 }
-const _: () = assert!(std::mem::size_of::<AttnCachedParams>() == 80);
+const _: () = assert!(std::mem::size_of::<AttentionCachedParams>() == 80);
 
-/// Mirrors `RopeAttnParams` in kernels/attention.cu.
+/// Mirrors `RopeAttentionParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RopeAttnParams {
+pub(crate) struct RopeAttentionParams {
     pub qkv: u64,
     pub positions: u64,
     pub slots: u64,
@@ -91,12 +67,12 @@ pub struct RopeAttnParams {
     pub n_splits: u32,
     pub scale: f32,
 }
-const _: () = assert!(std::mem::size_of::<RopeAttnParams>() == 96);
+const _: () = assert!(std::mem::size_of::<RopeAttentionParams>() == 96);
 
-/// Mirrors `AttnCombineParams` in kernels/attention.cu.
+/// Mirrors `AttentionCombineParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttnCombineParams {
+pub(crate) struct AttentionCombineParams {
     pub partial: u64,
     pub slots: u64,
     pub lens: u64,
@@ -108,12 +84,12 @@ pub struct AttnCombineParams {
     pub max_len: u32,
     pub n_slots: u32,
 }
-const _: () = assert!(std::mem::size_of::<AttnCombineParams>() == 56);
+const _: () = assert!(std::mem::size_of::<AttentionCombineParams>() == 56);
 
-/// Mirrors `AttnDenseParams` in kernels/attention.cu.
+/// Mirrors `AttentionDenseParams` in kernels/attention.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AttnDenseParams {
+pub(crate) struct AttentionDenseParams {
     pub q: u64,
     pub k: u64,
     pub v: u64,
@@ -128,10 +104,10 @@ pub struct AttnDenseParams {
     pub causal: u32,
     pub pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<AttnDenseParams>() == 72);
+const _: () = assert!(std::mem::size_of::<AttentionDenseParams>() == 72);
 
 /// `(n_slots, heads, max_len, head_dim)` of a KV-cache pair.
-fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, usize, usize, usize)> {
+pub(super) fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, usize, usize, usize)> {
     let s = k.shape();
     if s.len() != 4 || s.contains(&0) {
         return Err(Error::shape(op, format!("k_cache {s:?} is not a non-empty [n_slots, heads, max_len, head_dim]")));
@@ -142,7 +118,7 @@ fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, us
     Ok((s[0], s[1], s[2], s[3]))
 }
 
-fn check_i32(op: &'static str, what: &'static str, v: &View<'_>, rows: usize) -> Result<()> {
+pub(super) fn check_i32(op: &'static str, what: &'static str, v: &View<'_>, rows: usize) -> Result<()> {
     if v.len() != rows {
         return Err(Error::shape(op, format!("{what} has {} values for {rows} rows", v.len())));
     }
@@ -162,117 +138,22 @@ fn check_aligned(op: &'static str, views: &[(&'static str, u64)]) -> Result<()> 
     Ok(())
 }
 
-/// RoPE on the q and k parts of fused QKV rows, with k and v written into the KV cache: for row r
-/// with `p = positions[r]`, `s = slots[r]`, `q_out[r] = rope(q, p)`, `k_cache[s, h, p] = rope(k_h, p)`,
-/// `v_cache[s, h, p] = v_h`. Serves the prefill (rows = every prompt token of every sequence) and
-/// the decode step (one row per sequence).
-///
-/// RoPE is HF's `rotate_half` with the angle `p · inv_freq[i]` rounded to f32 (see
-/// [`cpu::llama3_inv_freq`] for T3's frequencies).
-///
-/// Shapes: `qkv` `[rows, 3·heads·head_dim]` laid out `[q | k | v]`; `positions`, `slots` `[rows]` i32;
-/// `inv_freq` `[head_dim / 2]` f32; `q_out` `[rows, heads·head_dim]`; `k_cache`, `v_cache`
-/// `[n_slots, heads, max_len, head_dim]` (heads and head_dim come from the cache), head_dim even and
-/// at most 256. Dtypes: Cpu all f32; Cuda/Emu `qkv`, `q_out` and the caches bf16.
-/// A position outside `0..max_len` or a slot outside `0..n_slots` is an error on Cpu (nothing is
-/// written); on Cuda and Emu that row's `q_out` is NaN and the caches are left alone.
-/// The kernels evaluate sin/cos exactly (within 1 ulp of libm) for angles `|p · inv_freq[i]| < 2^26`
-/// (any position below 2^26 with T3's frequencies, all <= 1); larger angles give NaN.
-#[allow(clippy::too_many_arguments)]
-pub fn rope_kv_write(
-    qkv: View<'_>,
-    positions: View<'_>,
-    slots: View<'_>,
-    inv_freq: View<'_>,
-    mut q_out: ViewMut<'_>,
-    mut k_cache: ViewMut<'_>,
-    mut v_cache: ViewMut<'_>,
-) -> Result<()> {
-    const OP: &str = "rope_kv_write";
-    let dev = same_device(
-        OP,
-        qkv.device(),
-        &[positions.device(), slots.device(), inv_freq.device(), q_out.device(), k_cache.device(), v_cache.device()],
-    )?;
-    let (n_slots, heads, max_len, d) = cache_dims(OP, &k_cache.as_view(), &v_cache.as_view())?;
-    if d % 2 != 0 || d > ROPE_MAX_HEAD_DIM {
-        return Err(Error::invalid(OP, format!("head_dim {d}: RoPE needs an even head_dim of at most {ROPE_MAX_HEAD_DIM}")));
-    }
-    let rows = qkv.rows();
-    let hd = heads * d;
-    if qkv.row_len() != 3 * hd {
-        return Err(Error::shape(OP, format!("qkv {:?} for 3 × {heads} heads × {d}", qkv.shape())));
-    }
-    if q_out.rows() != rows || q_out.row_len() != hd {
-        return Err(Error::shape(OP, format!("q_out {:?} for {rows} rows of {heads} heads × {d}", q_out.shape())));
-    }
-    check_i32(OP, "positions", &positions, rows)?;
-    check_i32(OP, "slots", &slots, rows)?;
-    if inv_freq.len() != d / 2 {
-        return Err(Error::shape(OP, format!("inv_freq has {} values for head_dim {d}", inv_freq.len())));
-    }
-    expect_dtype(OP, "inv_freq", &inv_freq, DType::F32)?;
-    let act = dev.compute_dtype();
-    expect_dtype(OP, "qkv", &qkv, act)?;
-    expect_dtype(OP, "q_out", &q_out.as_view(), act)?;
-    expect_dtype(OP, "k_cache", &k_cache.as_view(), act)?;
-    expect_dtype(OP, "v_cache", &v_cache.as_view(), act)?;
-    if rows == 0 {
-        return Ok(());
-    }
-    match &*dev.inner {
-        Backend::Cpu => cpu::rope_kv_write(
-            qkv.host_f32()?,
-            positions.host_i32()?,
-            slots.host_i32()?,
-            inv_freq.host_f32()?,
-            q_out.host_f32_mut()?,
-            k_cache.host_f32_mut()?,
-            v_cache.host_f32_mut()?,
-            heads,
-            max_len,
-        )
-        .map_err(|(r, what, v)| {
-            let bound = if what == "slot" { n_slots } else { max_len };
-            Error::invalid(OP, format!("row {r}: {what} {v} is outside 0..{bound}"))
-        }),
-        _ => {
-            let p = RopeKvParams {
-                qkv: qkv.addr(),
-                positions: positions.addr(),
-                slots: slots.addr(),
-                inv_freq: inv_freq.addr(),
-                q_out: q_out.addr(),
-                k_cache: k_cache.addr(),
-                v_cache: v_cache.addr(),
-                rows: u32_param(OP, "rows", rows)?,
-                heads: u32_param(OP, "heads", heads)?,
-                head_dim: d as u32,
-                max_len: u32_param(OP, "max_len", max_len)?.min(i32::MAX as u32),
-                n_slots: u32_param(OP, "n_slots", n_slots)?.min(i32::MAX as u32),
-                pad: 0,
-            };
-            launch(dev, "rope_kv_write_bf16", LaunchDims::new([p.rows, 1, 1], [ROPE_BLOCK, 1, 1], 0), &p)
-        }
-    }
-}
-
-/// The `attn_cached_d*_bf16` kernel of a head dim, or an error naming the supported ones.
+/// The `attention_cached_d*_bf16` kernel of a head dim, or an error naming the supported ones.
 fn cached_kernel(op: &'static str, d: usize) -> Result<&'static str> {
     Ok(match d {
-        32 => "attn_cached_d32_bf16",
-        64 => "attn_cached_d64_bf16",
-        96 => "attn_cached_d96_bf16",
-        128 => "attn_cached_d128_bf16",
-        160 => "attn_cached_d160_bf16",
-        192 => "attn_cached_d192_bf16",
-        224 => "attn_cached_d224_bf16",
-        256 => "attn_cached_d256_bf16",
+        32 => "attention_cached_d32_bf16",
+        64 => "attention_cached_d64_bf16",
+        96 => "attention_cached_d96_bf16",
+        128 => "attention_cached_d128_bf16",
+        160 => "attention_cached_d160_bf16",
+        192 => "attention_cached_d192_bf16",
+        224 => "attention_cached_d224_bf16",
+        256 => "attention_cached_d256_bf16",
         _ => return Err(Error::invalid(op, format!("head_dim {d} is not supported (multiples of 32 up to 256)"))),
     })
 }
 
-/// Warps per block of `attn_cached_d*_bf16` for `blocks` blocks: about 2048 warps in total (enough
+/// Warps per block of `attention_cached_d*_bf16` for `blocks` blocks: about 2048 warps in total (enough
 /// to fill a large GPU), at most [`ATTN_MAX_WARPS`], and no more than `max_len / 64` (each warp
 /// then has at least 64 positions of the longest context). Depends on shapes only.
 fn cached_warps(blocks: usize, max_len: usize) -> u32 {
@@ -380,7 +261,10 @@ fn cpu_cached(
         scale,
     )
     .map_err(|(r, what, v)| {
-        let bound = if what == "slot" { format!("0..{}", a.n_slots) } else { format!("0..={}", a.max_len) };
+        let bound = match what {
+            cpu::RowValue::Slot => format!("0..{}", a.n_slots),
+            _ => format!("0..={}", a.max_len),
+        };
         Error::invalid(op, format!("row {r}: {what} {v} is outside {bound}"))
     })
 }
@@ -400,7 +284,7 @@ fn launch_cached(
 ) -> Result<()> {
     check_aligned(op, &[("q", q.addr()), ("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
     let n_splits = partial.map_or(1, |(_, s)| s);
-    let p = AttnCachedParams {
+    let p = AttentionCachedParams {
         q: q.addr(),
         k_cache: k_cache.addr(),
         v_cache: v_cache.addr(),
@@ -420,7 +304,7 @@ fn launch_cached(
     let dims = LaunchDims::new([p.rows, p.heads, p.n_splits], [32 * nwarps, 1, 1], smem);
     launch(&a.dev, cached_kernel(op, a.d)?, dims, &p)?;
     if let Some((addr, _)) = partial {
-        let c = AttnCombineParams {
+        let c = AttentionCombineParams {
             partial: addr,
             slots: p.slots,
             lens: p.lens,
@@ -433,7 +317,7 @@ fn launch_cached(
             n_slots: p.n_slots,
         };
         let dims = LaunchDims::new([p.rows, p.heads, 1], [ATTN_COMBINE_BLOCK, 1, 1], 0);
-        launch(&a.dev, "attn_cached_combine_bf16", dims, &c)?;
+        launch(&a.dev, "attention_cached_combine_bf16", dims, &c)?;
     }
     Ok(())
 }
@@ -516,17 +400,17 @@ pub fn attention_cached_split(
     }
 }
 
-/// The `rope_attn_decode_d*_bf16` kernel of a head dim (the head dims of [`attention_cached`]).
-fn rope_attn_kernel(op: &'static str, d: usize) -> Result<&'static str> {
+/// The `rope_attention_decode_d*_bf16` kernel of a head dim (the head dims of [`attention_cached`]).
+fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
     Ok(match d {
-        32 => "rope_attn_decode_d32_bf16",
-        64 => "rope_attn_decode_d64_bf16",
-        96 => "rope_attn_decode_d96_bf16",
-        128 => "rope_attn_decode_d128_bf16",
-        160 => "rope_attn_decode_d160_bf16",
-        192 => "rope_attn_decode_d192_bf16",
-        224 => "rope_attn_decode_d224_bf16",
-        256 => "rope_attn_decode_d256_bf16",
+        32 => "rope_attention_decode_d32_bf16",
+        64 => "rope_attention_decode_d64_bf16",
+        96 => "rope_attention_decode_d96_bf16",
+        128 => "rope_attention_decode_d128_bf16",
+        160 => "rope_attention_decode_d160_bf16",
+        192 => "rope_attention_decode_d192_bf16",
+        224 => "rope_attention_decode_d224_bf16",
+        256 => "rope_attention_decode_d256_bf16",
         _ => return Err(Error::invalid(op, format!("head_dim {d} is not supported (multiples of 32 up to 256)"))),
     })
 }
@@ -580,9 +464,9 @@ pub fn rope_attention_decode(
 /// `scratch` is an f32 tensor `[rows, heads, n_splits, head_dim + 2]` (`n_splits >= 1` from its shape)
 /// that the kernels overwrite; preallocate it (a captured step must not allocate). Cuda/Emu: with
 /// `n_splits == 1` the single launch of [`rope_attention_decode`] (scratch untouched); with more,
-/// two launches: `rope_attn_decode_d*_bf16` over grid `(rows, heads, n_splits)`, each block
+/// two launches: `rope_attention_decode_d*_bf16` over grid `(rows, heads, n_splits)`, each block
 /// rotating q itself and the block whose slice holds the row's position writing the new cache row,
-/// then `attn_cached_combine_bf16`. Cpu: the same op as [`rope_attention_decode`], scratch untouched.
+/// then `attention_cached_combine_bf16`. Cpu: the same op as [`rope_attention_decode`], scratch untouched.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_attention_decode_split(
     qkv: View<'_>,
@@ -629,7 +513,7 @@ fn rope_attention_decode_impl(
     }
     let dev = same_device(op, qkv.device(), &devs)?;
     let (n_slots, heads, max_len, d) = cache_dims(op, &k_cache.as_view(), &v_cache.as_view())?;
-    let kernel = rope_attn_kernel(op, d)?;
+    let kernel = rope_attention_kernel(op, d)?;
     let rows = qkv.rows();
     let hd = heads * d;
     if qkv.row_len() != 3 * hd {
@@ -718,7 +602,7 @@ fn rope_attention_decode_impl(
                 Some(sc) if n_splits > 1 => sc.addr(),
                 _ => 0,
             };
-            let p = RopeAttnParams {
+            let p = RopeAttentionParams {
                 qkv: qkv.addr(),
                 positions: positions.addr(),
                 slots: slots.addr(),
@@ -740,7 +624,7 @@ fn rope_attention_decode_impl(
             let smem = 4 * nwarps * (d as u32 + 2);
             launch(dev, kernel, LaunchDims::new([p.rows, p.heads, p.n_splits], [32 * nwarps, 1, 1], smem), &p)?;
             if n_splits > 1 {
-                let c = AttnCombineParams {
+                let c = AttentionCombineParams {
                     partial,
                     slots: p.slots,
                     lens: p.lens,
@@ -754,7 +638,7 @@ fn rope_attention_decode_impl(
                 };
                 launch(
                     dev,
-                    "attn_cached_combine_bf16",
+                    "attention_cached_combine_bf16",
                     LaunchDims::new([p.rows, p.heads, 1], [ATTN_COMBINE_BLOCK, 1, 1], 0),
                     &c,
                 )?;
@@ -839,7 +723,7 @@ pub fn attention_dense(
             .map_err(|(b, l)| Error::invalid(OP, format!("batch {b}: kv_len {l} is outside 0..={lk}")))
         }
         _ => {
-            let p = AttnDenseParams {
+            let p = AttentionDenseParams {
                 q: q.addr(),
                 k: k.addr(),
                 v: v.addr(),
@@ -855,8 +739,11 @@ pub fn attention_dense(
                 pad: 0,
             };
             let aligned = [p.q, p.k, p.v].iter().all(|a| a % 16 == 0);
-            let (kernel, per_block) =
-                if dh == 64 && aligned { ("attn_dense_d64_bf16", ATTN_DQ) } else { ("attn_dense_bf16", ATTN_DENSE_WARPS) };
+            let (kernel, per_block) = if dh == 64 && aligned {
+                ("attention_dense_d64_bf16", ATTN_DQ)
+            } else {
+                ("attention_dense_bf16", ATTN_DENSE_WARPS)
+            };
             let grid = [blocks_for(OP, lq, per_block)?, p.heads, p.batch];
             launch(dev, kernel, LaunchDims::new(grid, [ATTN_DENSE_BLOCK, 1, 1], 0), &p)
         }

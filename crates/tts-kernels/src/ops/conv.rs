@@ -9,6 +9,7 @@
 //! element; see the header there).
 use bytemuck::{Pod, Zeroable};
 
+pub use crate::cpu::{Im2col, PadMode};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
@@ -17,12 +18,12 @@ use crate::tensor::same_device;
 use crate::{DType, Device, View, ViewMut, cpu};
 
 /// Threads per block of the conv kernels; mirrors CONV_BLOCK in conv.cu.
-pub const CONV_BLOCK: u32 = 256;
+pub(crate) const CONV_BLOCK: u32 = 256;
 
 /// Mirrors `Im2colParams` in kernels/conv.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Im2colParams {
+pub(crate) struct Im2colParams {
     pub x: u64,
     pub lens: u64,
     pub out: u64,
@@ -44,7 +45,7 @@ const _: () = assert!(std::mem::size_of::<Im2colParams>() == 72);
 /// Mirrors `Col2imParams` in kernels/conv.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Col2imParams {
+pub(crate) struct Col2imParams {
     pub cols: u64,
     pub lens: u64,
     pub bias: u64,
@@ -59,33 +60,6 @@ pub struct Col2imParams {
     pub pad_: u32,
 }
 const _: () = assert!(std::mem::size_of::<Col2imParams>() == 64);
-
-/// How an im2col reads positions outside a sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PadMode {
-    /// Zeros (PyTorch's `padding=` and `F.pad` with zeros).
-    Zero,
-    /// Reflection about the first and last valid sample (`F.pad(mode="reflect")`,
-    /// `ReflectionPad1d`, `torch.stft(center=True)`): index −i reads i, index S−1+i reads S−1−i.
-    Reflect,
-}
-
-/// The geometry of one [`im2col`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Im2col {
-    /// Kernel taps K (≥ 1).
-    pub kernel: usize,
-    /// Stride (≥ 1).
-    pub stride: usize,
-    /// Dilation (≥ 1).
-    pub dilation: usize,
-    /// Padding before the first sample; the padding after the last is implied by the output length.
-    pub pad_left: usize,
-    /// Nearest-neighbour upsampling of the input applied before the taps (1 = none).
-    pub upsample: usize,
-    /// What positions outside the sequence read.
-    pub pad: PadMode,
-}
 
 /// Unfolds a batch of sequences for a 1-D convolution:
 /// `out[b, t, c·K + j] = src_b(t·stride + j·dilation − pad_left, c)`, where `src_b` is `x[b]`

@@ -7,13 +7,13 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
-/// Threads per block of `t3_advance`; mirrors ADVANCE_BLOCK in decode_state.cu.
-pub const ADVANCE_BLOCK: u32 = 128;
+/// Threads per block of `advance_decode_state`; mirrors ADVANCE_BLOCK in decode_state.cu.
+pub(crate) const ADVANCE_BLOCK: u32 = 128;
 
 /// Mirrors `AdvanceParams` in kernels/decode_state.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AdvanceParams {
+pub(crate) struct AdvanceParams {
     pub next_token: u64,
     pub state: u64,
     pub tokens: u64,
@@ -84,7 +84,7 @@ pub fn advance_decode_state(
                 pad: 0,
             };
             let grid = blocks_for(OP, n, ADVANCE_BLOCK)?;
-            launch(dev, "t3_advance", LaunchDims::new([grid, 1, 1], [ADVANCE_BLOCK, 1, 1], 0), &p)
+            launch(dev, "advance_decode_state", LaunchDims::new([grid, 1, 1], [ADVANCE_BLOCK, 1, 1], 0), &p)
         }
     }
 }

@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of the elementwise kernels; mirrors EW_BLOCK in elementwise.cu.
-pub const EW_BLOCK: u32 = 256;
+pub(crate) const EW_BLOCK: u32 = 256;
 
 /// Mirrors `BiasParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct BiasParams {
+pub(crate) struct BiasParams {
     pub x: u64,
     pub bias: u64,
     pub y: u64,

@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `embed_pos_bf16`; mirrors EMBED_BLOCK in embedding.cu.
-pub const EMBED_BLOCK: u32 = 128;
+pub(crate) const EMBED_BLOCK: u32 = 128;
 
 /// Mirrors `EmbedParams` in kernels/embedding.cu (device addresses as u64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct EmbedParams {
+pub(crate) struct EmbedParams {
     pub ids: u64,
     pub pos: u64,
     pub table: u64,

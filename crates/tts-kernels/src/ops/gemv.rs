@@ -25,7 +25,7 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of the `gemv_*` kernels; mirrors GEMV_BLOCK in gemv.cu.
-pub const GEMV_BLOCK: u32 = 256;
+pub(crate) const GEMV_BLOCK: u32 = 256;
 /// Warps per block; each owns one unit (two weight rows) or a K-slice of one.
 const GEMV_WARPS: usize = 8;
 /// K values per warp step (32 lanes × 8) and per staged chunk; mirror GEMV_STEP, GEMV_KC.
@@ -35,12 +35,12 @@ const GEMV_KC: usize = 1024;
 const GEMV_MIN_BLOCKS: usize = 128;
 
 // The RMSNorm prologue sums squares in add_rmsnorm_bf16's order, which needs its block size.
-const _: () = assert!(GEMV_BLOCK == crate::ops::RMSNORM_BLOCK);
+const _: () = assert!(GEMV_BLOCK == super::rmsnorm::RMSNORM_BLOCK);
 
 /// Mirrors `GemvParams` in kernels/gemv.cu (device addresses as u64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct GemvParams {
+pub(crate) struct GemvParams {
     pub x: u64,
     pub norm_w: u64,
     pub w: u64,

@@ -11,12 +11,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `group_norm_bf16`; mirrors GROUPNORM_BLOCK in groupnorm.cu.
-pub const GROUPNORM_BLOCK: u32 = 512;
+pub(crate) const GROUPNORM_BLOCK: u32 = 512;
 
 /// Mirrors `GroupNormParams` in kernels/groupnorm.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct GroupNormParams {
+pub(crate) struct GroupNormParams {
     pub x: u64,
     pub weight: u64,
     pub bias: u64,

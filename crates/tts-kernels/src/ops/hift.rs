@@ -22,7 +22,7 @@ const ISTFT_BLOCK: u32 = 256;
 /// Mirrors `HiftSourceParams` in kernels/hift.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct HiftSourceParams {
+pub(crate) struct HiftSourceParams {
     pub f0: u64,
     pub lens: u64,
     pub phases: u64,
@@ -42,7 +42,7 @@ const _: () = assert!(std::mem::size_of::<HiftSourceParams>() == 80);
 /// Mirrors `HiftIstftParams` in kernels/hift.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct HiftIstftParams {
+pub(crate) struct HiftIstftParams {
     pub spec: u64,
     pub lens: u64,
     pub out: u64,

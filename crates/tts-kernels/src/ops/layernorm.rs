@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `layer_norm_bf16`; mirrors LAYERNORM_BLOCK in layernorm.cu.
-pub const LAYERNORM_BLOCK: u32 = 256;
+pub(crate) const LAYERNORM_BLOCK: u32 = 256;
 
 /// Mirrors `LayerNormParams` in kernels/layernorm.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct LayerNormParams {
+pub(crate) struct LayerNormParams {
     pub x: u64,
     pub weight: u64,
     pub bias: u64,

@@ -4,22 +4,6 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{DType, Tensor, View, ViewMut, cpu};
 
-/// One row-major GEMM on a kernel backend: `out[m, n] = x[m, k] · w[n, k]ᵀ (+ out if accumulate)`,
-/// bf16 `x` and `w`, f32 accumulation, bf16 or f32 `out` (device addresses).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Gemm {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub x: u64,
-    pub w: u64,
-    pub out: u64,
-    pub out_f32: bool,
-    pub accumulate: bool,
-    /// f32 `x` and `w` (a precise GEMM) instead of bf16.
-    pub f32_inputs: bool,
-}
-
 /// A linear layer, `out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])` (PyTorch weight layout).
 ///
 /// Cpu: f32 (matrixmultiply). Cuda: cuBLAS with bf16 inputs and f32 accumulation. Emu: the same
@@ -78,13 +62,18 @@ pub fn linear(x: View<'_>, w: View<'_>, bias: Option<View<'_>>, mut out: ViewMut
     if let Some(b) = &bias {
         super::elementwise::fill_rows(&out, b, out_f32, precise)?;
     }
-    let g = Gemm { m, n, k, x: x.addr(), w: w.addr(), out: out.addr(), out_f32, accumulate: bias.is_some(), f32_inputs: precise };
-    match &*dev.inner {
-        Backend::Cpu => Ok(()), // returned above
-        Backend::Cuda(c) => c.gemm_bf16(&g),
-        #[cfg(feature = "emu")]
-        Backend::Emu(e) => e.gemm_bf16(&g),
-    }
+    let g = crate::backend::Gemm {
+        m,
+        n,
+        k,
+        x: x.addr(),
+        w: w.addr(),
+        out: out.addr(),
+        out_f32,
+        accumulate: bias.is_some(),
+        f32_inputs: precise,
+    };
+    crate::launch::gemm(dev, &g)
 }
 
 /// The Cpu backend's `out[m, n] = x[m, k] · w[n, k]ᵀ` for a checked weight view of either weight

@@ -2,8 +2,8 @@
 //!
 //! Dtypes per backend: on Cpu every float tensor is f32; on Cuda and Emu weights and GEMM
 //! activations are bf16 ([`crate::Device::compute_dtype`]) while residual streams stay f32.
-mod activation;
 mod attention;
+mod attention_relpos;
 mod conv;
 mod decode_state;
 pub(crate) mod elementwise;
@@ -14,33 +14,33 @@ mod hift;
 mod layernorm;
 pub(crate) mod linear;
 mod pointwise;
-mod relpos;
 mod rmsnorm;
+mod rope;
 mod sampling;
+mod swiglu;
 
-pub use activation::{ACT_BLOCK, SwigluParams, swiglu};
 pub use attention::{
-    ATTN_COMBINE_BLOCK, ATTN_DENSE_BLOCK, ATTN_MAX_HEAD_DIM, ATTN_MAX_WARPS, AttnCachedParams, AttnCombineParams,
-    AttnDenseParams, DECODE_MAX_SPLITS, ROPE_BLOCK, ROPE_MAX_HEAD_DIM, RopeAttnParams, RopeKvParams, attention_cached,
-    attention_cached_split, attention_cached_splits, attention_dense, decode_attention_splits, rope_attention_decode,
-    rope_attention_decode_split, rope_kv_write,
+    DECODE_MAX_SPLITS, attention_cached, attention_cached_split, attention_cached_splits, attention_dense,
+    decode_attention_splits, rope_attention_decode, rope_attention_decode_split,
 };
+pub use attention_relpos::attention_relpos;
 pub use conv::{Conv1dPlan, Im2col, PadMode, col2im_transpose, conv1d_packed, im2col};
-pub use decode_state::{ADVANCE_BLOCK, AdvanceParams, advance_decode_state};
-pub use elementwise::{BiasParams, EW_BLOCK, add_bias, add_residual};
-pub use embedding::{EMBED_BLOCK, EmbedParams, embed_pos};
-pub use gemv::{GEMV_BLOCK, GemvParams, linear_add_residual, rmsnorm_linear, rmsnorm_linear_swiglu};
-pub use groupnorm::{GROUPNORM_BLOCK, GroupNormParams, group_norm};
+pub use decode_state::advance_decode_state;
+pub use elementwise::{add_bias, add_residual};
+pub use embedding::embed_pos;
+pub use gemv::{linear_add_residual, rmsnorm_linear, rmsnorm_linear_swiglu};
+pub use groupnorm::group_norm;
 pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
-pub use layernorm::{LAYERNORM_BLOCK, LayerNormParams, layer_norm};
+pub use layernorm::layer_norm;
 pub use linear::{linear, pack_gemm_weight, pack_linear_weight};
 pub use pointwise::{Activation, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
-pub use relpos::attention_relpos;
-pub use rmsnorm::{AddRmsNormParams, RMSNORM_BLOCK, add_rmsnorm};
+pub use rmsnorm::add_rmsnorm;
+pub use rope::rope_kv_write;
 pub use sampling::{
-    DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, Pipeline, SAMPLE_BLOCK, SAMPLE_MAX_VOCAB, SAMPLE_SETTINGS_F32,
-    SAMPLE_SETTINGS_I32, SAMPLE_STATE, SampleParams, SamplerSettings, SamplerState, sample_launch_config, sample_tokens,
+    DONE_ERROR, DONE_MAX_TOKENS, DONE_RUNNING, DONE_STOP, Pipeline, SAMPLE_MAX_VOCAB, SamplerSettings, SamplerState,
+    sample_launch_config, sample_tokens,
 };
+pub use swiglu::swiglu;
 
 use crate::error::{Error, Result};
 use crate::{DType, View};

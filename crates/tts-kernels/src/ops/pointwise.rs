@@ -3,6 +3,7 @@
 //! op; dtypes are flags of the params struct).
 use bytemuck::{Pod, Zeroable};
 
+pub use crate::cpu::Activation;
 use crate::device::{Backend, Device};
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
@@ -11,56 +12,27 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of the pointwise kernels; mirrors PW_BLOCK in pointwise.cu.
-pub const PW_BLOCK: u32 = 256;
+pub(crate) const PW_BLOCK: u32 = 256;
 
-/// A pointwise function (math in f32).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `x` (a copy, a dtype conversion, or just the mask).
-    Identity,
-    /// `x·sigmoid(x)`, computed as `x / (1 + exp(−x))` (ATen).
-    Silu,
-    /// The exact GELU, `0.5·x·(1 + erf(x/√2))` (computed as ATen does, `erf(x·√½)`).
-    Gelu,
-    /// `x·tanh(softplus(x))`, computed as ATen's `torch.nn.Mish` does: `x·tanh(log1p(exp(x)))`,
-    /// without a threshold (the same f32 values as softplus with torch's threshold 20: tanh is 1
-    /// there either way).
-    Mish,
-    /// `x` if `x > 0`, else `slope·x` (`F.leaky_relu`; the same values as `x ≥ 0`).
-    LeakyRelu(f32),
-    /// `x` if `x > 0`, else `exp(x) − 1` (alpha 1, computed with `expm1`).
-    Elu,
-    /// `|x|`.
-    Abs,
-    /// `s·x`.
-    Scale(f32),
-    /// Snake: `x + sin(α_c·x)² / (α_c + 1e-9)` with a per-channel `α` (the `alpha` argument),
-    /// computed as hifigan.py does: `x + (1 / (α_c + 1e-9))·sin(x·α_c)²`. On Cuda/Emu the sine of
-    /// `|α_c·x| ≥ 2^26` is NaN.
-    Snake,
-}
-
-impl Activation {
-    /// The kernel's PW_* code and its scalar parameter.
-    fn code(self) -> (u32, f32) {
-        match self {
-            Activation::Identity => (0, 0.0),
-            Activation::Silu => (1, 0.0),
-            Activation::Gelu => (2, 0.0),
-            Activation::Mish => (3, 0.0),
-            Activation::LeakyRelu(s) => (4, s),
-            Activation::Elu => (5, 0.0),
-            Activation::Abs => (6, 0.0),
-            Activation::Scale(s) => (7, s),
-            Activation::Snake => (8, 0.0),
-        }
+/// The kernel's PW_* code of `act` and its scalar parameter.
+fn activation_code(act: Activation) -> (u32, f32) {
+    match act {
+        Activation::Identity => (0, 0.0),
+        Activation::Silu => (1, 0.0),
+        Activation::Gelu => (2, 0.0),
+        Activation::Mish => (3, 0.0),
+        Activation::LeakyRelu(s) => (4, s),
+        Activation::Elu => (5, 0.0),
+        Activation::Abs => (6, 0.0),
+        Activation::Scale(s) => (7, s),
+        Activation::Snake => (8, 0.0),
     }
 }
 
 /// Mirrors `PwActParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwActParams {
+pub(crate) struct PwActParams {
     pub x: u64,
     pub out: u64,
     pub alpha: u64,
@@ -79,7 +51,7 @@ const _: () = assert!(std::mem::size_of::<PwActParams>() == 64);
 /// Mirrors `PwBiasParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwBiasParams {
+pub(crate) struct PwBiasParams {
     pub y: u64,
     pub v: u64,
     pub rows: u32,
@@ -92,7 +64,7 @@ const _: () = assert!(std::mem::size_of::<PwBiasParams>() == 32);
 /// Mirrors `PwScaledParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwScaledParams {
+pub(crate) struct PwScaledParams {
     pub y: u64,
     pub x: u64,
     pub rows: u32,
@@ -105,7 +77,7 @@ const _: () = assert!(std::mem::size_of::<PwScaledParams>() == 32);
 /// Mirrors `PwColsParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwColsParams {
+pub(crate) struct PwColsParams {
     pub src: u64,
     pub dst: u64,
     pub rows: u32,
@@ -122,7 +94,7 @@ const _: () = assert!(std::mem::size_of::<PwColsParams>() == 48);
 /// Mirrors `PwEulerParams` in kernels/pointwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct PwEulerParams {
+pub(crate) struct PwEulerParams {
     pub x: u64,
     pub v: u64,
     pub est: u64,
@@ -223,7 +195,7 @@ fn act_impl(
             Ok(())
         }
         _ => {
-            let (kind, param) = act.code();
+            let (kind, param) = activation_code(act);
             let p = PwActParams {
                 x: x.map_or(out.addr(), |x| x.addr()),
                 out: out.addr(),

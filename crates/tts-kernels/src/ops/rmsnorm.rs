@@ -8,12 +8,12 @@ use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
 /// Threads per block of `add_rmsnorm_bf16` (one block per row); mirrors RMSNORM_BLOCK in rmsnorm.cu.
-pub const RMSNORM_BLOCK: u32 = 256;
+pub(crate) const RMSNORM_BLOCK: u32 = 256;
 
 /// Mirrors `AddRmsNormParams` in kernels/rmsnorm.cu (device addresses as u64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct AddRmsNormParams {
+pub(crate) struct AddRmsNormParams {
     pub x: u64,
     pub residual: u64,
     pub weight: u64,

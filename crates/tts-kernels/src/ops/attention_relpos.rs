@@ -1,5 +1,5 @@
 //! Multi-head self-attention with relative positions (ESPnet `RelPositionMultiHeadedAttention`,
-//! S3Gen's conformer encoder). Kernel: `kernels/relpos_attention.cu`.
+//! S3Gen's conformer encoder). Kernel: `kernels/attention_relpos.cu`.
 use bytemuck::{Pod, Zeroable};
 
 use crate::device::Backend;
@@ -9,17 +9,17 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{DType, View, ViewMut, cpu};
 
-/// Threads per block of `attn_relpos_bf16`; mirrors RELPOS_BLOCK in relpos_attention.cu.
-pub const RELPOS_BLOCK: u32 = 128;
+/// Threads per block of `attention_relpos_bf16`; mirrors RELPOS_BLOCK in attention_relpos.cu.
+pub(crate) const RELPOS_BLOCK: u32 = 128;
 /// Queries per block (one warp each); mirrors RELPOS_WARPS.
 const RELPOS_WARPS: u32 = 4;
 /// Largest head dim of [`attention_relpos`]; mirrors RELPOS_MAX_D.
-pub const RELPOS_MAX_HEAD_DIM: usize = 256;
+pub(crate) const RELPOS_MAX_HEAD_DIM: usize = 256;
 
-/// Mirrors `RelposParams` in kernels/relpos_attention.cu.
+/// Mirrors `AttentionRelposParams` in kernels/attention_relpos.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RelposParams {
+pub(crate) struct AttentionRelposParams {
     pub q: u64,
     pub k: u64,
     pub v: u64,
@@ -35,7 +35,7 @@ pub struct RelposParams {
     pub scale: f32,
     pub vec: u32,
 }
-const _: () = assert!(std::mem::size_of::<RelposParams>() == 88);
+const _: () = assert!(std::mem::size_of::<AttentionRelposParams>() == 88);
 
 /// For batch b, query i, head h (vectors of `head_dim` = width / heads):
 /// `score[i, j] = ((q_i + u_h)·k_j + (q_i + v_h)·pos[T − 1 − i + j]) · scale` over keys `j < kv_lens[b]`
@@ -130,7 +130,7 @@ pub fn attention_relpos(
             .map_err(|(b, l)| Error::invalid(OP, format!("batch {b}: kv_len {l} is outside 0..={t}")))
         }
         _ => {
-            let p = RelposParams {
+            let p = AttentionRelposParams {
                 q: q.addr(),
                 k: k.addr(),
                 v: v.addr(),
@@ -147,7 +147,7 @@ pub fn attention_relpos(
                 vec: (dh.is_multiple_of(8) && k.addr().is_multiple_of(16) && pos.addr().is_multiple_of(16)) as u32,
             };
             let grid = [blocks_for(OP, t, RELPOS_WARPS)?, p.heads, p.batch];
-            launch(dev, "attn_relpos_bf16", LaunchDims::new(grid, [RELPOS_BLOCK, 1, 1], 0), &p)
+            launch(dev, "attention_relpos_bf16", LaunchDims::new(grid, [RELPOS_BLOCK, 1, 1], 0), &p)
         }
     }
 }

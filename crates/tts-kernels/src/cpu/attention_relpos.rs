@@ -1,5 +1,5 @@
 //! Multi-head self-attention with relative positions (ESPnet `RelPositionMultiHeadedAttention`,
-//! S3Gen's conformer encoder). Mirrors `kernels/relpos_attention.cu`.
+//! S3Gen's conformer encoder). Mirrors `kernels/attention_relpos.cu`.
 
 use super::attention::{
     BLOCK_ROWS, SCALAR_MAX_HEAD_WORK, SendPtr, fill_rows, run_blocks, scratch, sgemm_serial, softmax_numerators, weighted_values,

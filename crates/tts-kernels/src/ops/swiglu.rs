@@ -7,13 +7,13 @@ use crate::ops::expect_dtype;
 use crate::tensor::same_device;
 use crate::{View, ViewMut, cpu};
 
-/// Threads per block of the activation kernels; mirrors ACT_BLOCK in activation.cu.
-pub const ACT_BLOCK: u32 = 256;
+/// Threads per block of the activation kernels; mirrors ACT_BLOCK in swiglu.cu.
+pub(crate) const ACT_BLOCK: u32 = 256;
 
-/// Mirrors `SwigluParams` in kernels/activation.cu.
+/// Mirrors `SwigluParams` in kernels/swiglu.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SwigluParams {
+pub(crate) struct SwigluParams {
     pub gate_up: u64,
     pub out: u64,
     pub rows: u32,

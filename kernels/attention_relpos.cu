@@ -1,4 +1,4 @@
-// relpos_attention.cu -- multi-head self-attention with relative positions (ESPnet
+// attention_relpos.cu -- multi-head self-attention with relative positions (ESPnet
 // RelPositionMultiHeadedAttention, S3Gen's conformer encoder), in the closed form of
 // matrix_ac + rel_shift(matrix_bd): for batch b, query i, head h (vectors of D = head_dim values),
 //
@@ -15,7 +15,7 @@
 // (ac + bd)·scale, an online (streaming) softmax, one rounding of the output to bf16.
 //
 // Launch: grid = (ceil(T / RELPOS_WARPS), heads, B), block = (RELPOS_BLOCK): one warp per query
-// (the style of attn_dense_bf16). Lanes split the keys for the scores (32 keys per step, each lane
+// (the style of attention_dense_bf16). Lanes split the keys for the scores (32 keys per step, each lane
 // a whole dot product, with 16-byte loads of k and pos rows when `vec`: D % 8 == 0 and k, pos
 // 16-byte aligned), the step's probabilities go through shared memory, and lanes split the head dims
 // (d = lane + 32c) for the weighted sum of v. Static shared memory: (2·RELPOS_MAX_D + 32) floats
@@ -26,8 +26,8 @@
 #define RELPOS_WARPS 4
 #define RELPOS_MAX_D 256
 
-// Mirrors tts_kernels::ops::relpos::RelposParams (#[repr(C)], 88 bytes).
-struct RelposParams {
+// Mirrors tts_kernels::ops::attention_relpos::AttentionRelposParams (#[repr(C)], 88 bytes).
+struct AttentionRelposParams {
     const bf16_t* q;       // [B, T, heads·D] bf16
     const bf16_t* k;       // [B, T, heads·D] bf16
     const bf16_t* v;       // [B, T, heads·D] bf16
@@ -40,17 +40,9 @@ struct RelposParams {
     float scale;
     unsigned vec;  // 1: D % 8 == 0 and k, pos 16-byte aligned
 };
-static_assert(sizeof(RelposParams) == 88, "RelposParams must match its Rust mirror");
+static_assert(sizeof(AttentionRelposParams) == 88, "AttentionRelposParams must match its Rust mirror");
 
 namespace {
-
-__device__ __forceinline__ float relpos_neg_inf() { return __uint_as_float(0xff800000u); }
-
-__device__ __forceinline__ float relpos_warp_max(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
 
 // element e of 8 bf16 held in a uint4 (little-endian pairs)
 __device__ __forceinline__ float relpos_get(const uint4& u, int e) {
@@ -60,7 +52,7 @@ __device__ __forceinline__ float relpos_get(const uint4& u, int e) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attn_relpos_bf16(const RelposParams p) {
+extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attention_relpos_bf16(const AttentionRelposParams p) {
     __shared__ float qsh[RELPOS_WARPS][2][RELPOS_MAX_D];  // q + u, q + v of each warp's query
     __shared__ float wsh[RELPOS_WARPS][32];               // the probabilities of a step's 32 keys
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
@@ -89,12 +81,12 @@ extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attn_relpos_bf16(cons
     const bf16_t* vb = p.v + ((size_t)b * T) * hd + h * D;
     const bf16_t* pb = p.pos + (size_t)(T - 1 - i) * hd + h * D;  // the pos row of key 0
 
-    float m = relpos_neg_inf(), l = 0.0f, acc[8];
+    float m = neg_inf(), l = 0.0f, acc[8];
 #pragma unroll
     for (int c = 0; c < 8; c++) acc[c] = 0.0f;
     for (int j0 = 0; j0 < n; j0 += 32) {  // warp-uniform
         const int j = j0 + (int)lane;
-        float s = relpos_neg_inf();
+        float s = neg_inf();
         if (j < n) {
             const bf16_t* kr = kb + (size_t)j * hd;
             const bf16_t* pr = pb + (size_t)j * hd;
@@ -117,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(RELPOS_BLOCK) attn_relpos_bf16(cons
             }
             s = (ac + bd) * p.scale;
         }
-        const float mx = fmaxf(m, relpos_warp_max(s));  // finite: key j0 is visible
+        const float mx = fmaxf(m, warp_max(s));  // finite: key j0 is visible
         const float corr = expf(m - mx);
         const float pj = expf(s - mx);
         l = l * corr + pj;  // this lane's keys; summed over the warp at the end

@@ -1,27 +1,14 @@
-//! The relative-position attention kernel (`kernels/relpos_attention.cu`) against its Cpu reference
+//! The relative-position attention kernel (`kernels/attention_relpos.cu`) against its Cpu reference
 //! op (itself proved against a literal transcription of ESPnet's rel_shift in `cpu::relpos`), on
 //! every kernel backend of this build and machine (Emu in forward, reverse and random thread
 //! schedules; Cuda when a GPU is usable), with fresh random inputs (the seed is printed;
 //! `TTS_TEST_SEED` replays it), odd shapes, padded batches, outputs that start poisoned on Emu, and
 //! key rows / pos rows that must not be read poisoned with NaN (a kernel that reads them turns its
 //! output NaN).
-use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
+use tts_kernels::testing::{
+    ATTENTION_ABS, BF16_REL, assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16,
+};
 use tts_kernels::{DType, Device, Error, Tensor, ops};
-
-/// bf16 output: one rounding of a value computed in f32 is at most 2^-9 relative; allow 2 ulp
-/// (as tests/emu_attention.rs).
-const BF16_REL: f64 = 8e-3;
-/// Absolute floor: f32 sums of up to a few thousand terms of magnitude ~1 in a different order
-/// (online vs two-pass softmax, per-lane partial sums) differ by ~1e-5.
-const ATTN_ABS: f64 = 1e-4;
-
-fn devices_or_skip() -> Vec<(String, Device)> {
-    let d = kernel_devices();
-    if d.is_empty() {
-        eprintln!("no kernel backend in this build (enable the `emu` feature): nothing to test");
-    }
-    d
-}
 
 struct RelposCase {
     batch: usize,
@@ -112,7 +99,7 @@ fn attention_relpos_matches_cpu() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
     let cpu = Device::cpu();
-    let devices = devices_or_skip();
+    let devices = kernel_devices();
     // (batch, T, heads, head_dim, kv_lens): the real head dim 64, odd head dims, N = 1, 7, 129
     let cases = [
         (1, 1, 1, 64, false),
@@ -141,9 +128,9 @@ fn attention_relpos_matches_cpu() {
         for (label, dev) in &devices {
             let what =
                 format!("{label}: attention_relpos b {batch} T {t} heads {heads} dh {dh} kv_lens {:?} seed {s}", c.kv_lens);
-            assert_close(&what, &c.run(dev, false).unwrap(), &want, BF16_REL, ATTN_ABS);
+            assert_close(&what, &c.run(dev, false).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             if dh == 64 && t > 1 && t < 1000 {
-                assert_close(&format!("{what} unaligned"), &c.run(dev, true).unwrap(), &want, BF16_REL, ATTN_ABS);
+                assert_close(&format!("{what} unaligned"), &c.run(dev, true).unwrap(), &want, BF16_REL, ATTENTION_ABS);
             }
         }
     }
@@ -153,7 +140,7 @@ fn attention_relpos_matches_cpu() {
 fn attention_relpos_without_kv_lens_equals_full_lengths() {
     let seed = fresh_seed();
     eprintln!("seed {seed}");
-    for (label, dev) in devices_or_skip() {
+    for (label, dev) in kernel_devices() {
         let mut c = RelposCase::random(seed, 2, 21, 2, 64, false);
         let none = c.run(&dev, false).unwrap();
         c.kv_lens = Some(vec![21, 21]);
@@ -175,12 +162,12 @@ fn attention_relpos_bad_lengths_are_errors_or_nan() {
         let want = neg.run(&Device::cpu(), false).unwrap();
         neg.kv_lens = Some(vec![3, -1]);
         let half = want.len() / 2;
-        for (label, dev) in devices_or_skip() {
+        for (label, dev) in kernel_devices() {
             // the lengths live on the device: the kernel marks the batch NaN instead
             let got = c.run(&dev, false).unwrap();
             assert!(got[..half].iter().all(|v| v.is_nan()), "{label} dh {dh}: kv_len 7 > T 6 must give NaN");
             let got = neg.run(&dev, false).unwrap();
-            assert_close(&format!("{label} dh {dh}"), &got[..half], &want[..half], BF16_REL, ATTN_ABS);
+            assert_close(&format!("{label} dh {dh}"), &got[..half], &want[..half], BF16_REL, ATTENTION_ABS);
             assert!(got[half..].iter().all(|v| v.is_nan()), "{label} dh {dh}: kv_len -1 must give NaN");
         }
     }

@@ -1,4 +1,4 @@
-// activation.cu -- gated and pointwise activations.
+// swiglu.cu -- the gated activation of the Llama MLP.
 //
 // swiglu_bf16: the Llama MLP gate, out[r, i] = silu(gu[r, i]) * gu[r, I + i], where gu is the output
 // of one GEMM with the gate and up projections stacked ([gate; up], 2I columns per row) and
@@ -9,7 +9,7 @@
 
 #define ACT_BLOCK 256
 
-// Mirrors tts_kernels::ops::activation::SwigluParams (#[repr(C)], 24 bytes).
+// Mirrors tts_kernels::ops::swiglu::SwigluParams (#[repr(C)], 24 bytes).
 struct SwigluParams {
     const bf16_t* gate_up;  // [rows, 2 * inner] bf16
     bf16_t* out;            // [rows, inner] bf16

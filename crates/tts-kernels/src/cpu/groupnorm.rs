@@ -1,47 +1,5 @@
-//! Normalisations.
-
-/// RMSNorm with a fused residual add, as HF `LlamaRMSNorm` (statistics in f32):
-/// `residual += x` (when `x` is given), then `out = residual * rsqrt(mean(residual²) + eps) * weight`.
-/// `residual`, `x`, `out`: [rows, cols]; `weight`: [cols].
-pub fn add_rmsnorm(x: Option<&[f32]>, residual: &mut [f32], weight: &[f32], out: &mut [f32], eps: f32) {
-    let cols = weight.len();
-    if cols == 0 {
-        return;
-    }
-    for (r, (res, o)) in residual.chunks_exact_mut(cols).zip(out.chunks_exact_mut(cols)).enumerate() {
-        if let Some(x) = x {
-            for (h, &v) in res.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
-                *h += v;
-            }
-        }
-        let ss: f32 = res.iter().map(|&h| h * h).sum();
-        let inv = 1.0 / (ss / cols as f32 + eps).sqrt();
-        for ((o, &h), &w) in o.iter_mut().zip(res.iter()).zip(weight) {
-            *o = h * inv * w;
-        }
-    }
-}
-
-/// LayerNorm over the last dim, as `torch.nn.LayerNorm` (biased variance, statistics in f32, two
-/// passes, each sum over 8 lanes as [`super::fastmath::lane_sum`]): `out = (x − mean) · rsqrt(var + eps) · weight +
-/// bias`. `x`, `out`: [rows, cols].
-pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32], eps: f32) {
-    let cols = weight.len();
-    if cols == 0 {
-        return;
-    }
-    use rayon::prelude::*;
-    let rows = out.len() / cols;
-    // rows in parallel (each row is normalised alone: same values)
-    x[..rows * cols].par_chunks_exact(cols).zip(out.par_chunks_exact_mut(cols)).with_min_len(16).for_each(|(xr, o)| {
-        let mean = super::fastmath::lane_sum(xr, |v| v) / cols as f32;
-        let var = super::fastmath::lane_sum(xr, |v| (v - mean) * (v - mean)) / cols as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for (j, (o, &v)) in o.iter_mut().zip(xr).enumerate() {
-            *o = (v - mean) * inv * weight[j] + bias.map_or(0.0, |b| b[j]);
-        }
-    });
-}
+//! GroupNorm over time-major activations with per-request lengths (S3Gen). Mirrors
+//! `kernels/groupnorm.cu`.
 
 /// Elements (`batch·T·C`) from which [`group_norm`] runs its batch items as parallel tasks.
 const GROUP_NORM_PAR_MIN: usize = 1 << 15;
@@ -172,35 +130,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn layer_norm_matches_its_definition() {
-        let seed = crate::testing::fresh_seed();
-        eprintln!("seed {seed}");
-        // widths around the 8 lanes of the sums, and S3Gen's 256 / 512; an offset mean (the two-pass
-        // variance must not cancel)
-        for (i, &cols) in [1usize, 7, 8, 9, 17, 256, 515].iter().enumerate() {
-            let s = seed.wrapping_add(i as u64 * 10);
-            let rows = 5;
-            let x: Vec<f32> = random_f32(s, rows * cols, 2.0).iter().map(|v| v + 3.0).collect();
-            let w = random_f32(s + 1, cols, 1.0);
-            let b = random_f32(s + 2, cols, 1.0);
-            for bias in [Some(&b[..]), None] {
-                let mut got = vec![f32::NAN; rows * cols];
-                layer_norm(&x, &w, bias, &mut got, 1e-5);
-                let mut want = Vec::new();
-                for xr in x.chunks(cols) {
-                    let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
-                    let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
-                    for (j, &v) in xr.iter().enumerate() {
-                        let y = (v as f64 - mean) / (var + 1e-5).sqrt() * w[j] as f64 + bias.map_or(0.0, |b| b[j] as f64);
-                        want.push(y as f32);
-                    }
-                }
-                crate::testing::assert_close(&format!("cols {cols} bias {} seed {s}", bias.is_some()), &got, &want, 1e-5, 1e-5);
-            }
-        }
     }
 
     #[test]
