@@ -27,16 +27,18 @@ pub(crate) struct HostMem {
 unsafe impl Send for HostMem {}
 unsafe impl Sync for HostMem {}
 
+/// A host allocation the allocator refused, or one too large for any allocator.
+fn oom(bytes: usize) -> Error {
+    Error::OutOfMemory { what: "host memory of a tensor".into(), bytes }
+}
+
 impl HostMem {
     pub(crate) fn new(bytes: usize, redzone: usize, fill: u8) -> Result<HostMem> {
-        let total = bytes
-            .checked_add(2 * redzone)
-            .filter(|&t| t <= isize::MAX as usize - ALIGN)
-            .ok_or_else(|| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
+        let total = bytes.checked_add(2 * redzone).filter(|&t| t <= isize::MAX as usize - ALIGN).ok_or_else(|| oom(bytes))?;
         let layout = Layout::from_size_align(total.max(1), ALIGN).unwrap();
         // SAFETY: layout has a non-zero size.
         let raw = unsafe { if fill == 0 { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
-        let block = NonNull::new(raw).ok_or_else(|| Error::invalid("alloc", format!("out of memory for {bytes} bytes")))?;
+        let block = NonNull::new(raw).ok_or_else(|| oom(bytes))?;
         if fill != 0 {
             // SAFETY: the block is `total` bytes long. (Zeros come from alloc_zeroed: for large
             // blocks the allocator maps fresh zero pages instead of writing every byte.)
@@ -66,8 +68,7 @@ impl HostMem {
     /// A Cpu tensor's memory, reusing a freed block of the same size when [`crate::host_pool`] has
     /// one: zeros if `zero`, else unspecified contents (0xFF bytes in debug builds, see there).
     pub(crate) fn cpu(bytes: usize, zero: bool) -> Result<HostMem> {
-        let layout = Layout::from_size_align(bytes.max(1), ALIGN)
-            .map_err(|_| Error::invalid("alloc", format!("{bytes} bytes is too large")))?;
+        let layout = Layout::from_size_align(bytes.max(1), ALIGN).map_err(|_| oom(bytes))?;
         let poison = !zero && cfg!(debug_assertions);
         let mut mem = match crate::host_pool::take(layout) {
             Some(block) => {

@@ -182,3 +182,21 @@ fn conv1d_packed_runs_on_cpu_and_refuses_what_it_cannot_run() {
         assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("Cpu backend only"), "{label}: {e}");
     }
 }
+
+/// An allocation no allocator can satisfy is `Error::OutOfMemory` (a resource limit the engine
+/// reports as such), zeroed or not, never an abort or a panic; a shape whose byte count overflows
+/// is a shape error.
+#[test]
+fn impossible_allocations_are_out_of_memory_errors() {
+    for (label, dev) in all_devices() {
+        // 2^60 f32 = 4 EiB: below isize::MAX, above any machine's memory
+        for zeroed in [true, false] {
+            let shape = [1usize << 30, 1 << 30];
+            let r = if zeroed { Tensor::zeros(&dev, DType::F32, &shape) } else { Tensor::uninit(&dev, DType::F32, &shape) };
+            let e = r.err().unwrap_or_else(|| panic!("{label}: a 4 EiB tensor was allocated"));
+            assert!(matches!(e, Error::OutOfMemory { bytes, .. } if bytes == 1 << 62), "{label}: {e}");
+        }
+        let e = Tensor::zeros(&dev, DType::F32, &[usize::MAX / 2, 3]).err().expect("an overflowing shape");
+        assert!(matches!(e, Error::Shape { .. }), "{label}: {e}");
+    }
+}

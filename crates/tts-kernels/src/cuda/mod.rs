@@ -212,7 +212,13 @@ impl CudaBackend {
         self.bind()?;
         let bytes = bytes.max(1);
         // SAFETY: u8 has no invalid bit patterns; contents are unspecified until written.
-        let slice = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(drv_err(format!("allocating {bytes} bytes")))?;
+        let slice = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(|e| {
+            if e.0 == drv_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                Error::OutOfMemory { what: "device memory of a tensor".into(), bytes }
+            } else {
+                drv_err(format!("allocating {bytes} bytes"))(e)
+            }
+        })?;
         let addr = {
             let (p, _sync) = slice.device_ptr(&self.stream);
             p
