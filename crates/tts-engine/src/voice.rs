@@ -26,9 +26,12 @@ use crate::{Error, Result};
 /// about 200 bytes of memory per byte of pickle (a tuple per opcode byte).
 const MAX_PICKLE_BYTES: u64 = 1 << 16;
 
-/// The most elements a tensor may have once materialised (the real `prompt_feat` has 25,120; a
-/// stride-0 view could otherwise ask for any amount of memory).
-const MAX_ELEMENTS: usize = 1 << 26;
+/// The most elements a storage or a tensor may have (the real `prompt_feat` has 25,120; ten
+/// seconds of reference audio give 40,000). A storage's size comes from the pickle and a deflated
+/// entry can declare any size in a small file: without this cap, a few kilobytes could ask for
+/// gigabytes. A view may not have more elements than its storage either (`Conditionals.save` writes
+/// no broadcast views), so that what is read stays in proportion to the file.
+const MAX_ELEMENTS: usize = 1 << 22;
 
 /// Mel bins of `prompt_feat` (S3Gen's 80-bin log-mel).
 pub const MEL_BINS: usize = 80;
@@ -391,9 +394,22 @@ impl Archive {
         if numel > MAX_ELEMENTS {
             return Err(format!("{what}: size {shape:?} has {numel} elements, more than the {MAX_ELEMENTS} accepted"));
         }
+        if storage.numel > MAX_ELEMENTS {
+            return Err(format!(
+                "{what}: storage data/{} has {} elements, more than the {MAX_ELEMENTS} accepted",
+                storage.key, storage.numel
+            ));
+        }
         if numel > 0 && last >= storage.numel {
             return Err(format!(
                 "{what}: view (offset {offset}, size {shape:?}, stride {stride:?}) reaches element {last} of a storage of {} elements",
+                storage.numel
+            ));
+        }
+        if numel > storage.numel {
+            return Err(format!(
+                "{what}: a view of {numel} elements (size {shape:?}, stride {stride:?}) of a storage of {} elements: broadcast views \
+                 are not supported",
                 storage.numel
             ));
         }

@@ -9,18 +9,24 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+use tts_engine::voice::BuiltinVoice;
 use tts_engine::voice::pickle::{MAX_RANK, Pickle, Value, unpickle};
 
 thread_local! {
     /// Bytes allocated and not yet freed by this thread.
     static LIVE: Cell<isize> = const { Cell::new(0) };
+    /// The most `LIVE` has been since [`peak_during`] last reset it.
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 struct Counting;
 
 fn count(delta: isize) {
     // try_with: never fails for a const-initialised Cell, which has no destructor.
-    let _ = LIVE.try_with(|l| l.set(l.get() + delta));
+    let _ = LIVE.try_with(|l| {
+        l.set(l.get() + delta);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(l.get())));
+    });
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the counter only observes.
@@ -47,6 +53,14 @@ static ALLOC: Counting = Counting;
 
 fn live() -> isize {
     LIVE.with(Cell::get)
+}
+
+/// The most memory `f` held at once (bytes above what was allocated before it ran).
+fn peak_during(f: impl FnOnce()) -> isize {
+    let before = live();
+    PEAK.with(|p| p.set(before));
+    f();
+    PEAK.with(Cell::get) - before
 }
 
 /// Runs `f`, asserting it leaves nothing allocated behind (`what` names the input).
@@ -196,4 +210,100 @@ fn tensor_rank_is_capped() {
     assert_eq!(pkl.tensor(pkl.root()).unwrap().shape, vec![1; MAX_RANK]);
     let e = unpickle(&tensor_pickle(MAX_RANK + 1)).unwrap_err();
     assert!(e.contains(&format!("tensor size has {} dimensions, more than the {MAX_RANK}", MAX_RANK + 1)), "{e}");
+}
+
+/// The fixture voice's entries, in order.
+fn fixture_entries() -> Vec<(String, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/t3_cond_enc_a/conds.pt");
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut b).unwrap();
+            (f.name().unwrap().to_string(), b)
+        })
+        .collect()
+}
+
+/// A zip of `entries`, every one deflated.
+fn deflated_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(name.as_str(), opts).unwrap();
+        std::io::Write::write_all(&mut w, data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Sets the uncompressed size of the entry `name` to `size` in both its local header and the
+/// central directory (a zip that lies about an entry's size).
+fn declare_size(zip: &mut [u8], name: &str, size: u32) {
+    let mut patched = 0;
+    for at in 0..zip.len().saturating_sub(46) {
+        let (sig, size_at, name_len_at, name_at) = match zip[at..at + 4] {
+            [0x50, 0x4b, 0x03, 0x04] => ("local", 22, 26, 30),
+            [0x50, 0x4b, 0x01, 0x02] => ("central", 24, 28, 46),
+            _ => continue,
+        };
+        let n = u16::from_le_bytes([zip[at + name_len_at], zip[at + name_len_at + 1]]) as usize;
+        if zip.get(at + name_at..at + name_at + n) == Some(name.as_bytes()) {
+            zip[at + size_at..at + size_at + 4].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+            let _ = sig;
+        }
+    }
+    assert_eq!(patched, 2, "{name}: local header and central directory entry");
+}
+
+#[test]
+fn a_deflated_entry_is_never_inflated_past_its_declared_size() {
+    // data.pkl replaced by 64 MiB of zeros (64 KiB once deflated) that declares 748 bytes.
+    let mut entries = fixture_entries();
+    let pkl = entries.iter_mut().find(|(n, _)| n.ends_with("/data.pkl")).unwrap();
+    let name = pkl.0.clone();
+    pkl.1 = vec![0; 64 << 20];
+    let mut zip = deflated_zip(&entries);
+    assert!(zip.len() < 1 << 20);
+    declare_size(&mut zip, &name, 748);
+    let mut r = None;
+    let peak = peak_during(|| r = Some(BuiltinVoice::parse(zip.clone())));
+    let e = r.unwrap().unwrap_err();
+    assert!(e.contains(&name), "{e}");
+    assert!(peak < 16 * zip.len() as isize, "a {}-byte voice file took {peak} bytes", zip.len());
+}
+
+#[test]
+fn a_storage_is_capped_before_it_is_read() {
+    // speaker_emb's storage declares 2**23 elements (not 256) and holds them: 32 MiB of zeros,
+    // 32 KiB once deflated.
+    let mut entries = fixture_entries();
+    let pkl = &mut entries.iter_mut().find(|(n, _)| n.ends_with("/data.pkl")).unwrap().1;
+    let from: &[u8] = b"cpuq\x08M\x00\x01t";
+    let at = pkl.windows(from.len()).position(|w| w == from).expect("speaker_emb's storage numel");
+    pkl.splice(at..at + from.len(), b"cpuq\x08J\x00\x00\x80\x00t".iter().copied());
+    entries.iter_mut().find(|(n, _)| n.ends_with("/data/0")).unwrap().1 = vec![0; 4 << 23];
+    let zip = deflated_zip(&entries);
+    let mut r = None;
+    let peak = peak_during(|| r = Some(BuiltinVoice::parse(zip.clone())));
+    let e = r.unwrap().unwrap_err();
+    assert!(e.contains("t3.speaker_emb: storage data/0 has 8388608 elements, more than the 4194304 accepted"), "{e}");
+    assert!(peak < 16 * zip.len() as isize, "a {}-byte voice file took {peak} bytes", zip.len());
+
+    // A broadcast view (stride 0) of one element as speaker_emb's (1, 256).
+    let mut entries = fixture_entries();
+    let pkl = &mut entries.iter_mut().find(|(n, _)| n.ends_with("/data.pkl")).unwrap().1;
+    let (from, to): (&[u8], &[u8]) = (b"cpuq\x08M\x00\x01t", b"cpuq\x08K\x01t");
+    let at = pkl.windows(from.len()).position(|w| w == from).unwrap();
+    pkl.splice(at..at + from.len(), to.iter().copied());
+    let (from, to): (&[u8], &[u8]) = (b"M\x00\x01K\x01\x86", b"K\x00K\x00\x86");
+    let at = pkl.windows(from.len()).position(|w| w == from).expect("speaker_emb's stride (256, 1)");
+    pkl.splice(at..at + from.len(), to.iter().copied());
+    entries.iter_mut().find(|(n, _)| n.ends_with("/data/0")).unwrap().1 = vec![0; 4];
+    let e = BuiltinVoice::parse(deflated_zip(&entries)).unwrap_err();
+    assert!(
+        e.contains("t3.speaker_emb: a view of 256 elements (size [1, 256], stride [0, 0]) of a storage of 1 elements"),
+        "{e}"
+    );
 }
