@@ -58,6 +58,11 @@ impl Default for S3GenConfig {
     }
 }
 
+/// The largest size or count a config may set. Any product of three of them fits in a `usize`, so
+/// that what the loaders derive from a config (element counts of weights, widths) cannot overflow;
+/// the real model's largest is 6561 (speech-token vocabulary).
+pub const MAX_DIMENSION: usize = 1 << 20;
+
 /// Keys of config.json that belong to other components and are ignored here.
 fn is_other_component(key: &str) -> bool {
     ["tokenizer_", "campplus_", "ve_", "voice_encoder"].iter().any(|p| key.starts_with(p)) || T3_KEYS.contains(&key)
@@ -129,6 +134,26 @@ impl S3GenConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("flow_vocab_size", self.flow_vocab_size),
+            ("spk_embed_dim", self.spk_embed_dim),
+            ("encoder_output_size", self.encoder_output_size),
+            ("encoder_attention_heads", self.encoder_attention_heads),
+            ("encoder_linear_units", self.encoder_linear_units),
+            ("encoder_num_blocks", self.encoder_num_blocks),
+            ("encoder_num_up_blocks", self.encoder_num_up_blocks),
+            ("decoder_channels", self.decoder_channels),
+            ("decoder_num_heads", self.decoder_num_heads),
+            ("decoder_attention_head_dim", self.decoder_attention_head_dim),
+            ("decoder_n_blocks", self.decoder_n_blocks),
+            ("decoder_num_mid_blocks", self.decoder_num_mid_blocks),
+            ("hift_base_channels", self.hift_base_channels),
+            ("f0_cond_channels", self.f0_cond_channels),
+        ] {
+            if v > MAX_DIMENSION {
+                return Err(format!("{name} {v} is larger than the {MAX_DIMENSION} supported"));
+            }
+        }
         let d = self.encoder_output_size;
         if self.encoder_attention_heads == 0 || !d.is_multiple_of(self.encoder_attention_heads) || !d.is_multiple_of(2) {
             return Err(format!("encoder width {d} is not an even multiple of {} heads", self.encoder_attention_heads));

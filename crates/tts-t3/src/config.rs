@@ -57,6 +57,11 @@ impl Default for T3Config {
     }
 }
 
+/// The largest size, count or token id a config may set. Any product of three of them fits in a
+/// `usize`, so that what the loaders derive from a config (element counts of weights, positions,
+/// cache lengths) cannot overflow; the real model's largest is 8194 (speech vocabulary).
+pub const MAX_DIMENSION: usize = 1 << 20;
+
 /// Keys of config.json that belong to other components (S3Gen, VoiceEncoder, ...) and are ignored here.
 fn is_other_component(key: &str) -> bool {
     ["flow_", "spk_", "encoder_", "decoder_", "hift_", "f0_", "tokenizer_", "campplus_", "ve_", "voice_encoder"]
@@ -85,6 +90,7 @@ impl T3Config {
         for (k, val) in obj {
             let uint = || val.as_u64().map(|x| x as usize).ok_or(format!("{k} must be a non-negative integer, got {val}"));
             let float = || val.as_f64().map(|x| x as f32).ok_or(format!("{k} must be a number, got {val}"));
+            let token = || val.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or(format!("{k} must be a token id, got {val}"));
             match k.as_str() {
                 "hidden_size" => c.hidden_size = uint()?,
                 "intermediate_size" => c.intermediate_size = uint()?,
@@ -100,10 +106,10 @@ impl T3Config {
                 "max_position_embeddings" => {}
                 "text_tokens_dict_size" => c.text_tokens_dict_size = uint()?,
                 "speech_tokens_dict_size" => c.speech_tokens_dict_size = uint()?,
-                "start_text_token" => c.start_text_token = uint()? as u32,
-                "stop_text_token" => c.stop_text_token = uint()? as u32,
-                "start_speech_token" => c.start_speech_token = uint()? as u32,
-                "stop_speech_token" => c.stop_speech_token = uint()? as u32,
+                "start_text_token" => c.start_text_token = token()?,
+                "stop_text_token" => c.stop_text_token = token()?,
+                "start_speech_token" => c.start_speech_token = token()?,
+                "stop_speech_token" => c.stop_speech_token = token()?,
                 "max_text_tokens" => c.max_text_tokens = uint()?,
                 "max_speech_tokens" => c.max_speech_tokens = uint()?,
                 "speech_cond_prompt_len" => c.speech_cond_prompt_len = uint()?,
@@ -130,6 +136,30 @@ impl T3Config {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("head_dim", self.head_dim),
+            ("text_tokens_dict_size", self.text_tokens_dict_size),
+            ("speech_tokens_dict_size", self.speech_tokens_dict_size),
+            ("max_text_tokens", self.max_text_tokens),
+            ("max_speech_tokens", self.max_speech_tokens),
+            ("speech_cond_prompt_len", self.speech_cond_prompt_len),
+            ("speaker_embed_size", self.speaker_embed_size),
+            ("perceiver_query_tokens", self.perceiver_query_tokens),
+            ("perceiver_num_heads", self.perceiver_num_heads),
+        ] {
+            if v > MAX_DIMENSION {
+                return Err(format!("{name} {v} is larger than the {MAX_DIMENSION} supported"));
+            }
+        }
+        for (name, v) in [("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a positive finite number, got {v}"));
+            }
+        }
         if self.num_attention_heads == 0 || self.num_attention_heads * self.head_dim != self.hidden_size {
             return Err(format!("{} heads x {} != hidden size {}", self.num_attention_heads, self.head_dim, self.hidden_size));
         }
