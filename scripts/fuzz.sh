@@ -30,9 +30,12 @@ trap 'rm -rf "$scratch"' EXIT
 for target in $(cargo fuzz list --fuzz-dir fuzz); do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "$scratch/$target"
+  # fuzz/dicts/<target>.dict: tokens the fuzzer splices in (config keys, numbers at u32/u64 edges).
+  dict=()
+  if [ -f "fuzz/dicts/$target.dict" ]; then dict=(-dict="fuzz/dicts/$target.dict"); fi
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: 2 GiB is out of proportion to
   # any input (inputs stay at libFuzzer's default maximum length, the largest seed's size).
   cargo fuzz run "${fuzz[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}"
 done
 echo "fuzz: every target ran ${seconds}s without a crash"
