@@ -368,13 +368,20 @@ impl Vm {
         Value::Tuple(self.alloc(Object::Items(items)))
     }
 
-    /// The object below the top items of `SETITEMS` or `APPENDS`, if it is a dict (`Some(Ok)`) or a list
-    /// (`Some(Err)`).
-    fn top_container(&mut self) -> Option<Result<&mut Vec<(Value, Value)>, &mut Vec<Value>>> {
-        let (Value::Dict(o) | Value::List(o)) = *self.stack.last()? else { return None };
+    /// The pairs of the dict on top of the stack (where `SETITEMS` puts its items), if it is one.
+    fn top_dict(&mut self) -> Option<&mut Vec<(Value, Value)>> {
+        let Value::Dict(o) = *self.stack.last()? else { return None };
         match &mut self.p.objects[o.0] {
-            Object::Dict(pairs) => Some(Ok(pairs)),
-            Object::Items(items) => Some(Err(items)),
+            Object::Dict(pairs) => Some(pairs),
+            _ => None,
+        }
+    }
+
+    /// The items of the list on top of the stack (where `APPENDS` puts its items), if it is one.
+    fn top_list(&mut self) -> Option<&mut Vec<Value>> {
+        let Value::List(o) = *self.stack.last()? else { return None };
+        match &mut self.p.objects[o.0] {
+            Object::Items(items) => Some(items),
             _ => None,
         }
     }
@@ -584,7 +591,7 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
                     return Err(format!("data.pkl: {name} at byte {at} has an odd number of items ({})", items.len()));
                 }
                 let found = vm.stack.last().map_or("nothing", Value::kind);
-                let Some(Ok(pairs)) = vm.top_container() else {
+                let Some(pairs) = vm.top_dict() else {
                     return Err(format!("data.pkl: {name} at byte {at} expects a dict below its items, found {found}"));
                 };
                 // Appended even when the key is already there: lookups take the last one
@@ -594,7 +601,7 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
             b'a' | b'e' => {
                 let items = if op == b'e' { vm.pop_mark(name, at)? } else { vec![vm.pop(name, at)?] };
                 let found = vm.stack.last().map_or("nothing", Value::kind);
-                let Some(Err(list)) = vm.top_container() else {
+                let Some(list) = vm.top_list() else {
                     return Err(format!("data.pkl: {name} at byte {at} expects a list below its items, found {found}"));
                 };
                 list.extend(items);
