@@ -22,6 +22,8 @@ fi
 if ! rustc --version | grep -q nightly; then
   export RUSTC_BOOTSTRAP=1
 fi
+# The main workspace's `cargo fmt --all` does not reach fuzz/ (a workspace of its own).
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 target_dir=${FUZZ_TARGET_DIR:-fuzz/target}
 fuzz=(--fuzz-dir fuzz --target-dir "$target_dir")
 cargo fuzz build "${fuzz[@]}"
