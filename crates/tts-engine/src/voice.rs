@@ -18,16 +18,20 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use pickle::{TensorRef, Value};
+use pickle::{Pickle, TensorRef, Value};
 
 use crate::{Error, Result};
 
-/// The largest `data.pkl` accepted (the real one has 748 bytes).
-const MAX_PICKLE_BYTES: u64 = 1 << 20;
+/// The largest `data.pkl` accepted (the real one has 748 bytes). The pickle's objects take up to
+/// about 200 bytes of memory per byte of pickle (a tuple per opcode byte).
+const MAX_PICKLE_BYTES: u64 = 1 << 16;
 
-/// The most elements a tensor may have once materialised (the real `prompt_feat` has 25,120; a
-/// stride-0 view could otherwise ask for any amount of memory).
-const MAX_ELEMENTS: usize = 1 << 26;
+/// The most elements a storage or a tensor may have (the real `prompt_feat` has 25,120; ten
+/// seconds of reference audio give 40,000). A storage's size comes from the pickle and a deflated
+/// entry can declare any size in a small file: without this cap, a few kilobytes could ask for
+/// gigabytes. A view may not have more elements than its storage either (`Conditionals.save` writes
+/// no broadcast views), so that what is read stays in proportion to the file.
+const MAX_ELEMENTS: usize = 1 << 22;
 
 /// Mel bins of `prompt_feat` (S3Gen's 80-bin log-mel).
 pub const MEL_BINS: usize = 80;
@@ -81,14 +85,17 @@ impl BuiltinVoice {
         Self::parse(bytes).map_err(err)
     }
 
-    fn parse(bytes: Vec<u8>) -> Result<BuiltinVoice, String> {
+    /// [`BuiltinVoice::load`] on the bytes of a file (its error without the file's name). Public
+    /// only for the fuzz targets (`fuzz/`); not part of the API.
+    #[doc(hidden)]
+    pub fn parse(bytes: Vec<u8>) -> Result<BuiltinVoice, String> {
         let mut archive = Archive::open(bytes)?;
-        let root = pickle::unpickle(&archive.read_entry("data.pkl", MAX_PICKLE_BYTES)?)?;
-        let root = Dict::new(&root, "the top level")?;
-        let t3 = Dict::new(root.get("t3")?, "t3")?;
-        let generator = Dict::new(root.get("gen")?, "gen")?;
+        let pkl = pickle::unpickle(&archive.read_entry("data.pkl", MAX_PICKLE_BYTES)?)?;
+        let root = Dict::new(&pkl, pkl.root(), "the top level")?;
+        let t3 = Dict::new(&pkl, root.get("t3")?, "t3")?;
+        let generator = Dict::new(&pkl, root.get("gen")?, "gen")?;
 
-        let speaker_emb = archive.f32_tensor(t3.get("speaker_emb")?, "t3.speaker_emb")?;
+        let speaker_emb = archive.f32_tensor(&pkl, t3.get("speaker_emb")?, "t3.speaker_emb")?;
         let speaker_emb = speaker_emb.with_rank_batch1(2, "t3.speaker_emb")?.data;
         expect_none(&t3, "clap_emb", "clap embeddings are not supported by Chatterbox")?;
         expect_none(
@@ -100,14 +107,14 @@ impl BuiltinVoice {
             Value::None => Vec::new(),
             v => {
                 let what = "t3.cond_prompt_speech_tokens";
-                tokens(archive.i64_tensor(v, what)?.with_rank_batch1(2, what)?.data, what)?
+                tokens(archive.i64_tensor(&pkl, v, what)?.with_rank_batch1(2, what)?.data, what)?
             }
         };
         let emotion_adv = match t3.get("emotion_adv")? {
-            Value::Float(f) => *f as f32,
-            Value::Int(i) => *i as f32,
+            Value::Float(f) => f as f32,
+            Value::Int(i) => i as f32,
             v => {
-                let t = archive.f32_tensor(v, "t3.emotion_adv")?;
+                let t = archive.f32_tensor(&pkl, v, "t3.emotion_adv")?;
                 match t.data[..] {
                     [x] => x,
                     _ => {
@@ -119,9 +126,9 @@ impl BuiltinVoice {
 
         let what = "gen.prompt_token";
         let prompt_token =
-            tokens(archive.i64_tensor(generator.get("prompt_token")?, what)?.with_rank_batch1(2, what)?.data, what)?;
+            tokens(archive.i64_tensor(&pkl, generator.get("prompt_token")?, what)?.with_rank_batch1(2, what)?.data, what)?;
         let what = "gen.prompt_token_len";
-        let len = archive.i64_tensor(generator.get("prompt_token_len")?, what)?;
+        let len = archive.i64_tensor(&pkl, generator.get("prompt_token_len")?, what)?;
         let prompt_token_len = match (&len.shape[..], &len.data[..]) {
             ([1], &[n]) if n >= 0 && n as u64 <= prompt_token.len() as u64 => n as usize,
             ([1], &[n]) => {
@@ -130,7 +137,7 @@ impl BuiltinVoice {
             (s, _) => return Err(format!("{what}: expected shape (1,), found {s:?}")),
         };
         let what = "gen.prompt_feat";
-        let feat = archive.f32_tensor(generator.get("prompt_feat")?, what)?.with_rank_batch1(3, what)?;
+        let feat = archive.f32_tensor(&pkl, generator.get("prompt_feat")?, what)?.with_rank_batch1(3, what)?;
         if feat.shape[2] != MEL_BINS {
             return Err(format!("{what}: expected shape (1, frames, {MEL_BINS}), found {:?}", feat.shape));
         }
@@ -139,7 +146,7 @@ impl BuiltinVoice {
             Value::None => {}
             v => {
                 let what = "gen.prompt_feat_len";
-                let t = archive.i64_tensor(v, what)?;
+                let t = archive.i64_tensor(&pkl, v, what)?;
                 if t.data[..] != [prompt_feat_frames as i64] {
                     return Err(format!(
                         "{what}: expected None or [{prompt_feat_frames}] (the frames of gen.prompt_feat), found {:?}",
@@ -149,7 +156,7 @@ impl BuiltinVoice {
             }
         }
         let what = "gen.embedding";
-        let embedding = archive.f32_tensor(generator.get("embedding")?, what)?.with_rank_batch1(2, what)?.data;
+        let embedding = archive.f32_tensor(&pkl, generator.get("embedding")?, what)?.with_rank_batch1(2, what)?.data;
 
         Ok(BuiltinVoice {
             t3: T3Conds { speaker_emb, cond_prompt_speech_tokens, emotion_adv },
@@ -160,23 +167,22 @@ impl BuiltinVoice {
 
 /// A string-keyed view of a pickled dict, for lookups with good error messages.
 struct Dict<'a> {
-    items: std::cell::Ref<'a, Vec<(Value, Value)>>,
+    pkl: &'a Pickle,
+    dict: Value,
     name: &'static str,
 }
 
 impl<'a> Dict<'a> {
-    fn new(v: &'a Value, name: &'static str) -> Result<Dict<'a>, String> {
+    fn new(pkl: &'a Pickle, v: Value, name: &'static str) -> Result<Dict<'a>, String> {
         match v {
-            Value::Dict(d) => Ok(Dict { items: d.borrow(), name }),
+            Value::Dict(_) => Ok(Dict { pkl, dict: v, name }),
             other => Err(format!("{name}: expected a dict, found {}", other.kind())),
         }
     }
-    fn get(&self, key: &str) -> Result<&Value, String> {
-        self.items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v).ok_or_else(|| {
-            let keys: Vec<String> = self
-                .items
-                .iter()
-                .map(|(k, _)| if let Value::Str(s) = k { format!("'{s}'") } else { k.kind().to_string() })
+    fn get(&self, key: &str) -> Result<Value, String> {
+        self.pkl.get(self.dict, key).ok_or_else(|| {
+            let keys: Vec<String> = (self.pkl.dict(self.dict).unwrap_or_default().iter())
+                .map(|&(k, _)| self.pkl.str(k).map_or_else(|| k.kind().to_string(), |s| format!("'{s}'")))
                 .collect();
             format!("missing key '{key}' in {} (keys: {})", self.name, keys.join(", "))
         })
@@ -353,18 +359,19 @@ impl Archive {
         Ok(buf)
     }
 
-    fn f32_tensor(&mut self, v: &Value, what: &str) -> Result<Tensor<f32>, String> {
-        self.tensor::<f32>(v, what)
+    fn f32_tensor(&mut self, pkl: &Pickle, v: Value, what: &str) -> Result<Tensor<f32>, String> {
+        self.tensor::<f32>(pkl, v, what)
     }
 
-    fn i64_tensor(&mut self, v: &Value, what: &str) -> Result<Tensor<i64>, String> {
-        self.tensor::<i64>(v, what)
+    fn i64_tensor(&mut self, pkl: &Pickle, v: Value, what: &str) -> Result<Tensor<i64>, String> {
+        self.tensor::<i64>(pkl, v, what)
     }
 
-    fn tensor<T: Element>(&mut self, v: &Value, what: &str) -> Result<Tensor<T>, String> {
-        let Value::Tensor(TensorRef { storage, offset, shape, stride }) = v else {
+    fn tensor<T: Element>(&mut self, pkl: &Pickle, v: Value, what: &str) -> Result<Tensor<T>, String> {
+        let Some(TensorRef { storage, offset, shape, stride }) = pkl.tensor(v) else {
             return Err(format!("{what}: expected a {} tensor, found {}", T::NAME, v.kind()));
         };
+        let storage = pkl.storage(*storage).ok_or_else(|| format!("{what}: the tensor's storage is a {}", storage.kind()))?;
         if storage.class != T::CLASS {
             return Err(format!(
                 "{what}: expected a {} tensor (torch.{}), found torch.{} ({})",
@@ -387,9 +394,22 @@ impl Archive {
         if numel > MAX_ELEMENTS {
             return Err(format!("{what}: size {shape:?} has {numel} elements, more than the {MAX_ELEMENTS} accepted"));
         }
+        if storage.numel > MAX_ELEMENTS {
+            return Err(format!(
+                "{what}: storage data/{} has {} elements, more than the {MAX_ELEMENTS} accepted",
+                storage.key, storage.numel
+            ));
+        }
         if numel > 0 && last >= storage.numel {
             return Err(format!(
                 "{what}: view (offset {offset}, size {shape:?}, stride {stride:?}) reaches element {last} of a storage of {} elements",
+                storage.numel
+            ));
+        }
+        if numel > storage.numel {
+            return Err(format!(
+                "{what}: a view of {numel} elements (size {shape:?}, stride {stride:?}) of a storage of {} elements: broadcast views \
+                 are not supported",
                 storage.numel
             ));
         }

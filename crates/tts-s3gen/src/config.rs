@@ -73,6 +73,11 @@ impl Default for S3GenConfig {
     }
 }
 
+/// The largest size or count a config may set. Any product of three of them fits in a `usize`, so
+/// that what the loaders derive from a config (element counts of weights, widths) cannot overflow;
+/// the real model's largest is 6561 (speech-token vocabulary).
+pub const MAX_DIMENSION: usize = 1 << 20;
+
 impl S3GenConfig {
     /// The defaults overridden by `config.json` in `dir` when it exists.
     pub fn from_model_dir(dir: &Path) -> Result<S3GenConfig> {
@@ -113,6 +118,26 @@ impl S3GenConfig {
 
     /// Checks the dimensions fit together; an error names the key at fault.
     fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (name, v) in [
+            ("flow_vocab_size", self.flow_vocab_size),
+            ("spk_embed_dim", self.spk_embed_dim),
+            ("encoder_output_size", self.encoder_output_size),
+            ("encoder_attention_heads", self.encoder_attention_heads),
+            ("encoder_linear_units", self.encoder_linear_units),
+            ("encoder_num_blocks", self.encoder_num_blocks),
+            ("encoder_num_up_blocks", self.encoder_num_up_blocks),
+            ("decoder_channels", self.decoder_channels),
+            ("decoder_num_heads", self.decoder_num_heads),
+            ("decoder_attention_head_dim", self.decoder_attention_head_dim),
+            ("decoder_n_blocks", self.decoder_n_blocks),
+            ("decoder_num_mid_blocks", self.decoder_num_mid_blocks),
+            ("hift_base_channels", self.hift_base_channels),
+            ("f0_cond_channels", self.f0_cond_channels),
+        ] {
+            if v > MAX_DIMENSION {
+                return Err((name, format!("{v} is larger than the {MAX_DIMENSION} supported")));
+            }
+        }
         let d = self.encoder_output_size;
         if self.encoder_attention_heads == 0 || !d.is_multiple_of(self.encoder_attention_heads) || !d.is_multiple_of(2) {
             return Err((

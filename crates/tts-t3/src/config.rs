@@ -77,6 +77,11 @@ impl Default for T3Config {
 const OTHER_COMPONENTS: &[&str] =
     &["flow_", "spk_", "encoder_", "decoder_", "hift_", "f0_", "tokenizer_", "campplus_", "ve_", "voice_encoder"];
 
+/// The largest size, count or token id a config may set. Any product of three of them fits in a
+/// `usize`, so that what the loaders derive from a config (element counts of weights, positions,
+/// cache lengths) cannot overflow; the real model's largest is 8194 (speech vocabulary).
+pub const MAX_DIMENSION: usize = 1 << 20;
+
 fn is_other_component(key: &str) -> bool {
     OTHER_COMPONENTS.iter().any(|p| key.starts_with(p))
 }
@@ -133,6 +138,30 @@ impl T3Config {
 
     /// Checks the dimensions fit together; an error names the key at fault.
     fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("head_dim", self.head_dim),
+            ("text_tokens_dict_size", self.text_tokens_dict_size),
+            ("speech_tokens_dict_size", self.speech_tokens_dict_size),
+            ("max_text_tokens", self.max_text_tokens),
+            ("max_speech_tokens", self.max_speech_tokens),
+            ("speech_cond_prompt_len", self.speech_cond_prompt_len),
+            ("speaker_embed_size", self.speaker_embed_size),
+            ("perceiver_query_tokens", self.perceiver_query_tokens),
+            ("perceiver_num_heads", self.perceiver_num_heads),
+        ] {
+            if v > MAX_DIMENSION {
+                return Err((name, format!("{v} is larger than the {MAX_DIMENSION} supported")));
+            }
+        }
+        for (name, v) in [("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err((name, format!("must be a positive finite number, got {v}")));
+            }
+        }
         if self.num_attention_heads == 0 || self.num_attention_heads * self.head_dim != self.hidden_size {
             return Err((
                 "num_attention_heads",
