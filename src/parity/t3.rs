@@ -86,9 +86,9 @@ fn prefill(p: &Prepared, text: &[u32], max_len: usize) -> Result<(Vec<f64>, Vec<
     let embeds = f64s(&h)?;
     let l0 = h.shape()[0] / 2;
     let rows: Vec<(usize, usize)> = (0..2).flat_map(|s| (0..l0).map(move |i| (s, i))).collect();
-    let layout = RowLayout::causal(&m.device(), &rows).map_err(|e| e.to_string())?;
-    let mut cache = KvCache::new(&m.config(), &m.device(), 2, max_len).map_err(|e| e.to_string())?;
-    let mut ws = Workspace::new(&m.config(), &m.device(), 2 * l0).map_err(|e| e.to_string())?;
+    let layout = RowLayout::causal(m.device(), &rows).map_err(|e| e.to_string())?;
+    let mut cache = KvCache::new(m.config(), m.device(), 2, max_len).map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new(m.config(), m.device(), 2 * l0).map_err(|e| e.to_string())?;
     m.forward(&mut h, &layout, &mut cache, &mut ws, 2 * l0).map_err(|e| e.to_string())?;
     Ok((embeds, ws.logits.to_f32_vec().map_err(|e| e.to_string())?, cache, l0))
 }
@@ -140,12 +140,12 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
     r.check("logits_cond", &steps[0][..v].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
     r.check("logits_uncond", &steps[0][v..].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
     let mut decode_embeds = Vec::new();
-    let mut ws = Workspace::new(&m.config(), &m.device(), 2).map_err(|e| e.to_string())?;
+    let mut ws = Workspace::new(m.config(), m.device(), 2).map_err(|e| e.to_string())?;
     for (k, &tok) in speech.iter().enumerate() {
         let e = m.speech_input(&[tok, tok], &[k as u32 + 1, k as u32 + 1]).map_err(|e| e.to_string())?;
         decode_embeds.extend(f64s(&e)?);
         let mut h = e;
-        let layout = RowLayout::causal(&m.device(), &[(0, l0 + k), (1, l0 + k)]).map_err(|e| e.to_string())?;
+        let layout = RowLayout::causal(m.device(), &[(0, l0 + k), (1, l0 + k)]).map_err(|e| e.to_string())?;
         m.forward(&mut h, &layout, &mut cache, &mut ws, 2).map_err(|e| e.to_string())?;
         steps.push(ws.logits.view().narrow_rows(0, 2).and_then(|v| v.to_f32_vec()).map_err(|e| e.to_string())?);
     }

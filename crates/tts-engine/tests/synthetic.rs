@@ -96,7 +96,7 @@ fn check_speed(model: &T3, s: &bench::T3Speed, batch: usize, tokens: usize) {
     assert_eq!(s.weight_bytes, bench::t3_step_weight_bytes(model));
     // the timed steps attend over l0 + 3 ..= l0 + steps positions (l0 = 34 + 5 + 2)
     let mean_len = 41.0 + (3 + steps) as f64 / 2.0;
-    assert_eq!(s.kv_bytes, bench::t3_step_kv_bytes(&model.config(), &model.device(), 2 * batch, mean_len));
+    assert_eq!(s.kv_bytes, bench::t3_step_kv_bytes(model.config(), model.device(), 2 * batch, mean_len));
     let want_gbps = (s.weight_bytes as f64 + s.kv_bytes) / (s.ms_per_step / 1e3) / 1e9;
     assert!((s.gbps / want_gbps - 1.0).abs() < 1e-9, "{s:?}");
 }
@@ -109,7 +109,7 @@ fn the_t3_bench_measures_steady_decode_steps() {
     // the weights a step reads: 2 layers of norms and projections and the head, f32 on Cpu
     let (d, i, v) = (128u64, 192u64, 8194u64);
     assert_eq!(bench::t3_step_weight_bytes(&model), 4 * (2 * (2 * d + 4 * d * d + 3 * i * d) + d + v * d));
-    let base = short_request(&model.config(), seed);
+    let base = short_request(model.config(), seed);
     for batch in [1, 3, 9] {
         let s = bench::bench_t3_batch(&model, &base, batch, 7).unwrap();
         check_speed(&model, &s, batch, 7);
@@ -134,7 +134,7 @@ fn the_t3_bench_runs_batch_128_on_emu() {
     eprintln!("seed {seed}");
     let cfg = small_t3();
     let model = T3::synthetic(cfg, seed, &dev).unwrap();
-    let base = short_request(&model.config(), seed);
+    let base = short_request(model.config(), seed);
     for batch in [1, 128] {
         let t = std::time::Instant::now();
         let s = bench::bench_t3_batch(&model, &base, batch, 5).unwrap();

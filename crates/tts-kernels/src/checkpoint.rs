@@ -10,6 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::{DType, Device, Tensor};
 
+pub mod config_json;
 pub mod synthetic;
 
 use synthetic::SynthTensor;

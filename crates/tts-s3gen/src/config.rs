@@ -8,9 +8,9 @@
 //! [`Error::Config`] naming the file and the key.
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
 
 use crate::{Error, Result};
 
@@ -82,30 +82,18 @@ impl S3GenConfig {
     /// The defaults overridden by `config.json` in `dir` when it exists.
     pub fn from_model_dir(dir: &Path) -> Result<S3GenConfig> {
         let path = dir.join("config.json");
-        let bad = |detail: String| Error::Config { file: path.clone(), key: None, detail };
-        let bytes = match std::fs::read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(S3GenConfig::default()),
-            Err(e) => return Err(bad(format!("cannot read: {e}"))),
-            Ok(bytes) => bytes,
-        };
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        S3GenConfig::from_json(&path, &v)
+        match config_json::read(&path).map_err(config_error(&path))? {
+            None => Ok(S3GenConfig::default()),
+            Some(v) => S3GenConfig::from_json(&path, &v),
+        }
     }
 
     /// The defaults overridden by the S3Gen keys of `v`, a `config.json` object (`file` names it in
     /// errors); an unknown S3Gen key is an error, the other components' keys are left to them.
     pub fn from_json(file: &Path, v: &Value) -> Result<S3GenConfig> {
-        let obj = v.as_object().ok_or_else(|| Error::Config {
-            file: file.to_path_buf(),
-            key: None,
-            detail: "expected a JSON object".into(),
-        })?;
-        let own: Map<String, Value> = obj
-            .iter()
-            .filter(|(k, _)| KEY_PREFIXES.iter().any(|p| k.starts_with(p)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let c: S3GenConfig = from_keys(file, own)?;
+        let err = config_error(file);
+        let own = config_json::own_keys(v, |k| KEY_PREFIXES.iter().any(|p| k.starts_with(p))).map_err(&err)?;
+        let c: S3GenConfig = config_json::from_keys(own).map_err(&err)?;
         c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
         Ok(c)
     }
@@ -166,20 +154,9 @@ impl S3GenConfig {
     }
 }
 
-/// Deserializes `keys` into `T`. serde_json's message names an unknown key but not the key whose
-/// value has the wrong type, so on an error each key is tried alone to find the one at fault.
-fn from_keys<T: DeserializeOwned>(file: &Path, keys: Map<String, Value>) -> Result<T> {
-    serde_json::from_value(Value::Object(keys.clone())).map_err(|all| {
-        let alone = |(k, v): (&String, &Value)| {
-            let one = Map::from_iter([(k.clone(), v.clone())]);
-            serde_json::from_value::<T>(Value::Object(one)).err().map(|e| (k.clone(), e))
-        };
-        let (key, detail) = match keys.iter().find_map(alone) {
-            Some((k, e)) => (Some(k), e.to_string()),
-            None => (None, all.to_string()),
-        };
-        Error::Config { file: file.to_path_buf(), key, detail }
-    })
+/// A `config.json` problem as this crate's error, with the file named.
+fn config_error(file: &Path) -> impl Fn(ConfigJsonError) -> Error + '_ {
+    move |e| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail }
 }
 
 #[cfg(test)]
@@ -226,7 +203,7 @@ mod tests {
             ("hift_base_channels", serde_json::json!(32.5)),
             ("flow_vocab_size", serde_json::json!(null)),
         ] {
-            let mut obj = Map::new();
+            let mut obj = serde_json::Map::new();
             obj.insert("encoder_output_size".into(), serde_json::json!(64));
             obj.insert(k.into(), v.clone());
             assert_eq!(key_of(parse(Value::Object(obj)).unwrap_err()), k, "{k}: {v}");

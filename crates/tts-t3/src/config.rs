@@ -10,9 +10,9 @@
 //! out of range is an [`Error::Config`] naming the file and the key.
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
 
 use crate::{Error, Result};
 
@@ -90,31 +90,23 @@ impl T3Config {
     /// The defaults overridden by `config.json` in `dir` when it exists.
     pub fn from_model_dir(dir: &Path) -> Result<T3Config> {
         let path = dir.join("config.json");
-        let bad = |detail: String| Error::Config { file: path.clone(), key: None, detail };
-        let bytes = match std::fs::read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T3Config::default()),
-            Err(e) => return Err(bad(format!("cannot read: {e}"))),
-            Ok(bytes) => bytes,
-        };
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        T3Config::from_json(&path, &v)
+        match config_json::read(&path).map_err(config_error(&path))? {
+            None => Ok(T3Config::default()),
+            Some(v) => T3Config::from_json(&path, &v),
+        }
     }
 
     /// The defaults overridden by the T3 keys of `v`, a `config.json` object (`file` names it in
     /// errors). The other components' keys are left to them.
     pub fn from_json(file: &Path, v: &Value) -> Result<T3Config> {
         let bad = |key: &str, detail: String| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail };
-        let obj = v.as_object().ok_or_else(|| Error::Config {
-            file: file.to_path_buf(),
-            key: None,
-            detail: format!("expected a JSON object, found {}", json_kind(v)),
-        })?;
-        let mut own: Map<String, Value> =
-            obj.iter().filter(|(k, _)| !is_other_component(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let kv_heads: Option<usize> = take_key(file, &mut own, "num_key_value_heads")?;
-        let _max_positions: Option<u64> = take_key(file, &mut own, "max_position_embeddings")?; // RoPE needs no table
+        let err = config_error(file);
+        let mut own = config_json::own_keys(v, |k| !is_other_component(k)).map_err(&err)?;
+        let kv_heads: Option<usize> = config_json::take_key(&mut own, "num_key_value_heads").map_err(&err)?;
+        // RoPE needs no table: the key is checked and dropped
+        let _max_positions: Option<u64> = config_json::take_key(&mut own, "max_position_embeddings").map_err(&err)?;
         let head_dim_given = own.contains_key("head_dim");
-        let mut c: T3Config = from_keys(file, own)?;
+        let mut c: T3Config = config_json::from_keys(own).map_err(&err)?;
         if !head_dim_given && c.num_attention_heads > 0 {
             c.head_dim = c.hidden_size / c.num_attention_heads;
         }
@@ -232,45 +224,9 @@ impl T3Config {
     }
 }
 
-/// "an array", "a string", ...: what a JSON value is, for messages.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Removes `key` from `keys` and deserializes its value; an error names the key.
-fn take_key<T: DeserializeOwned>(file: &Path, keys: &mut Map<String, Value>, key: &str) -> Result<Option<T>> {
-    keys.remove(key)
-        .map(|v| {
-            serde_json::from_value(v).map_err(|e| Error::Config {
-                file: file.to_path_buf(),
-                key: Some(key.to_string()),
-                detail: e.to_string(),
-            })
-        })
-        .transpose()
-}
-
-/// Deserializes `keys` into `T`. serde_json's message names an unknown key but not the key whose
-/// value has the wrong type, so on an error each key is tried alone to find the one at fault.
-fn from_keys<T: DeserializeOwned>(file: &Path, keys: Map<String, Value>) -> Result<T> {
-    serde_json::from_value(Value::Object(keys.clone())).map_err(|all| {
-        let alone = |(k, v): (&String, &Value)| {
-            let one = Map::from_iter([(k.clone(), v.clone())]);
-            serde_json::from_value::<T>(Value::Object(one)).err().map(|e| (k.clone(), e))
-        };
-        let (key, detail) = match keys.iter().find_map(alone) {
-            Some((k, e)) => (Some(k), e.to_string()),
-            None => (None, all.to_string()),
-        };
-        Error::Config { file: file.to_path_buf(), key, detail }
-    })
+/// A `config.json` problem as this crate's error, with the file named.
+fn config_error(file: &Path) -> impl Fn(ConfigJsonError) -> Error + '_ {
+    move |e| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail }
 }
 
 #[cfg(test)]
@@ -333,7 +289,7 @@ mod tests {
             ("max_position_embeddings", serde_json::json!(null)),
             ("rope_scaling", serde_json::json!([8, 1, 4, 8192])),
         ] {
-            let mut obj = Map::new();
+            let mut obj = serde_json::Map::new();
             obj.insert("num_attention_heads".into(), serde_json::json!(16));
             obj.insert(k.into(), v.clone());
             assert_eq!(key_of(parse(Value::Object(obj)).unwrap_err()), k, "{k}: {v}");
