@@ -37,7 +37,15 @@ for target in $(cargo fuzz list --fuzz-dir fuzz); do
   if [ -f "fuzz/dicts/$target.dict" ]; then dict=(-dict="fuzz/dicts/$target.dict"); fi
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: 2 GiB is out of proportion to
   # any input (inputs stay at libFuzzer's default maximum length, the largest seed's size).
-  cargo fuzz run "${fuzz[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}"
+  # libFuzzer's status lines (thousands a run) go to a log; its summary, or on a finding its
+  # last 80 lines, are printed.
+  log="$scratch/$target.log"
+  if ! cargo fuzz run "${fuzz[@]}" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
+    tail -n 80 "$log"
+    echo "fuzz: $target FAILED (its input is in fuzz/artifacts/$target/)" >&2
+    exit 1
+  fi
+  grep -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs|^stat::' "$log" || tail -n 5 "$log"
 done
 echo "fuzz: every target ran ${seconds}s without a crash"
