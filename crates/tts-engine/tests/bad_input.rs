@@ -178,32 +178,9 @@ fn loading_bad_model_directories_gives_bad_model_errors() {
     c.finish();
 }
 
-/// T3 and S3Gen at small widths with the real vocabularies (as tests/synthetic.rs).
+/// T3 and S3Gen at small widths with the real vocabularies.
 fn small_engine(seed: u64) -> Engine {
-    let t3 = T3Config {
-        hidden_size: 128,
-        intermediate_size: 192,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        head_dim: 64,
-        ..T3Config::default()
-    };
-    let s3 = S3GenConfig {
-        encoder_output_size: 64,
-        encoder_attention_heads: 2,
-        encoder_linear_units: 128,
-        encoder_num_blocks: 1,
-        encoder_num_up_blocks: 1,
-        decoder_channels: 32,
-        decoder_num_heads: 2,
-        decoder_attention_head_dim: 16,
-        decoder_n_blocks: 1,
-        decoder_num_mid_blocks: 1,
-        hift_base_channels: 32,
-        f0_cond_channels: 32,
-        ..S3GenConfig::default()
-    };
-    Engine::synthetic(t3, s3, seed, &Device::cpu()).unwrap()
+    Engine::synthetic(common::small_t3(), common::small_s3gen(), seed, &Device::cpu()).unwrap()
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! the full size, whose activation ranges tts-t3 and tts-s3gen check), the T3 bench's figures and
 //! batch limits (up to 128 requests on Emu: 256 rows through the unfused decode stack), and the
 //! command line's labelling and machine-readable lines.
+mod common;
+
+use common::{small_s3gen, small_t3};
 use std::process::Command;
 
 use tts_engine::bench::{self, ModelSource};
@@ -10,38 +13,6 @@ use tts_kernels::Device;
 use tts_kernels::testing::fresh_seed;
 use tts_s3gen::S3GenConfig;
 use tts_t3::{Request, SamplerSettings, T3, T3Config, Voice};
-
-/// T3 at small widths with the real vocabularies and special tokens.
-fn small_t3() -> T3Config {
-    T3Config {
-        hidden_size: 128,
-        intermediate_size: 192,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        head_dim: 64,
-        ..T3Config::default()
-    }
-}
-
-/// S3Gen at small widths with the real speech-token vocabulary.
-fn small_s3gen() -> S3GenConfig {
-    S3GenConfig {
-        spk_embed_dim: 192,
-        encoder_output_size: 64,
-        encoder_attention_heads: 2,
-        encoder_linear_units: 128,
-        encoder_num_blocks: 1,
-        encoder_num_up_blocks: 1,
-        decoder_channels: 32,
-        decoder_num_heads: 2,
-        decoder_attention_head_dim: 16,
-        decoder_n_blocks: 1,
-        decoder_num_mid_blocks: 1,
-        hift_base_channels: 32,
-        f0_cond_channels: 32,
-        ..S3GenConfig::default()
-    }
-}
 
 #[test]
 fn the_synthetic_engine_speaks_text_to_a_labelled_wav() {

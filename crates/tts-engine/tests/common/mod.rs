@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use tts_engine::voice::BuiltinVoice;
 use tts_kernels::testing::fresh_seed;
+use tts_s3gen::S3GenConfig;
+use tts_t3::T3Config;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
@@ -42,4 +44,36 @@ pub fn tiny_voice() -> BuiltinVoice {
     let t3 = BuiltinVoice::load(&fixture("t3_decode_teacher_forced_a").join("conds.pt")).unwrap();
     let s3 = BuiltinVoice::load(&fixture("s3gen_wav_a").join("conds.pt")).unwrap();
     BuiltinVoice { t3: t3.t3, s3gen: s3.s3gen }
+}
+
+/// T3 at small widths with the real vocabularies and special tokens.
+pub fn small_t3() -> T3Config {
+    T3Config {
+        hidden_size: 128,
+        intermediate_size: 192,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        head_dim: 64,
+        ..T3Config::default()
+    }
+}
+
+/// S3Gen at small widths with the real speech-token vocabulary.
+pub fn small_s3gen() -> S3GenConfig {
+    S3GenConfig {
+        spk_embed_dim: 192,
+        encoder_output_size: 64,
+        encoder_attention_heads: 2,
+        encoder_linear_units: 128,
+        encoder_num_blocks: 1,
+        encoder_num_up_blocks: 1,
+        decoder_channels: 32,
+        decoder_num_heads: 2,
+        decoder_attention_head_dim: 16,
+        decoder_n_blocks: 1,
+        decoder_num_mid_blocks: 1,
+        hift_base_channels: 32,
+        f0_cond_channels: 32,
+        ..S3GenConfig::default()
+    }
 }
