@@ -99,30 +99,32 @@ fn kv_positions_is_the_exact_cache_length_a_request_needs() {
     eprintln!("seed {seed}");
     let mut devices = vec![("cpu".to_string(), Device::cpu())];
     devices.extend(kernel_backends());
-    for ((label, dev), (max_new, text)) in devices.into_iter().flat_map(|d| [(1, 3), (9, 5), (17, 11)].map(|c| (d.clone(), c))) {
+    for (label, dev) in devices {
         let model = T3::load(&model_dir(), &dev).unwrap();
         let vocab = model.config().speech_tokens_dict_size as u32;
-        eprintln!("{label}: max_new {max_new}, text {text}");
-        let mut r = request(&model, seed, max_new, text);
-        let need = model.config().kv_positions(r.text_tokens.len(), max_new);
-        assert_eq!(need, model.config().prefill_positions(r.text_tokens.len()) + max_new);
-        let run_with = |r: &Request, max_len: usize| {
-            Generator::new(&model, 1, max_len, max_new).unwrap().run(std::slice::from_ref(r), 1).unwrap().remove(0)
-        };
-        // a stop token this request never draws (the draws do not depend on it): it runs to max_new
-        let mut roomy = run_with(&r, need + 7);
-        for _ in 0..10 {
-            if !roomy.stopped_on_stop_token {
-                break;
+        for (max_new, text) in [(1, 3), (9, 5), (17, 11)] {
+            eprintln!("{label}: max_new {max_new}, text {text}");
+            let mut r = request(&model, seed, max_new, text);
+            let need = model.config().kv_positions(r.text_tokens.len(), max_new);
+            assert_eq!(need, model.config().prefill_positions(r.text_tokens.len()) + max_new);
+            let run_with = |r: &Request, max_len: usize| {
+                Generator::new(&model, 1, max_len, max_new).unwrap().run(std::slice::from_ref(r), 1).unwrap().remove(0)
+            };
+            // a stop token this request never draws (the draws do not depend on it): it runs to max_new
+            let mut roomy = run_with(&r, need + 7);
+            for _ in 0..10 {
+                if !roomy.stopped_on_stop_token {
+                    break;
+                }
+                r.settings.stop_token = (0..vocab).find(|t| !roomy.raw.contains(t));
+                roomy = run_with(&r, need + 7);
             }
-            r.settings.stop_token = (0..vocab).find(|t| !roomy.raw.contains(t));
-            roomy = run_with(&r, need + 7);
+            assert!(!roomy.stopped_on_stop_token && roomy.raw.len() == max_new, "{roomy:?}");
+            let exact = run_with(&r, need);
+            assert_eq!(exact.raw, roomy.raw, "max_new {max_new}: the exact cache changed the tokens");
+            let err = Generator::new(&model, 1, need - 1, max_new).unwrap().add(&r).unwrap_err();
+            assert!(matches!(err, tts_t3::Error::TooLong { len, max, .. } if len == need && max == need - 1), "{label}: {err}");
         }
-        assert!(!roomy.stopped_on_stop_token && roomy.raw.len() == max_new, "{roomy:?}");
-        let exact = run_with(&r, need);
-        assert_eq!(exact.raw, roomy.raw, "max_new {max_new}: the exact cache changed the tokens");
-        let err = Generator::new(&model, 1, need - 1, max_new).unwrap().add(&r).unwrap_err();
-        assert!(matches!(err, tts_t3::Error::TooLong { len, max, .. } if len == need && max == need - 1), "{label}: {err}");
     }
 }
 
