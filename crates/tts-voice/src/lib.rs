@@ -1,0 +1,12 @@
+//! Voice cloning: a reference recording becomes the conditionals T3 and S3Gen speak with, exactly as
+//! `ChatterboxTTS.prepare_conditionals` of chatterbox-tts 0.1.7 computes them (spec §5):
+//!
+//! - [`dsp`]: windows, reflect padding, STFT power spectra and librosa's Slaney mel filterbank,
+//!   shared by the feature extractors below;
+//!
+//! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
+//! matched by a more exact computation: the DFTs).
+pub mod dsp;
+pub mod error;
+
+pub use error::{Error, Result};
