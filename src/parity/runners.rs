@@ -75,6 +75,7 @@ pub static KINDS: &[Kind] = &[
     pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
     pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
+    pending("prepare_conditionals", "voice cloning end to end (audio file -> conditionals)", false),
 ];
 
 fn code_points(s: &str) -> Vec<f64> {
