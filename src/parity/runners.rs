@@ -76,6 +76,7 @@ pub static KINDS: &[Kind] = &[
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
     pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
     pending("prepare_conditionals", "voice cloning end to end (audio file -> conditionals)", false),
+    pending("voice_conversion", "voice conversion (source speech -> S3 tokens -> S3Gen in the target voice)", false),
 ];
 
 fn code_points(s: &str) -> Vec<f64> {

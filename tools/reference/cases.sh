@@ -75,6 +75,9 @@ gen prepare_conditionals prepare_conditionals_44k_stereo_float_3s --seed 502 $CL
     --param subtype='"FLOAT"' --param seconds=3.0
 gen prepare_conditionals prepare_conditionals_24k_mono_pcm24_5s --seed 503 $CLONE --param rate=24000 --param channels=1 \
     --param subtype='"PCM_24"' --param seconds=5.0 --param exaggeration=0.7
+gen voice_conversion voice_conversion_a --seed 504 $(s3 tokenizer_n_state=128 tokenizer_n_head=2 tokenizer_n_layer=2 flow_vocab_size=6561) \
+    --param source_rate=22050 --param source_seconds=2.0 --param target_rate=48000 --param target_channels=2 \
+    --param target_subtype='"FLOAT"' --param target_seconds=3.0
 
 # ---- text
 gen text text_a --seed 0

@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore")
 
 KINDS = ["t3_cond_enc", "t3_prefill", "t3_decode_teacher_forced", "t3_sampler", "s3gen_encoder", "s3gen_estimator",
          "s3gen_cfm", "hift", "s3gen_wav", "cond_mel", "voice_encoder", "s3_tokenizer", "campplus",
-         "prepare_conditionals", "text"]
+         "prepare_conditionals", "voice_conversion", "text"]
 
 
 def main(argv=None):
@@ -62,9 +62,9 @@ def main(argv=None):
     elif args.kind in ("cond_mel", "voice_encoder", "s3_tokenizer", "campplus"):
         from refgen import cond_cases as m
         fn = getattr(m, "case_" + args.kind)
-    elif args.kind == "prepare_conditionals":
+    elif args.kind in ("prepare_conditionals", "voice_conversion"):
         from refgen import clone_cases as m
-        fn = m.case_prepare_conditionals
+        fn = getattr(m, "case_" + args.kind)
     else:
         from refgen import text_cases as m
         fn = m.case_text
@@ -90,6 +90,7 @@ def default_description(kind, full):
         "s3_tokenizer": "S3TokenizerV2 log-mel and tokens from a synthesised 16 kHz waveform",
         "campplus": "CAMPPlus fbank and x-vector from a synthesised 16 kHz waveform",
         "prepare_conditionals": "ChatterboxTTS.prepare_conditionals on a reference audio file: the whole voice-cloning path",
+        "voice_conversion": "ChatterboxVC.generate: source speech -> S3 tokens -> S3Gen in the target's voice",
         "text": "punc_norm and EnTokenizer ids for tricky strings",
     }[kind]
     return ("FULL-SIZE (real dimensions): " if full else "") + d
