@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tts_engine::voice::{BuiltinVoice, MEL_BINS};
+use tts_engine::voice::{Conditionals, MEL_BINS};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(v) = BuiltinVoice::parse(data.to_vec()) {
+    if let Ok(v) = Conditionals::parse(data.to_vec()) {
         assert!(v.s3gen.prompt_token_len <= v.s3gen.prompt_token.len());
         assert_eq!(v.s3gen.prompt_feat.len(), v.s3gen.prompt_feat_frames * MEL_BINS);
     }

@@ -11,7 +11,7 @@ use tts_s3gen::{FlowRequest, S3Gen, S3GenConfig};
 use tts_t3::{Generator, SamplerSettings, T3, T3Config};
 
 use crate::text::{TextTokenizer, punc_norm};
-use crate::voice::BuiltinVoice;
+use crate::voice::Conditionals;
 use crate::{Error, Result};
 
 /// Per-request generation settings (the reference's `generate()` defaults).
@@ -108,7 +108,7 @@ pub struct Engine {
     pub t3: T3,
     pub s3gen: S3Gen,
     pub tokenizer: Option<TextTokenizer>,
-    pub voice: Option<BuiltinVoice>,
+    pub voice: Option<Conditionals>,
     /// `Some(seed)` when the engine is synthetic ([`Engine::synthetic`]): random weights, noise.
     pub synthetic_seed: Option<u64>,
 }
@@ -130,7 +130,7 @@ impl Engine {
         let tokenizer = if tok.exists() { Some(TextTokenizer::from_file(&tok)?) } else { None };
         let conds = dir.join("conds.pt");
         let voice = if conds.exists() {
-            Some(BuiltinVoice::load(&conds).map_err(|e| match e {
+            Some(Conditionals::load(&conds).map_err(|e| match e {
                 Error::Voice { path, msg } => Error::ModelFile { path, detail: msg },
                 e => e,
             })?)
@@ -183,7 +183,7 @@ impl Engine {
     /// The checks of a request against this model, before any work: the settings
     /// ([`SpeakOptions::validate`]), `max_new_tokens` against T3's speech positions, and the voice's
     /// sizes.
-    pub fn check_request(&self, voice: &BuiltinVoice, opts: &SpeakOptions) -> Result<()> {
+    pub fn check_request(&self, voice: &Conditionals, opts: &SpeakOptions) -> Result<()> {
         opts.validate()?;
         let max = self.t3.config().max_speech_tokens;
         if opts.max_new_tokens > max {
@@ -201,7 +201,7 @@ impl Engine {
     }
 
     /// Speaks texts with a voice (the built-in one when `None`).
-    pub fn speak(&self, texts: &[&str], voice: Option<&BuiltinVoice>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
+    pub fn speak(&self, texts: &[&str], voice: Option<&Conditionals>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
         Ok(self.speak_timed(texts, voice, opts)?.0)
     }
 
@@ -209,7 +209,7 @@ impl Engine {
     pub fn speak_timed(
         &self,
         texts: &[&str],
-        voice: Option<&BuiltinVoice>,
+        voice: Option<&Conditionals>,
         opts: &SpeakOptions,
     ) -> Result<(Vec<Spoken>, SpeakTimings)> {
         opts.validate()?;
@@ -219,7 +219,7 @@ impl Engine {
 
     /// Speaks already tokenised texts (`[SOT] ids [EOT]` each), all in one T3 batch and one S3Gen
     /// batch. Request `i` is seeded with `opts.seed + i`.
-    pub fn speak_tokens(&self, texts: &[Vec<u32>], voice: Option<&BuiltinVoice>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
+    pub fn speak_tokens(&self, texts: &[Vec<u32>], voice: Option<&Conditionals>, opts: &SpeakOptions) -> Result<Vec<Spoken>> {
         Ok(self.speak_tokens_timed(texts, voice, opts)?.0)
     }
 
@@ -227,7 +227,7 @@ impl Engine {
     pub fn speak_tokens_timed(
         &self,
         texts: &[Vec<u32>],
-        voice: Option<&BuiltinVoice>,
+        voice: Option<&Conditionals>,
         opts: &SpeakOptions,
     ) -> Result<(Vec<Spoken>, SpeakTimings)> {
         opts.validate()?;

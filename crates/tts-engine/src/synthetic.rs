@@ -8,7 +8,7 @@ use tts_kernels::checkpoint::synthetic::{Init, key, uniform_pm1, values};
 use tts_s3gen::S3GenConfig;
 use tts_t3::T3Config;
 
-use crate::voice::{BuiltinVoice, MEL_BINS, S3GenConds, T3Conds};
+use crate::voice::{Conditionals, MEL_BINS, S3GenConds, T3Conds};
 
 /// The seed of `--synthetic` when `--synthetic-seed` is not given.
 pub const DEFAULT_SEED: u64 = 1;
@@ -35,12 +35,12 @@ fn tokens(seed: u64, name: &str, n: usize, vocab: usize) -> Vec<u32> {
 /// sizes: a unit-norm non-negative speaker embedding (as the voice encoder's), `speech_cond_prompt_len`
 /// T3 prompt tokens, [`VOICE_PROMPT_TOKENS`] S3Gen prompt tokens with a log-mel-like prompt (level −5,
 /// spread 2) of twice as many frames, and an x-vector of unit-scale values.
-pub fn voice(seed: u64, t3: &T3Config, s3gen: &S3GenConfig) -> BuiltinVoice {
+pub fn voice(seed: u64, t3: &T3Config, s3gen: &S3GenConfig) -> Conditionals {
     let spk: Vec<f32> =
         values(seed, "voice.t3.speaker_emb", t3.speaker_embed_size, Init::spread(1.0)).iter().map(|v| v.abs()).collect();
     let norm = spk.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
     let frames = 2 * VOICE_PROMPT_TOKENS;
-    BuiltinVoice {
+    Conditionals {
         t3: T3Conds {
             speaker_emb: spk.iter().map(|v| v / norm).collect(),
             cond_prompt_speech_tokens: tokens(

@@ -1,4 +1,8 @@
-//! The built-in voice: `conds.pt` of chatterbox-tts 0.1.7, read in pure Rust.
+//! Voices: the [`Conditionals`] T3 and S3Gen speak with, from the built-in `conds.pt` (read here, in
+//! pure Rust), a saved voice ([`saved`]: `voice.safetensors`) or a reference recording (computed by
+//! the tts-voice crate).
+//!
+//! ## `conds.pt`
 //!
 //! `Conditionals.save` writes `torch.save(dict(t3=t3_cond.__dict__, gen=gen_dict), path)`, i.e. torch's
 //! zip format: a zip archive (entries normally stored, deflated ones are read too) holding
@@ -12,7 +16,9 @@
 //! `{"t3": {speaker_emb (1,256) f32, clap_emb None, cond_prompt_speech_tokens (1,150) int64,
 //! cond_prompt_speech_emb None, emotion_adv (1,1,1) f32}, "gen": {prompt_token (1,157) int64,
 //! prompt_token_len (1,) int64, prompt_feat (1,314,80) f32, prompt_feat_len None, embedding (1,192) f32}}`.
+pub mod cache;
 pub mod pickle;
+pub mod saved;
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
@@ -66,29 +72,62 @@ pub struct S3GenConds {
 
 /// The conditionals of `conds.pt`: the voice Chatterbox speaks with when no reference audio is given.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BuiltinVoice {
+pub struct Conditionals {
     /// The `"t3"` half.
     pub t3: T3Conds,
     /// The `"gen"` half (`gen` is a reserved word in Rust 2024).
     pub s3gen: S3GenConds,
 }
 
-impl BuiltinVoice {
+impl Conditionals {
+    /// Checks the voice is usable whatever the model: non-empty, finite embeddings and prompt mel,
+    /// `prompt_feat` of `prompt_feat_frames × 80`, `prompt_token_len` within `prompt_token`, a finite
+    /// `emotion_adv`. (Its sizes against a model are [`crate::speak::Engine::check_request`]'s.)
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = |what: &str, v: &[f32]| match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(format!("{what}: value {} at index {i} is not finite", v[i])),
+            None if v.is_empty() => Err(format!("{what}: empty")),
+            None => Ok(()),
+        };
+        finite("t3.speaker_emb", &self.t3.speaker_emb)?;
+        finite("t3.emotion_adv", &[self.t3.emotion_adv])?;
+        finite("gen.embedding", &self.s3gen.embedding)?;
+        let g = &self.s3gen;
+        if g.prompt_feat.len() != g.prompt_feat_frames * MEL_BINS {
+            return Err(format!(
+                "gen.prompt_feat: {} values for {} frames of {MEL_BINS} bins",
+                g.prompt_feat.len(),
+                g.prompt_feat_frames
+            ));
+        }
+        if g.prompt_feat_frames > 0 {
+            finite("gen.prompt_feat", &g.prompt_feat)?;
+        }
+        if g.prompt_token_len > g.prompt_token.len() {
+            return Err(format!(
+                "gen.prompt_token_len: {} is more than the {} tokens of gen.prompt_token",
+                g.prompt_token_len,
+                g.prompt_token.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads a `conds.pt` written by `Conditionals.save` (`torch.save` zip format).
     ///
     /// Every problem (missing file, not a zip, no `data.pkl`, unsupported pickle opcode or global,
     /// missing key, wrong dtype or shape, storage of the wrong size or failing its CRC, token out of
     /// range) is an [`Error::Voice`] naming the file and the problem.
-    pub fn load(path: &Path) -> Result<BuiltinVoice> {
+    pub fn load(path: &Path) -> Result<Conditionals> {
         let err = |msg: String| Error::Voice { path: path.to_path_buf(), msg };
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(bytes).map_err(err)
     }
 
-    /// [`BuiltinVoice::load`] on the bytes of a file (its error without the file's name). Public
+    /// [`Conditionals::load`] on the bytes of a file (its error without the file's name). Public
     /// only for the fuzz targets (`fuzz/`); not part of the API.
     #[doc(hidden)]
-    pub fn parse(bytes: Vec<u8>) -> Result<BuiltinVoice, String> {
+    pub fn parse(bytes: Vec<u8>) -> Result<Conditionals, String> {
         let mut archive = Archive::open(bytes)?;
         let pkl = pickle::unpickle(&archive.read_entry("data.pkl", MAX_PICKLE_BYTES)?)?;
         let root = Dict::new(&pkl, pkl.root(), "the top level")?;
@@ -158,10 +197,12 @@ impl BuiltinVoice {
         let what = "gen.embedding";
         let embedding = archive.f32_tensor(&pkl, generator.get("embedding")?, what)?.with_rank_batch1(2, what)?.data;
 
-        Ok(BuiltinVoice {
+        let voice = Conditionals {
             t3: T3Conds { speaker_emb, cond_prompt_speech_tokens, emotion_adv },
             s3gen: S3GenConds { prompt_token, prompt_token_len, prompt_feat: feat.data, prompt_feat_frames, embedding },
-        })
+        };
+        voice.validate()?;
+        Ok(voice)
     }
 }
 

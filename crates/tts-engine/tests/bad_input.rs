@@ -11,7 +11,7 @@ use std::process::Command;
 use tts_engine::bench::{self, ModelSource};
 use tts_engine::speak::{Engine, SpeakOptions, write_wav};
 use tts_engine::text::TextTokenizer;
-use tts_engine::voice::BuiltinVoice;
+use tts_engine::voice::Conditionals;
 use tts_engine::{Error, ErrorKind, ErrorKind::*};
 use tts_kernels::Device;
 use tts_kernels::testing::{fresh_seed, random_i32};
@@ -236,7 +236,7 @@ fn bad_requests_give_bad_input_or_resource_limit_errors() {
 
     // voices
     let good = engine.voice.clone().unwrap();
-    type VoiceEdit = fn(&mut BuiltinVoice);
+    type VoiceEdit = fn(&mut Conditionals);
     let voices: [(&str, VoiceEdit); 11] = [
         ("a short speaker embedding", |v| v.t3.speaker_emb.truncate(10)),
         ("no speaker embedding", |v| v.t3.speaker_emb.clear()),
@@ -279,12 +279,12 @@ fn bad_requests_give_bad_input_or_resource_limit_errors() {
             b
         }),
     ];
-    c.expect("a missing voice file", BadInput, || BuiltinVoice::load(&scratch.join("missing.pt")));
-    c.expect("a directory as voice file", BadInput, || BuiltinVoice::load(&scratch));
+    c.expect("a missing voice file", BadInput, || Conditionals::load(&scratch.join("missing.pt")));
+    c.expect("a directory as voice file", BadInput, || Conditionals::load(&scratch));
     for (what, bytes) in files {
         let p = scratch.join(format!("{}.pt", what.replace(' ', "-")));
         std::fs::write(&p, bytes).unwrap();
-        c.expect(&format!("a voice file: {what}"), BadInput, || BuiltinVoice::load(&p));
+        c.expect(&format!("a voice file: {what}"), BadInput, || Conditionals::load(&p));
     }
 
     // an engine without tokenizer and voice

@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use tts_engine::voice::BuiltinVoice;
+use tts_engine::voice::Conditionals;
 use tts_engine::voice::pickle::{MAX_RANK, Pickle, Value, unpickle};
 
 thread_local! {
@@ -268,7 +268,7 @@ fn a_deflated_entry_is_never_inflated_past_its_declared_size() {
     assert!(zip.len() < 1 << 20);
     declare_size(&mut zip, &name, 748);
     let mut r = None;
-    let peak = peak_during(|| r = Some(BuiltinVoice::parse(zip.clone())));
+    let peak = peak_during(|| r = Some(Conditionals::parse(zip.clone())));
     let e = r.unwrap().unwrap_err();
     assert!(e.contains(&name), "{e}");
     assert!(peak < 16 * zip.len() as isize, "a {}-byte voice file took {peak} bytes", zip.len());
@@ -286,7 +286,7 @@ fn a_storage_is_capped_before_it_is_read() {
     entries.iter_mut().find(|(n, _)| n.ends_with("/data/0")).unwrap().1 = vec![0; 4 << 23];
     let zip = deflated_zip(&entries);
     let mut r = None;
-    let peak = peak_during(|| r = Some(BuiltinVoice::parse(zip.clone())));
+    let peak = peak_during(|| r = Some(Conditionals::parse(zip.clone())));
     let e = r.unwrap().unwrap_err();
     assert!(e.contains("t3.speaker_emb: storage data/0 has 8388608 elements, more than the 4194304 accepted"), "{e}");
     assert!(peak < 16 * zip.len() as isize, "a {}-byte voice file took {peak} bytes", zip.len());
@@ -301,7 +301,7 @@ fn a_storage_is_capped_before_it_is_read() {
     let at = pkl.windows(from.len()).position(|w| w == from).expect("speaker_emb's stride (256, 1)");
     pkl.splice(at..at + from.len(), to.iter().copied());
     entries.iter_mut().find(|(n, _)| n.ends_with("/data/0")).unwrap().1 = vec![0; 4];
-    let e = BuiltinVoice::parse(deflated_zip(&entries)).unwrap_err();
+    let e = Conditionals::parse(deflated_zip(&entries)).unwrap_err();
     assert!(
         e.contains("t3.speaker_emb: a view of 256 elements (size [1, 256], stride [0, 0]) of a storage of 1 elements"),
         "{e}"

@@ -1,4 +1,4 @@
-//! `BuiltinVoice::load` against the fixtures: the values read from every `conds.pt` equal, bit for
+//! `Conditionals::load` against the fixtures: the values read from every `conds.pt` equal, bit for
 //! bit, the tensors its case mirrors into `inputs.safetensors`; broken files give errors naming the
 //! file and the problem.
 use std::io::{Read, Write};
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 use tts_engine::Error;
-use tts_engine::voice::{BuiltinVoice, MEL_BINS};
+use tts_engine::voice::{Conditionals, MEL_BINS};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -57,7 +57,7 @@ fn widen(v: &[u32]) -> Vec<i64> {
 fn conds_match_mirrored_inputs() {
     let (mut t3_cases, mut s3gen_cases) = (0, 0);
     for dir in cases() {
-        let voice = BuiltinVoice::load(&dir.join("conds.pt")).unwrap_or_else(|e| panic!("{e}"));
+        let voice = Conditionals::load(&dir.join("conds.pt")).unwrap_or_else(|e| panic!("{e}"));
         let bytes = std::fs::read(dir.join("inputs.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let names: Vec<String> = st.names().into_iter().cloned().collect();
@@ -111,7 +111,7 @@ fn real_voice_shapes() {
         eprintln!("skipped: {} is absent", path.display());
         return;
     }
-    let v = BuiltinVoice::load(&path).unwrap();
+    let v = Conditionals::load(&path).unwrap();
     assert_eq!(v.t3.speaker_emb.len(), 256);
     assert_eq!(v.t3.cond_prompt_speech_tokens.len(), 150);
     assert_eq!((v.s3gen.prompt_token.len(), v.s3gen.prompt_token_len), (157, 157));
@@ -154,17 +154,17 @@ fn write_zip(path: &Path, entries: &[(String, Vec<u8>)], method: zip::Compressio
 }
 
 /// Rewrites the fixture with `edit` applied to its entries and loads the result.
-fn load_edited(name: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) -> (PathBuf, Result<BuiltinVoice, Error>) {
+fn load_edited(name: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) -> (PathBuf, Result<Conditionals, Error>) {
     let mut e = entries(&fixture());
     edit(&mut e);
     let path = scratch(name);
     write_zip(&path, &e, zip::CompressionMethod::Stored);
-    let r = BuiltinVoice::load(&path);
+    let r = Conditionals::load(&path);
     (path, r)
 }
 
 /// The error message, checked to be an `Error::Voice` naming `path` and containing every `want`.
-fn expect_err(path: &Path, r: Result<BuiltinVoice, Error>, want: &[&str]) -> String {
+fn expect_err(path: &Path, r: Result<Conditionals, Error>, want: &[&str]) -> String {
     let e = r.expect_err("loading should fail");
     assert!(matches!(&e, Error::Voice { path: p, .. } if p == path), "{e:?}");
     let msg = e.to_string();
@@ -187,16 +187,16 @@ fn replace(b: &mut Vec<u8>, from: &[u8], to: &[u8]) {
 
 #[test]
 fn rezipped_with_deflate_loads_the_same() {
-    let original = BuiltinVoice::load(&fixture()).unwrap();
+    let original = Conditionals::load(&fixture()).unwrap();
     let path = scratch("deflated.pt");
     write_zip(&path, &entries(&fixture()), zip::CompressionMethod::Deflated);
-    assert_eq!(BuiltinVoice::load(&path).unwrap(), original);
+    assert_eq!(Conditionals::load(&path).unwrap(), original);
 }
 
 #[test]
 fn missing_file() {
     let path = scratch("does-not-exist.pt");
-    expect_err(&path, BuiltinVoice::load(&path), &["cannot read"]);
+    expect_err(&path, Conditionals::load(&path), &["cannot read"]);
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn truncated_file() {
     for (i, keep) in [bytes.len() / 2, bytes.len() - 30, 100].into_iter().enumerate() {
         let path = scratch(&format!("truncated-{i}.pt"));
         std::fs::write(&path, &bytes[..keep]).unwrap();
-        expect_err(&path, BuiltinVoice::load(&path), &["not a torch.save zip archive"]);
+        expect_err(&path, Conditionals::load(&path), &["not a torch.save zip archive"]);
     }
 }
 
@@ -213,7 +213,7 @@ fn truncated_file() {
 fn not_a_zip() {
     let path = scratch("not-a-zip.pt");
     std::fs::write(&path, b"\x80\x02}q\x00.").unwrap();
-    expect_err(&path, BuiltinVoice::load(&path), &["not a torch.save zip archive"]);
+    expect_err(&path, Conditionals::load(&path), &["not a torch.save zip archive"]);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn corrupted_storage() {
     bad[at + 100] ^= 0x40;
     let path = scratch("corrupted.pt");
     std::fs::write(&path, &bad).unwrap();
-    expect_err(&path, BuiltinVoice::load(&path), &["t3.speaker_emb", "zip entry conds/data/0"]);
+    expect_err(&path, Conditionals::load(&path), &["t3.speaker_emb", "zip entry conds/data/0"]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tts_engine::voice::BuiltinVoice;
+use tts_engine::voice::Conditionals;
 use tts_kernels::testing::fresh_seed;
 use tts_s3gen::S3GenConfig;
 use tts_t3::T3Config;
@@ -40,10 +40,10 @@ pub fn tiny_model_dir() -> PathBuf {
 
 /// The voice of [`tiny_model_dir`]'s models: the T3 half of the T3 fixture's, the S3Gen half of the
 /// S3Gen fixture's.
-pub fn tiny_voice() -> BuiltinVoice {
-    let t3 = BuiltinVoice::load(&fixture("t3_decode_teacher_forced_a").join("conds.pt")).unwrap();
-    let s3 = BuiltinVoice::load(&fixture("s3gen_wav_a").join("conds.pt")).unwrap();
-    BuiltinVoice { t3: t3.t3, s3gen: s3.s3gen }
+pub fn tiny_voice() -> Conditionals {
+    let t3 = Conditionals::load(&fixture("t3_decode_teacher_forced_a").join("conds.pt")).unwrap();
+    let s3 = Conditionals::load(&fixture("s3gen_wav_a").join("conds.pt")).unwrap();
+    Conditionals { t3: t3.t3, s3gen: s3.s3gen }
 }
 
 /// T3 at small widths with the real vocabularies and special tokens.
