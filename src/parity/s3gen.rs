@@ -13,7 +13,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// `[B, T, C]` (time-major) → `(B, C, T)`, as f64.
-fn channel_major(x: &[f32], b: usize, t: usize, c: usize) -> Vec<f64> {
+pub(crate) fn channel_major(x: &[f32], b: usize, t: usize, c: usize) -> Vec<f64> {
     let mut out = vec![0f64; x.len()];
     for i in 0..b {
         for f in 0..t {
@@ -38,7 +38,7 @@ fn time_major(x: &[f32], b: usize, c: usize, t: usize) -> Vec<f32> {
     out
 }
 
-fn open(case: &Case) -> Result<(S3GenConfig, Checkpoint), String> {
+pub(crate) fn open(case: &Case) -> Result<(S3GenConfig, Checkpoint), String> {
     let cfg = S3GenConfig::from_model_dir(&case.dir).map_err(err)?;
     let ck = Checkpoint::open(&case.dir.join("s3gen.safetensors")).map_err(err)?;
     Ok((cfg, ck))
@@ -158,7 +158,7 @@ pub(crate) fn run_cfm(case: &Case, backend: &str, tol: Tolerance) -> Result<Outc
 }
 
 /// The vocoder inputs of a case: mel `[frames, 80]`, phases `[9]`, noise `[9, 480·frames]`.
-fn hift_request<'a>(mel: &'a [f32], phases: &'a [f32], noise: &'a [f32], f0: Option<&'a [f32]>) -> HiftRequest<'a> {
+pub(crate) fn hift_request<'a>(mel: &'a [f32], phases: &'a [f32], noise: &'a [f32], f0: Option<&'a [f32]>) -> HiftRequest<'a> {
     HiftRequest { mel, phases: Some(phases), noise: Some(noise), f0, seed: 0 }
 }
 
@@ -181,7 +181,7 @@ const LOG_MEL_DISTANCE_MAX: f64 = 0.05;
 /// when the vocoder's mel is the reference's (`e2e_on_bf16`, the `hift` kind); in `s3gen_wav` the
 /// bf16 mel differs within its tolerance, and the phases it drifts are as different as a redraw of
 /// the reference's own random phases.
-fn check_hift(r: &mut Runner<'_>, e2e: &tts_s3gen::HiftOut, forced: &tts_s3gen::HiftOut, fade: bool, e2e_on_bf16: bool) {
+pub(crate) fn check_hift(r: &mut Runner<'_>, e2e: &tts_s3gen::HiftOut, forced: &tts_s3gen::HiftOut, fade: bool, e2e_on_bf16: bool) {
     let v = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let faded = |w: &[f32]| {
         let mut w = w.to_vec();

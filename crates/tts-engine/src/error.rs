@@ -46,6 +46,10 @@ pub enum Error {
     /// No voice was given and the model directory has none.
     #[error("no voice: none was given and the model directory has no conds.pt")]
     NoVoice,
+    /// A voice was to be computed from a recording, but the engine has no cloning models (a
+    /// synthetic engine; a model directory's are loaded on first use).
+    #[error("this engine cannot clone voices from recordings (a synthetic engine has no VoiceEncoder, S3Tokenizer or CAMPPlus)")]
+    NoCloning,
 
     /// The model directory does not exist or is not a directory.
     #[error("model directory {}: {problem}", path.display())]
@@ -87,6 +91,10 @@ pub enum Error {
     T3(#[from] tts_t3::Error),
     #[error(transparent)]
     S3Gen(#[from] tts_s3gen::Error),
+    /// Voice cloning: a recording that cannot be used (not audio, corrupt, silent, too short, ...),
+    /// a cloning model file at fault, or no libsoxr to resample with.
+    #[error(transparent)]
+    Cloning(#[from] tts_voice::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,7 +132,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Voice { .. }
             | Error::VoiceMismatch { .. }
-            | Error::NoVoice => BadInput,
+            | Error::NoVoice
+            | Error::NoCloning => BadInput,
             Error::ModelDir { .. } | Error::ModelFile { .. } | Error::NoTokenizer => BadModel,
             Error::TooLong { .. } | Error::OutOfMemory { .. } | Error::QueueFull { .. } => ResourceLimit,
             Error::NoSpeechTokens { .. } | Error::Output { .. } | Error::NothingTimed { .. } => Internal,
@@ -141,6 +150,12 @@ impl Error {
                 tts_s3gen::Error::Config { .. } => BadModel,
                 tts_s3gen::Error::Input { .. } => BadInput,
                 tts_s3gen::Error::Misuse(_) => Internal,
+            },
+            Error::Cloning(e) => match e {
+                tts_voice::Error::Kernels(e) => kernels(e),
+                tts_voice::Error::Config { .. } => BadModel,
+                tts_voice::Error::Audio { .. } | tts_voice::Error::Input { .. } => BadInput,
+                tts_voice::Error::Soxr { .. } => Internal,
             },
         }
     }

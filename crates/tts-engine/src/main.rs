@@ -52,6 +52,34 @@ enum Command {
         /// length a real voice would take for the longest text, ~15 characters per second].
         #[arg(long)]
         max_new_tokens: Option<usize>,
+        /// The voice: a reference recording (WAV, FLAC, MP3; its first 10 s are used), a saved voice
+        /// (`tts voice create`) or a `conds.pt` [default: the model's built-in voice].
+        #[arg(long)]
+        voice: Option<std::path::PathBuf>,
+    },
+    /// Voices: compute one from a recording and save it, to speak with it later.
+    Voice {
+        #[command(subcommand)]
+        command: VoiceCommand,
+    },
+    /// Voice conversion: re-speaks a recording in another voice (S3 tokens of the source → S3Gen with
+    /// the target voice), to a 24 kHz WAV.
+    Convert {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The speech to convert (WAV, FLAC, MP3).
+        #[arg(long)]
+        source: std::path::PathBuf,
+        /// The target voice: a recording, a saved voice or a `conds.pt` [default: the built-in voice].
+        #[arg(long)]
+        voice: Option<std::path::PathBuf>,
+        /// Output WAV.
+        #[arg(long, short = 'o', default_value = "out.wav")]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        #[arg(long, default_value_t = SpeakOptions::default().seed)]
+        seed: u64,
     },
     /// Measures T3 decode speed per batch size: ms per step, tokens/s, and the GB/s of the bytes a
     /// step reads (weights + KV cache) against the device's copy bandwidth.
@@ -82,6 +110,25 @@ enum Command {
         /// Euler steps of the flow matching.
         #[arg(long, default_value_t = tts_s3gen::DEFAULT_CFM_STEPS)]
         steps: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoiceCommand {
+    /// Computes a voice from a reference recording, as the reference's `prepare_conditionals` does,
+    /// and saves it as a safetensors file (layout: docs/voices.md).
+    Create {
+        /// The reference recording (WAV, FLAC, MP3); 6–10 s of clean speech is best.
+        input: std::path::PathBuf,
+        /// The model directory whose VoiceEncoder, S3Tokenizer and CAMPPlus compute it
+        /// (ve.safetensors, s3gen.safetensors; t3_cfg.safetensors for its prompt length).
+        #[arg(long)]
+        model_dir: std::path::PathBuf,
+        /// Where to save the voice.
+        #[arg(long, short = 'o', default_value = "voice.safetensors")]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "auto")]
+        backend: String,
     },
 }
 
@@ -142,6 +189,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// An input file that must exist (checked before any model is loaded).
+fn check_input_file(flag: &'static str, path: &std::path::Path) -> tts_engine::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(tts_engine::Error::Setting { field: flag, value: path.display().to_string(), expected: "an existing file".into() })
+}
+
+/// An output file whose folder must exist (checked before any work).
+fn check_output_folder(flag: &'static str, out: &std::path::Path) -> tts_engine::Result<()> {
+    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if folder.is_dir() {
+        return Ok(());
+    }
+    Err(tts_engine::Error::Setting {
+        field: flag,
+        value: out.display().to_string(),
+        expected: format!("a file in an existing folder (there is no folder {})", folder.display()),
+    })
+}
+
 /// A list of batch sizes, each at least 1.
 fn check_batches(batch: &[usize]) -> tts_engine::Result<()> {
     if batch.contains(&0) {
@@ -181,7 +249,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             println!("{}", if all_ok { "self-check passed" } else { "self-check FAILED" });
             Ok(all_ok)
         }
-        Command::Speak { model, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens } => {
+        Command::Speak { model, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens, voice } => {
             let source = model.source()?;
             // every setting is checked before the device is opened and the model loaded
             let mut opts = SpeakOptions {
@@ -193,6 +261,9 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 ..Default::default()
             };
             opts.validate()?;
+            if let Some(v) = &voice {
+                check_input_file("--voice", v)?;
+            }
             if let Some(index) = text.iter().position(|t| t.trim().is_empty()) {
                 return Err(tts_engine::Error::Text { index, problem: "empty (or only whitespace)" });
             }
@@ -230,9 +301,18 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 }
                 (None, ModelSource::Dir(_)) => tts_t3::DEFAULT_MAX_NEW_TOKENS.min(model_max),
             };
+            let voice = match &voice {
+                Some(v) => {
+                    let t = Instant::now();
+                    let voice = engine.voice_from_file(v)?;
+                    println!("voice: {} ({:.2} s)", v.display(), t.elapsed().as_secs_f64());
+                    Some(voice)
+                }
+                None => None,
+            };
             let texts: Vec<&str> = text.iter().map(|t| t.as_str()).collect();
             let t = Instant::now();
-            let (spoken, timings) = engine.speak_timed(&texts, None, &opts)?;
+            let (spoken, timings) = engine.speak_timed(&texts, voice.as_deref(), &opts)?;
             let secs = t.elapsed().as_secs_f64();
             let comment = source.synthetic_seed().map(tts_engine::synthetic::warning);
             for (i, s) in spoken.iter().enumerate() {
@@ -270,6 +350,60 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                         ("synthetic", synthetic_flag(&source)),
                     ]
                 )
+            );
+            Ok(true)
+        }
+        Command::Voice { command: VoiceCommand::Create { input, model_dir, out, backend } } => {
+            check_input_file("INPUT", &input)?;
+            check_output_folder("--out", &out)?;
+            let dev = tts_engine::select_device(&backend)?.0;
+            let engine = tts_engine::speak::Engine::load(&model_dir, &dev)?;
+            let t = Instant::now();
+            let bytes = std::fs::read(&input)
+                .map_err(|e| tts_engine::Error::Voice { path: input.clone(), msg: format!("cannot read: {e}") })?;
+            let (voice, meta) = engine.voice_from_bytes(&bytes, &input.display().to_string())?;
+            let secs = t.elapsed().as_secs_f64();
+            voice.save(&out, &meta)?;
+            println!(
+                "{}: voice of {} ({} T3 prompt tokens, {} S3Gen prompt tokens, {} prompt mel frames) in {secs:.2} s",
+                out.display(),
+                input.display(),
+                voice.t3.cond_prompt_speech_tokens.len(),
+                voice.s3gen.prompt_token_len,
+                voice.s3gen.prompt_feat_frames
+            );
+            for (k, v) in &meta {
+                println!("  {k}: {v}");
+            }
+            Ok(true)
+        }
+        Command::Convert { model, source, voice, out, backend, seed } => {
+            let model_source = model.source()?;
+            check_input_file("--source", &source)?;
+            if let Some(v) = &voice {
+                check_input_file("--voice", v)?;
+            }
+            check_output_folder("--out", &out)?;
+            let ModelSource::Dir(dir) = &model_source else {
+                return Err(tts_engine::Error::NoCloning);
+            };
+            let dev = open_device(&backend, &model_source)?;
+            let engine = tts_engine::speak::Engine::load(dir, &dev)?;
+            let target = match &voice {
+                Some(v) => engine.voice_from_file(v)?,
+                None => std::sync::Arc::new(engine.voice.clone().ok_or(tts_engine::Error::NoVoice)?),
+            };
+            let src = tts_voice::audio::load(&source)?;
+            let t = Instant::now();
+            let wav = engine.convert(&src, &target, seed, tts_s3gen::DEFAULT_CFM_STEPS)?;
+            let secs = t.elapsed().as_secs_f64();
+            tts_engine::speak::write_wav(&out, &wav)?;
+            println!(
+                "{}: {:.2} s of audio from {} ({:.2} s) in {secs:.2} s",
+                out.display(),
+                wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64,
+                source.display(),
+                src.samples.len() as f64 / src.sample_rate as f64
             );
             Ok(true)
         }

@@ -1,8 +1,8 @@
 //! Text → 24 kHz speech through the whole model, batched: the text front-end (`punc_norm`, the
 //! tokenizer, SOT/EOT), T3 (CFG row pairs, per-request sampling and stop), the reference's token
 //! post-processing, and S3Gen (flow matching + HiFT, with the trim/fade).
-use std::path::Path;
-
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tts_kernels::Device;
@@ -11,7 +11,12 @@ use tts_s3gen::{FlowRequest, S3Gen, S3GenConfig};
 use tts_t3::{Generator, SamplerSettings, T3, T3Config};
 
 use crate::text::{TextTokenizer, punc_norm};
-use crate::voice::Conditionals;
+use tts_voice::audio::Audio;
+use tts_voice::prepare::VoiceModels;
+
+use crate::voice::cache::{VoiceCache, VoiceFileKind, content_hash, hex};
+use crate::voice::saved::VoiceMeta;
+use crate::voice::{Conditionals, S3GenConds, T3Conds};
 use crate::{Error, Result};
 
 /// Per-request generation settings (the reference's `generate()` defaults).
@@ -111,7 +116,20 @@ pub struct Engine {
     pub voice: Option<Conditionals>,
     /// `Some(seed)` when the engine is synthetic ([`Engine::synthetic`]): random weights, noise.
     pub synthetic_seed: Option<u64>,
+    /// The model directory (None for a synthetic engine): where the cloning models are loaded from,
+    /// on first use.
+    model_dir: Option<PathBuf>,
+    /// The cloning models, loaded by the first voice computed from a recording.
+    voice_models: Mutex<Option<Arc<VoiceModels>>>,
+    /// Voices read or computed from files, by the SHA-256 of the file's bytes.
+    voices: VoiceCache,
 }
+
+/// Voices kept by an engine's cache (about 170 KB each).
+pub const VOICE_CACHE_CAPACITY: usize = 256;
+/// The largest voice file read: a saved voice is about 170 KB, a recording a few MB (a 10-minute
+/// 48 kHz stereo float WAV is 230 MB; longer recordings are refused by the decoder).
+pub const MAX_VOICE_FILE_BYTES: u64 = 256 << 20;
 
 impl Engine {
     /// Loads `t3_cfg.safetensors`, `s3gen.safetensors` (and `config.json`), plus `tokenizer.json` and
@@ -139,7 +157,16 @@ impl Engine {
         };
         let t3 = T3::from_checkpoint(t3_cfg, &Checkpoint::open(&dir.join("t3_cfg.safetensors"))?, dev)?;
         let s3gen = S3Gen::from_checkpoint(s3gen_cfg, &Checkpoint::open(&dir.join("s3gen.safetensors"))?, dev)?;
-        Ok(Engine { t3, s3gen, tokenizer, voice, synthetic_seed: None })
+        Ok(Engine {
+            t3,
+            s3gen,
+            tokenizer,
+            voice,
+            synthetic_seed: None,
+            model_dir: Some(dir.to_path_buf()),
+            voice_models: Mutex::new(None),
+            voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
+        })
     }
 
     /// The synthetic engine (see [`crate::synthetic`]): T3 and S3Gen of dimensions `t3` and `s3gen`
@@ -157,7 +184,135 @@ impl Engine {
             tokenizer: Some(tokenizer),
             voice: Some(voice),
             synthetic_seed: Some(seed),
+            model_dir: None,
+            voice_models: Mutex::new(None),
+            voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
         })
+    }
+
+    /// The cloning models (VoiceEncoder, S3Tokenizer, CAMPPlus), loaded from the model directory on
+    /// first use and kept. A synthetic engine has none ([`Error::NoCloning`]).
+    pub fn voice_models(&self) -> Result<Arc<VoiceModels>> {
+        let dir = self.model_dir.as_ref().ok_or(Error::NoCloning)?;
+        let mut slot = self.voice_models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(VoiceModels::load(dir)?);
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    /// The voice of a file, judged by its content: a `conds.pt`, a saved voice
+    /// (`voice.safetensors`) or a recording (WAV, FLAC, MP3), which is cloned as
+    /// `prepare_conditionals` does. Cached by the SHA-256 of the file's bytes: a file used by many
+    /// requests is read or computed once. Errors name the file.
+    pub fn voice_from_file(&self, path: &Path) -> Result<Arc<Conditionals>> {
+        let err = |msg: String| Error::Voice { path: path.to_path_buf(), msg };
+        let len = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?.len();
+        if len > MAX_VOICE_FILE_BYTES {
+            return Err(err(format!("{len} bytes: more than the {MAX_VOICE_FILE_BYTES} a voice file may have")));
+        }
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        self.voice_from_bytes(&bytes, &path.display().to_string()).map(|(v, _)| v)
+    }
+
+    /// [`Engine::voice_from_file`] on a file's bytes (`what` names it in errors), with the metadata a
+    /// saved voice of it would carry.
+    pub fn voice_from_bytes(&self, bytes: &[u8], what: &str) -> Result<(Arc<Conditionals>, VoiceMeta)> {
+        let err = |msg: String| Error::Voice { path: what.into(), msg };
+        let hash = content_hash(bytes);
+        let mut meta = VoiceMeta::from([
+            ("created_by".to_string(), format!("tts {}", env!("CARGO_PKG_VERSION"))),
+            ("source_sha256".to_string(), hex(&hash)),
+        ]);
+        let kind = VoiceFileKind::sniff(bytes);
+        if kind == VoiceFileKind::Saved {
+            // a saved voice carries its own provenance
+            let (v, m) = Conditionals::from_safetensors(bytes).map_err(err)?;
+            meta = m;
+            if let Some(v) = self.voices.get(&hash) {
+                return Ok((v, meta));
+            }
+            return Ok((self.voices.insert(hash, Arc::new(v)), meta));
+        }
+        if let Some(v) = self.voices.get(&hash) {
+            return Ok((v, meta));
+        }
+        let voice = match kind {
+            VoiceFileKind::CondsPt => Conditionals::parse(bytes.to_vec()).map_err(err)?,
+            VoiceFileKind::Saved => unreachable!("handled above"),
+            VoiceFileKind::Audio => {
+                let audio = tts_voice::audio::decode(bytes, what)?;
+                meta.insert("source_sample_rate".into(), audio.sample_rate.to_string());
+                meta.insert("source_seconds".into(), format!("{:.3}", audio.samples.len() as f64 / audio.sample_rate as f64));
+                let (voice, resampler) = self.clone_voice(&audio)?;
+                meta.insert("resampler".into(), resampler);
+                voice
+            }
+        };
+        Ok((self.voices.insert(hash, Arc::new(voice)), meta))
+    }
+
+    /// Clones a voice from a decoded recording (`prepare_conditionals`), with the default
+    /// exaggeration; returns it and a description of the resampler used.
+    pub fn clone_voice(&self, audio: &Audio) -> Result<(Conditionals, String)> {
+        let models = self.voice_models()?;
+        let c = models.prepare_conditionals(audio, self.t3.config().speech_cond_prompt_len)?;
+        let r = c.reference;
+        let voice = Conditionals {
+            t3: T3Conds {
+                speaker_emb: c.speaker_emb,
+                cond_prompt_speech_tokens: c.t3_prompt_tokens,
+                emotion_adv: tts_t3::DEFAULT_EXAGGERATION,
+            },
+            s3gen: S3GenConds {
+                prompt_token_len: r.prompt_token.len(),
+                prompt_token: r.prompt_token,
+                prompt_feat: r.prompt_feat,
+                prompt_feat_frames: r.prompt_feat_frames,
+                embedding: r.embedding,
+            },
+        };
+        voice.validate().map_err(|msg| Error::Voice { path: "(cloned voice)".into(), msg })?;
+        Ok((voice, tts_voice::resample::describe_soxr()))
+    }
+
+    /// Voice conversion (`ChatterboxVC.generate`, vc.py:79-107): the source speech is tokenised at
+    /// 16 kHz and spoken again by S3Gen with the S3Gen half of `target` (its prompt and x-vector;
+    /// T3 takes no part). Seeded by `seed`; `cfm_steps` Euler steps. Returns the 24 kHz waveform.
+    pub fn convert(&self, source: &Audio, target: &Conditionals, seed: u64, cfm_steps: usize) -> Result<Vec<f32>> {
+        if cfm_steps == 0 {
+            return Err(Error::Setting { field: "cfm_steps", value: "0".into(), expected: "at least 1".into() });
+        }
+        let expected = self.s3gen.config.spk_embed_dim;
+        if target.s3gen.embedding.len() != expected {
+            return Err(Error::VoiceMismatch { what: "x-vector (gen.embedding)", got: target.s3gen.embedding.len(), expected });
+        }
+        let tokens = self.voice_models()?.source_tokens(source)?;
+        let vocab = self.s3gen.config.flow_vocab_size as u32;
+        if let Some(&t) = tokens.iter().find(|&&t| t >= vocab) {
+            return Err(Error::Voice { path: "(source speech)".into(), msg: format!("token {t} is outside the flow's vocabulary of {vocab}") });
+        }
+        let g = &target.s3gen;
+        let req = tts_s3gen::Request {
+            flow: FlowRequest {
+                prompt_tokens: &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())],
+                prompt_feat: &g.prompt_feat,
+                embedding: &g.embedding,
+                tokens: &tokens,
+                noise: None,
+                seed,
+            },
+            source_phases: None,
+            source_noise: None,
+        };
+        Ok(self.s3gen.synthesize(&[req], cfm_steps)?.remove(0))
+    }
+
+    /// (voices cached, cache hits, cache misses).
+    pub fn voice_cache_stats(&self) -> (usize, u64, u64) {
+        self.voices.stats()
     }
 
     /// `[SOT] tokens(punc_norm(text)) [EOT]`, as `tts.py` feeds T3.

@@ -1,0 +1,128 @@
+//! The whole cloning path: a decoded recording → the conditionals, as
+//! `ChatterboxTTS.prepare_conditionals` (tts.py:182-206) computes them, and the target half of voice
+//! conversion (`ChatterboxVC.set_target_voice`, vc.py:73-77) and its source tokens (vc.py:93-96).
+//!
+//! ```text
+//! wav24 = librosa.load(path, sr=24000)          decode, mono mean, soxr_hq to 24 kHz
+//! wav16 = librosa.resample(wav24, 24000, 16000) soxr_hq
+//! ref24 = wav24[:10 s]
+//!   prompt_feat  = S3Gen mel(ref24)
+//!   ref16        = torchaudio Resample(24000, 16000)(ref24)
+//!   embedding    = CAMPPlus(ref16)
+//!   prompt_token = S3Tokenizer(ref16), cut to prompt_feat frames / 2 when they disagree
+//! t3 prompt tokens = S3Tokenizer(wav16[:6 s], max_len = speech_cond_prompt_len)
+//! speaker_emb  = VoiceEncoder.embeds_from_wavs([wav16]) (mean over the one utterance)
+//! ```
+use std::path::Path;
+
+use serde_json::Value;
+use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::checkpoint::config_json;
+
+use crate::audio::Audio;
+use crate::campplus::{CampPlus, CampPlusConfig};
+use crate::resample::{Resampler, resample};
+use crate::s3_tokenizer::{S3Tokenizer, TokenizerConfig};
+use crate::voice_encoder::{VoiceEncoder, VoiceEncoderConfig};
+use crate::{Error, Result, cond_mel};
+
+/// S3Gen's sample rate (the prompt mel, `librosa.load`'s target), Hz.
+pub const S3GEN_SR: u32 = 24_000;
+/// The tokenizer's, the VoiceEncoder's and CAMPPlus's sample rate, Hz.
+pub const S3_SR: u32 = 16_000;
+/// `DEC_COND_LEN`: S3Gen's reference is the first 10 s at 24 kHz.
+pub const DEC_COND_LEN: usize = 10 * S3GEN_SR as usize;
+/// `ENC_COND_LEN`: T3's prompt tokens come from the first 6 s at 16 kHz.
+pub const ENC_COND_LEN: usize = 6 * S3_SR as usize;
+
+/// The conditioning models of a Chatterbox model directory: the VoiceEncoder (`ve.safetensors`) and
+/// S3Gen's tokenizer and speaker encoder (`s3gen.safetensors`, `tokenizer.*` and `speaker_encoder.*`).
+pub struct VoiceModels {
+    pub voice_encoder: VoiceEncoder,
+    pub tokenizer: S3Tokenizer,
+    pub campplus: CampPlus,
+}
+
+/// The S3Gen half of the conditionals (`S3Gen.embed_ref`'s `ref_dict`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceEmbedding {
+    /// Prompt speech tokens, `[Tp]`.
+    pub prompt_token: Vec<u32>,
+    /// Prompt log-mel, `[frames][80]` row-major.
+    pub prompt_feat: Vec<f32>,
+    pub prompt_feat_frames: usize,
+    /// CAMPPlus x-vector, `[spk_embed_dim]` (not normalised).
+    pub embedding: Vec<f32>,
+}
+
+/// Everything `prepare_conditionals` computes from a recording.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClonedVoice {
+    /// VoiceEncoder embedding, `[speaker_embed_size]` (T3's `speaker_emb`).
+    pub speaker_emb: Vec<f32>,
+    /// T3's prompt tokens, `[≤ speech_cond_prompt_len]`.
+    pub t3_prompt_tokens: Vec<u32>,
+    /// The S3Gen half.
+    pub reference: ReferenceEmbedding,
+}
+
+impl VoiceModels {
+    /// Loads the three models from a model directory (`config.json` when present for non-default
+    /// dimensions, `ve.safetensors`, `s3gen.safetensors`). Every error names the file.
+    pub fn load(dir: &Path) -> Result<VoiceModels> {
+        let cfg_path = dir.join("config.json");
+        let cfg = config_json::read(&cfg_path)
+            .map_err(|e| Error::Config { file: cfg_path.clone(), key: e.key.clone(), detail: e.detail.clone() })?
+            .unwrap_or(Value::Object(Default::default()));
+        let ve_cfg = VoiceEncoderConfig::from_json(&cfg_path, &cfg)?;
+        let tok_cfg = TokenizerConfig::from_json(&cfg_path, &cfg)?;
+        let camp_cfg = CampPlusConfig::from_json(&cfg_path, &cfg)?;
+        let voice_encoder = VoiceEncoder::load(&dir.join("ve.safetensors"), &ve_cfg)?;
+        let s3gen = Checkpoint::open(&dir.join("s3gen.safetensors"))?;
+        let tokenizer = S3Tokenizer::load(&s3gen, &tok_cfg)?;
+        let campplus = CampPlus::load(&s3gen, &camp_cfg)?;
+        Ok(VoiceModels { voice_encoder, tokenizer, campplus })
+    }
+
+    /// `librosa.load(path, sr=24000)` after decoding: `audio` (already mono) at 24 kHz.
+    pub fn to_24k(audio: &Audio) -> Result<Vec<f32>> {
+        resample(&audio.samples, audio.sample_rate, S3GEN_SR, Resampler::Soxr)
+    }
+
+    /// `S3Gen.embed_ref(wav24[:10 s], 24000)` (s3gen.py:118-171): the S3Gen half of a voice from a
+    /// 24 kHz recording (cut to its first 10 s here).
+    pub fn embed_ref(&self, wav_24k: &[f32]) -> Result<ReferenceEmbedding> {
+        let ref24 = &wav_24k[..wav_24k.len().min(DEC_COND_LEN)];
+        let (prompt_feat, frames) = cond_mel::prompt_feat(ref24)?;
+        let ref16 = resample(ref24, S3GEN_SR, S3_SR, Resampler::Torchaudio)?;
+        let embedding = self.campplus.embed(&ref16)?;
+        let mut prompt_token = self.tokenizer.tokenize(&ref16, None)?;
+        // s3gen.py:157-163: only the tokens are cut when mel frames and tokens disagree
+        if frames != 2 * prompt_token.len() {
+            prompt_token.truncate(frames / 2);
+        }
+        Ok(ReferenceEmbedding { prompt_token, prompt_feat, prompt_feat_frames: frames, embedding })
+    }
+
+    /// `prepare_conditionals` on a decoded recording; `t3_prompt_len` is T3's
+    /// `speech_cond_prompt_len` (150 for the real model).
+    pub fn prepare_conditionals(&self, audio: &Audio, t3_prompt_len: usize) -> Result<ClonedVoice> {
+        let wav24 = Self::to_24k(audio)?;
+        let wav16 = resample(&wav24, S3GEN_SR, S3_SR, Resampler::Soxr)?;
+        let reference = self.embed_ref(&wav24)?;
+        let t3_prompt_tokens = if t3_prompt_len > 0 {
+            self.tokenizer.tokenize(&wav16[..wav16.len().min(ENC_COND_LEN)], Some(t3_prompt_len))?
+        } else {
+            Vec::new()
+        };
+        let speaker_emb = self.voice_encoder.embed(&wav16)?;
+        Ok(ClonedVoice { speaker_emb, t3_prompt_tokens, reference })
+    }
+
+    /// Voice conversion's source: `librosa.load(source, sr=16000)` then the tokenizer's codes
+    /// (vc.py:93-96).
+    pub fn source_tokens(&self, audio: &Audio) -> Result<Vec<u32>> {
+        let wav16 = resample(&audio.samples, audio.sample_rate, S3_SR, Resampler::Soxr)?;
+        self.tokenizer.tokenize(&wav16, None)
+    }
+}

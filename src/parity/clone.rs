@@ -1,0 +1,144 @@
+//! Runners of the voice-cloning kinds end to end: `prepare_conditionals` (an audio file → the
+//! conditionals) and `voice_conversion` (source speech → S3 tokens → S3Gen in the target voice).
+//!
+//! Besides the tensor comparisons, each prints the figures the issue asks for: the share of prompt
+//! tokens identical to the reference's, and the cosine similarity of the embeddings (which must be
+//! at least [`MIN_COSINE`]).
+use tts_s3gen::{Flow, FlowRequest, Hift, MEL_BINS};
+use tts_voice::prepare::{DEC_COND_LEN, S3_SR, S3GEN_SR, VoiceModels};
+use tts_voice::resample::{Resampler, resample};
+
+use super::s3gen::{channel_major, check_hift, hift_request, open};
+use super::t3::{Runner, device};
+use super::{Case, Outcome, Tolerance, compare_tensor};
+
+/// The least cosine similarity accepted between an embedding and the reference's.
+pub const MIN_COSINE: f64 = 0.9999;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn v64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+fn ids(x: &[u32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb).max(f64::MIN_POSITIVE)
+}
+
+/// Identical tokens at the same positions / the reference's count (a length difference counts as
+/// mismatches).
+fn agreement(got: &[u32], want: &[f64]) -> (usize, usize) {
+    let same = got.iter().zip(want).filter(|(g, w)| **g as f64 == **w).count();
+    (same, want.len().max(got.len()))
+}
+
+impl Runner<'_> {
+    /// Compares an embedding and adds a report that fails below [`MIN_COSINE`]; returns the cosine.
+    fn check_cosine(&mut self, name: &str, got: &[f32]) -> f64 {
+        let want = &self.case.expected[name].data;
+        let c = cosine(&v64(got), want);
+        let mut rep = compare_tensor(self.case, name, &v64(got), &self.case.expected[name].shape, self.tol);
+        rep.name = format!("{name} (cosine)");
+        rep.ok = c >= MIN_COSINE;
+        rep.detail = format!("cosine similarity {c:.7} (at least {MIN_COSINE})");
+        self.reports.push(rep);
+        c
+    }
+}
+
+fn param_usize(case: &Case, key: &str) -> Result<usize, String> {
+    case.meta.params.get(key).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| format!("{}: params.{key} missing", case.name))
+}
+
+fn param_file(case: &Case, key: &str) -> Result<std::path::PathBuf, String> {
+    Ok(case.dir.join(case.param_str(key).ok_or_else(|| format!("{}: params.{key} missing", case.name))?))
+}
+
+/// `prepare_conditionals`: the audio file → every tensor of `Conditionals`, and the signals on the way.
+pub(crate) fn run_prepare_conditionals(case: &Case, _backend: &str, tol: Tolerance) -> Result<Outcome, String> {
+    let models = VoiceModels::load(&case.dir).map_err(err)?;
+    let audio = tts_voice::audio::load(&param_file(case, "file")?).map_err(err)?;
+    let plen = param_usize(case, "speech_cond_prompt_len")?;
+    let mut r = Runner { case, tol, reports: Vec::new() };
+    let wav24 = VoiceModels::to_24k(&audio).map_err(err)?;
+    r.check("wav_24k", &v64(&wav24), &[1, wav24.len()]);
+    let wav16 = resample(&wav24, S3GEN_SR, S3_SR, Resampler::Soxr).map_err(err)?;
+    r.check("wav_16k", &v64(&wav16), &[1, wav16.len()]);
+    let ref16 = resample(&wav24[..wav24.len().min(DEC_COND_LEN)], S3GEN_SR, S3_SR, Resampler::Torchaudio).map_err(err)?;
+    r.check("ref_16k", &v64(&ref16), &[1, ref16.len()]);
+
+    let c = models.prepare_conditionals(&audio, plen).map_err(err)?;
+    let g = &c.reference;
+    let exaggeration = case.meta.params.get("exaggeration").and_then(|v| v.as_f64()).unwrap_or(0.5);
+    r.check("speaker_emb", &v64(&c.speaker_emb), &[1, c.speaker_emb.len()]);
+    r.check("cond_prompt_speech_tokens", &ids(&c.t3_prompt_tokens), &[1, c.t3_prompt_tokens.len()]);
+    r.check("emotion_adv", &[exaggeration as f32 as f64], &[1, 1, 1]);
+    r.check("prompt_token", &ids(&g.prompt_token), &[1, g.prompt_token.len()]);
+    r.check("prompt_token_len", &[g.prompt_token.len() as f64], &[1]);
+    r.check("prompt_feat", &v64(&g.prompt_feat), &[1, g.prompt_feat_frames, MEL_BINS]);
+    r.check("embedding", &v64(&g.embedding), &[1, g.embedding.len()]);
+    let cos_spk = r.check_cosine("speaker_emb", &c.speaker_emb);
+    let cos_x = r.check_cosine("embedding", &g.embedding);
+    let (t3_same, t3_n) = agreement(&c.t3_prompt_tokens, &case.expected["cond_prompt_speech_tokens"].data);
+    let (s3_same, s3_n) = agreement(&g.prompt_token, &case.expected["prompt_token"].data);
+    println!(
+        "    {}: identical tokens: T3 prompt {t3_same}/{t3_n}, S3Gen prompt {s3_same}/{s3_n}; cosine: speaker_emb {cos_spk:.7}, x-vector {cos_x:.7}",
+        case.name
+    );
+    r.finish()
+}
+
+/// `voice_conversion`: the source's tokens and the target's reference embedding computed from the
+/// files, then S3Gen (on `backend`) with the recorded flow noise and SineGen draws.
+pub(crate) fn run_voice_conversion(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
+    let models = VoiceModels::load(&case.dir).map_err(err)?;
+    let source = tts_voice::audio::load(&param_file(case, "source_file")?).map_err(err)?;
+    let target = tts_voice::audio::load(&param_file(case, "target_file")?).map_err(err)?;
+    let mut r = Runner { case, tol: if tol.bf16 { case.meta.tolerance.f32 } else { tol }, reports: Vec::new() };
+    // the cloning side runs on the host in f32 whatever the backend: f32 tolerance
+    let src16 = resample(&source.samples, source.sample_rate, S3_SR, Resampler::Soxr).map_err(err)?;
+    r.check("source_16k", &v64(&src16), &[1, src16.len()]);
+    let tokens = models.source_tokens(&source).map_err(err)?;
+    r.check("speech_tokens", &ids(&tokens), &[1, tokens.len()]);
+    let g = models.embed_ref(&VoiceModels::to_24k(&target).map_err(err)?).map_err(err)?;
+    r.check("prompt_token", &ids(&g.prompt_token), &[1, g.prompt_token.len()]);
+    r.check("prompt_feat", &v64(&g.prompt_feat), &[1, g.prompt_feat_frames, MEL_BINS]);
+    r.check("embedding", &v64(&g.embedding), &[1, g.embedding.len()]);
+    let cos_x = r.check_cosine("embedding", &g.embedding);
+    let (same, n) = agreement(&tokens, &case.expected["speech_tokens"].data);
+    println!("    {}: identical source tokens {same}/{n}; target x-vector cosine {cos_x:.7}", case.name);
+
+    // S3Gen on the backend, from what was computed, with the reference's recorded draws
+    r.tol = tol;
+    let dev = device(backend)?;
+    let (cfg, ck) = open(case)?;
+    let flow = Flow::load(&ck, &dev, &cfg).map_err(err)?;
+    let hift = Hift::load(&ck, &dev, &cfg).map_err(err)?;
+    let z = case.input("z")?.f32s();
+    let req = FlowRequest {
+        prompt_tokens: &g.prompt_token,
+        prompt_feat: &g.prompt_feat,
+        embedding: &g.embedding,
+        tokens: &tokens,
+        noise: Some(&z),
+        seed: 0,
+    };
+    let fout = flow.inference(&dev, &[req], tts_s3gen::DEFAULT_CFM_STEPS).map_err(err)?;
+    let frames = fout.mels[0].len() / MEL_BINS;
+    r.check("mel", &channel_major(&fout.mels[0], 1, frames, MEL_BINS), &[1, MEL_BINS, frames]);
+    let (phases, noise) = (case.input("sine_phases")?.f32s(), case.input("sine_noise")?.f32s());
+    let f0: Vec<f32> = case.expected["f0"].data.iter().map(|&v| v as f32).collect();
+    let e2e = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, None)]).map_err(err)?;
+    let forced = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, Some(&f0))]).map_err(err)?;
+    check_hift(&mut r, &e2e, &forced, true, false);
+    r.finish()
+}
