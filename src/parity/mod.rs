@@ -11,6 +11,7 @@ mod logmel;
 mod runners;
 mod s3gen;
 mod t3;
+mod voice_encoder;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

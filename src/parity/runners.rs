@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3};
+use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3, voice_encoder};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -72,7 +72,13 @@ pub static KINDS: &[Kind] = &[
         host_only: false,
     },
     pending("cond_mel", "S3Gen mel features (voice cloning)", false),
-    pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
+    Kind {
+        name: "voice_encoder",
+        part: "VoiceEncoder (voice cloning)",
+        run: Some(voice_encoder::run),
+        implemented: true,
+        host_only: true,
+    },
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
     pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
     pending("prepare_conditionals", "voice cloning end to end (audio file -> conditionals)", false),
