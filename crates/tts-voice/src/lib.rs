@@ -3,10 +3,12 @@
 //!
 //! - [`dsp`]: windows, reflect padding, STFT power spectra and librosa's Slaney mel filterbank,
 //!   shared by the feature extractors below;
+//! - [`s3_tokenizer`]: S3Tokenizer v2, 16 kHz speech to speech tokens (25 per second);
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
 //! matched by a more exact computation: the DFTs).
 pub mod dsp;
 pub mod error;
+pub mod s3_tokenizer;
 
 pub use error::{Error, Result};
