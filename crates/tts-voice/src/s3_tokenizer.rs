@@ -16,6 +16,7 @@ pub mod config;
 pub mod encoder;
 pub mod fsq;
 pub mod mel;
+pub mod synthetic;
 pub mod windows;
 
 use tts_kernels::checkpoint::Checkpoint;

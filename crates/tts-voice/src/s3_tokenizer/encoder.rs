@@ -39,6 +39,8 @@ impl Encoder {
     pub fn load(ckpt: &Checkpoint, prefix: &str, config: &TokenizerConfig) -> Result<Encoder> {
         let d = config.tokenizer_n_state;
         let t = |name: &str, shape: &[usize]| ckpt.f32(&format!("{prefix}{name}"), shape);
+        let conv1_w = t("conv1.weight", &[d, N_MELS, CONV_KERNEL])?;
+        let conv1_b = t("conv1.bias", &[d])?;
         let conv2 = t("conv2.weight", &[d, d, CONV_KERNEL])?;
         let mut conv2_w = vec![0f32; d * CONV_KERNEL * d];
         for o in 0..d {
@@ -48,15 +50,16 @@ impl Encoder {
                 }
             }
         }
+        let conv2_b = t("conv2.bias", &[d])?;
         let blocks = (0..config.tokenizer_n_layer)
             .map(|i| Block::load(ckpt, &format!("{prefix}blocks.{i}."), d, config.tokenizer_n_head))
             .collect::<Result<_>>()?;
         Ok(Encoder {
             d,
-            conv1_w: t("conv1.weight", &[d, N_MELS, CONV_KERNEL])?,
-            conv1_b: t("conv1.bias", &[d])?,
+            conv1_w,
+            conv1_b,
             conv2_w,
-            conv2_b: t("conv2.bias", &[d])?,
+            conv2_b,
             blocks,
         })
     }

@@ -41,8 +41,10 @@ mod tests {
     #[test]
     fn windows_step_by_26_s_and_end_at_the_input() {
         assert_eq!(windows(3001), vec![(0, 3000), (2600, 3001)]);
-        assert_eq!(windows(5600), vec![(0, 3000), (2600, 5600)]);
-        assert_eq!(windows(5601), vec![(0, 3000), (2600, 5600), (5200, 5601)]);
+        assert_eq!(windows(5200), vec![(0, 3000), (2600, 5200)]);
+        // a window starts at every multiple of 2600 below the end, even inside the previous one
+        assert_eq!(windows(5201), vec![(0, 3000), (2600, 5201), (5200, 5201)]);
+        assert_eq!(windows(5600), vec![(0, 3000), (2600, 5600), (5200, 5600)]);
         assert_eq!(windows(12000).len(), 5);
     }
 
