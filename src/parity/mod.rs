@@ -9,6 +9,7 @@
 //! failure as soon as that part declares itself implemented.
 mod logmel;
 mod runners;
+mod s3_tokenizer;
 mod s3gen;
 mod t3;
 mod voice_encoder;

@@ -4,11 +4,13 @@
 //! - [`dsp`]: windows, reflect padding, STFT power spectra and librosa's Slaney mel filterbank,
 //!   shared by the feature extractors below;
 //! - [`voice_encoder`]: the VoiceEncoder, a recording → T3's `speaker_emb` (spec §5.3);
+//! - [`s3_tokenizer`]: S3Tokenizer v2, 16 kHz speech to speech tokens (25 per second);
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
 //! matched by a more exact computation: the DFTs).
 pub mod dsp;
 pub mod error;
 pub mod voice_encoder;
+pub mod s3_tokenizer;
 
 pub use error::{Error, Result};

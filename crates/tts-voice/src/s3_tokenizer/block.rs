@@ -1,0 +1,211 @@
+//! One `ResidualAttentionBlock` of `AudioEncoderV2` (`s3tokenizer/model_v2.py`), on the host in f32:
+//!
+//! ```text
+//! a = LayerNorm(x; attn_ln, eps 1e-5)
+//! q = a·Wqᵀ + bq,  k = a·Wkᵀ (no bias),  v = a·Wvᵀ + bv          [T, D], heads of 64 interleaved
+//! q, k = RoPE(q), RoPE(k)  (θ 10000, rotate-half, position = row)
+//! o = softmax((q·s)(k·s)ᵀ)·v per head,  s = 64^(−1/4)
+//! fsmn = DepthwiseConv1d(k 31, zero pad 15/15, no bias)(v) + v
+//! x += (o·Woᵀ + bo) + fsmn
+//! x += GELU(LayerNorm(x; mlp_ln)·W1ᵀ + b1)·W2ᵀ + b2             (exact-erf GELU, W1: [4D, D])
+//! ```
+//!
+//! One utterance without padding: the reference's masks are all ones then (and the padded frames
+//! of a batch never reach the valid ones: the attention bias is −1e10 and the FSMN input is
+//! masked), so no mask is applied. Every product is a multi-threaded GEMM
+//! ([`tts_kernels::cpu::linear`]); attention runs per head through
+//! [`tts_kernels::cpu::attention_dense`].
+use rayon::prelude::*;
+use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::cpu::{self, Activation};
+
+use super::config::HEAD_DIM;
+use crate::{Error, Result};
+
+/// LayerNorm epsilon of `attn_ln` (`LayerNorm(n_state, eps=1e-5)` in s3tokenizer 0.3.0; 1e-6 in
+/// the package's git history before it) and of `mlp_ln` (the default 1e-5).
+pub const LN_EPS: f32 = 1e-5;
+/// Taps of the FSMN memory's depthwise convolution.
+pub const FSMN_KERNEL: usize = 31;
+/// Zero padding on the left of the FSMN convolution (`(31 − 1) / 2`; 15 on the right too).
+pub const FSMN_LEFT: usize = (FSMN_KERNEL - 1) / 2;
+/// RoPE base.
+pub const ROPE_THETA: f64 = 10000.0;
+
+/// The weights of one block, as `[out, in]` row-major matrices (the checkpoint's layout).
+pub struct Block {
+    pub(super) d: usize,
+    pub(super) heads: usize,
+    attn_ln: (Vec<f32>, Vec<f32>),
+    wq: Vec<f32>,
+    bq: Vec<f32>,
+    wk: Vec<f32>,
+    wv: Vec<f32>,
+    bv: Vec<f32>,
+    wo: Vec<f32>,
+    bo: Vec<f32>,
+    /// The FSMN taps tap-major, `[FSMN_KERNEL][D]` (the checkpoint's `(D, 1, 31)` transposed).
+    fsmn: Vec<f32>,
+    mlp_ln: (Vec<f32>, Vec<f32>),
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+/// The RoPE table of `T` positions: `cos`/`sin` of `t·f_j`, `[T][32]` each, with
+/// `f_j = 1 / 10000^(2j/64)`, every step rounded to f32 as `precompute_freqs_cis` does.
+pub struct Rope {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(positions: usize) -> Rope {
+        let half = HEAD_DIM / 2;
+        let freqs: Vec<f32> =
+            (0..half).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect();
+        let mut cos = vec![0f32; positions * half];
+        let mut sin = vec![0f32; positions * half];
+        for t in 0..positions {
+            for (j, &f) in freqs.iter().enumerate() {
+                let a = (t as f32 * f) as f64;
+                cos[t * half + j] = a.cos() as f32;
+                sin[t * half + j] = a.sin() as f32;
+            }
+        }
+        Rope { cos, sin }
+    }
+
+    /// Rotates every 64-value head of `x` `[T, heads·64]` in place by its row's position
+    /// (rotate-half: `x·cos + [−x₂, x₁]·sin` with the 32 angles repeated for both halves).
+    pub fn apply(&self, x: &mut [f32], d: usize) {
+        let half = HEAD_DIM / 2;
+        x.par_chunks_mut(d).enumerate().with_min_len(8).for_each(|(t, row)| {
+            let (c, s) = (&self.cos[t * half..(t + 1) * half], &self.sin[t * half..(t + 1) * half]);
+            for head in row.chunks_exact_mut(HEAD_DIM) {
+                let (lo, hi) = head.split_at_mut(half);
+                for j in 0..half {
+                    let (a, b) = (lo[j], hi[j]);
+                    lo[j] = a * c[j] + -b * s[j];
+                    hi[j] = b * c[j] + a * s[j];
+                }
+            }
+        });
+    }
+}
+
+/// Per-utterance work buffers of [`Block::forward`], reused by every block.
+pub struct Scratch {
+    a: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    fsmn: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    mid: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers for `t` rows of width `d` (MLP width `4d`).
+    pub fn new(t: usize, d: usize) -> Scratch {
+        let z = || vec![0f32; t * d];
+        Scratch { a: z(), q: z(), k: z(), v: z(), fsmn: z(), att: z(), o: z(), mid: vec![0f32; t * 4 * d] }
+    }
+}
+
+impl Block {
+    /// Reads `{prefix}attn.*`, `attn_ln.*`, `mlp.{0,2}.*`, `mlp_ln.*` for width `d` and `heads` heads of 64.
+    pub fn load(ckpt: &Checkpoint, prefix: &str, d: usize, heads: usize) -> Result<Block> {
+        let t = |name: &str, shape: &[usize]| ckpt.f32(&format!("{prefix}{name}"), shape);
+        let fsmn_ck = t("attn.fsmn_block.weight", &[d, 1, FSMN_KERNEL])?;
+        let mut fsmn = vec![0f32; FSMN_KERNEL * d];
+        for c in 0..d {
+            for j in 0..FSMN_KERNEL {
+                fsmn[j * d + c] = fsmn_ck[c * FSMN_KERNEL + j];
+            }
+        }
+        Ok(Block {
+            d,
+            heads,
+            attn_ln: (t("attn_ln.weight", &[d])?, t("attn_ln.bias", &[d])?),
+            wq: t("attn.query.weight", &[d, d])?,
+            bq: t("attn.query.bias", &[d])?,
+            wk: t("attn.key.weight", &[d, d])?,
+            wv: t("attn.value.weight", &[d, d])?,
+            bv: t("attn.value.bias", &[d])?,
+            wo: t("attn.out.weight", &[d, d])?,
+            bo: t("attn.out.bias", &[d])?,
+            fsmn,
+            mlp_ln: (t("mlp_ln.weight", &[d])?, t("mlp_ln.bias", &[d])?),
+            w1: t("mlp.0.weight", &[4 * d, d])?,
+            b1: t("mlp.0.bias", &[4 * d])?,
+            w2: t("mlp.2.weight", &[d, 4 * d])?,
+            b2: t("mlp.2.bias", &[d])?,
+        })
+    }
+
+    /// `x` `[T, D]` through the block, in place. `rope` covers at least `T` positions; `s` holds
+    /// buffers for `T` rows.
+    pub fn forward(&self, x: &mut [f32], rope: &Rope, s: &mut Scratch) -> Result<()> {
+        let d = self.d;
+        let t = x.len() / d;
+        let n = t * d;
+        let (a, q, k, v) = (&mut s.a[..n], &mut s.q[..n], &mut s.k[..n], &mut s.v[..n]);
+        cpu::layer_norm(x, &self.attn_ln.0, Some(&self.attn_ln.1), a, LN_EPS);
+        cpu::linear(a, &self.wq, q, t, d, d);
+        cpu::add_bias(q, &self.bq);
+        cpu::linear(a, &self.wk, k, t, d, d);
+        cpu::linear(a, &self.wv, v, t, d, d);
+        cpu::add_bias(v, &self.bv);
+        let fsmn = &mut s.fsmn[..n];
+        fsmn_memory(v, &self.fsmn, fsmn, d);
+        rope.apply(q, d);
+        rope.apply(k, d);
+        let scale = (HEAD_DIM as f64).powf(-0.25) as f32;
+        q.par_iter_mut().with_min_len(4096).for_each(|e| *e *= scale);
+        k.par_iter_mut().with_min_len(4096).for_each(|e| *e *= scale);
+        let att = &mut s.att[..n];
+        // one utterance, no key lengths (the only thing attention_dense checks)
+        cpu::attention_dense(q, k, v, None, att, 1, self.heads, HEAD_DIM, 1.0, false).map_err(|(b, len)| Error::Input {
+            field: "attention",
+            detail: format!("batch {b}: key length {len} refused (internal)"),
+        })?;
+        let o = &mut s.o[..n];
+        cpu::linear(att, &self.wo, o, t, d, d);
+        x.par_chunks_mut(d).zip(o.par_chunks(d)).zip(fsmn.par_chunks(d)).with_min_len(8).for_each(|((xr, or), fr)| {
+            for (((xe, &oe), &b), &f) in xr.iter_mut().zip(or).zip(&self.bo).zip(fr) {
+                *xe += (oe + b) + f;
+            }
+        });
+        cpu::layer_norm(x, &self.mlp_ln.0, Some(&self.mlp_ln.1), a, LN_EPS);
+        let mid = &mut s.mid[..4 * n];
+        cpu::linear(a, &self.w1, mid, t, 4 * d, d);
+        cpu::add_bias(mid, &self.b1);
+        cpu::activation_inplace(mid, 4 * d, Activation::Gelu, None, None);
+        cpu::linear(mid, &self.w2, o, t, d, 4 * d);
+        cpu::add_residual(x, o, Some(&self.b2));
+        Ok(())
+    }
+}
+
+/// The FSMN memory `DepthwiseConv1d(v) + v` with zero padding 15 on both sides: `out[t][c] =
+/// Σ_j w[j][c]·v[t + j − 15][c] + v[t][c]` (taps in order), `v`, `out` `[T, D]`, `w` `[31][D]`.
+pub fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
+    let t_len = v.len() / d;
+    out.par_chunks_mut(d).enumerate().with_min_len(4).for_each(|(t, row)| {
+        row.fill(0.0);
+        let j0 = FSMN_LEFT.saturating_sub(t);
+        let j1 = FSMN_KERNEL.min(t_len + FSMN_LEFT - t);
+        for j in j0..j1 {
+            let src = &v[(t + j - FSMN_LEFT) * d..][..d];
+            for ((o, &x), &wj) in row.iter_mut().zip(src).zip(&w[j * d..(j + 1) * d]) {
+                *o += wj * x;
+            }
+        }
+        for (o, &x) in row.iter_mut().zip(&v[t * d..(t + 1) * d]) {
+            *o += x;
+        }
+    });
+}
