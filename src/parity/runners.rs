@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3};
+use super::{Case, Outcome, Tolerance, campplus, compare_tensor, s3gen, t3};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -74,7 +74,13 @@ pub static KINDS: &[Kind] = &[
     pending("cond_mel", "S3Gen mel features (voice cloning)", false),
     pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
-    pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
+    Kind {
+        name: "campplus",
+        part: "CAMPPlus x-vector (voice cloning)",
+        run: Some(campplus::run),
+        implemented: true,
+        host_only: true,
+    },
 ];
 
 fn code_points(s: &str) -> Vec<f64> {

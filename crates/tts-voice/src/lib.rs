@@ -3,9 +3,11 @@
 //!
 //! - [`dsp`]: windows, reflect padding, STFT power spectra and librosa's Slaney mel filterbank,
 //!   shared by the feature extractors below;
+//! - [`campplus`]: CAMPPlus, S3Gen's speaker encoder (Kaldi fbank → x-vector, `[192]`);
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
 //! matched by a more exact computation: the DFTs).
+pub mod campplus;
 pub mod dsp;
 pub mod error;
 
