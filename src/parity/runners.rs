@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, s3_tokenizer, s3gen, t3, voice_encoder};
+use super::{Case, Outcome, Tolerance, compare_tensor, campplus, s3_tokenizer, s3gen, t3, voice_encoder};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -86,7 +86,13 @@ pub static KINDS: &[Kind] = &[
         implemented: true,
         host_only: true,
     },
-    pending("campplus", "CAMPPlus x-vector (voice cloning)", false),
+    Kind {
+        name: "campplus",
+        part: "CAMPPlus x-vector (voice cloning)",
+        run: Some(campplus::run),
+        implemented: true,
+        host_only: true,
+    },
     pending("prepare_conditionals", "voice cloning end to end (audio file -> conditionals)", false),
     pending("voice_conversion", "voice conversion (source speech -> S3 tokens -> S3Gen in the target voice)", false),
 ];

@@ -5,9 +5,11 @@
 //!   shared by the feature extractors below;
 //! - [`voice_encoder`]: the VoiceEncoder, a recording → T3's `speaker_emb` (spec §5.3);
 //! - [`s3_tokenizer`]: S3Tokenizer v2, 16 kHz speech to speech tokens (25 per second);
+//! - [`campplus`]: CAMPPlus, S3Gen's speaker encoder (Kaldi fbank → x-vector, `[192]`);
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
 //! matched by a more exact computation: the DFTs).
+pub mod campplus;
 pub mod dsp;
 pub mod error;
 pub mod voice_encoder;

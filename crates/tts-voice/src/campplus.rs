@@ -1,0 +1,143 @@
+//! CAMPPlus, S3Gen's speaker encoder (spec §5.5; `chatterbox/models/s3gen/xvector.py`): 16 kHz audio →
+//! Kaldi fbank minus its time mean ([`fbank()`]) → the FCM head ([`head`]) → the x-vector trunk
+//! ([`xvector`]) → a `[spk_embed_dim]` (192) embedding, not normalised (S3Gen's flow normalises it).
+//! This is `CAMPPlus.inference` on one waveform, as `S3Token2Mel.embed_ref` calls it.
+//!
+//! Weights: `s3gen.safetensors`, prefix `speaker_encoder.`; BatchNorm in eval mode from the running
+//! statistics. Host code, f32 with f64 sums where cheap; the convolutions are im2col + GEMM on
+//! rayon's pool ([`ops`]).
+pub mod fbank;
+pub mod head;
+pub mod ops;
+pub mod xvector;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
+
+pub use fbank::fbank;
+
+use crate::{Error, Result};
+
+/// The prefix of CAMPPlus's own `config.json` keys.
+pub const KEY_PREFIX: &str = "campplus_";
+/// S3Gen's key for the embedding size, read (not claimed: S3Gen checks it) by [`CampPlusConfig::from_json`].
+pub const EMBED_KEY: &str = "spk_embed_dim";
+/// The prefix of CAMPPlus's tensors in `s3gen.safetensors`.
+pub const WEIGHT_PREFIX: &str = "speaker_encoder";
+/// The largest size a config may set (the real ones are ≤ 192).
+pub const MAX_DIMENSION: usize = 1 << 14;
+
+/// CAMPPlus's sizes: `config.json`'s `campplus_*` keys (a key left out keeps its [`Default`], the
+/// real value), and S3Gen's `spk_embed_dim`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampPlusConfig {
+    /// Channels each CAM-dense layer adds (`growth_rate`).
+    pub campplus_growth_rate: usize,
+    /// Bottleneck width of a CAM-dense layer, in multiples of the growth rate (`bn_size`).
+    pub campplus_bn_size: usize,
+    /// Channels out of the TDNN layer (`init_channels`).
+    pub campplus_init_channels: usize,
+    /// Embedding size: S3Gen's `spk_embed_dim` (not a `campplus_` key; never deserialized from
+    /// CAMPPlus's own keys).
+    #[serde(skip)]
+    pub embedding_size: usize,
+}
+
+impl Default for CampPlusConfig {
+    fn default() -> Self {
+        CampPlusConfig { campplus_growth_rate: 32, campplus_bn_size: 4, campplus_init_channels: 128, embedding_size: 192 }
+    }
+}
+
+impl CampPlusConfig {
+    /// The defaults overridden by the `campplus_*` keys of `v` (a `config.json` object; `file` names
+    /// it in errors) and by its `spk_embed_dim`. An unknown `campplus_` key, a wrong type or a value
+    /// out of range is an [`Error::Config`] naming the key.
+    pub fn from_json(file: &Path, v: &Value) -> Result<CampPlusConfig> {
+        let err = |e: ConfigJsonError| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail };
+        let own = config_json::own_keys(v, |k| k.starts_with(KEY_PREFIX)).map_err(err)?;
+        let mut c: CampPlusConfig = config_json::from_keys(own).map_err(err)?;
+        let mut embed = config_json::own_keys(v, |k| k == EMBED_KEY).map_err(err)?;
+        if let Some(e) = config_json::take_key::<usize>(&mut embed, EMBED_KEY).map_err(err)? {
+            c.embedding_size = e;
+        }
+        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
+        Ok(c)
+    }
+
+    /// Checks the sizes (as [`Self::from_json`] does), for a config built in memory.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+    }
+
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (key, v) in [
+            ("campplus_growth_rate", self.campplus_growth_rate),
+            ("campplus_bn_size", self.campplus_bn_size),
+            ("campplus_init_channels", self.campplus_init_channels),
+            (EMBED_KEY, self.embedding_size),
+        ] {
+            if v == 0 || v > MAX_DIMENSION {
+                return Err((key, format!("{v} is out of range (1..={MAX_DIMENSION})")));
+            }
+        }
+        if self.campplus_bn_size * self.campplus_growth_rate < 2 {
+            return Err(("campplus_bn_size", "bn_size · growth_rate must be at least 2 (the CAM layer halves it)".into()));
+        }
+        Ok(())
+    }
+
+    fn sizes(&self) -> xvector::Sizes {
+        xvector::Sizes {
+            growth: self.campplus_growth_rate,
+            bn_size: self.campplus_bn_size,
+            init_channels: self.campplus_init_channels,
+            embedding: self.embedding_size,
+        }
+    }
+}
+
+/// The fewest 16 kHz samples [`CampPlus::embed`] takes: three fbank frames (`400 + 2·160`), which
+/// the strided TDNN layer turns into two, the fewest an unbiased standard deviation is defined for.
+pub const MIN_SAMPLES: usize = fbank::FRAME_LEN + 2 * fbank::FRAME_SHIFT;
+
+/// The loaded speaker encoder.
+pub struct CampPlus {
+    head: head::Head,
+    xvector: xvector::XVector,
+    embedding_size: usize,
+}
+
+impl CampPlus {
+    /// Reads `speaker_encoder.*` from `ckpt` (`s3gen.safetensors`), every tensor's shape checked
+    /// against `config`.
+    pub fn load(ckpt: &Checkpoint, config: &CampPlusConfig) -> Result<CampPlus> {
+        config.validate()?;
+        Ok(CampPlus {
+            head: head::Head::load(ckpt, &format!("{WEIGHT_PREFIX}.head"))?,
+            xvector: xvector::XVector::load(ckpt, &format!("{WEIGHT_PREFIX}.xvector"), config.sizes())?,
+            embedding_size: config.embedding_size,
+        })
+    }
+
+    /// The embedding size (`spk_embed_dim`).
+    pub fn embedding_size(&self) -> usize {
+        self.embedding_size
+    }
+
+    /// The x-vector of `wav_16k` (mono, 16 kHz), `[spk_embed_dim]`, not normalised.
+    ///
+    /// Errors ([`Error::Audio`]): no samples, a non-finite sample, fewer than [`MIN_SAMPLES`].
+    pub fn embed(&self, wav_16k: &[f32]) -> Result<Vec<f32>> {
+        fbank::check_audio(wav_16k, MIN_SAMPLES, "CAMPPlus (3 fbank frames)")?;
+        let (feats, t) = fbank(wav_16k)?;
+        debug_assert!(self.xvector.frames(t) >= 2);
+        let x = self.head.forward(&feats, t);
+        Ok(self.xvector.forward(&x, t))
+    }
+}
