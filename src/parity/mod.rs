@@ -7,6 +7,7 @@
 //! `expected.safetensors` (format: `tools/reference/README.md`). A malformed case is an error,
 //! never a skip. A case whose engine part does not exist yet is *pending*, by name; it becomes a
 //! failure as soon as that part declares itself implemented.
+mod cond_mel;
 mod logmel;
 mod runners;
 mod s3gen;

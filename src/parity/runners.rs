@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, s3gen, t3};
+use super::{Case, Outcome, Tolerance, compare_tensor, cond_mel, s3gen, t3};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -71,7 +71,13 @@ pub static KINDS: &[Kind] = &[
         implemented: tts_s3gen::IMPLEMENTED,
         host_only: false,
     },
-    pending("cond_mel", "S3Gen mel features (voice cloning)", false),
+    Kind {
+        name: "cond_mel",
+        part: "S3Gen mel features (voice cloning)",
+        run: Some(cond_mel::run),
+        implemented: true,
+        host_only: true,
+    },
     pending("voice_encoder", "VoiceEncoder (voice cloning)", false),
     pending("s3_tokenizer", "S3Tokenizer (voice cloning)", false),
     pending("campplus", "CAMPPlus x-vector (voice cloning)", false),

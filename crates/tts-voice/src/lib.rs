@@ -3,10 +3,16 @@
 //!
 //! - [`dsp`]: windows, reflect padding, STFT power spectra and librosa's Slaney mel filterbank,
 //!   shared by the feature extractors below;
+//! - [`audio`]: reference recordings (WAV, FLAC, MP3) decoded to mono f32 as `librosa.load` does;
+//! - [`resample`]: librosa's soxr_hq (libsoxr, loaded at run time) and torchaudio's sinc resampler;
+//! - [`cond_mel`]: S3Gen's prompt log-mel (`prompt_feat`);
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
 //! matched by a more exact computation: the DFTs).
+pub mod audio;
+pub mod cond_mel;
 pub mod dsp;
 pub mod error;
+pub mod resample;
 
 pub use error::{Error, Result};
