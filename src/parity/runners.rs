@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, campplus, s3_tokenizer, s3gen, t3, voice_encoder};
+use super::{Case, Outcome, Tolerance, compare_tensor, campplus, cond_mel, s3_tokenizer, s3gen, t3, voice_encoder};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -71,7 +71,6 @@ pub static KINDS: &[Kind] = &[
         implemented: tts_s3gen::IMPLEMENTED,
         host_only: false,
     },
-    pending("cond_mel", "S3Gen mel features (voice cloning)", false),
     Kind {
         name: "voice_encoder",
         part: "VoiceEncoder (voice cloning)",
@@ -90,6 +89,13 @@ pub static KINDS: &[Kind] = &[
         name: "campplus",
         part: "CAMPPlus x-vector (voice cloning)",
         run: Some(campplus::run),
+        implemented: true,
+        host_only: true,
+    },
+    Kind {
+        name: "cond_mel",
+        part: "S3Gen mel features (voice cloning)",
+        run: Some(cond_mel::run),
         implemented: true,
         host_only: true,
     },

@@ -18,6 +18,10 @@ pub enum Error {
     /// "audio" for samples given in memory).
     #[error("{what}: {detail}")]
     Audio { what: String, detail: String },
+    /// libsoxr (librosa's resampler, loaded at run time) could not be found, loaded or run: the
+    /// detail says where it was looked for and how to install it.
+    #[error("libsoxr: {detail}")]
+    Soxr { detail: String },
     /// An argument this crate does not take (a length, a rate, a shape), named by `field`.
     #[error("{field}: {detail}")]
     Input { field: &'static str, detail: String },
