@@ -56,7 +56,12 @@ impl Runner<'_> {
 }
 
 fn param_usize(case: &Case, key: &str) -> Result<usize, String> {
-    case.meta.params.get(key).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| format!("{}: params.{key} missing", case.name))
+    case.meta
+        .params
+        .get(key)
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .ok_or_else(|| format!("{}: params.{key} missing", case.name))
 }
 
 fn param_file(case: &Case, key: &str) -> Result<std::path::PathBuf, String> {

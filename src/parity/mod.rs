@@ -8,6 +8,7 @@
 //! never a skip. A case whose engine part does not exist yet is *pending*, by name; it becomes a
 //! failure as soon as that part declares itself implemented.
 mod campplus;
+mod clone;
 mod cond_mel;
 mod logmel;
 mod runners;

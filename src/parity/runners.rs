@@ -1,7 +1,7 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, compare_tensor, campplus, cond_mel, s3_tokenizer, s3gen, t3, voice_encoder};
+use super::{Case, Outcome, Tolerance, campplus, clone, compare_tensor, cond_mel, s3_tokenizer, s3gen, t3, voice_encoder};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -18,10 +18,6 @@ pub struct Kind {
     pub implemented: bool,
     /// Backend-independent (runs once, on the host).
     pub host_only: bool,
-}
-
-const fn pending(name: &'static str, part: &'static str, implemented: bool) -> Kind {
-    Kind { name, part, run: None, implemented, host_only: false }
 }
 
 pub static KINDS: &[Kind] = &[
@@ -99,8 +95,20 @@ pub static KINDS: &[Kind] = &[
         implemented: true,
         host_only: true,
     },
-    pending("prepare_conditionals", "voice cloning end to end (audio file -> conditionals)", false),
-    pending("voice_conversion", "voice conversion (source speech -> S3 tokens -> S3Gen in the target voice)", false),
+    Kind {
+        name: "prepare_conditionals",
+        part: "voice cloning end to end (audio file -> conditionals)",
+        run: Some(clone::run_prepare_conditionals),
+        implemented: true,
+        host_only: true,
+    },
+    Kind {
+        name: "voice_conversion",
+        part: "voice conversion (source speech -> S3 tokens -> S3Gen in the target voice)",
+        run: Some(clone::run_voice_conversion),
+        implemented: true,
+        host_only: false,
+    },
 ];
 
 fn code_points(s: &str) -> Vec<f64> {

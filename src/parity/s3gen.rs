@@ -181,7 +181,13 @@ const LOG_MEL_DISTANCE_MAX: f64 = 0.05;
 /// when the vocoder's mel is the reference's (`e2e_on_bf16`, the `hift` kind); in `s3gen_wav` the
 /// bf16 mel differs within its tolerance, and the phases it drifts are as different as a redraw of
 /// the reference's own random phases.
-pub(crate) fn check_hift(r: &mut Runner<'_>, e2e: &tts_s3gen::HiftOut, forced: &tts_s3gen::HiftOut, fade: bool, e2e_on_bf16: bool) {
+pub(crate) fn check_hift(
+    r: &mut Runner<'_>,
+    e2e: &tts_s3gen::HiftOut,
+    forced: &tts_s3gen::HiftOut,
+    fade: bool,
+    e2e_on_bf16: bool,
+) {
     let v = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let faded = |w: &[f32]| {
         let mut w = w.to_vec();

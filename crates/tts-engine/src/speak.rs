@@ -275,7 +275,8 @@ impl Engine {
             },
         };
         voice.validate().map_err(|msg| Error::Voice { path: "(cloned voice)".into(), msg })?;
-        Ok((voice, tts_voice::resample::describe_soxr()))
+        let (path, version) = tts_voice::resample::soxr::loaded()?;
+        Ok((voice, format!("soxr_hq ({version}, {path}) + torchaudio sinc")))
     }
 
     /// Voice conversion (`ChatterboxVC.generate`, vc.py:79-107): the source speech is tokenised at
@@ -292,7 +293,10 @@ impl Engine {
         let tokens = self.voice_models()?.source_tokens(source)?;
         let vocab = self.s3gen.config.flow_vocab_size as u32;
         if let Some(&t) = tokens.iter().find(|&&t| t >= vocab) {
-            return Err(Error::Voice { path: "(source speech)".into(), msg: format!("token {t} is outside the flow's vocabulary of {vocab}") });
+            return Err(Error::Voice {
+                path: "(source speech)".into(),
+                msg: format!("token {t} is outside the flow's vocabulary of {vocab}"),
+            });
         }
         let g = &target.s3gen;
         let req = tts_s3gen::Request {

@@ -37,8 +37,13 @@ pub const ENC_COND_LEN: usize = 6 * S3_SR as usize;
 
 /// The conditioning models of a Chatterbox model directory: the VoiceEncoder (`ve.safetensors`) and
 /// S3Gen's tokenizer and speaker encoder (`s3gen.safetensors`, `tokenizer.*` and `speaker_encoder.*`).
+/// Voice conversion needs only the latter two: a directory without `ve.safetensors` loads, and only
+/// [`VoiceModels::prepare_conditionals`] fails then (with the error of opening it).
 pub struct VoiceModels {
-    pub voice_encoder: VoiceEncoder,
+    /// None when the directory has no `ve.safetensors`.
+    pub voice_encoder: Option<VoiceEncoder>,
+    ve_path: std::path::PathBuf,
+    ve_config: VoiceEncoderConfig,
     pub tokenizer: S3Tokenizer,
     pub campplus: CampPlus,
 }
@@ -77,11 +82,12 @@ impl VoiceModels {
         let ve_cfg = VoiceEncoderConfig::from_json(&cfg_path, &cfg)?;
         let tok_cfg = TokenizerConfig::from_json(&cfg_path, &cfg)?;
         let camp_cfg = CampPlusConfig::from_json(&cfg_path, &cfg)?;
-        let voice_encoder = VoiceEncoder::load(&dir.join("ve.safetensors"), &ve_cfg)?;
+        let ve_path = dir.join("ve.safetensors");
+        let voice_encoder = if ve_path.exists() { Some(VoiceEncoder::load(&ve_path, &ve_cfg)?) } else { None };
         let s3gen = Checkpoint::open(&dir.join("s3gen.safetensors"))?;
         let tokenizer = S3Tokenizer::load(&s3gen, &tok_cfg)?;
         let campplus = CampPlus::load(&s3gen, &camp_cfg)?;
-        Ok(VoiceModels { voice_encoder, tokenizer, campplus })
+        Ok(VoiceModels { voice_encoder, ve_path, ve_config: ve_cfg, tokenizer, campplus })
     }
 
     /// `librosa.load(path, sr=24000)` after decoding: `audio` (already mono) at 24 kHz.
@@ -107,6 +113,13 @@ impl VoiceModels {
     /// `prepare_conditionals` on a decoded recording; `t3_prompt_len` is T3's
     /// `speech_cond_prompt_len` (150 for the real model).
     pub fn prepare_conditionals(&self, audio: &Audio, t3_prompt_len: usize) -> Result<ClonedVoice> {
+        let Some(voice_encoder) = &self.voice_encoder else {
+            // the file is missing: opening it gives the error that names it
+            return Err(VoiceEncoder::load(&self.ve_path, &self.ve_config).err().unwrap_or_else(|| Error::Input {
+                field: "ve.safetensors",
+                detail: "appeared after the models were loaded; load them again".into(),
+            }));
+        };
         let wav24 = Self::to_24k(audio)?;
         let wav16 = resample(&wav24, S3GEN_SR, S3_SR, Resampler::Soxr)?;
         let reference = self.embed_ref(&wav24)?;
@@ -115,7 +128,7 @@ impl VoiceModels {
         } else {
             Vec::new()
         };
-        let speaker_emb = self.voice_encoder.embed(&wav16)?;
+        let speaker_emb = voice_encoder.embed(&wav16)?;
         Ok(ClonedVoice { speaker_emb, t3_prompt_tokens, reference })
     }
 

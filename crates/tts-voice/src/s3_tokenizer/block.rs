@@ -63,8 +63,7 @@ pub struct Rope {
 impl Rope {
     pub fn new(positions: usize) -> Rope {
         let half = HEAD_DIM / 2;
-        let freqs: Vec<f32> =
-            (0..half).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect();
+        let freqs: Vec<f32> = (0..half).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect();
         let mut cos = vec![0f32; positions * half];
         let mut sin = vec![0f32; positions * half];
         for t in 0..positions {

@@ -54,14 +54,7 @@ impl Encoder {
         let blocks = (0..config.tokenizer_n_layer)
             .map(|i| Block::load(ckpt, &format!("{prefix}blocks.{i}."), d, config.tokenizer_n_head))
             .collect::<Result<_>>()?;
-        Ok(Encoder {
-            d,
-            conv1_w,
-            conv1_b,
-            conv2_w,
-            conv2_b,
-            blocks,
-        })
+        Ok(Encoder { d, conv1_w, conv1_b, conv2_w, conv2_b, blocks })
     }
 
     /// Width of the output rows (`n_state`).

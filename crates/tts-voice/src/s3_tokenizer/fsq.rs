@@ -88,7 +88,13 @@ mod tests {
             assert!(code < CODEBOOK_SIZE as u32);
             let mut c = code;
             for &x in row {
-                let want = if x > 0.5 { 2 } else if x < -0.5 { 0 } else { 1 };
+                let want = if x > 0.5 {
+                    2
+                } else if x < -0.5 {
+                    0
+                } else {
+                    1
+                };
                 assert_eq!(c % 3, want, "{row:?} -> {code}");
                 c /= 3;
             }
