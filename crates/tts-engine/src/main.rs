@@ -372,7 +372,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 voice.s3gen.prompt_token_len,
                 voice.s3gen.prompt_feat_frames
             );
-            for (k, v) in &meta {
+            for (k, v) in meta.iter() {
                 println!("  {k}: {v}");
             }
             Ok(true)

@@ -218,30 +218,26 @@ impl Engine {
     }
 
     /// [`Engine::voice_from_file`] on a file's bytes (`what` names it in errors), with the metadata a
-    /// saved voice of it would carry.
-    pub fn voice_from_bytes(&self, bytes: &[u8], what: &str) -> Result<(Arc<Conditionals>, VoiceMeta)> {
+    /// saved voice of it carries (for a recording: the engine's version, the file's SHA-256, its
+    /// rate and length, the resampler).
+    pub fn voice_from_bytes(&self, bytes: &[u8], what: &str) -> Result<(Arc<Conditionals>, Arc<VoiceMeta>)> {
         let err = |msg: String| Error::Voice { path: what.into(), msg };
         let hash = content_hash(bytes);
+        if let Some(v) = self.voices.get(&hash) {
+            return Ok(v);
+        }
         let mut meta = VoiceMeta::from([
             ("created_by".to_string(), format!("tts {}", env!("CARGO_PKG_VERSION"))),
             ("source_sha256".to_string(), hex(&hash)),
         ]);
-        let kind = VoiceFileKind::sniff(bytes);
-        if kind == VoiceFileKind::Saved {
-            // a saved voice carries its own provenance
-            let (v, m) = Conditionals::from_safetensors(bytes).map_err(err)?;
-            meta = m;
-            if let Some(v) = self.voices.get(&hash) {
-                return Ok((v, meta));
-            }
-            return Ok((self.voices.insert(hash, Arc::new(v)), meta));
-        }
-        if let Some(v) = self.voices.get(&hash) {
-            return Ok((v, meta));
-        }
-        let voice = match kind {
+        let voice = match VoiceFileKind::sniff(bytes) {
             VoiceFileKind::CondsPt => Conditionals::parse(bytes.to_vec()).map_err(err)?,
-            VoiceFileKind::Saved => unreachable!("handled above"),
+            VoiceFileKind::Saved => {
+                // a saved voice carries its own provenance
+                let (v, m) = Conditionals::from_safetensors(bytes).map_err(err)?;
+                meta = m;
+                v
+            }
             VoiceFileKind::Audio => {
                 let audio = tts_voice::audio::decode(bytes, what)?;
                 meta.insert("source_sample_rate".into(), audio.sample_rate.to_string());
@@ -251,7 +247,7 @@ impl Engine {
                 voice
             }
         };
-        Ok((self.voices.insert(hash, Arc::new(voice)), meta))
+        Ok(self.voices.insert(hash, (Arc::new(voice), Arc::new(meta))))
     }
 
     /// Clones a voice from a decoded recording (`prepare_conditionals`), with the default

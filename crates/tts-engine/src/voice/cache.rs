@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::Conditionals;
+use super::saved::VoiceMeta;
 
 /// What a voice file holds, judged by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub fn hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the engine caches per voice file: the voice and the metadata a saved voice of it carries.
+pub type CachedVoice = (Arc<Conditionals>, Arc<VoiceMeta>);
+
 /// A bounded map from content hash to voice; the least recently used entry goes first when full.
 /// Shared by all threads of an engine (a mutex held only for the lookup or the insertion, never
 /// while a voice is computed).
@@ -56,7 +60,7 @@ pub struct VoiceCache {
 }
 
 struct CacheInner {
-    map: HashMap<[u8; 32], (Arc<Conditionals>, u64)>,
+    map: HashMap<[u8; 32], (CachedVoice, u64)>,
     clock: u64,
     hits: u64,
     misses: u64,
@@ -77,7 +81,7 @@ impl VoiceCache {
     }
 
     /// The voice of `hash`, if cached (counted as a hit or a miss).
-    pub fn get(&self, hash: &[u8; 32]) -> Option<Arc<Conditionals>> {
+    pub fn get(&self, hash: &[u8; 32]) -> Option<CachedVoice> {
         let mut c = self.lock();
         c.clock += 1;
         let now = c.clock;
@@ -97,7 +101,7 @@ impl VoiceCache {
 
     /// Caches `voice` under `hash`, evicting the least recently used voice when full. Returns the
     /// cached voice (an earlier insertion of the same hash wins: both are the same voice).
-    pub fn insert(&self, hash: [u8; 32], voice: Arc<Conditionals>) -> Arc<Conditionals> {
+    pub fn insert(&self, hash: [u8; 32], voice: CachedVoice) -> CachedVoice {
         let mut c = self.lock();
         c.clock += 1;
         let now = c.clock;
@@ -126,8 +130,8 @@ mod tests {
     use super::*;
     use crate::voice::{S3GenConds, T3Conds};
 
-    fn voice(x: f32) -> Arc<Conditionals> {
-        Arc::new(Conditionals {
+    fn voice(x: f32) -> CachedVoice {
+        let v = Arc::new(Conditionals {
             t3: T3Conds { speaker_emb: vec![x], cond_prompt_speech_tokens: vec![], emotion_adv: 0.5 },
             s3gen: S3GenConds {
                 prompt_token: vec![],
@@ -136,7 +140,8 @@ mod tests {
                 prompt_feat_frames: 0,
                 embedding: vec![x],
             },
-        })
+        });
+        (v, Arc::new(VoiceMeta::new()))
     }
 
     #[test]
@@ -162,13 +167,13 @@ mod tests {
         assert!(c.get(&a).is_none());
         c.insert(a, voice(1.0));
         c.insert(b, voice(2.0));
-        assert_eq!(c.get(&a).unwrap().t3.speaker_emb, [1.0]); // a is now the most recent
+        assert_eq!(c.get(&a).unwrap().0.t3.speaker_emb, [1.0]); // a is now the most recent
         c.insert(d, voice(3.0)); // evicts b
         assert!(c.get(&b).is_none());
-        assert_eq!(c.get(&a).unwrap().t3.speaker_emb, [1.0]);
-        assert_eq!(c.get(&d).unwrap().t3.speaker_emb, [3.0]);
+        assert_eq!(c.get(&a).unwrap().0.t3.speaker_emb, [1.0]);
+        assert_eq!(c.get(&d).unwrap().0.t3.speaker_emb, [3.0]);
         // the first insertion of a hash wins
-        assert_eq!(c.insert(d, voice(9.0)).t3.speaker_emb, [3.0]);
+        assert_eq!(c.insert(d, voice(9.0)).0.t3.speaker_emb, [3.0]);
         let (n, hits, misses) = c.stats();
         assert_eq!((n, hits, misses), (2, 3, 2));
         assert_eq!(hex(&content_hash(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

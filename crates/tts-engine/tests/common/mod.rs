@@ -77,3 +77,76 @@ pub fn small_s3gen() -> S3GenConfig {
         ..S3GenConfig::default()
     }
 }
+
+/// A model directory that clones voices: a synthetic T3 of [`small_t3`] (the real speech vocabulary,
+/// which the tokenizer's codes need; written as `t3_cfg.safetensors` from the synthetic manifest),
+/// S3Gen with every part from `voice_conversion_a` (flow, HiFT, tokenizer, CAMPPlus), the
+/// VoiceEncoder of a `prepare_conditionals` case, `tokenizer.json` of `text_a` and a built-in
+/// `conds.pt`; one config.json with every component's keys.
+pub fn clone_model_dir() -> PathBuf {
+    let dir = scratch_dir("clone-model");
+    let t3 = small_t3();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = tts_t3::synthetic::manifest(&t3)
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone(), t.values(7).iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dir.join("t3_cfg.safetensors")).unwrap();
+    let (vc, pc) = (fixture("voice_conversion_a"), fixture("prepare_conditionals_8k_mono_pcm16_14s"));
+    let tok = fixture("s3_tokenizer_a"); // its conds.pt fits these dimensions
+    for (from, name) in [(&vc, "s3gen.safetensors"), (&tok, "conds.pt"), (&pc, "ve.safetensors")] {
+        std::fs::copy(from.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::copy(fixture("text_a").join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let read = |p: &Path| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(p.join("config.json")).unwrap()).unwrap()
+    };
+    let mut cfg = serde_json::to_value(&t3).unwrap().as_object().unwrap().clone();
+    cfg.extend(read(&vc));
+    cfg.insert("ve_hidden_size".into(), read(&pc)["ve_hidden_size"].clone());
+    std::fs::write(dir.join("config.json"), serde_json::Value::Object(cfg).to_string()).unwrap();
+    dir
+}
+
+/// A speech-like test signal (a gliding harmonic tone with a pause and a little noise), `seconds`
+/// at `rate`, written as a WAV of `channels` channels in `format`.
+pub fn write_speechlike_wav(path: &Path, seconds: f64, rate: u32, channels: u16, bits: u16, float: bool, seed: u64) {
+    let n = (seconds * rate as f64) as usize;
+    let mut x = seed | 1;
+    let mut noise = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f64 / (1u64 << 24) as f64 - 0.5
+    };
+    let mut phase = 0.0f64;
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: bits,
+        sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..n {
+        let t = i as f64 / rate as f64;
+        let f0 = 140.0 + 40.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin();
+        phase += 2.0 * std::f64::consts::PI * f0 / rate as f64;
+        let env = 0.5 * (1.0 - (2.0 * std::f64::consts::PI * t / seconds).cos());
+        let pause = if (t / seconds - 0.5).abs() < 0.05 { 0.1 } else { 1.0 };
+        let mut v: f64 = [1.0, 0.5, 0.35, 0.2].iter().enumerate().map(|(k, a)| a * ((k + 1) as f64 * phase).sin()).sum();
+        v = 0.25 * v * env * pause + 0.01 * noise();
+        for c in 0..channels {
+            let s = v * (1.0 - 0.2 * c as f64);
+            if float {
+                w.write_sample(s as f32).unwrap();
+            } else {
+                let max = ((1i64 << (bits - 1)) - 1) as f64;
+                w.write_sample((s * max).round() as i32).unwrap();
+            }
+        }
+    }
+    w.finalize().unwrap();
+}
