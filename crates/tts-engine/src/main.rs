@@ -394,6 +394,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 None => std::sync::Arc::new(engine.voice.clone().ok_or(tts_engine::Error::NoVoice)?),
             };
             let src = tts_voice::audio::load(&source)?;
+            tts_voice::prepare::check_duration(&src, &source.display().to_string())?;
             let t = Instant::now();
             let wav = engine.convert(&src, &target, seed, tts_s3gen::DEFAULT_CFM_STEPS)?;
             let secs = t.elapsed().as_secs_f64();

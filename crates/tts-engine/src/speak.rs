@@ -240,6 +240,7 @@ impl Engine {
             }
             VoiceFileKind::Audio => {
                 let audio = tts_voice::audio::decode(bytes, what)?;
+                tts_voice::prepare::check_duration(&audio, what)?;
                 meta.insert("source_sample_rate".into(), audio.sample_rate.to_string());
                 meta.insert("source_seconds".into(), format!("{:.3}", audio.samples.len() as f64 / audio.sample_rate as f64));
                 let (voice, resampler) = self.clone_voice(&audio)?;
@@ -247,6 +248,7 @@ impl Engine {
                 voice
             }
         };
+        self.check_voice(&voice, what)?;
         Ok(self.voices.insert(hash, (Arc::new(voice), Arc::new(meta))))
     }
 
@@ -344,12 +346,30 @@ impl Engine {
         if opts.max_new_tokens > max {
             return Err(Error::TooLong { what: "max_new_tokens".into(), len: opts.max_new_tokens, max });
         }
-        for (what, got, expected) in [
+        self.check_voice(voice, "(voice)")
+    }
+
+    /// Checks a voice fits this model: its embeddings' sizes (T3's `speaker_embed_size`, S3Gen's
+    /// `spk_embed_dim`) and its prompt tokens (T3's speech vocabulary, S3Gen's flow vocabulary).
+    /// `what` names the voice in errors.
+    pub fn check_voice(&self, voice: &Conditionals, what: &str) -> Result<()> {
+        for (part, got, expected) in [
             ("speaker embedding (t3.speaker_emb)", voice.t3.speaker_emb.len(), self.t3.config().speaker_embed_size),
             ("x-vector (gen.embedding)", voice.s3gen.embedding.len(), self.s3gen.config.spk_embed_dim),
         ] {
             if got != expected {
-                return Err(Error::VoiceMismatch { what, got, expected });
+                return Err(Error::VoiceMismatch { what: part, got, expected });
+            }
+        }
+        for (part, tokens, vocab) in [
+            ("t3.cond_prompt_speech_tokens", &voice.t3.cond_prompt_speech_tokens, self.t3.config().speech_tokens_dict_size),
+            ("gen.prompt_token", &voice.s3gen.prompt_token, self.s3gen.config.flow_vocab_size),
+        ] {
+            if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| **t as usize >= vocab) {
+                return Err(Error::Voice {
+                    path: what.into(),
+                    msg: format!("{part}: token {t} at index {i} is outside the model's vocabulary of {vocab}"),
+                });
             }
         }
         Ok(())

@@ -35,6 +35,24 @@ pub const DEC_COND_LEN: usize = 10 * S3GEN_SR as usize;
 /// `ENC_COND_LEN`: T3's prompt tokens come from the first 6 s at 16 kHz.
 pub const ENC_COND_LEN: usize = 6 * S3_SR as usize;
 
+/// The shortest recording accepted, seconds. The reference itself fails below 30 ms (S3Gen's mel
+/// pads by 720 samples at 24 kHz); well above that, half a second holds too little speech for a
+/// voice: 6–10 s is what the models are made for.
+pub const MIN_REFERENCE_SECONDS: f64 = 0.5;
+
+/// Checks `audio` is long enough to clone a voice from or to convert ([`MIN_REFERENCE_SECONDS`]);
+/// `what` names it in the error.
+pub fn check_duration(audio: &Audio, what: &str) -> Result<()> {
+    let secs = audio.samples.len() as f64 / audio.sample_rate.max(1) as f64;
+    if secs < MIN_REFERENCE_SECONDS {
+        return Err(Error::audio(
+            what,
+            format!("{secs:.3} s of audio is too short: at least {MIN_REFERENCE_SECONDS} s is needed (6-10 s of speech is best)"),
+        ));
+    }
+    Ok(())
+}
+
 /// The conditioning models of a Chatterbox model directory: the VoiceEncoder (`ve.safetensors`) and
 /// S3Gen's tokenizer and speaker encoder (`s3gen.safetensors`, `tokenizer.*` and `speaker_encoder.*`).
 /// Voice conversion needs only the latter two: a directory without `ve.safetensors` loads, and only
@@ -99,6 +117,12 @@ impl VoiceModels {
     /// 24 kHz recording (cut to its first 10 s here).
     pub fn embed_ref(&self, wav_24k: &[f32]) -> Result<ReferenceEmbedding> {
         let ref24 = &wav_24k[..wav_24k.len().min(DEC_COND_LEN)];
+        if (ref24.len() as f64) < MIN_REFERENCE_SECONDS * S3GEN_SR as f64 {
+            return Err(Error::audio(
+                "reference audio",
+                format!("{} samples at 24 kHz are too short: at least {MIN_REFERENCE_SECONDS} s is needed", ref24.len()),
+            ));
+        }
         let (prompt_feat, frames) = cond_mel::prompt_feat(ref24)?;
         let ref16 = resample(ref24, S3GEN_SR, S3_SR, Resampler::Torchaudio)?;
         let embedding = self.campplus.embed(&ref16)?;
@@ -113,6 +137,7 @@ impl VoiceModels {
     /// `prepare_conditionals` on a decoded recording; `t3_prompt_len` is T3's
     /// `speech_cond_prompt_len` (150 for the real model).
     pub fn prepare_conditionals(&self, audio: &Audio, t3_prompt_len: usize) -> Result<ClonedVoice> {
+        check_duration(audio, "reference audio")?;
         let Some(voice_encoder) = &self.voice_encoder else {
             // the file is missing: opening it gives the error that names it
             return Err(VoiceEncoder::load(&self.ve_path, &self.ve_config).err().unwrap_or_else(|| Error::Input {
@@ -135,6 +160,7 @@ impl VoiceModels {
     /// Voice conversion's source: `librosa.load(source, sr=16000)` then the tokenizer's codes
     /// (vc.py:93-96).
     pub fn source_tokens(&self, audio: &Audio) -> Result<Vec<u32>> {
+        check_duration(audio, "source audio")?;
         let wav16 = resample(&audio.samples, audio.sample_rate, S3_SR, Resampler::Soxr)?;
         self.tokenizer.tokenize(&wav16, None)
     }
