@@ -96,9 +96,8 @@ fn naive_block(ck: &Checkpoint, p: &str, x: &[f64], d: usize, heads: usize) -> V
     let mut att = vec![0f64; t_len * d];
     for h in 0..heads {
         for i in 0..t_len {
-            let sc: Vec<f64> = (0..t_len)
-                .map(|j| (0..64).map(|c| q[i * d + h * 64 + c] * k[j * d + h * 64 + c]).sum::<f64>())
-                .collect();
+            let sc: Vec<f64> =
+                (0..t_len).map(|j| (0..64).map(|c| q[i * d + h * 64 + c] * k[j * d + h * 64 + c]).sum::<f64>()).collect();
             let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = sc.iter().map(|v| (v - m).exp()).collect();
             let z: f64 = e.iter().sum();

@@ -108,8 +108,10 @@ mod tests {
     #[test]
     fn defaults_are_the_real_model_and_keys_override_them() {
         assert_eq!(parse(serde_json::json!({})).unwrap(), TokenizerConfig::default());
-        let c = parse(serde_json::json!({"tokenizer_n_state": 128, "tokenizer_n_head": 2, "decoder_channels": 32, "ve_hidden_size": 3}))
-            .unwrap();
+        let c = parse(
+            serde_json::json!({"tokenizer_n_state": 128, "tokenizer_n_head": 2, "decoder_channels": 32, "ve_hidden_size": 3}),
+        )
+        .unwrap();
         assert_eq!((c.tokenizer_n_state, c.tokenizer_n_head, c.tokenizer_n_layer), (128, 2, 6));
         assert_eq!(c.head_dim(), 64);
         let all = serde_json::to_value(TokenizerConfig::default()).unwrap();

@@ -168,7 +168,13 @@ mod tests {
         assert!(mel.data.iter().all(|&v| v >= max - 2.0 - 1e-6 && v <= max));
         let at = |i: isize| -> f64 {
             let n = len as isize;
-            let j = if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i };
+            let j = if i < 0 {
+                -i
+            } else if i >= n {
+                2 * (n - 1) - i
+            } else {
+                i
+            };
             wav[j as usize] as f64
         };
         let bins = N_FFT / 2 + 1;
