@@ -50,7 +50,11 @@ pub struct Stft {
 impl Stft {
     /// `window.len() <= n_fft`, `hop >= 1`.
     pub fn new(n_fft: usize, hop: usize, window: Vec<f64>) -> Stft {
-        assert!(!window.is_empty() && window.len() <= n_fft && hop >= 1, "Stft::new: window {} n_fft {n_fft} hop {hop}", window.len());
+        assert!(
+            !window.is_empty() && window.len() <= n_fft && hop >= 1,
+            "Stft::new: window {} n_fft {n_fft} hop {hop}",
+            window.len()
+        );
         let fft = FftPlanner::new().plan_fft_forward(n_fft);
         Stft { n_fft, hop, window, fft }
     }
@@ -72,7 +76,13 @@ impl Stft {
         let (frames, bins, wlen) = (self.frames(x.len()), self.bins(), self.window.len());
         let mut out = vec![Complex::new(0.0, 0.0); frames * bins];
         out.par_chunks_mut(bins).enumerate().for_each_init(
-            || (vec![0f64; wlen], vec![Complex::new(0.0, 0.0); self.n_fft], vec![Complex::new(0.0, 0.0); self.fft.get_inplace_scratch_len()]),
+            || {
+                (
+                    vec![0f64; wlen],
+                    vec![Complex::new(0.0, 0.0); self.n_fft],
+                    vec![Complex::new(0.0, 0.0); self.fft.get_inplace_scratch_len()],
+                )
+            },
             |(frame, buf, scratch), (f, row)| {
                 let start = f * self.hop;
                 for (d, &s) in frame.iter_mut().zip(&x[start..start + wlen]) {
