@@ -15,7 +15,7 @@ pub mod block;
 pub mod config;
 pub mod encoder;
 pub mod fsq;
-pub mod linear;
+mod linear;
 pub mod mel;
 pub mod synthetic;
 pub mod windows;

@@ -75,9 +75,14 @@ impl Rope {
         Rope { cos, sin }
     }
 
+    /// Positions the table covers.
+    pub fn positions(&self) -> usize {
+        self.cos.len() / (HEAD_DIM / 2)
+    }
+
     /// Rotates every 64-value head of `x` `[T, heads·64]` in place by its row's position
     /// (rotate-half: `x·cos + [−x₂, x₁]·sin` with the 32 angles repeated for both halves).
-    pub fn apply(&self, x: &mut [f32], d: usize) {
+    pub(crate) fn apply(&self, x: &mut [f32], d: usize) {
         let half = HEAD_DIM / 2;
         x.par_chunks_mut(d).enumerate().with_min_len(8).for_each(|(t, row)| {
             let (c, s) = (&self.cos[t * half..(t + 1) * half], &self.sin[t * half..(t + 1) * half]);
@@ -140,12 +145,23 @@ impl Block {
         })
     }
 
-    /// `x` `[T, D]` through the block, in place. `rope` covers at least `T` positions; `s` holds
-    /// buffers for `T` rows.
+    /// `x` `[T, D]` through the block, in place. `rope` must cover at least `T` positions and `s`
+    /// hold buffers for at least `T` rows of this width ([`Error::Input`] otherwise).
     pub fn forward(&self, x: &mut [f32], rope: &Rope, s: &mut Scratch) -> Result<()> {
         let d = self.d;
         let t = x.len() / d;
         let n = t * d;
+        if n != x.len() || s.a.len() < n || s.mid.len() < 4 * n || rope.positions() < t {
+            return Err(Error::Input {
+                field: "x",
+                detail: format!(
+                    "{} values for rows of {d}, scratch for {} values, RoPE for {} positions",
+                    x.len(),
+                    s.a.len(),
+                    rope.positions()
+                ),
+            });
+        }
         let (a, q, k, v) = (&mut s.a[..n], &mut s.q[..n], &mut s.k[..n], &mut s.v[..n]);
         cpu::layer_norm(x, &self.attn_ln.0, Some(&self.attn_ln.1), a, LN_EPS);
         self.query.forward(a, q);
@@ -183,7 +199,7 @@ impl Block {
 
 /// The FSMN memory `DepthwiseConv1d(v) + v` with zero padding 15 on both sides: `out[t][c] =
 /// Σ_j w[j][c]·v[t + j − 15][c] + v[t][c]` (taps in order), `v`, `out` `[T, D]`, `w` `[31][D]`.
-pub fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
+pub(crate) fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
     let t_len = v.len() / d;
     out.par_chunks_mut(d).enumerate().with_min_len(4).for_each(|(t, row)| {
         row.fill(0.0);
