@@ -15,6 +15,7 @@ pub mod block;
 pub mod config;
 pub mod encoder;
 pub mod fsq;
+mod linear;
 pub mod mel;
 pub mod synthetic;
 pub mod windows;

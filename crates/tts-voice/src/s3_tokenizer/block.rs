@@ -12,14 +12,15 @@
 //!
 //! One utterance without padding: the reference's masks are all ones then (and the padded frames
 //! of a batch never reach the valid ones: the attention bias is −1e10 and the FSMN input is
-//! masked), so no mask is applied. Every product is a multi-threaded GEMM
-//! ([`tts_kernels::cpu::linear`]); attention runs per head through
+//! masked), so no mask is applied. Every product is a multi-threaded GEMM over weights packed
+//! at load ([`Linear`]); attention runs per head through
 //! [`tts_kernels::cpu::attention_dense`].
 use rayon::prelude::*;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::cpu::{self, Activation};
 
 use super::config::HEAD_DIM;
+use super::linear::Linear;
 use crate::{Error, Result};
 
 /// LayerNorm epsilon of `attn_ln` (`LayerNorm(n_state, eps=1e-5)` in s3tokenizer 0.3.0; 1e-6 in
@@ -37,20 +38,18 @@ pub struct Block {
     pub(super) d: usize,
     pub(super) heads: usize,
     attn_ln: (Vec<f32>, Vec<f32>),
-    wq: Vec<f32>,
-    bq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
-    bv: Vec<f32>,
-    wo: Vec<f32>,
+    query: Linear,
+    /// No bias.
+    key: Linear,
+    value: Linear,
+    /// `out` without its bias (added with the FSMN memory, in the reference's order).
+    out: Linear,
     bo: Vec<f32>,
     /// The FSMN taps tap-major, `[FSMN_KERNEL][D]` (the checkpoint's `(D, 1, 31)` transposed).
     fsmn: Vec<f32>,
     mlp_ln: (Vec<f32>, Vec<f32>),
-    w1: Vec<f32>,
-    b1: Vec<f32>,
-    w2: Vec<f32>,
-    b2: Vec<f32>,
+    mlp1: Linear,
+    mlp2: Linear,
 }
 
 /// The RoPE table of `T` positions: `cos`/`sin` of `t·f_j`, `[T][32]` each, with
@@ -76,9 +75,14 @@ impl Rope {
         Rope { cos, sin }
     }
 
+    /// Positions the table covers.
+    pub fn positions(&self) -> usize {
+        self.cos.len() / (HEAD_DIM / 2)
+    }
+
     /// Rotates every 64-value head of `x` `[T, heads·64]` in place by its row's position
     /// (rotate-half: `x·cos + [−x₂, x₁]·sin` with the 32 angles repeated for both halves).
-    pub fn apply(&self, x: &mut [f32], d: usize) {
+    pub(crate) fn apply(&self, x: &mut [f32], d: usize) {
         let half = HEAD_DIM / 2;
         x.par_chunks_mut(d).enumerate().with_min_len(8).for_each(|(t, row)| {
             let (c, s) = (&self.cos[t * half..(t + 1) * half], &self.sin[t * half..(t + 1) * half]);
@@ -129,35 +133,40 @@ impl Block {
             d,
             heads,
             attn_ln: (t("attn_ln.weight", &[d])?, t("attn_ln.bias", &[d])?),
-            wq: t("attn.query.weight", &[d, d])?,
-            bq: t("attn.query.bias", &[d])?,
-            wk: t("attn.key.weight", &[d, d])?,
-            wv: t("attn.value.weight", &[d, d])?,
-            bv: t("attn.value.bias", &[d])?,
-            wo: t("attn.out.weight", &[d, d])?,
+            query: Linear::load(ckpt, &format!("{prefix}attn.query"), d, d, true)?,
+            key: Linear::load(ckpt, &format!("{prefix}attn.key"), d, d, false)?,
+            value: Linear::load(ckpt, &format!("{prefix}attn.value"), d, d, true)?,
+            out: Linear::new(&t("attn.out.weight", &[d, d])?, None, d, d),
             bo: t("attn.out.bias", &[d])?,
             fsmn,
             mlp_ln: (t("mlp_ln.weight", &[d])?, t("mlp_ln.bias", &[d])?),
-            w1: t("mlp.0.weight", &[4 * d, d])?,
-            b1: t("mlp.0.bias", &[4 * d])?,
-            w2: t("mlp.2.weight", &[d, 4 * d])?,
-            b2: t("mlp.2.bias", &[d])?,
+            mlp1: Linear::load(ckpt, &format!("{prefix}mlp.0"), 4 * d, d, true)?,
+            mlp2: Linear::load(ckpt, &format!("{prefix}mlp.2"), d, 4 * d, true)?,
         })
     }
 
-    /// `x` `[T, D]` through the block, in place. `rope` covers at least `T` positions; `s` holds
-    /// buffers for `T` rows.
+    /// `x` `[T, D]` through the block, in place. `rope` must cover at least `T` positions and `s`
+    /// hold buffers for at least `T` rows of this width ([`Error::Input`] otherwise).
     pub fn forward(&self, x: &mut [f32], rope: &Rope, s: &mut Scratch) -> Result<()> {
         let d = self.d;
         let t = x.len() / d;
         let n = t * d;
+        if n != x.len() || s.a.len() < n || s.mid.len() < 4 * n || rope.positions() < t {
+            return Err(Error::Input {
+                field: "x",
+                detail: format!(
+                    "{} values for rows of {d}, scratch for {} values, RoPE for {} positions",
+                    x.len(),
+                    s.a.len(),
+                    rope.positions()
+                ),
+            });
+        }
         let (a, q, k, v) = (&mut s.a[..n], &mut s.q[..n], &mut s.k[..n], &mut s.v[..n]);
         cpu::layer_norm(x, &self.attn_ln.0, Some(&self.attn_ln.1), a, LN_EPS);
-        cpu::linear(a, &self.wq, q, t, d, d);
-        cpu::add_bias(q, &self.bq);
-        cpu::linear(a, &self.wk, k, t, d, d);
-        cpu::linear(a, &self.wv, v, t, d, d);
-        cpu::add_bias(v, &self.bv);
+        self.query.forward(a, q);
+        self.key.forward(a, k);
+        self.value.forward(a, v);
         let fsmn = &mut s.fsmn[..n];
         fsmn_memory(v, &self.fsmn, fsmn, d);
         rope.apply(q, d);
@@ -172,7 +181,7 @@ impl Block {
             detail: format!("batch {b}: key length {len} refused (internal)"),
         })?;
         let o = &mut s.o[..n];
-        cpu::linear(att, &self.wo, o, t, d, d);
+        self.out.forward(att, o);
         x.par_chunks_mut(d).zip(o.par_chunks(d)).zip(fsmn.par_chunks(d)).with_min_len(8).for_each(|((xr, or), fr)| {
             for (((xe, &oe), &b), &f) in xr.iter_mut().zip(or).zip(&self.bo).zip(fr) {
                 *xe += (oe + b) + f;
@@ -180,18 +189,17 @@ impl Block {
         });
         cpu::layer_norm(x, &self.mlp_ln.0, Some(&self.mlp_ln.1), a, LN_EPS);
         let mid = &mut s.mid[..4 * n];
-        cpu::linear(a, &self.w1, mid, t, 4 * d, d);
-        cpu::add_bias(mid, &self.b1);
+        self.mlp1.forward(a, mid);
         cpu::activation_inplace(mid, 4 * d, Activation::Gelu, None, None);
-        cpu::linear(mid, &self.w2, o, t, d, 4 * d);
-        cpu::add_residual(x, o, Some(&self.b2));
+        self.mlp2.forward(mid, o);
+        cpu::add_residual(x, o, None);
         Ok(())
     }
 }
 
 /// The FSMN memory `DepthwiseConv1d(v) + v` with zero padding 15 on both sides: `out[t][c] =
 /// Σ_j w[j][c]·v[t + j − 15][c] + v[t][c]` (taps in order), `v`, `out` `[T, D]`, `w` `[31][D]`.
-pub fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
+pub(crate) fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
     let t_len = v.len() / d;
     out.par_chunks_mut(d).enumerate().with_min_len(4).for_each(|(t, row)| {
         row.fill(0.0);

@@ -1,11 +1,12 @@
 //! `AudioEncoderV2` (`s3tokenizer/model_v2.py`): two stride-2 convolutions with GELU take the
 //! 128-band log-mel at 100 frames/s to `n_state` channels at 25 rows/s, then `n_layer`
-//! [`Block`]s. The convolutions run as GEMMs over im2col matrices.
+//! [`Block`]s. The convolutions run as GEMMs ([`Linear`]) over im2col matrices.
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::cpu::{self, Activation};
 
 use super::block::{Block, Rope, Scratch};
 use super::config::TokenizerConfig;
+use super::linear::Linear;
 use super::mel::{LogMel, N_MELS};
 use crate::{Error, Result};
 
@@ -25,12 +26,12 @@ pub fn tokens_for_frames(frames: usize) -> usize {
 /// The encoder's weights.
 pub struct Encoder {
     d: usize,
-    /// `conv1.weight` as stored, `[D][128·3]` (input channel major, tap minor).
-    conv1_w: Vec<f32>,
-    conv1_b: Vec<f32>,
-    /// `conv2.weight` tap-major, `[D][3·D]`: row `o` holds `w[o][·][0]`, then tap 1, then tap 2.
-    conv2_w: Vec<f32>,
-    conv2_b: Vec<f32>,
+    /// `conv1` as a GEMM over `[128·3]` im2col rows (the weight as stored: input channel major,
+    /// tap minor).
+    conv1: Linear,
+    /// `conv2` as a GEMM over `[3·D]` im2col rows, its weight tap-major: row `o` holds
+    /// `w[o][·][0]`, then tap 1, then tap 2.
+    conv2: Linear,
     blocks: Vec<Block>,
 }
 
@@ -40,7 +41,7 @@ impl Encoder {
         let d = config.tokenizer_n_state;
         let t = |name: &str, shape: &[usize]| ckpt.f32(&format!("{prefix}{name}"), shape);
         let conv1_w = t("conv1.weight", &[d, N_MELS, CONV_KERNEL])?;
-        let conv1_b = t("conv1.bias", &[d])?;
+        let conv1 = Linear::new(&conv1_w, Some(t("conv1.bias", &[d])?), d, N_MELS * CONV_KERNEL);
         let conv2 = t("conv2.weight", &[d, d, CONV_KERNEL])?;
         let mut conv2_w = vec![0f32; d * CONV_KERNEL * d];
         for o in 0..d {
@@ -50,11 +51,11 @@ impl Encoder {
                 }
             }
         }
-        let conv2_b = t("conv2.bias", &[d])?;
+        let conv2 = Linear::new(&conv2_w, Some(t("conv2.bias", &[d])?), d, CONV_KERNEL * d);
         let blocks = (0..config.tokenizer_n_layer)
             .map(|i| Block::load(ckpt, &format!("{prefix}blocks.{i}."), d, config.tokenizer_n_head))
             .collect::<Result<_>>()?;
-        Ok(Encoder { d, conv1_w, conv1_b, conv2_w, conv2_b, blocks })
+        Ok(Encoder { d, conv1, conv2, blocks })
     }
 
     /// Width of the output rows (`n_state`).
@@ -86,8 +87,7 @@ impl Encoder {
             }
         }
         let mut h1 = vec![0f32; t1 * d];
-        cpu::linear(&cols, &self.conv1_w, &mut h1, t1, d, k1);
-        cpu::add_bias(&mut h1, &self.conv1_b);
+        self.conv1.forward(&cols, &mut h1);
         cpu::activation_inplace(&mut h1, d, Activation::Gelu, None, None);
         // conv2: cols[i][k·D + c] = h1[2i − 1 + k][c], [T2, 3·D]
         let t2 = conv_out_len(t1);
@@ -101,8 +101,7 @@ impl Encoder {
             }
         }
         let mut x = vec![0f32; t2 * d];
-        cpu::linear(&cols, &self.conv2_w, &mut x, t2, d, k2);
-        cpu::add_bias(&mut x, &self.conv2_b);
+        self.conv2.forward(&cols, &mut x);
         cpu::activation_inplace(&mut x, d, Activation::Gelu, None, None);
         let rope = Rope::new(t2);
         let mut scratch = Scratch::new(t2, d);

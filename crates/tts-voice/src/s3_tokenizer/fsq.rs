@@ -3,8 +3,8 @@
 //! as `torch.round`), and the digits `h + 1 ∈ {0, 1, 2}` read as a base-3 number, least significant
 //! first: `code = Σ_i (round(h_i) + 1)·3^i ∈ [0, 6560]`.
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::cpu;
 
+use super::linear::Linear;
 use crate::Result;
 
 /// Projected dimensions (base-3 digits of a code).
@@ -16,28 +16,20 @@ pub const FSQ_SCALE: f32 = 0.999;
 
 /// `project_down` of the quantizer.
 pub struct Fsq {
-    d: usize,
-    /// `[8][D]`.
-    w: Vec<f32>,
-    b: Vec<f32>,
+    /// `[8, D]` with its bias.
+    project_down: Linear,
 }
 
 impl Fsq {
     /// Reads `{prefix}project_down.{weight (8, D), bias (8)}` (prefix `tokenizer.quantizer._codebook.`).
     pub fn load(ckpt: &Checkpoint, prefix: &str, d: usize) -> Result<Fsq> {
-        Ok(Fsq {
-            d,
-            w: ckpt.f32(&format!("{prefix}project_down.weight"), &[FSQ_DIMS, d])?,
-            b: ckpt.f32(&format!("{prefix}project_down.bias"), &[FSQ_DIMS])?,
-        })
+        Ok(Fsq { project_down: Linear::load(ckpt, &format!("{prefix}project_down"), FSQ_DIMS, d, true)? })
     }
 
     /// `tanh(h·Wᵀ + b)·0.999` for encoder rows `h` `[T, D]`: `[T, 8]`, the values that are rounded.
     pub fn pre_round(&self, h: &[f32]) -> Vec<f32> {
-        let t = h.len() / self.d;
-        let mut out = vec![0f32; t * FSQ_DIMS];
-        cpu::linear(h, &self.w, &mut out, t, FSQ_DIMS, self.d);
-        cpu::add_bias(&mut out, &self.b);
+        let mut out = vec![0f32; h.len() / self.project_down.in_features() * FSQ_DIMS];
+        self.project_down.forward(h, &mut out);
         for v in out.iter_mut() {
             *v = v.tanh() * FSQ_SCALE;
         }
