@@ -95,6 +95,20 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         tokens: usize,
     },
+    /// Measures voice cloning: the seconds to compute a voice from a recording
+    /// (`prepare_conditionals`: decoding, resampling, prompt mel, VoiceEncoder, S3Tokenizer twice,
+    /// CAMPPlus), median of RUNS after a warm-up, on the Cpu. With --synthetic, the full-size models
+    /// at random weights (the work does not depend on the values).
+    BenchVoice {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The recording (WAV, FLAC, MP3).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Timed runs (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Measures S3Gen synthesis speed (seconds per second of audio) per batch size.
     BenchS3gen {
         #[command(flatten)]
@@ -405,6 +419,59 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64,
                 source.display(),
                 src.samples.len() as f64 / src.sample_rate as f64
+            );
+            Ok(true)
+        }
+        Command::BenchVoice { model, input, runs } => {
+            let source = model.source()?;
+            check_input_file("--input", &input)?;
+            if runs == 0 {
+                return Err(tts_engine::Error::Setting { field: "--runs", value: "0".into(), expected: "at least 1".into() });
+            }
+            let t = Instant::now();
+            let models = match &source {
+                ModelSource::Dir(d) => tts_voice::prepare::VoiceModels::load(d)?,
+                ModelSource::Synthetic { seed } => tts_voice::prepare::VoiceModels::synthetic(*seed)?,
+            };
+            let load_s = t.elapsed().as_secs_f64();
+            let bytes = std::fs::read(&input)
+                .map_err(|e| tts_engine::Error::Voice { path: input.clone(), msg: format!("cannot read: {e}") })?;
+            let name = input.display().to_string();
+            let probe = tts_voice::audio::decode(&bytes, &name)?;
+            let audio_s = probe.samples.len() as f64 / probe.sample_rate as f64;
+            println!("model: {} (voice models loaded in {load_s:.2} s)", source.describe());
+            println!("input: {name}: {audio_s:.2} s at {} Hz", probe.sample_rate);
+            let mut times = Vec::with_capacity(runs);
+            for i in 0..=runs {
+                let t = Instant::now();
+                let audio = tts_voice::audio::decode(&bytes, &name)?;
+                let voice = models.prepare_conditionals(&audio, tts_t3::T3Config::default().speech_cond_prompt_len)?;
+                let secs = t.elapsed().as_secs_f64();
+                std::hint::black_box(voice);
+                if i > 0 {
+                    println!("run {i}: {secs:.3} s");
+                    times.push(secs);
+                }
+            }
+            let mut sorted = times.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = if runs % 2 == 1 { sorted[runs / 2] } else { 0.5 * (sorted[runs / 2 - 1] + sorted[runs / 2]) };
+            println!(
+                "{}",
+                machine_line(
+                    "bench-voice",
+                    &[
+                        ("backend", "cpu".into()),
+                        ("cpu", bench::cpu_features()),
+                        ("threads", rayon::current_num_threads().to_string()),
+                        ("audio_s", format!("{audio_s:.2}")),
+                        ("runs", runs.to_string()),
+                        ("min_s", format!("{:.4}", sorted[0])),
+                        ("median_s", format!("{median:.4}")),
+                        ("load_s", format!("{load_s:.2}")),
+                        ("synthetic", synthetic_flag(&source)),
+                    ]
+                )
             );
             Ok(true)
         }

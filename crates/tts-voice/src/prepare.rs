@@ -108,6 +108,19 @@ impl VoiceModels {
         Ok(VoiceModels { voice_encoder, ve_path, ve_config: ve_cfg, tokenizer, campplus })
     }
 
+    /// The three models at the real dimensions with random weights from `seed`, built in memory (for
+    /// speed measurements: the work does not depend on the values; the voice they compute is noise).
+    pub fn synthetic(seed: u64) -> Result<VoiceModels> {
+        let ve_config = VoiceEncoderConfig::default();
+        Ok(VoiceModels {
+            voice_encoder: Some(VoiceEncoder::synthetic(&ve_config, seed)?),
+            ve_path: "(synthetic)".into(),
+            ve_config,
+            tokenizer: S3Tokenizer::synthetic(&TokenizerConfig::default(), seed)?,
+            campplus: CampPlus::synthetic(&CampPlusConfig::default(), seed)?,
+        })
+    }
+
     /// `librosa.load(path, sr=24000)` after decoding: `audio` (already mono) at 24 kHz.
     pub fn to_24k(audio: &Audio) -> Result<Vec<f32>> {
         resample(&audio.samples, audio.sample_rate, S3GEN_SR, Resampler::Soxr)
