@@ -157,7 +157,7 @@ impl VoiceEncoder {
             let w_hh = ck.f32(&format!("lstm.weight_hh_l{l}"), &[4 * h, h])?;
             let b_ih = ck.f32(&format!("lstm.bias_ih_l{l}"), &[4 * h])?;
             let b_hh = ck.f32(&format!("lstm.bias_hh_l{l}"), &[4 * h])?;
-            layers.push(LstmLayer::new(input, h, w_ih, w_hh, &b_ih, &b_hh));
+            layers.push(LstmLayer::new(input, h, &w_ih, &w_hh, &b_ih, &b_hh));
         }
         let proj_w = ck.f32("proj.weight", &[e, h])?;
         let proj_b = ck.f32("proj.bias", &[e])?;
@@ -305,4 +305,159 @@ pub fn aggregate(partial_embeds: &[f32], n: usize, e: usize) -> Result<Vec<f32>>
     mean.iter_mut().for_each(|m| *m /= n as f32);
     normalize(&mut mean).map_err(|_| Error::audio("audio", "the mean of the voice encoder's partial embeddings is zero"))?;
     Ok(mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+    use tts_kernels::checkpoint::synthetic::{Init, SynthTensor};
+    use tts_kernels::testing::fresh_seed;
+
+    use super::*;
+
+    fn manifest(h: usize, e: usize) -> Vec<SynthTensor> {
+        let mut v = Vec::new();
+        for l in 0..LSTM_LAYERS {
+            let input = if l == 0 { N_MELS } else { h };
+            v.push(SynthTensor::new(format!("lstm.weight_ih_l{l}"), &[4 * h, input], Init::fan_in(input, 1.5)));
+            v.push(SynthTensor::new(format!("lstm.weight_hh_l{l}"), &[4 * h, h], Init::fan_in(h, 1.5)));
+            v.push(SynthTensor::new(format!("lstm.bias_ih_l{l}"), &[4 * h], Init::spread(0.2)));
+            v.push(SynthTensor::new(format!("lstm.bias_hh_l{l}"), &[4 * h], Init::spread(0.2)));
+        }
+        v.push(SynthTensor::new("proj.weight", &[e, h], Init::fan_in(h, 1.0)));
+        v.push(SynthTensor::new("proj.bias", &[e], Init::around(0.1, 0.05)));
+        v.push(SynthTensor::new("similarity_weight", &[1], Init::constant(10.0)));
+        v.push(SynthTensor::new("similarity_bias", &[1], Init::constant(-5.0)));
+        v
+    }
+
+    fn config(h: usize, e: usize) -> VoiceEncoderConfig {
+        VoiceEncoderConfig { ve_hidden_size: h, speaker_embed_size: e, ..Default::default() }
+    }
+
+    fn model(seed: u64, h: usize, e: usize) -> VoiceEncoder {
+        let ck = Checkpoint::synthetic("ve", seed, manifest(h, e)).unwrap();
+        VoiceEncoder::from_checkpoint(&ck, &config(h, e)).unwrap()
+    }
+
+    /// Silence, a noisy tone burst of `body` samples, silence.
+    fn burst(rng: &mut StdRng, lead: usize, body: usize, tail: usize) -> Vec<f32> {
+        let mut wav = vec![0f32; lead + body + tail];
+        let f = rng.random_range(100.0..300.0f32);
+        for (i, x) in wav[lead..lead + body].iter_mut().enumerate() {
+            let t = i as f32 / 16000.0;
+            *x = 0.3 * (std::f32::consts::TAU * f * t).sin() + 0.05 * rng.random_range(-1.0f32..1.0);
+        }
+        wav
+    }
+
+    #[test]
+    fn config_reads_its_keys_and_names_the_bad_one() {
+        let f = Path::new("config.json");
+        let c = VoiceEncoderConfig::from_json(f, &json!({"ve_hidden_size": 64, "hidden_size": 1024, "speaker_embed_size": 48}))
+            .unwrap();
+        assert_eq!(c, VoiceEncoderConfig { ve_hidden_size: 64, ve_partial_frames: 160, speaker_embed_size: 48 });
+        assert_eq!(VoiceEncoderConfig::from_json(f, &json!({"campplus_x": 1})).unwrap(), VoiceEncoderConfig::default());
+        for (v, key) in [
+            (json!({"ve_hidden_sise": 64}), "ve_hidden_sise"),
+            (json!({"ve_hidden_size": "wide"}), "ve_hidden_size"),
+            (json!({"ve_hidden_size": 0}), "ve_hidden_size"),
+            (json!({"speaker_embed_size": -1}), "speaker_embed_size"),
+            (json!({"ve_partial_frames": 20}), "ve_partial_frames"),
+        ] {
+            match VoiceEncoderConfig::from_json(f, &v) {
+                Err(Error::Config { key: Some(k), .. }) => assert_eq!(k, key, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        assert!(matches!(VoiceEncoderConfig::from_json(f, &json!([1])), Err(Error::Config { key: None, .. })));
+    }
+
+    #[test]
+    fn loading_is_strict() {
+        let seed = fresh_seed();
+        println!("seed {seed}");
+        let (h, e) = (12, 10);
+        let load = |tensors: Vec<SynthTensor>, cfg: &VoiceEncoderConfig| {
+            VoiceEncoder::from_checkpoint(&Checkpoint::synthetic("ve", seed, tensors).unwrap(), cfg).map(|_| ())
+        };
+        load(manifest(h, e), &config(h, e)).unwrap();
+        let mut extra = manifest(h, e);
+        extra.push(SynthTensor::new("lstm.weight_ih_l3", &[4 * h, h], Init::spread(0.1)));
+        let msg = load(extra, &config(h, e)).unwrap_err().to_string();
+        assert!(msg.contains("unexpected") && msg.contains("lstm.weight_ih_l3"), "{msg}");
+        let missing: Vec<SynthTensor> = manifest(h, e).into_iter().filter(|t| t.name != "proj.bias").collect();
+        let msg = load(missing, &config(h, e)).unwrap_err().to_string();
+        assert!(msg.contains("proj.bias"), "{msg}");
+        // proj must produce speaker_embed_size (T3's spkr_enc input)
+        let msg = load(manifest(h, e), &config(h, e + 1)).unwrap_err().to_string();
+        assert!(msg.contains("proj.weight"), "{msg}");
+        let msg = load(manifest(h, e), &config(h + 1, e)).unwrap_err().to_string();
+        assert!(msg.contains("lstm.weight_ih_l0"), "{msg}");
+    }
+
+    #[test]
+    fn partials_batched_equal_partials_alone_and_the_embedding_is_their_normalised_mean() {
+        let seed = fresh_seed();
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (h, e) = (19, 11);
+        let ve = model(seed, h, e);
+        let body = 16000 * 3 + rng.random_range(0..9000);
+        let wav = burst(&mut rng, 3000, body, 2000);
+        let s = ve.embed_stages(&wav).unwrap();
+        let frames = s.mel.len() / N_MELS;
+        assert_eq!(frames, 1 + s.trimmed.len() / mel::HOP);
+        assert!(s.windows.count >= 3, "{:?}", s.windows);
+        assert_eq!(s.partial_embeds.len(), s.windows.count * e);
+        for i in 0..s.windows.count {
+            let start = s.windows.start(i);
+            let one = Partials { count: 1, target_len: s.windows.frames, ..s.windows };
+            let alone = ve.partial_embeds(&s.mel[start * N_MELS..], frames - start, &one).unwrap();
+            let batched = &s.partial_embeds[i * e..(i + 1) * e];
+            for (a, b) in alone.iter().zip(batched) {
+                assert!((a - b).abs() <= 1e-6, "partial {i}: {a} vs {b}");
+            }
+            let norm: f32 = batched.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5 && batched.iter().all(|&v| v >= 0.0), "partial {i}: norm {norm}");
+        }
+        let mut mean = vec![0f64; e];
+        for row in s.partial_embeds.chunks(e) {
+            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+        }
+        let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for (g, m) in s.speaker_emb.iter().zip(&mean) {
+            assert!((*g as f64 - m / norm).abs() < 1e-6, "{g} vs {}", m / norm);
+        }
+        assert_eq!(ve.embed(&wav).unwrap(), s.speaker_emb);
+    }
+
+    #[test]
+    fn short_audio_is_padded_to_one_partial_and_bad_audio_is_an_error() {
+        let seed = fresh_seed();
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ve = model(seed, 9, 7);
+        // 0.4 s: 41 mel frames, one window padded with 119 zero frames
+        let short = burst(&mut rng, 0, 6400, 0);
+        let s = ve.embed_stages(&short).unwrap();
+        assert_eq!((s.windows.count, s.mel.len() / N_MELS), (1, 41));
+        assert_eq!(s.speaker_emb.len(), 7);
+        let audio_err = |wav: &[f32], what: &str| match ve.embed(wav) {
+            Err(Error::Audio { detail, .. }) => assert!(detail.contains(what), "{detail}"),
+            other => panic!("{what}: {other:?}"),
+        };
+        audio_err(&[], "no samples");
+        audio_err(&vec![0.0; 32000], "silent");
+        let mut nan = short.clone();
+        nan[777] = f32::NAN;
+        audio_err(&nan, "sample 777");
+        nan[777] = f32::INFINITY;
+        audio_err(&nan, "sample 777");
+        audio_err(&burst(&mut rng, 0, 150, 0), "too few");
+        assert!(matches!(aggregate(&[], 0, 4), Err(Error::Input { .. })));
+        assert!(matches!(aggregate(&[0.0; 8], 2, 4), Err(Error::Audio { .. })));
+    }
 }

@@ -7,9 +7,12 @@
 //! `h = o⊙tanh(c)`.
 //!
 //! Speed: the input projection `W_ih·x_t + b_ih + b_hh` of every step and every sequence is one
-//! GEMM per layer; each step then adds `h·W_hhᵀ` for all sequences with one GEMM.
-use rayon::prelude::*;
-use tts_kernels::cpu::linear;
+//! GEMM per layer; each step then adds `h·W_hhᵀ` for all sequences with one GEMM. Both weights are
+//! packed once at load for tts-kernels' panel GEMM ([`gemm_panels`]), which matters for the
+//! recurrence: its GEMMs are small (rows = sequences) and many (one per step), where a GEMM that
+//! packs its weight on every call (or a GEMV per row) spends most of its time outside the
+//! multiply-adds (measured: 10 s of audio, 9 partials, H = 256: 450 ms with `linear`'s GEMV path).
+use tts_kernels::cpu::{gemm_panels, pack_gemm, packed_gemm_len};
 
 /// One LSTM layer's weights.
 pub struct LstmLayer {
@@ -17,12 +20,18 @@ pub struct LstmLayer {
     pub input: usize,
     /// Hidden width H.
     pub hidden: usize,
-    /// `weight_ih`, `[4H][input]` row-major.
-    pub w_ih: Vec<f32>,
-    /// `weight_hh`, `[4H][H]` row-major.
-    pub w_hh: Vec<f32>,
+    /// `weight_ih` `[4H][input]`, packed by [`pack_gemm`].
+    w_ih: Vec<f32>,
+    /// `weight_hh` `[4H][H]`, packed by [`pack_gemm`].
+    w_hh: Vec<f32>,
     /// `bias_ih + bias_hh`, `[4H]`.
-    pub bias: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+fn packed(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut p = vec![0f32; packed_gemm_len(n, k)];
+    pack_gemm(w, n, k, &mut p);
+    p
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -32,11 +41,12 @@ fn sigmoid(x: f32) -> f32 {
 impl LstmLayer {
     /// A layer from PyTorch's tensors (`weight_ih_l{k}` `[4H, input]`, `weight_hh_l{k}` `[4H, H]`,
     /// `bias_ih_l{k}`, `bias_hh_l{k}` `[4H]`); the two biases are summed once here.
-    pub fn new(input: usize, hidden: usize, w_ih: Vec<f32>, w_hh: Vec<f32>, b_ih: &[f32], b_hh: &[f32]) -> LstmLayer {
+    pub fn new(input: usize, hidden: usize, w_ih: &[f32], w_hh: &[f32], b_ih: &[f32], b_hh: &[f32]) -> LstmLayer {
         assert!(w_ih.len() == 4 * hidden * input && w_hh.len() == 4 * hidden * hidden, "LstmLayer::new: weight sizes");
         assert!(b_ih.len() == 4 * hidden && b_hh.len() == 4 * hidden, "LstmLayer::new: bias sizes");
         let bias = b_ih.iter().zip(b_hh).map(|(a, b)| a + b).collect();
-        LstmLayer { input, hidden, w_ih, w_hh, bias }
+        let h4 = 4 * hidden;
+        LstmLayer { input, hidden, w_ih: packed(w_ih, h4, input), w_hh: packed(w_hh, h4, hidden), bias }
     }
 
     /// Runs the layer over `batch` sequences of `steps` steps. `x` is time-major,
@@ -47,8 +57,7 @@ impl LstmLayer {
         assert_eq!(x.len(), steps * batch * self.input, "LstmLayer::forward: input size");
         // input projection of every step at once: [steps·batch][4H]
         let mut pre = vec![0f32; steps * batch * h4];
-        linear(x, &self.w_ih, &mut pre, steps * batch, h4, self.input);
-        pre.par_chunks_mut(h4).for_each(|row| row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b));
+        gemm_panels(x, &self.w_ih, Some(&self.bias), &mut pre, steps * batch, h4, self.input);
         let mut out = vec![0f32; steps * batch * hid];
         let mut c = vec![0f32; batch * hid];
         let mut rec = vec![0f32; batch * h4];
@@ -58,7 +67,7 @@ impl LstmLayer {
                 rec.fill(0.0); // h₀ = 0
             } else {
                 let h_prev = &out[(t - 1) * batch * hid..t * batch * hid];
-                linear(h_prev, &self.w_hh, &mut rec, batch, h4, hid);
+                gemm_panels(h_prev, &self.w_hh, None, &mut rec, batch, h4, hid);
             }
             let h_t = &mut out[t * batch * hid..(t + 1) * batch * hid];
             for b in 0..batch {
@@ -124,14 +133,14 @@ mod tests {
         let seed = fresh_seed();
         println!("seed {seed}");
         let mut rng = StdRng::seed_from_u64(seed);
-        // odd sizes; a batch above linear()'s GEMV threshold (16 rows) and one below
+        // odd sizes (not multiples of the 16-column panels or 6-row tiles); batches of 1 to 19
         for (input, hid, steps, batch) in [(7, 13, 11, 3), (40, 37, 29, 19), (5, 1, 4, 1)] {
             let scale = 1.0 / (hid as f32).sqrt();
             let mut r = |n: usize, s: f32| (0..n).map(|_| rng.random_range(-s..s)).collect::<Vec<f32>>();
             let (w_ih, w_hh) = (r(4 * hid * input, 2.0 * scale), r(4 * hid * hid, 2.0 * scale));
             let (b_ih, b_hh) = (r(4 * hid, 0.5), r(4 * hid, 0.5));
             let x = r(steps * batch * input, 1.5); // time-major [steps][batch][input]
-            let layer = LstmLayer::new(input, hid, w_ih.clone(), w_hh.clone(), &b_ih, &b_hh);
+            let layer = LstmLayer::new(input, hid, &w_ih, &w_hh, &b_ih, &b_hh);
             let got = layer.forward(&x, steps, batch);
             assert_eq!(got.len(), steps * batch * hid);
             for b in 0..batch {
