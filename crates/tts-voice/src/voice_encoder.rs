@@ -6,13 +6,13 @@
 //! 2. [`mel`]: the 40-band linear power mel, `[T][40]`;
 //! 3. [`partials`]: windows of 160 frames every 77 (`rate=1.3`, `min_coverage=0.8`), the mel
 //!    zero-padded or truncated to fit them;
-//! 4. [`VoiceEncoder::partial_embeds`]: a 3-layer LSTM over every window at once ([`lstm`]),
+//! 4. [`VoiceEncoder::partial_embeds`]: a 3-layer LSTM over every window at once (`lstm.rs`),
 //!    `h_n` of the last layer → `proj` → ReLU → L2-normalised, `[n][E]`;
 //! 5. [`aggregate`]: the mean of the partial embeddings, L2-normalised, `[E]`.
 //!
 //! `embeds_from_wavs` runs the partials in chunks of `batch_size=32`; each partial's embedding is
 //! independent of the others, so this runs them in one batch.
-pub mod lstm;
+mod lstm;
 pub mod mel;
 pub mod partials;
 pub mod trim;
