@@ -9,6 +9,7 @@
 pub mod fbank;
 pub mod head;
 pub mod ops;
+pub mod synthetic;
 pub mod xvector;
 
 use std::path::Path;
@@ -139,5 +140,91 @@ impl CampPlus {
         debug_assert!(self.xvector.frames(t) >= 2);
         let x = self.head.forward(&feats, t);
         Ok(self.xvector.forward(&x, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/campplus_a")
+    }
+
+    #[test]
+    fn config_reads_its_keys_and_spk_embed_dim_and_names_the_key_at_fault() {
+        let f = Path::new("config.json");
+        assert_eq!(CampPlusConfig::from_json(f, &json!({})).unwrap(), CampPlusConfig::default());
+        let c = CampPlusConfig::from_json(
+            f,
+            &json!({"campplus_growth_rate": 8, "campplus_bn_size": 2, "spk_embed_dim": 80, "hidden_size": 3, "tokenizer_n_head": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            CampPlusConfig { campplus_growth_rate: 8, campplus_bn_size: 2, campplus_init_channels: 128, embedding_size: 80 }
+        );
+        for (v, key) in [
+            (json!({"campplus_growth": 8}), "campplus_growth"),
+            (json!({"campplus_bn_size": "4"}), "campplus_bn_size"),
+            (json!({"campplus_init_channels": 0}), "campplus_init_channels"),
+            (json!({"spk_embed_dim": -1}), "spk_embed_dim"),
+            (json!({"spk_embed_dim": 0}), "spk_embed_dim"),
+            (json!({"campplus_bn_size": 1, "campplus_growth_rate": 1}), "campplus_bn_size"),
+        ] {
+            match CampPlusConfig::from_json(f, &v) {
+                Err(Error::Config { key: Some(k), .. }) => assert_eq!(k, key, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        assert!(matches!(CampPlusConfig::from_json(f, &json!([1])), Err(Error::Config { key: None, .. })));
+    }
+
+    /// The synthetic manifest lists exactly the tensors of a real `speaker_encoder` (the campplus_a
+    /// fixture's, written by the reference under the same config), shapes included.
+    #[test]
+    fn the_synthetic_manifest_is_the_reference_weight_set() {
+        let dir = fixture_dir();
+        let v: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let cfg = CampPlusConfig::from_json(&dir.join("config.json"), &v).unwrap();
+        let ck = Checkpoint::open(&dir.join("s3gen.safetensors")).unwrap();
+        let mut real: Vec<(String, Vec<usize>)> = ck
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with("speaker_encoder.") && !n.ends_with("num_batches_tracked"))
+            .map(|n| (n.to_string(), ck.shape(n).unwrap().to_vec()))
+            .collect();
+        let mut synth: Vec<(String, Vec<usize>)> = synthetic::manifest(&cfg).into_iter().map(|t| (t.name, t.shape)).collect();
+        real.sort();
+        synth.sort();
+        assert_eq!(real.len(), synth.len());
+        assert_eq!(real, synth);
+    }
+
+    #[test]
+    fn bad_audio_and_mismatched_weights_are_typed_errors() {
+        let cfg = CampPlusConfig { campplus_growth_rate: 4, campplus_bn_size: 2, campplus_init_channels: 8, embedding_size: 5 };
+        let seed = tts_kernels::testing::fresh_seed();
+        println!("seed {seed}");
+        let model = CampPlus::synthetic(&cfg, seed).unwrap();
+        let wav = |n: usize| (0..n).map(|i| (i as f32 * 0.05).sin() * 0.3).collect::<Vec<f32>>();
+        for n in [0, 1, 399, 400, MIN_SAMPLES - 1] {
+            assert!(matches!(model.embed(&wav(n)), Err(Error::Audio { .. })), "{n} samples");
+        }
+        let e = model.embed(&wav(MIN_SAMPLES)).unwrap();
+        assert_eq!(e.len(), 5);
+        assert!(e.iter().all(|v| v.is_finite()), "{e:?}");
+        let mut w = wav(4000);
+        w[1234] = f32::NEG_INFINITY;
+        let msg = model.embed(&w).unwrap_err().to_string();
+        assert!(msg.contains("sample 1234"), "{msg}");
+        // weights of another config: the loader names the tensor whose shape does not fit
+        let other = CampPlusConfig { campplus_growth_rate: 6, ..cfg.clone() };
+        let msg = CampPlus::load(&synthetic::checkpoint(&cfg, seed).unwrap(), &other).err().unwrap().to_string();
+        assert!(msg.contains("speaker_encoder.xvector.block1.tdnnd1"), "{msg}");
+        let bad = CampPlusConfig { campplus_growth_rate: 0, ..cfg.clone() };
+        assert!(matches!(CampPlus::synthetic(&bad, seed), Err(Error::Config { .. })));
+        assert!(matches!(CampPlus::load(&synthetic::checkpoint(&cfg, seed).unwrap(), &bad), Err(Error::Config { .. })));
     }
 }

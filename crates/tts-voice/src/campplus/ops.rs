@@ -1,12 +1,14 @@
 //! The layers CAMPPlus is made of, on the host in f32: eval-mode BatchNorm, convolutions as
-//! im2col + GEMM (matrixmultiply's sgemm, row blocks in parallel on rayon's pool).
+//! im2col + GEMM (the Cpu backend's packed GEMM, multi-threaded).
 //!
 //! Layouts are channels-last: a 1-D activation is `[T][C]` (time-major), a 2-D one `[H][W][C]`
 //! (here H = mel bands, W = time). A convolution's output positions are the GEMM's rows, its
 //! weights (PyTorch's `[C_out][C_in][k…]`) are permuted once at load to `[C_out][k…][C_in]` so that
-//! each im2col row is a few contiguous copies of `C_in` values.
+//! each im2col row is a few contiguous copies of `C_in` values, and packed for the Cpu backend's
+//! GEMM ([`tts_kernels::cpu::gemm_panels`]).
 use rayon::prelude::*;
 use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::cpu;
 
 use crate::Result;
 
@@ -82,48 +84,53 @@ impl BatchNorm {
     }
 }
 
-/// Output rows per parallel task of [`gemm_rows`].
-const ROWS_PER_TASK: usize = 128;
+/// A `[n][k]` weight (`y = x·wᵀ`) packed once, at load, for [`tts_kernels::cpu::gemm_panels`] (the
+/// Cpu backend's GEMM: AVX2+FMA register tiles over panels of 16 output columns, row blocks on
+/// rayon's pool; each output one f32 FMA chain over `k`).
+#[derive(Clone, Debug)]
+pub struct Packed {
+    panels: Vec<f32>,
+    pub n: usize,
+    pub k: usize,
+}
 
-/// `out[r][n] = Σ_k col(r)[k] · w[n][k]` for `rows` rows, where `gather(r, buf)` writes row `r` of
-/// the im2col matrix (`k` values) into `buf`. Row blocks run in parallel, each gathering its rows
-/// and multiplying them by one serial sgemm. Returns `[rows][n]`.
-pub fn gemm_rows(rows: usize, k: usize, w: &[f32], n: usize, gather: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    debug_assert_eq!(w.len(), n * k);
-    let mut out = vec![0f32; rows * n];
-    if rows == 0 || n == 0 {
-        return out;
+impl Packed {
+    /// From the row-major `[n][k]` weight.
+    pub fn new(w: &[f32], n: usize, k: usize) -> Packed {
+        let mut panels = vec![0f32; cpu::packed_gemm_len(n, k)];
+        cpu::pack_gemm(w, n, k, &mut panels);
+        Packed { panels, n, k }
     }
-    out.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each_init(
-        || vec![0f32; ROWS_PER_TASK * k],
-        |col, (blk, o)| {
-            let r0 = blk * ROWS_PER_TASK;
-            let m = o.len() / n;
-            for (i, buf) in col.chunks_mut(k).take(m).enumerate() {
-                gather(r0 + i, buf);
+
+    /// `x` `[m][k]` → `x·wᵀ` `[m][n]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.n];
+        cpu::gemm_panels(x, &self.panels, None, &mut out, m, self.n, self.k);
+        out
+    }
+}
+
+/// Output rows unfolded at a time by [`gemm_rows`]: bounds the im2col buffer (2048 × 288 values for
+/// the head's 3×3 convolutions: 2.4 MB) whatever the length of the audio.
+const CHUNK_ROWS: usize = 2048;
+
+/// `out[r] = col(r) · wᵀ` for `rows` rows, where `gather(r, buf)` writes row `r` of the im2col matrix
+/// (`w.k` values) into `buf`: chunks of [`CHUNK_ROWS`] rows are unfolded in parallel, then
+/// multiplied by the packed weight. Returns `[rows][w.n]`.
+pub fn gemm_rows(rows: usize, w: &Packed, gather: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    let mut out = vec![0f32; rows * n];
+    let mut col = vec![0f32; CHUNK_ROWS.min(rows) * k];
+    for (blk, o) in out.chunks_mut(CHUNK_ROWS * n).enumerate() {
+        let m = o.len() / n;
+        let r0 = blk * CHUNK_ROWS;
+        col[..m * k].par_chunks_mut(k * 16).enumerate().for_each(|(i, c)| {
+            for (j, buf) in c.chunks_mut(k).enumerate() {
+                gather(r0 + i * 16 + j, buf);
             }
-            // SAFETY: col holds m·k values (row stride k), w n·k (read as its k×n transpose: row
-            // stride 1, column stride k), o m·n (row stride n); the three do not overlap.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    col.as_ptr(),
-                    k as isize,
-                    1,
-                    w.as_ptr(),
-                    1,
-                    k as isize,
-                    0.0,
-                    o.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-        },
-    );
+        });
+        cpu::gemm_panels(&col[..m * k], &w.panels, None, o, m, n, k);
+    }
     out
 }
 
@@ -144,8 +151,8 @@ pub fn taps_last_to_channels_last(w: &[f32], c_out: usize, c_in: usize, k: usize
 /// both axes (CAMPPlus's FCM head: 3×3 with padding 1, 1×1 with padding 0).
 #[derive(Clone, Debug)]
 pub struct Conv2d {
-    /// `[C_out][k][k][C_in]`.
-    pub w: Vec<f32>,
+    /// `[C_out][k][k][C_in]`, packed.
+    pub w: Packed,
     pub c_in: usize,
     pub c_out: usize,
     pub k: usize,
@@ -161,7 +168,8 @@ impl Conv2d {
 
     /// From PyTorch's `[c_out][c_in][k][k]` weight.
     pub fn new(w: &[f32], c_in: usize, c_out: usize, k: usize, stride: usize) -> Conv2d {
-        Conv2d { w: taps_last_to_channels_last(w, c_out, c_in, k * k), c_in, c_out, k, stride }
+        let w = Packed::new(&taps_last_to_channels_last(w, c_out, c_in, k * k), c_out, k * k * c_in);
+        Conv2d { w, c_in, c_out, k, stride }
     }
 
     /// Output height for input height `h`: `(h + 2·(k/2) − k) / stride + 1`.
@@ -174,7 +182,7 @@ impl Conv2d {
         debug_assert_eq!(x.len(), h * w * self.c_in);
         let (k, c, pad, s) = (self.k, self.c_in, (self.k / 2) as isize, self.stride);
         let ho = self.out_h(h);
-        gemm_rows(ho * w, k * k * c, &self.w, self.c_out, |r, buf| {
+        gemm_rows(ho * w, &self.w, |r, buf| {
             let (oy, ox) = (r / w, r % w);
             for ky in 0..k {
                 let iy = (oy * s) as isize + ky as isize - pad;
@@ -195,8 +203,8 @@ impl Conv2d {
 /// A bias-free `Conv1d` with kernel `k`, stride, dilation and symmetric zero padding.
 #[derive(Clone, Debug)]
 pub struct Conv1d {
-    /// `[C_out][k][C_in]`.
-    pub w: Vec<f32>,
+    /// `[C_out][k][C_in]`, packed.
+    pub w: Packed,
     pub c_in: usize,
     pub c_out: usize,
     pub k: usize,
@@ -221,7 +229,8 @@ impl Conv1d {
 
     /// From PyTorch's `[c_out][c_in][k]` weight.
     pub fn new(w: &[f32], (c_in, c_out, k): (usize, usize, usize), stride: usize, dilation: usize, pad: usize) -> Conv1d {
-        Conv1d { w: taps_last_to_channels_last(w, c_out, c_in, k), c_in, c_out, k, stride, dilation, pad }
+        let w = Packed::new(&taps_last_to_channels_last(w, c_out, c_in, k), c_out, k * c_in);
+        Conv1d { w, c_in, c_out, k, stride, dilation, pad }
     }
 
     /// Output frames for `t` input frames (0 when the kernel does not fit).
@@ -235,11 +244,9 @@ impl Conv1d {
         debug_assert_eq!(x.len(), t * self.c_in);
         let c = self.c_in;
         if self.k == 1 && self.stride == 1 && self.pad == 0 {
-            let mut out = vec![0f32; t * self.c_out];
-            tts_kernels::cpu::linear(x, &self.w, &mut out, t, self.c_out, c);
-            return out;
+            return self.w.matmul(x, t);
         }
-        gemm_rows(self.out_t(t), self.k * c, &self.w, self.c_out, |r, buf| {
+        gemm_rows(self.out_t(t), &self.w, |r, buf| {
             for j in 0..self.k {
                 let i = (r * self.stride + j * self.dilation) as isize - self.pad as isize;
                 let dst = &mut buf[j * c..][..c];
