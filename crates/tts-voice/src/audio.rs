@@ -88,8 +88,11 @@ fn check_wav_header(b: &[u8], what: &str) -> Result<()> {
     while at + 8 <= b.len() {
         let size = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
         if &b[at..at + 4] == b"fmt " {
-            if size < 16 || at + 8 + 16 > b.len() {
+            if size < 16 {
                 return Err(Error::audio(what, format!("WAV fmt chunk of {size} bytes is malformed (needs at least 16)")));
+            }
+            if at + 8 + 16 > b.len() {
+                return Err(Error::audio(what, "truncated WAV header (the fmt chunk is cut off)"));
             }
             let f = &b[at + 8..];
             let channels = u16::from_le_bytes([f[2], f[3]]) as usize;
@@ -125,11 +128,16 @@ fn decode_source(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     }
 }
 
+const HEADER: &str = "reading the header";
+
 /// The decoder's error, worded for a user.
 fn sym_error(what: &str, stage: &str, e: SymError) -> Error {
     let detail = match e {
         SymError::Unsupported(m) => format!("not a supported audio file (WAV, FLAC or MP3): {m}"),
         SymError::DecodeError(m) => format!("corrupt audio data while {stage}: {m}"),
+        SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof && stage == HEADER => {
+            "not a supported audio file, or a truncated one (the header ends early)".to_string()
+        }
         SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => format!("truncated file while {stage}"),
         other => format!("{stage}: {other}"),
     };
@@ -145,7 +153,7 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     let fmt_opts = FormatOptions { enable_gapless: true, ..Default::default() };
     let probed = symphonia::default::get_probe()
         .format(&hint, mss, &fmt_opts, &MetadataOptions::default())
-        .map_err(|e| sym_error(what, "reading the header", e))?;
+        .map_err(|e| sym_error(what, HEADER, e))?;
     let mut format = probed.format;
     let track = format
         .tracks()
@@ -200,13 +208,8 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     }
     // PCM and FLAC headers state the exact length (MP3's is an estimate)
     let exact = params.codec != symphonia::core::codecs::CODEC_TYPE_MP3;
-    if let (true, Some(n)) = (exact, params.n_frames) {
-        if (mono.len() as u64) < n {
-            return Err(Error::audio(
-                what,
-                format!("truncated: the header announces {n} samples, the file holds {}", mono.len()),
-            ));
-        }
+    if let Some(n) = params.n_frames.filter(|&n| exact && (mono.len() as u64) < n) {
+        return Err(Error::audio(what, format!("truncated: the header announces {n} samples, the file holds {}", mono.len())));
     }
     check_samples(&mono, what)?;
     Ok(Audio { samples: mono, sample_rate: rate })
