@@ -46,6 +46,9 @@ pub const MAX_RATE: u32 = 384_000;
 pub const MAX_CHANNELS: usize = 26;
 /// The longest recording accepted, seconds (a reference is 6–10 s; this bounds memory).
 pub const MAX_SECONDS: u64 = 600;
+/// The most samples per channel accepted: 10 minutes at 96 kHz (230 MB of mono f32), so that a
+/// high-rate file cannot take [`MAX_SECONDS`] times 384 kHz of memory.
+pub const MAX_SAMPLES: u64 = 600 * 96_000;
 /// A recording whose every sample is below this in magnitude (−80 dBFS) is silent: every feature
 /// of the reference would be its floor value.
 pub const SILENCE_PEAK: f32 = 1e-4;
@@ -167,9 +170,10 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     if let Some(ch) = params.channels {
         check_channels(ch.count(), what)?;
     }
-    let max_frames = MAX_SECONDS * rate as u64;
+    let max_frames = (MAX_SECONDS * rate as u64).min(MAX_SAMPLES);
+    let too_long = |n: u64| format!("{n} samples at {rate} Hz: longer than {MAX_SECONDS} s or {MAX_SAMPLES} samples");
     if let Some(n) = params.n_frames.filter(|&n| n > max_frames) {
-        return Err(Error::audio(what, format!("{n} samples at {rate} Hz is longer than {MAX_SECONDS} s")));
+        return Err(Error::audio(what, too_long(n)));
     }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions { verify: true })
@@ -199,7 +203,7 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
         }
         channels = ch;
         if (mono.len() + buf.frames()) as u64 > max_frames {
-            return Err(Error::audio(what, format!("longer than {MAX_SECONDS} s at {rate} Hz")));
+            return Err(Error::audio(what, too_long((mono.len() + buf.frames()) as u64)));
         }
         mix_down(&buf, &mut mono);
     }

@@ -250,6 +250,11 @@ fn bad_inputs_are_audio_errors() {
             riff_for(wav(1, 1, 8000, 16, &pcm16, Some(660 * 8000 * 2)), 660 * 8000 * 2),
             "longer than 600 s",
         ),
+        (
+            "5 minutes at 384 kHz announced",
+            riff_for(wav(1, 1, 384_000, 16, &pcm16, Some(300 * 384_000 * 2)), 300 * 384_000 * 2),
+            "57600000 samples",
+        ),
         ("truncated FLAC", flac[..flac.len() / 2].to_vec(), ""),
         ("corrupt FLAC", corrupt_flac, ""),
         ("a FLAC header only", flac[..42].to_vec(), ""),
