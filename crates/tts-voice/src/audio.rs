@@ -15,7 +15,7 @@
 //! than [`MAX_CHANNELS`] channels, NaN or infinite samples, a silent recording (peak below
 //! [`SILENCE_PEAK`]), and more than [`MAX_SECONDS`] of audio (checked while decoding, so a huge
 //! file never fills memory).
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -57,14 +57,13 @@ pub const SILENCE_PEAK: f32 = 1e-4;
 pub fn load(path: &Path) -> Result<Audio> {
     let what = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::audio(&what, format!("cannot open: {e}")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = file.metadata().map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?.len();
     if len == 0 {
         return Err(Error::audio(&what, "the file is empty"));
     }
     let mut head = Vec::new();
-    use std::io::Read;
-    (&file).take(4096).read_to_end(&mut head).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
-    check_wav_header(&head, &what)?;
+    (&file).take(HEAD_BYTES).read_to_end(&mut head).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
+    check_wav_header(&head, head.len() as u64 == len, &what)?;
     let file = std::fs::File::open(path).map_err(|e| Error::audio(&what, format!("cannot open: {e}")))?;
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     decode_source(Box::new(file), ext.as_deref(), &what)
@@ -76,14 +75,18 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Audio> {
     if bytes.is_empty() {
         return Err(Error::audio(what, "the file is empty"));
     }
-    check_wav_header(bytes, what)?;
+    check_wav_header(bytes, true, what)?;
     let ext = Path::new(what).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     decode_source(Box::new(Cursor::new(bytes.to_vec())), ext.as_deref(), what)
 }
 
+/// How much of a file [`load`] reads for [`check_wav_header`].
+const HEAD_BYTES: u64 = 1 << 16;
+
 /// For a RIFF/WAVE file, the fmt chunk's channel count and sample rate, checked before the decoder
-/// sees them (symphonia's channel-mask arithmetic overflows on counts above 32).
-fn check_wav_header(b: &[u8], what: &str) -> Result<()> {
+/// sees them (symphonia's channel-mask arithmetic overflows on counts above 32). `b` is the whole
+/// file when `complete`, else its beginning (a fmt chunk beyond it is left to the decoder).
+fn check_wav_header(b: &[u8], complete: bool, what: &str) -> Result<()> {
     if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
         return Ok(());
     }
@@ -95,6 +98,9 @@ fn check_wav_header(b: &[u8], what: &str) -> Result<()> {
                 return Err(Error::audio(what, format!("WAV fmt chunk of {size} bytes is malformed (needs at least 16)")));
             }
             if at + 8 + 16 > b.len() {
+                if !complete {
+                    return Ok(());
+                }
                 return Err(Error::audio(what, "truncated WAV header (the fmt chunk is cut off)"));
             }
             let f = &b[at + 8..];
