@@ -2,6 +2,8 @@
 # The project's test command (see README). On any machine, GPU or not:
 #  1. installs NVRTC 12.9 and 13.0 (pinned wheels from PyPI, ~60 MB each) into .cache/ once, and the
 #     SASS disassembler nvdisasm (pinned wheel, ~6 MB) into .cache/cudatk-sass/ once;
+#     libsoxr (Debian's libsoxr0 0.1.3-4, pinned; ~80 kB) into .cache/soxr/ once, for librosa's resampler
+#     (tts-voice loads it at run time: TTS_SOXR_LIB);
 #  2. runs every test of the workspace with the Emu backend built (kernels/*.cu executed on the CPU
 #     through the project's CUDA shim) and the NVRTC gate required (sm_80 and sm_90, no spills, no
 #     read-only loads in kernels marked `nvrtc-gate: reads-own-writes`);
@@ -17,6 +19,8 @@ export TTS_REQUIRE_NVRTC=1
 export TTS_NVRTC_WHEELS="$PWD/.cache"
 TTS_NVDISASM=$(bash scripts/cuda-tools.sh nvdisasm)
 export TTS_NVDISASM
+TTS_SOXR_LIB=$(bash scripts/soxr.sh)
+export TTS_SOXR_LIB
 report="${CARGO_TARGET_DIR:-target}/tmp/nvrtc-gate-report.txt"
 rm -f "$report"
 log=$(mktemp)

@@ -15,7 +15,7 @@
 //! than [`MAX_CHANNELS`] channels, NaN or infinite samples, a silent recording (peak below
 //! [`SILENCE_PEAK`]), and more than [`MAX_SECONDS`] of audio (checked while decoding, so a huge
 //! file never fills memory).
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -46,6 +46,9 @@ pub const MAX_RATE: u32 = 384_000;
 pub const MAX_CHANNELS: usize = 26;
 /// The longest recording accepted, seconds (a reference is 6–10 s; this bounds memory).
 pub const MAX_SECONDS: u64 = 600;
+/// The most samples per channel accepted: 10 minutes at 96 kHz (230 MB of mono f32), so that a
+/// high-rate file cannot take [`MAX_SECONDS`] times 384 kHz of memory.
+pub const MAX_SAMPLES: u64 = 600 * 96_000;
 /// A recording whose every sample is below this in magnitude (−80 dBFS) is silent: every feature
 /// of the reference would be its floor value.
 pub const SILENCE_PEAK: f32 = 1e-4;
@@ -54,14 +57,13 @@ pub const SILENCE_PEAK: f32 = 1e-4;
 pub fn load(path: &Path) -> Result<Audio> {
     let what = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::audio(&what, format!("cannot open: {e}")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = file.metadata().map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?.len();
     if len == 0 {
         return Err(Error::audio(&what, "the file is empty"));
     }
     let mut head = Vec::new();
-    use std::io::Read;
-    (&file).take(4096).read_to_end(&mut head).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
-    check_wav_header(&head, &what)?;
+    (&file).take(HEAD_BYTES).read_to_end(&mut head).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
+    check_wav_header(&head, head.len() as u64 == len, &what)?;
     let file = std::fs::File::open(path).map_err(|e| Error::audio(&what, format!("cannot open: {e}")))?;
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     decode_source(Box::new(file), ext.as_deref(), &what)
@@ -73,14 +75,18 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Audio> {
     if bytes.is_empty() {
         return Err(Error::audio(what, "the file is empty"));
     }
-    check_wav_header(bytes, what)?;
+    check_wav_header(bytes, true, what)?;
     let ext = Path::new(what).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     decode_source(Box::new(Cursor::new(bytes.to_vec())), ext.as_deref(), what)
 }
 
+/// How much of a file [`load`] reads for [`check_wav_header`].
+const HEAD_BYTES: u64 = 1 << 16;
+
 /// For a RIFF/WAVE file, the fmt chunk's channel count and sample rate, checked before the decoder
-/// sees them (symphonia's channel-mask arithmetic overflows on counts above 32).
-fn check_wav_header(b: &[u8], what: &str) -> Result<()> {
+/// sees them (symphonia's channel-mask arithmetic overflows on counts above 32). `b` is the whole
+/// file when `complete`, else its beginning (a fmt chunk beyond it is left to the decoder).
+fn check_wav_header(b: &[u8], complete: bool, what: &str) -> Result<()> {
     if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
         return Ok(());
     }
@@ -88,8 +94,14 @@ fn check_wav_header(b: &[u8], what: &str) -> Result<()> {
     while at + 8 <= b.len() {
         let size = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap()) as usize;
         if &b[at..at + 4] == b"fmt " {
-            if size < 16 || at + 8 + 16 > b.len() {
+            if size < 16 {
                 return Err(Error::audio(what, format!("WAV fmt chunk of {size} bytes is malformed (needs at least 16)")));
+            }
+            if at + 8 + 16 > b.len() {
+                if !complete {
+                    return Ok(());
+                }
+                return Err(Error::audio(what, "truncated WAV header (the fmt chunk is cut off)"));
             }
             let f = &b[at + 8..];
             let channels = u16::from_le_bytes([f[2], f[3]]) as usize;
@@ -125,11 +137,16 @@ fn decode_source(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     }
 }
 
+const HEADER: &str = "reading the header";
+
 /// The decoder's error, worded for a user.
 fn sym_error(what: &str, stage: &str, e: SymError) -> Error {
     let detail = match e {
         SymError::Unsupported(m) => format!("not a supported audio file (WAV, FLAC or MP3): {m}"),
         SymError::DecodeError(m) => format!("corrupt audio data while {stage}: {m}"),
+        SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof && stage == HEADER => {
+            "not a supported audio file, or a truncated one (the header ends early)".to_string()
+        }
         SymError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => format!("truncated file while {stage}"),
         other => format!("{stage}: {other}"),
     };
@@ -145,7 +162,7 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     let fmt_opts = FormatOptions { enable_gapless: true, ..Default::default() };
     let probed = symphonia::default::get_probe()
         .format(&hint, mss, &fmt_opts, &MetadataOptions::default())
-        .map_err(|e| sym_error(what, "reading the header", e))?;
+        .map_err(|e| sym_error(what, HEADER, e))?;
     let mut format = probed.format;
     let track = format
         .tracks()
@@ -159,9 +176,10 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     if let Some(ch) = params.channels {
         check_channels(ch.count(), what)?;
     }
-    let max_frames = MAX_SECONDS * rate as u64;
+    let max_frames = (MAX_SECONDS * rate as u64).min(MAX_SAMPLES);
+    let too_long = |n: u64| format!("{n} samples at {rate} Hz: longer than {MAX_SECONDS} s or {MAX_SAMPLES} samples");
     if let Some(n) = params.n_frames.filter(|&n| n > max_frames) {
-        return Err(Error::audio(what, format!("{n} samples at {rate} Hz is longer than {MAX_SECONDS} s")));
+        return Err(Error::audio(what, too_long(n)));
     }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions { verify: true })
@@ -191,7 +209,7 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
         }
         channels = ch;
         if (mono.len() + buf.frames()) as u64 > max_frames {
-            return Err(Error::audio(what, format!("longer than {MAX_SECONDS} s at {rate} Hz")));
+            return Err(Error::audio(what, too_long((mono.len() + buf.frames()) as u64)));
         }
         mix_down(&buf, &mut mono);
     }
@@ -200,13 +218,8 @@ fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Re
     }
     // PCM and FLAC headers state the exact length (MP3's is an estimate)
     let exact = params.codec != symphonia::core::codecs::CODEC_TYPE_MP3;
-    if let (true, Some(n)) = (exact, params.n_frames) {
-        if (mono.len() as u64) < n {
-            return Err(Error::audio(
-                what,
-                format!("truncated: the header announces {n} samples, the file holds {}", mono.len()),
-            ));
-        }
+    if let Some(n) = params.n_frames.filter(|&n| exact && (mono.len() as u64) < n) {
+        return Err(Error::audio(what, format!("truncated: the header announces {n} samples, the file holds {}", mono.len())));
     }
     check_samples(&mono, what)?;
     Ok(Audio { samples: mono, sample_rate: rate })
