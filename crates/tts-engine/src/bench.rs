@@ -112,7 +112,11 @@ pub fn cpu_features() -> String {
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             have.push("avx512bf16");
         }
-        format!("{};path={}", if have.is_empty() { "none".into() } else { have.join(",") }, if avx2 { "avx2+fma" } else { "portable" })
+        format!(
+            "{};path={}",
+            if have.is_empty() { "none".into() } else { have.join(",") },
+            if avx2 { "avx2+fma" } else { "portable" }
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
