@@ -109,10 +109,10 @@ impl VoiceCache {
             *used = now;
             return v.clone();
         }
-        if c.map.len() >= self.capacity {
-            if let Some(oldest) = c.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
-                c.map.remove(&oldest);
-            }
+        if c.map.len() >= self.capacity
+            && let Some(oldest) = c.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k)
+        {
+            c.map.remove(&oldest);
         }
         c.map.insert(hash, (voice.clone(), now));
         voice

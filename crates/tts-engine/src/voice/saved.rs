@@ -100,7 +100,7 @@ impl Conditionals {
         }
         // serde_json's map is sorted (no preserve_order feature): a deterministic header
         let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON object serialises");
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' '); // the format pads the header with spaces to an 8-byte boundary
         }
         let mut out = Vec::with_capacity(8 + json.len() + data.len());
