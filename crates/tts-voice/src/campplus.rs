@@ -17,11 +17,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
 
 pub use fbank::fbank;
 
-use crate::{Error, Result};
+use crate::{Error, Result, config};
 
 /// The prefix of CAMPPlus's own `config.json` keys.
 pub const KEY_PREFIX: &str = "campplus_";
@@ -43,9 +42,8 @@ pub struct CampPlusConfig {
     pub campplus_bn_size: usize,
     /// Channels out of the TDNN layer (`init_channels`).
     pub campplus_init_channels: usize,
-    /// Embedding size: S3Gen's `spk_embed_dim` (not a `campplus_` key; never deserialized from
-    /// CAMPPlus's own keys).
-    #[serde(skip)]
+    /// Embedding size: S3Gen's `spk_embed_dim` (S3Gen's key, read here without being claimed).
+    #[serde(rename = "spk_embed_dim")]
     pub embedding_size: usize,
 }
 
@@ -60,20 +58,27 @@ impl CampPlusConfig {
     /// it in errors) and by its `spk_embed_dim`. An unknown `campplus_` key, a wrong type or a value
     /// out of range is an [`Error::Config`] naming the key.
     pub fn from_json(file: &Path, v: &Value) -> Result<CampPlusConfig> {
-        let err = |e: ConfigJsonError| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail };
-        let own = config_json::own_keys(v, |k| k.starts_with(KEY_PREFIX)).map_err(err)?;
-        let mut c: CampPlusConfig = config_json::from_keys(own).map_err(err)?;
-        let mut embed = config_json::own_keys(v, |k| k == EMBED_KEY).map_err(err)?;
-        if let Some(e) = config_json::take_key::<usize>(&mut embed, EMBED_KEY).map_err(err)? {
-            c.embedding_size = e;
-        }
-        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.to_string()), detail })?;
-        Ok(c)
+        config::from_json(file, v)
     }
 
     /// Checks the sizes (as [`Self::from_json`] does), for a config built in memory.
     pub fn validate(&self) -> Result<()> {
-        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+        config::validate(self)
+    }
+
+    fn sizes(&self) -> xvector::Sizes {
+        xvector::Sizes {
+            growth: self.campplus_growth_rate,
+            bn_size: self.campplus_bn_size,
+            init_channels: self.campplus_init_channels,
+            embedding: self.embedding_size,
+        }
+    }
+}
+
+impl config::Section for CampPlusConfig {
+    fn owns(key: &str) -> bool {
+        key.starts_with(KEY_PREFIX) || key == EMBED_KEY
     }
 
     fn check(&self) -> std::result::Result<(), (&'static str, String)> {
@@ -91,15 +96,6 @@ impl CampPlusConfig {
             return Err(("campplus_bn_size", "bn_size · growth_rate must be at least 2 (the CAM layer halves it)".into()));
         }
         Ok(())
-    }
-
-    fn sizes(&self) -> xvector::Sizes {
-        xvector::Sizes {
-            growth: self.campplus_growth_rate,
-            bn_size: self.campplus_bn_size,
-            init_channels: self.campplus_init_channels,
-            embedding: self.embedding_size,
-        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`voice_encoder`]: the VoiceEncoder, a recording → T3's `speaker_emb` (spec §5.3);
 //! - [`s3_tokenizer`]: S3Tokenizer v2, 16 kHz speech to speech tokens (25 per second);
 //! - [`campplus`]: CAMPPlus, S3Gen's speaker encoder (Kaldi fbank → x-vector, `[192]`);
+//! - [`config`]: each model's part of `config.json`;
 //! - [`prepare`]: all of it together, `prepare_conditionals` and voice conversion's two halves.
 //!
 //! Everything here runs on the host in f32 (f64 where the reference's float32 rounding is better
@@ -16,6 +17,7 @@
 pub mod audio;
 pub mod campplus;
 pub mod cond_mel;
+pub mod config;
 pub mod dsp;
 pub mod error;
 pub mod prepare;

@@ -22,10 +22,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
 use tts_kernels::cpu::linear;
 
-use crate::{Error, Result};
+use crate::{Error, Result, config};
 use lstm::LstmLayer;
 use mel::{MelExtractor, N_MELS, SAMPLE_RATE};
 use partials::{MIN_COVERAGE, Partials, RATE, frame_step, partial_windows};
@@ -64,34 +63,28 @@ impl Default for VoiceEncoderConfig {
     }
 }
 
-fn config_error(file: &Path) -> impl Fn(ConfigJsonError) -> Error + '_ {
-    move |e| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail }
-}
-
 impl VoiceEncoderConfig {
     /// The defaults overridden by `config.json` in `dir` when it exists (a real model directory
     /// has none).
     pub fn from_model_dir(dir: &Path) -> Result<VoiceEncoderConfig> {
-        let path = dir.join("config.json");
-        match config_json::read(&path).map_err(config_error(&path))? {
-            None => Ok(VoiceEncoderConfig::default()),
-            Some(v) => VoiceEncoderConfig::from_json(&path, &v),
-        }
+        config::from_model_dir(dir)
     }
 
     /// The defaults overridden by the `ve_` keys and `speaker_embed_size` of `v`, a `config.json`
     /// object (`file` names it in errors). The other components' keys are left to them.
     pub fn from_json(file: &Path, v: &Value) -> Result<VoiceEncoderConfig> {
-        let err = config_error(file);
-        let own = config_json::own_keys(v, |k| k.starts_with("ve_") || k == "speaker_embed_size").map_err(&err)?;
-        let c: VoiceEncoderConfig = config_json::from_keys(own).map_err(&err)?;
-        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.into()), detail })?;
-        Ok(c)
+        config::from_json(file, v)
     }
 
     /// Checks a config built in memory as [`Self::from_json`] does; the file is `(in memory)`.
     pub fn validate(&self) -> Result<()> {
-        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+        config::validate(self)
+    }
+}
+
+impl config::Section for VoiceEncoderConfig {
+    fn owns(key: &str) -> bool {
+        key.starts_with("ve_") || key == "speaker_embed_size"
     }
 
     fn check(&self) -> std::result::Result<(), (&'static str, String)> {

@@ -3,11 +3,11 @@
 //! tools/reference/README.md). The other components' keys are left to them.
 use std::path::Path;
 
+use crate::config;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tts_kernels::checkpoint::config_json::{self, ConfigJsonError};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The prefix of the tokenizer's `config.json` keys (every field of [`TokenizerConfig`] has it).
 pub const KEY_PREFIX: &str = "tokenizer_";
@@ -42,17 +42,24 @@ impl TokenizerConfig {
     /// The defaults overridden by the `tokenizer_*` keys of `v`, a `config.json` object (`file`
     /// names it in errors); an unknown `tokenizer_*` key is an error, other keys are ignored.
     pub fn from_json(file: &Path, v: &Value) -> Result<TokenizerConfig> {
-        let err = |e: ConfigJsonError| Error::Config { file: file.to_path_buf(), key: e.key, detail: e.detail };
-        let own = config_json::own_keys(v, |k| k.starts_with(KEY_PREFIX)).map_err(err)?;
-        let c: TokenizerConfig = config_json::from_keys(own).map_err(err)?;
-        c.check().map_err(|(key, detail)| Error::Config { file: file.to_path_buf(), key: Some(key.into()), detail })?;
-        Ok(c)
+        config::from_json(file, v)
     }
 
     /// Checks a config built in memory (as [`Self::from_json`] does); the error names the key at
     /// fault and the file `(in memory)`.
     pub fn validate(&self) -> Result<()> {
-        self.check().map_err(|(key, detail)| Error::Config { file: "(in memory)".into(), key: Some(key.into()), detail })
+        config::validate(self)
+    }
+
+    /// Channels per head ([`HEAD_DIM`] once checked).
+    pub fn head_dim(&self) -> usize {
+        self.tokenizer_n_state / self.tokenizer_n_head.max(1)
+    }
+}
+
+impl config::Section for TokenizerConfig {
+    fn owns(key: &str) -> bool {
+        key.starts_with(KEY_PREFIX)
     }
 
     /// Checks the dimensions fit together; an error names the key at fault.
@@ -80,16 +87,12 @@ impl TokenizerConfig {
         }
         Ok(())
     }
-
-    /// Channels per head ([`HEAD_DIM`] once checked).
-    pub fn head_dim(&self) -> usize {
-        self.tokenizer_n_state / self.tokenizer_n_head.max(1)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     fn parse(v: Value) -> Result<TokenizerConfig> {
         TokenizerConfig::from_json(Path::new("m/config.json"), &v)
