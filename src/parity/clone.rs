@@ -5,7 +5,7 @@
 //! tokens identical to the reference's, and the cosine similarity of the embeddings (which must be
 //! at least [`MIN_COSINE`]).
 use tts_s3gen::{Flow, FlowRequest, Hift, MEL_BINS};
-use tts_voice::prepare::{DEC_COND_LEN, S3_SR, S3GEN_SR, VoiceModels};
+use tts_voice::prepare::{S3_SR, VoiceModels};
 use tts_voice::resample::{Resampler, resample};
 
 use super::s3gen::{channel_major, check_hift, hift_request, open};
@@ -68,19 +68,12 @@ fn param_file(case: &Case, key: &str) -> Result<std::path::PathBuf, String> {
     Ok(case.dir.join(case.param_str(key).ok_or_else(|| format!("{}: params.{key} missing", case.name))?))
 }
 
-/// `prepare_conditionals`: the audio file → every tensor of `Conditionals`, and the signals on the way.
+/// `prepare_conditionals`: the audio file → every tensor of `Conditionals`.
 pub(crate) fn run_prepare_conditionals(case: &Case, _backend: &str, tol: Tolerance) -> Result<Outcome, String> {
     let models = VoiceModels::load(&case.dir).map_err(err)?;
     let audio = tts_voice::audio::load(&param_file(case, "file")?).map_err(err)?;
     let plen = param_usize(case, "speech_cond_prompt_len")?;
     let mut r = Runner { case, tol, reports: Vec::new() };
-    let wav24 = VoiceModels::to_24k(&audio).map_err(err)?;
-    r.check("wav_24k", &v64(&wav24), &[1, wav24.len()]);
-    let wav16 = resample(&wav24, S3GEN_SR, S3_SR, Resampler::Soxr).map_err(err)?;
-    r.check("wav_16k", &v64(&wav16), &[1, wav16.len()]);
-    let ref16 = resample(&wav24[..wav24.len().min(DEC_COND_LEN)], S3GEN_SR, S3_SR, Resampler::Torchaudio).map_err(err)?;
-    r.check("ref_16k", &v64(&ref16), &[1, ref16.len()]);
-
     let c = models.prepare_conditionals(&audio, plen).map_err(err)?;
     let g = &c.reference;
     let exaggeration = case.meta.params.get("exaggeration").and_then(|v| v.as_f64()).unwrap_or(0.5);

@@ -68,16 +68,16 @@ gen s3_tokenizer s3_tokenizer_a --seed 403 $(s3 tokenizer_n_state=128 tokenizer_
 gen campplus campplus_a --seed 404 $(s3 campplus_growth_rate=8 campplus_init_channels=32 spk_embed_dim=192) --param seconds=1.5
 
 # ---- voice cloning end to end (ChatterboxTTS.prepare_conditionals on an audio file)
-CLONE="$(s3 tokenizer_n_state=128 tokenizer_n_head=2 tokenizer_n_layer=2) --dim ve_hidden_size=64"
+CLONE="$(s3) --dim ve_hidden_size=64"
 gen prepare_conditionals prepare_conditionals_8k_mono_pcm16_14s --seed 501 $CLONE --param rate=8000 --param channels=1 \
     --param subtype='"PCM_16"' --param seconds=14.0
 gen prepare_conditionals prepare_conditionals_44k_stereo_float_3s --seed 502 $CLONE --param rate=44100 --param channels=2 \
     --param subtype='"FLOAT"' --param seconds=3.0
 gen prepare_conditionals prepare_conditionals_24k_mono_pcm24_5s --seed 503 $CLONE --param rate=24000 --param channels=1 \
     --param subtype='"PCM_24"' --param seconds=5.0 --param exaggeration=0.7
-gen voice_conversion voice_conversion_a --seed 504 $(s3 tokenizer_n_state=128 tokenizer_n_head=2 tokenizer_n_layer=2 flow_vocab_size=6561) \
-    --param source_rate=22050 --param source_seconds=2.0 --param target_rate=48000 --param target_channels=2 \
-    --param target_subtype='"FLOAT"' --param target_seconds=3.0
+gen voice_conversion voice_conversion_a --seed 504 $(s3 flow_vocab_size=6561) \
+    --param source_rate=22050 --param source_seconds=2.0 --param target_rate=48000 --param target_channels=1 \
+    --param target_subtype='"PCM_24"' --param target_seconds=2.0
 
 # ---- text
 gen text text_a --seed 0

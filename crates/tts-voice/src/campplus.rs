@@ -20,7 +20,7 @@ use tts_kernels::checkpoint::Checkpoint;
 
 pub use fbank::fbank;
 
-use crate::{Error, Result, config};
+use crate::{Result, config};
 
 /// The prefix of CAMPPlus's own `config.json` keys.
 pub const KEY_PREFIX: &str = "campplus_";
@@ -56,7 +56,7 @@ impl Default for CampPlusConfig {
 impl CampPlusConfig {
     /// The defaults overridden by the `campplus_*` keys of `v` (a `config.json` object; `file` names
     /// it in errors) and by its `spk_embed_dim`. An unknown `campplus_` key, a wrong type or a value
-    /// out of range is an [`Error::Config`] naming the key.
+    /// out of range is an [`crate::Error::Config`] naming the key.
     pub fn from_json(file: &Path, v: &Value) -> Result<CampPlusConfig> {
         config::from_json(file, v)
     }
@@ -129,7 +129,7 @@ impl CampPlus {
 
     /// The x-vector of `wav_16k` (mono, 16 kHz), `[spk_embed_dim]`, not normalised.
     ///
-    /// Errors ([`Error::Audio`]): no samples, a non-finite sample, fewer than [`MIN_SAMPLES`].
+    /// Errors ([`crate::Error::Audio`]): no samples, a non-finite sample, fewer than [`MIN_SAMPLES`].
     pub fn embed(&self, wav_16k: &[f32]) -> Result<Vec<f32>> {
         fbank::check_audio(wav_16k, MIN_SAMPLES, "CAMPPlus (3 fbank frames)")?;
         let (feats, t) = fbank(wav_16k)?;
@@ -142,6 +142,7 @@ impl CampPlus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use serde_json::json;
 
     fn fixture_dir() -> std::path::PathBuf {
