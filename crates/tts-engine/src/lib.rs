@@ -3,11 +3,13 @@
 //! - [`speak`]: text → 24 kHz speech through T3 and S3Gen ([`speak::Engine`]), batched;
 //! - [`voice`]: the built-in voice (`conds.pt`);
 //! - [`text`]: the text front-end;
+//! - [`segment`]: long text → segments of at most ~300 characters, each with the pause after it;
 //! - [`synthetic`]: the synthetic engine (random weights at the real dimensions: noise, not speech);
 //! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands;
 //! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
 pub mod error;
+pub mod segment;
 pub mod selfcheck;
 pub mod speak;
 pub mod synthetic;
