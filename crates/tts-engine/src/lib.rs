@@ -4,11 +4,13 @@
 //! - [`voice`]: the built-in voice (`conds.pt`);
 //! - [`text`]: the text front-end;
 //! - [`segment`]: long text → segments of at most ~300 characters, each with the pause after it;
+//! - [`join`]: the segments' audio → one waveform, with the pauses and click-free joins;
 //! - [`synthetic`]: the synthetic engine (random weights at the real dimensions: noise, not speech);
 //! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands;
 //! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
 pub mod error;
+pub mod join;
 pub mod segment;
 pub mod selfcheck;
 pub mod speak;
