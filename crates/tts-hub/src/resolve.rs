@@ -177,7 +177,8 @@ fn resolve_hub(
     Ok(resolved(commit, files, downloaded))
 }
 
-/// Removes `refs/{commit}` when it goes out of scope, unless it was there before.
+/// Removes `refs/{commit}` when it goes out of scope, unless it was there before (and `refs/` with
+/// it when that leaves it empty).
 struct StrayRef {
     path: Option<PathBuf>,
 }
@@ -193,6 +194,9 @@ impl Drop for StrayRef {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
             let _ = std::fs::remove_file(path);
+            if let Some(refs) = path.parent() {
+                let _ = std::fs::remove_dir(refs);
+            }
         }
     }
 }
