@@ -1,5 +1,5 @@
 //! Models by name: `--model X` is a local directory or a Hugging Face Hub repository id
-//! (`ResembleAI/chatterbox` by default, at a `--revision`, `main` by default), and [`resolve`] turns it
+//! (`ResembleAI/chatterbox` by default, at a `--revision`, `main` by default), and [`resolve()`] turns it
 //! into a directory holding the model's files.
 //!
 //! # The cache

@@ -1,6 +1,6 @@
 //! Download progress, reported file by file to whatever shows it (the CLI's progress bars).
 
-/// Receives the progress of the downloads of one [`crate::resolve`] call, one file at a time:
+/// Receives the progress of the downloads of one [`crate::resolve()`] call, one file at a time:
 /// `start`, any number of `advance`, then `finish` (the file is complete and verified) or `abandon`
 /// (the download failed). Files found in the cache report nothing.
 pub trait DownloadProgress {
@@ -11,7 +11,7 @@ pub trait DownloadProgress {
     fn advance(&mut self, bytes: u64);
     /// `file` is complete, verified and in the cache.
     fn finish(&mut self, file: &str);
-    /// The download of `file` failed; the error follows from [`crate::resolve`].
+    /// The download of `file` failed; the error follows from [`crate::resolve()`].
     fn abandon(&mut self, file: &str) {
         let _ = file;
     }

@@ -164,6 +164,12 @@ pub struct FakeHub {
 
 impl FakeHub {
     pub fn start(repos: Vec<FakeRepo>) -> FakeHub {
+        // ureq 2 (hf-hub's client) sends every request to a proxy named in the environment and has no
+        // NO_PROXY: loopback would go there too.
+        let proxies = ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"];
+        if let Some(var) = proxies.iter().find(|v| std::env::var_os(v).is_some()) {
+            panic!("{var} is set: unset it for these tests (hf-hub's ureq 2 would send loopback requests to the proxy)");
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State { repos, faults: Faults::default(), requests: Vec::new() }));
