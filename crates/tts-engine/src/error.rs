@@ -9,18 +9,19 @@ use std::path::PathBuf;
 /// What kind of failure an [`Error`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// The request or the options: a text, a voice, a generation setting, a backend name, command-line
-    /// arguments (HTTP 400/422; the CLI exits with 2).
+    /// The request or the options: a text, a voice, a generation setting, a backend name, a model
+    /// id that does not exist, command-line arguments (HTTP 400/404/422; the CLI exits with 1).
     BadInput,
-    /// The model files: a missing model directory or file, an unreadable or corrupt one, a tensor
-    /// missing or of the wrong shape or dtype, a bad `config.json` key (the operator's problem: HTTP
-    /// 500/503; the CLI exits with 3).
+    /// The model files or the setup that gets them: a missing model directory or file, an unreadable
+    /// or corrupt one, a tensor missing or of the wrong shape or dtype, a bad `config.json` key, no
+    /// network (or `HF_HUB_OFFLINE`) without the files cached, a failed download (the operator's
+    /// problem: HTTP 500/503; the CLI exits with 2).
     BadModel,
     /// Past a limit: a text or a generation longer than the model takes, out of memory, a full queue
-    /// (HTTP 413/429/507; the CLI exits with 4).
+    /// (HTTP 413/429/507; the CLI exits with 1, as for bad input).
     ResourceLimit,
     /// A failure of the backend (driver, NVRTC, cuBLAS, a kernel launch) or a broken invariant of the
-    /// engine itself (HTTP 500; the CLI exits with 1).
+    /// engine itself (HTTP 500; the CLI exits with 3).
     Internal,
 }
 
@@ -33,7 +34,11 @@ pub enum Error {
     Setting { field: &'static str, value: String, expected: String },
     /// A text that cannot be spoken (`index` in the batch).
     #[error("text {index}: {problem}")]
-    Text { index: usize, problem: &'static str },
+    Text { index: usize, problem: String },
+    /// An input that is not a request's text but holds it: stdin, a text file (`what`), unreadable
+    /// or not UTF-8, or what it holds cannot be spoken.
+    #[error("{what}: {problem}")]
+    Input { what: String, problem: String },
     /// Command-line arguments that do not go together.
     #[error("{0}")]
     Usage(&'static str),
@@ -76,8 +81,8 @@ pub enum Error {
 
     /// T3 stopped a request before its first speech token the flow knows (the model's doing, not
     /// the input's).
-    #[error("text {index}: T3 produced no speech tokens")]
-    NoSpeechTokens { index: usize },
+    #[error("text {index}, segment {segment}: T3 produced no speech tokens")]
+    NoSpeechTokens { index: usize, segment: usize },
     /// An output file that could not be written.
     #[error("writing {}: {detail}", path.display())]
     Output { path: PathBuf, detail: String },
@@ -85,12 +90,25 @@ pub enum Error {
     #[error("batch {batch}: every request stopped during the {warmup} warm-up steps: nothing was timed")]
     NothingTimed { batch: usize, warmup: usize },
 
+    /// A broken invariant of the engine itself (its bug, not the caller's).
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// Joining a long text's segments: a pause out of range (the engine's bug) or no memory for the
+    /// whole waveform.
+    #[error("joining the segments' audio: {0}")]
+    Join(#[from] crate::join::JoinError),
     #[error(transparent)]
     Kernels(#[from] tts_kernels::Error),
     #[error(transparent)]
     T3(#[from] tts_t3::Error),
     #[error(transparent)]
     S3Gen(#[from] tts_s3gen::Error),
+    /// Finding the model: a bad model reference or HF setting, a repository or file that does not
+    /// exist, no network (or `HF_HUB_OFFLINE`) without the files in the cache, no access, a failed
+    /// download or cache.
+    #[error(transparent)]
+    Hub(#[from] tts_hub::Error),
     /// Voice cloning: a recording that cannot be used (not audio, corrupt, silent, too short, ...),
     /// a cloning model file at fault, or no libsoxr to resample with.
     #[error(transparent)]
@@ -129,6 +147,7 @@ impl Error {
         match self {
             Error::Setting { .. }
             | Error::Text { .. }
+            | Error::Input { .. }
             | Error::Usage(_)
             | Error::Voice { .. }
             | Error::VoiceMismatch { .. }
@@ -136,7 +155,9 @@ impl Error {
             | Error::NoCloning => BadInput,
             Error::ModelDir { .. } | Error::ModelFile { .. } | Error::NoTokenizer => BadModel,
             Error::TooLong { .. } | Error::OutOfMemory { .. } | Error::QueueFull { .. } => ResourceLimit,
-            Error::NoSpeechTokens { .. } | Error::Output { .. } | Error::NothingTimed { .. } => Internal,
+            Error::NoSpeechTokens { .. } | Error::Output { .. } | Error::NothingTimed { .. } | Error::Internal(_) => Internal,
+            Error::Join(crate::join::JoinError::OutOfMemory { .. }) => ResourceLimit,
+            Error::Join(_) => Internal,
             Error::Kernels(e) => kernels(e),
             Error::T3(e) => match e {
                 tts_t3::Error::Kernels(e) => kernels(e),
@@ -151,6 +172,23 @@ impl Error {
                 tts_s3gen::Error::Input { .. } => BadInput,
                 tts_s3gen::Error::Misuse(_) => Internal,
             },
+            Error::Hub(e) => {
+                use tts_hub::Error as H;
+                match e {
+                    H::BadModelRef { .. } | H::BadSetting { .. } | H::RepoNotFound { .. } | H::RevisionNotFound { .. } => {
+                        BadInput
+                    }
+                    H::BadFileName { .. } => Internal,
+                    H::DirNotFound { .. }
+                    | H::DirMissingFiles { .. }
+                    | H::FilesNotFound { .. }
+                    | H::Offline { .. }
+                    | H::Unauthorized { .. }
+                    | H::Network { .. }
+                    | H::Integrity { .. }
+                    | H::Cache { .. } => BadModel,
+                }
+            }
             Error::Cloning(e) => match e {
                 tts_voice::Error::Kernels(e) => kernels(e),
                 tts_voice::Error::Config { .. } => BadModel,
@@ -245,8 +283,9 @@ mod tests {
     fn engine_errors() {
         for (e, want) in [
             (Error::Setting { field: "temperature", value: "NaN".into(), expected: "finite".into() }, BadInput),
-            (Error::Text { index: 0, problem: "empty" }, BadInput),
+            (Error::Text { index: 0, problem: "empty".into() }, BadInput),
             (Error::Usage("--synthetic-seed needs --synthetic"), BadInput),
+            (Error::Input { what: "stdin".into(), problem: "not UTF-8".into() }, BadInput),
             (Error::Voice { path: "v.pt".into(), msg: "x".into() }, BadInput),
             (Error::VoiceMismatch { what: "x-vector", got: 1, expected: 2 }, BadInput),
             (Error::NoVoice, BadInput),
@@ -256,9 +295,12 @@ mod tests {
             (Error::TooLong { what: "text 0: text tokens".into(), len: 3, max: 2 }, ResourceLimit),
             (Error::OutOfMemory { what: "x".into(), need_bytes: 2, available_bytes: 1 }, ResourceLimit),
             (Error::QueueFull { capacity: 8 }, ResourceLimit),
-            (Error::NoSpeechTokens { index: 0 }, Internal),
+            (Error::NoSpeechTokens { index: 0, segment: 0 }, Internal),
             (Error::Output { path: "o.wav".into(), detail: "x".into() }, Internal),
             (Error::NothingTimed { batch: 1, warmup: 2 }, Internal),
+            (Error::Internal("x".into()), Internal),
+            (Error::Join(crate::join::JoinError::OutOfMemory { samples: 1 << 40 }), ResourceLimit),
+            (Error::Join(crate::join::JoinError::SampleRate), Internal),
         ] {
             let text = e.to_string();
             assert_eq!(e.kind(), want, "{text}");

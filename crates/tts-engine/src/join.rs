@@ -95,6 +95,16 @@ impl std::error::Error for JoinError {}
 /// or negative, a pause above [`MAX_PAUSE_SECONDS`], a zero sample rate, or an output that cannot
 /// be allocated; never a panic.
 pub fn join(parts: &[(&[f32], f32)], sample_rate: u32, crossfade_ms: f32) -> Result<Vec<f32>, JoinError> {
+    join_with_starts(parts, sample_rate, crossfade_ms).map(|(out, _)| out)
+}
+
+/// [`join`], with where each part's first sample landed in the output (for an overlapped part,
+/// the start of the overlap; for an empty part, where it would have been).
+pub fn join_with_starts(
+    parts: &[(&[f32], f32)],
+    sample_rate: u32,
+    crossfade_ms: f32,
+) -> Result<(Vec<f32>, Vec<usize>), JoinError> {
     if sample_rate == 0 {
         return Err(JoinError::SampleRate);
     }
@@ -107,7 +117,7 @@ pub fn join(parts: &[(&[f32], f32)], sample_rate: u32, crossfade_ms: f32) -> Res
         }
     }
     let rate = f64::from(sample_rate);
-    let fade = (f64::from(crossfade_ms) * rate / 1000.0).round() as usize; // saturates
+    let fade = fade_samples(crossfade_ms, sample_rate);
     let silence_after = |k: usize| if k + 1 < parts.len() { (f64::from(parts[k].1) * rate).round() as usize } else { 0 };
 
     // the plan: for each non-empty part, the silence before it and the fade or overlap with the one before
@@ -132,12 +142,16 @@ pub fn join(parts: &[(&[f32], f32)], sample_rate: u32, crossfade_ms: f32) -> Res
 
     let mut silence = 0usize;
     let mut previous: Option<usize> = None;
+    let mut starts = Vec::with_capacity(parts.len());
     for (k, &(samples, _)) in parts.iter().enumerate() {
-        if !samples.is_empty() {
+        if samples.is_empty() {
+            starts.push(out.len() + silence);
+        } else {
             match previous {
                 Some(p) if silence == 0 => {
                     let overlap = fade.min(p / 2).min(samples.len() / 2);
                     let base = out.len() - overlap;
+                    starts.push(base);
                     for (i, (o, &s)) in out[base..].iter_mut().zip(&samples[..overlap]).enumerate() {
                         let g = fade_out_gain(i, overlap);
                         *o = *o * g + s * (1.0 - g);
@@ -150,6 +164,7 @@ pub fn join(parts: &[(&[f32], f32)], sample_rate: u32, crossfade_ms: f32) -> Res
                     }
                     out.resize(out.len() + silence, 0.0);
                     let start = out.len();
+                    starts.push(start);
                     out.extend_from_slice(samples);
                     if silence > 0 {
                         let n = fade.min(samples.len() / 2);
@@ -171,12 +186,17 @@ pub fn join(parts: &[(&[f32], f32)], sample_rate: u32, crossfade_ms: f32) -> Res
         out.resize(out.len() + silence, 0.0);
     }
     debug_assert_eq!(out.len(), total);
-    Ok(out)
+    Ok((out, starts))
+}
+
+/// `crossfade_ms` in whole samples at `sample_rate` (saturating).
+pub(crate) fn fade_samples(crossfade_ms: f32, sample_rate: u32) -> usize {
+    (f64::from(crossfade_ms) * f64::from(sample_rate) / 1000.0).round() as usize
 }
 
 /// The gain of sample `i` of an `n`-sample raised-cosine fade-out: from just under 1 down to just
 /// above 0 (`1 − gain` is the matching fade-in).
-fn fade_out_gain(i: usize, n: usize) -> f32 {
+pub(crate) fn fade_out_gain(i: usize, n: usize) -> f32 {
     let theta = std::f64::consts::PI * (i + 1) as f64 / (n + 1) as f64;
     (0.5 * (1.0 + theta.cos())) as f32
 }

@@ -1,6 +1,10 @@
 //! Public API of the Chatterbox TTS engine.
 //!
-//! - [`speak`]: text → 24 kHz speech through T3 and S3Gen ([`speak::Engine`]), batched;
+//! - [`synthesize`]: the request API ([`synthesize::Request`] → [`synthesize::Audio`], batched, texts
+//!   of any length), [`stream`]: the same as audio chunks while T3 decodes;
+//! - [`speak`]: the engine ([`speak::Engine`]): loading, voices, tokenised texts → speech;
+//! - [`hub`]: models by name (a directory or a Hugging Face repo id, through the HF cache);
+//! - [`output`]: WAV and raw PCM, to files or streamed;
 //! - [`voice`]: the built-in voice (`conds.pt`);
 //! - [`text`]: the text front-end;
 //! - [`segment`]: long text → segments of at most ~300 characters, each with the pause after it;
@@ -10,10 +14,14 @@
 //! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
 pub mod error;
+pub mod hub;
 pub mod join;
+pub mod output;
 pub mod segment;
 pub mod selfcheck;
 pub mod speak;
+pub mod stream;
+pub mod synthesize;
 pub mod synthetic;
 pub mod text;
 pub mod voice;

@@ -4,11 +4,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
+
+use cli::progress::Bars;
+use cli::{ModelArgs, Say, check_input_file, check_output_folder, open_device, synthetic_flag};
 use tts_engine::bench::{self, ModelSource, backend_label, machine_line};
 use tts_engine::speak::SpeakOptions;
 use tts_engine::{BackendKind, ErrorKind};
-use tts_s3gen::S3GenConfig;
-use tts_t3::T3Config;
+
+/// Messages of the commands other than `speak`: on stdout.
+const SAY: Say = Say { quiet: false, to_stderr: false };
 
 #[derive(Parser)]
 #[command(name = "tts", version, about = "Chatterbox TTS inference engine (Rust + CUDA)")]
@@ -28,35 +34,9 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Speaks texts to 24 kHz WAV files with the model in a directory (T3 + S3Gen, batched).
-    Speak {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// A text to speak; repeat for a batch.
-        #[arg(long, required = true)]
-        text: Vec<String>,
-        /// Output WAV; with several texts, `NAME_0.wav`, `NAME_1.wav`, ...
-        #[arg(long, default_value = "out.wav")]
-        out: std::path::PathBuf,
-        #[arg(long, default_value = "auto")]
-        backend: String,
-        #[arg(long, default_value_t = SpeakOptions::default().seed)]
-        seed: u64,
-        #[arg(long, default_value_t = SpeakOptions::default().exaggeration)]
-        exaggeration: f32,
-        #[arg(long, default_value_t = SpeakOptions::default().cfg_weight)]
-        cfg_weight: f32,
-        #[arg(long, default_value_t = SpeakOptions::default().temperature)]
-        temperature: f32,
-        /// Speech tokens at most per text (25 per second) [default: 1000; with --synthetic, the
-        /// length a real voice would take for the longest text, ~15 characters per second].
-        #[arg(long)]
-        max_new_tokens: Option<usize>,
-        /// The voice: a reference recording (WAV, FLAC, MP3; its first 10 s are used), a saved voice
-        /// (`tts voice create`) or a `conds.pt` [default: the model's built-in voice].
-        #[arg(long)]
-        voice: Option<std::path::PathBuf>,
-    },
+    /// Speaks texts (arguments, files or stdin) to audio files, batched; long texts are split and
+    /// joined; `-o -` streams to stdout as the audio is produced.
+    Speak(cli::speak::SpeakArgs),
     /// Voices: compute one from a recording and save it, to speak with it later.
     Voice {
         #[command(subcommand)]
@@ -134,10 +114,10 @@ enum VoiceCommand {
     Create {
         /// The reference recording (WAV, FLAC, MP3); 6–10 s of clean speech is best.
         input: std::path::PathBuf,
-        /// The model directory whose VoiceEncoder, S3Tokenizer and CAMPPlus compute it
-        /// (ve.safetensors, s3gen.safetensors; t3_cfg.safetensors for its prompt length).
-        #[arg(long)]
-        model_dir: std::path::PathBuf,
+        /// The model whose VoiceEncoder, S3Tokenizer and CAMPPlus compute it (ve.safetensors,
+        /// s3gen.safetensors; t3_cfg.safetensors for its prompt length).
+        #[command(flatten)]
+        model: ModelArgs,
         /// Where to save the voice.
         #[arg(long, short = 'o', default_value = "voice.safetensors")]
         out: std::path::PathBuf,
@@ -146,40 +126,14 @@ enum VoiceCommand {
     },
 }
 
-/// Where the models come from: a directory of the official files, or `--synthetic`.
-#[derive(clap::Args)]
-struct ModelArgs {
-    /// Directory with the official Chatterbox files the command needs (t3_cfg.safetensors,
-    /// s3gen.safetensors, tokenizer.json, conds.pt), config.json for non-default dimensions, and
-    /// for the benches a reference case's inputs.safetensors when present.
-    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
-    model_dir: Option<std::path::PathBuf>,
-    /// Random weights at the real dimensions, built in memory from a seed (no files), with a
-    /// synthetic voice and a character tokenizer: for speed measurements; THE OUTPUT IS NOISE.
-    #[arg(long)]
-    synthetic: bool,
-    /// Seed of the synthetic weights and voice [default: 1].
-    #[arg(long)]
-    synthetic_seed: Option<u64>,
-}
-
-impl ModelArgs {
-    fn source(self) -> tts_engine::Result<ModelSource> {
-        if self.synthetic_seed.is_some() && !self.synthetic {
-            return Err(tts_engine::Error::Usage("--synthetic-seed needs --synthetic"));
-        }
-        let seed = self.synthetic_seed.unwrap_or(tts_engine::synthetic::DEFAULT_SEED);
-        ModelSource::from_args(self.model_dir, self.synthetic, seed)
-    }
-}
-
-/// Exit codes: 0 success; 1 a failed check or an internal error; 2 bad input (arguments, settings,
-/// text, voice); 3 a bad model directory or file; 4 a resource limit (too long, out of memory).
+/// Exit codes: 0 success; 1 bad input (arguments, settings, text, voice, a limit passed); 2 a model
+/// or setup problem (a missing or bad model file, no network for a download); 3 an internal error
+/// or a failed check.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(false) => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e}");
             // the causes the message does not already include
@@ -194,34 +148,12 @@ fn main() -> ExitCode {
                 cause = c.source();
             }
             ExitCode::from(match e.kind() {
-                ErrorKind::BadInput => 2,
-                ErrorKind::BadModel => 3,
-                ErrorKind::ResourceLimit => 4,
-                ErrorKind::Internal => 1,
+                ErrorKind::BadInput | ErrorKind::ResourceLimit => 1,
+                ErrorKind::BadModel => 2,
+                ErrorKind::Internal => 3,
             })
         }
     }
-}
-
-/// An input file that must exist (checked before any model is loaded).
-fn check_input_file(flag: &'static str, path: &std::path::Path) -> tts_engine::Result<()> {
-    if path.is_file() {
-        return Ok(());
-    }
-    Err(tts_engine::Error::Setting { field: flag, value: path.display().to_string(), expected: "an existing file".into() })
-}
-
-/// An output file whose folder must exist (checked before any work).
-fn check_output_folder(flag: &'static str, out: &std::path::Path) -> tts_engine::Result<()> {
-    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    if folder.is_dir() {
-        return Ok(());
-    }
-    Err(tts_engine::Error::Setting {
-        field: flag,
-        value: out.display().to_string(),
-        expected: format!("a file in an existing folder (there is no folder {})", folder.display()),
-    })
 }
 
 /// A list of batch sizes, each at least 1.
@@ -263,113 +195,16 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             println!("{}", if all_ok { "self-check passed" } else { "self-check FAILED" });
             Ok(all_ok)
         }
-        Command::Speak { model, text, out, backend, seed, exaggeration, cfg_weight, temperature, max_new_tokens, voice } => {
-            let source = model.source()?;
-            // every setting is checked before the device is opened and the model loaded
-            let mut opts = SpeakOptions {
-                seed,
-                exaggeration,
-                cfg_weight,
-                temperature,
-                max_new_tokens: max_new_tokens.unwrap_or(tts_t3::DEFAULT_MAX_NEW_TOKENS),
-                ..Default::default()
-            };
-            opts.validate()?;
-            if let Some(v) = &voice {
-                check_input_file("--voice", v)?;
-            }
-            if let Some(index) = text.iter().position(|t| t.trim().is_empty()) {
-                return Err(tts_engine::Error::Text { index, problem: "empty (or only whitespace)" });
-            }
-            // a missing output folder fails now, not after minutes of synthesis
-            let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            if !folder.is_dir() {
-                return Err(tts_engine::Error::Setting {
-                    field: "--out",
-                    value: out.display().to_string(),
-                    expected: format!("a file in an existing folder (there is no folder {})", folder.display()),
-                });
-            }
-            let dev = open_device(&backend, &source)?;
-            let t = Instant::now();
-            let engine = match &source {
-                ModelSource::Dir(d) => tts_engine::speak::Engine::load(d, &dev)?,
-                ModelSource::Synthetic { seed } => {
-                    tts_engine::speak::Engine::synthetic(T3Config::default(), S3GenConfig::default(), *seed, &dev)?
-                }
-            };
-            let load_s = t.elapsed().as_secs_f64();
-            println!("model: {} (loaded in {load_s:.2} s)", source.describe());
-            // without --max-new-tokens: DEFAULT_MAX_NEW_TOKENS (or, synthetic, the length of the longest text), at most
-            // what the model's speech positions allow
-            let model_max = engine.t3.config().max_speech_tokens;
-            opts.max_new_tokens = match (max_new_tokens, &source) {
-                (Some(n), _) => n,
-                (None, ModelSource::Synthetic { .. }) => {
-                    let n = text.iter().map(|t| tts_engine::synthetic::speech_tokens_for(t)).max().unwrap_or(25).min(model_max);
-                    println!(
-                        "note: the synthetic T3 never samples its stop token: each text runs to {n} speech tokens \
-                         (the longest text at ~15 characters per second; --max-new-tokens overrides)"
-                    );
-                    n
-                }
-                (None, ModelSource::Dir(_)) => tts_t3::DEFAULT_MAX_NEW_TOKENS.min(model_max),
-            };
-            let voice = match &voice {
-                Some(v) => {
-                    let t = Instant::now();
-                    let voice = engine.voice_from_file(v)?;
-                    println!("voice: {} ({:.2} s)", v.display(), t.elapsed().as_secs_f64());
-                    Some(voice)
-                }
-                None => None,
-            };
-            let texts: Vec<&str> = text.iter().map(|t| t.as_str()).collect();
-            let t = Instant::now();
-            let (spoken, timings) = engine.speak_timed(&texts, voice.as_deref(), &opts)?;
-            let secs = t.elapsed().as_secs_f64();
-            let comment = source.synthetic_seed().map(tts_engine::synthetic::warning);
-            for (i, s) in spoken.iter().enumerate() {
-                let path = if spoken.len() == 1 {
-                    out.clone()
-                } else {
-                    let stem = out.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned());
-                    out.with_file_name(format!("{stem}_{i}.wav"))
-                };
-                tts_engine::speak::write_wav_with_comment(&path, &s.wav, comment.as_deref())?;
-                println!(
-                    "{}: {} speech tokens, {:.2} s of audio{}",
-                    path.display(),
-                    s.speech_tokens.len(),
-                    s.wav.len() as f64 / tts_s3gen::SAMPLE_RATE as f64,
-                    if comment.is_some() { " (synthetic: noise, not speech)" } else { "" }
-                );
-            }
-            let audio: f64 = spoken.iter().map(|s| s.wav.len() as f64).sum::<f64>() / tts_s3gen::SAMPLE_RATE as f64;
-            println!("{} text(s) in {secs:.2} s", spoken.len());
-            println!(
-                "{}",
-                machine_line(
-                    "speak",
-                    &[
-                        ("backend", backend_label(&dev).into()),
-                        ("texts", spoken.len().to_string()),
-                        ("speech_tokens", spoken.iter().map(|s| s.speech_tokens.len()).sum::<usize>().to_string()),
-                        ("audio_s", format!("{audio:.3}")),
-                        ("wall_s", format!("{secs:.3}")),
-                        ("t3_s", format!("{:.3}", timings.t3_seconds)),
-                        ("s3gen_s", format!("{:.3}", timings.s3gen_seconds)),
-                        ("rtf", format!("{:.4}", secs / audio.max(1e-9))),
-                        ("load_s", format!("{load_s:.2}")),
-                        ("synthetic", synthetic_flag(&source)),
-                    ]
-                )
-            );
-            Ok(true)
-        }
-        Command::Voice { command: VoiceCommand::Create { input, model_dir, out, backend } } => {
+        Command::Speak(args) => cli::speak::run(args),
+        Command::Voice { command: VoiceCommand::Create { input, model, out, backend } } => {
             check_input_file("INPUT", &input)?;
             check_output_folder("--out", &out)?;
+            if model.synthetic {
+                return Err(tts_engine::Error::NoCloning);
+            }
+            let ModelSource::Dir(model_dir) = model.resolve(&Bars::new(false))? else {
+                return Err(tts_engine::Error::NoCloning);
+            };
             let dev = tts_engine::select_device(&backend)?.0;
             let engine = tts_engine::speak::Engine::load(&model_dir, &dev)?;
             let t = Instant::now();
@@ -392,7 +227,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(true)
         }
         Command::Convert { model, source, voice, out, backend, seed } => {
-            let model_source = model.source()?;
+            let model_source = model.resolve(&Bars::new(false))?;
             check_input_file("--source", &source)?;
             if let Some(v) = &voice {
                 check_input_file("--voice", v)?;
@@ -401,7 +236,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             let ModelSource::Dir(dir) = &model_source else {
                 return Err(tts_engine::Error::NoCloning);
             };
-            let dev = open_device(&backend, &model_source)?;
+            let dev = open_device(&backend, &model_source, &SAY)?;
             let engine = tts_engine::speak::Engine::load(dir, &dev)?;
             let target = match &voice {
                 Some(v) => engine.voice_from_file(v)?,
@@ -423,7 +258,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(true)
         }
         Command::BenchVoice { model, input, runs } => {
-            let source = model.source()?;
+            let source = model.resolve(&Bars::new(false))?;
             check_input_file("--input", &input)?;
             if runs == 0 {
                 return Err(tts_engine::Error::Setting { field: "--runs", value: "0".into(), expected: "at least 1".into() });
@@ -476,7 +311,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(true)
         }
         Command::BenchT3 { model, backend, batch, tokens } => {
-            let source = model.source()?;
+            let source = model.resolve(&Bars::new(false))?;
             if tokens < bench::MIN_T3_TOKENS {
                 return Err(tts_engine::Error::Setting {
                     field: "--tokens",
@@ -485,7 +320,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 });
             }
             check_batches(&batch)?;
-            let dev = open_device(&backend, &source)?;
+            let dev = open_device(&backend, &source, &SAY)?;
             let label = backend_label(&dev);
             let t = Instant::now();
             let t3 = source.load_t3(&dev)?;
@@ -574,12 +409,12 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(all_ok)
         }
         Command::BenchS3gen { model, backend, batch, tokens, steps } => {
-            let source = model.source()?;
+            let source = model.resolve(&Bars::new(false))?;
             check_batches(&batch)?;
             if tokens == 0 {
                 return Err(tts_engine::Error::Setting { field: "--tokens", value: "0".into(), expected: "at least 1".into() });
             }
-            let dev = open_device(&backend, &source)?;
+            let dev = open_device(&backend, &source, &SAY)?;
             let label = backend_label(&dev);
             let t = Instant::now();
             let s3 = source.load_s3gen(&dev)?;
@@ -637,24 +472,4 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(all_ok)
         }
     }
-}
-
-/// Opens the device named by `backend` and prints it (and, for the synthetic model, the warning
-/// that the output is noise, to stderr and stdout).
-fn open_device(backend: &str, source: &ModelSource) -> tts_engine::Result<tts_engine::Device> {
-    if let Some(seed) = source.synthetic_seed() {
-        let w = tts_engine::synthetic::warning(seed);
-        eprintln!("WARNING: {w}");
-        println!("# {w}");
-    }
-    let (dev, note) = tts_engine::select_device(backend)?;
-    println!("backend: {}", dev.describe());
-    if let Some(n) = note {
-        println!("note: {n}");
-    }
-    Ok(dev)
-}
-
-fn synthetic_flag(source: &ModelSource) -> String {
-    if source.synthetic_seed().is_some() { "1" } else { "0" }.into()
 }

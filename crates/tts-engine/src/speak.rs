@@ -3,13 +3,14 @@
 //! post-processing, and S3Gen (flow matching + HiFT, with the trim/fade).
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tts_kernels::Device;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_s3gen::{FlowRequest, S3Gen, S3GenConfig};
-use tts_t3::{Generator, SamplerSettings, T3, T3Config};
+use tts_t3::{SamplerSettings, T3, T3Config};
 
+use crate::output::{AudioFormat, Container, SampleFormat};
+use crate::synthesize::{BatchOptions, Row};
 use crate::text::{TextTokenizer, punc_norm};
 use tts_voice::audio::Audio;
 use tts_voice::prepare::VoiceModels;
@@ -67,7 +68,7 @@ impl SpeakOptions {
                 return Err(Error::Setting { field, value: v.to_string(), expected: "finite and ≥ 0".into() });
             }
         }
-        self.sampler_settings(0).validate().map_err(|e| match e {
+        self.sampler_settings(self.seed).validate().map_err(|e| match e {
             tts_t3::Error::Input { field, value, expected } => Error::Setting { field, value, expected },
             e => Error::T3(e),
         })?;
@@ -77,8 +78,8 @@ impl SpeakOptions {
         Ok(())
     }
 
-    /// T3's sampler settings for request `i` of a batch (seeded `seed + i`).
-    fn sampler_settings(&self, i: usize) -> SamplerSettings {
+    /// T3's sampler settings, seeded `seed` (a request's segment `j` is seeded `self.seed + j`).
+    pub(crate) fn sampler_settings(&self, seed: u64) -> SamplerSettings {
         SamplerSettings {
             temperature: self.temperature,
             cfg_weight: self.cfg_weight,
@@ -86,7 +87,7 @@ impl SpeakOptions {
             min_p: self.min_p,
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
-            seed: self.seed.wrapping_add(i as u64),
+            seed,
             ..SamplerSettings::default()
         }
     }
@@ -123,6 +124,8 @@ pub struct Engine {
     voice_models: Mutex<Option<Arc<VoiceModels>>>,
     /// Voices read or computed from files, by the SHA-256 of the file's bytes.
     voices: VoiceCache,
+    /// How requests are batched and split ([`Engine::synthesize`]).
+    pub batching: BatchOptions,
 }
 
 /// Voices kept by an engine's cache (about 170 KB each).
@@ -166,6 +169,7 @@ impl Engine {
             model_dir: Some(dir.to_path_buf()),
             voice_models: Mutex::new(None),
             voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
+            batching: BatchOptions::default(),
         })
     }
 
@@ -187,6 +191,7 @@ impl Engine {
             model_dir: None,
             voice_models: Mutex::new(None),
             voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
+            batching: BatchOptions::default(),
         })
     }
 
@@ -323,10 +328,10 @@ impl Engine {
     }
 
     /// [`Engine::text_tokens`] of text `index` of a batch (errors name it).
-    fn text_tokens_of(&self, index: usize, text: &str) -> Result<Vec<u32>> {
+    pub(crate) fn text_tokens_of(&self, index: usize, text: &str) -> Result<Vec<u32>> {
         let tok = self.tokenizer.as_ref().ok_or(Error::NoTokenizer)?;
         if text.trim().is_empty() {
-            return Err(Error::Text { index, problem: "empty (or only whitespace)" });
+            return Err(Error::Text { index, problem: "empty (or only whitespace)".into() });
         }
         let cfg = &self.t3.config();
         let max = cfg.max_text_tokens.saturating_sub(2);
@@ -408,57 +413,13 @@ impl Engine {
         opts.validate()?;
         let voice = voice.or(self.voice.as_ref()).ok_or(Error::NoVoice)?;
         self.check_request(voice, opts)?;
-        if texts.is_empty() {
-            return Ok((Vec::new(), SpeakTimings::default()));
-        }
-        let t3_start = Instant::now();
-        let reqs: Vec<tts_t3::Request> = texts
+        let rows: Vec<Row<'_>> = texts
             .iter()
             .enumerate()
-            .map(|(i, t)| tts_t3::Request {
-                text_tokens: t.clone(),
-                voice: tts_t3::Voice {
-                    speaker_emb: voice.t3.speaker_emb.clone(),
-                    prompt_tokens: voice.t3.cond_prompt_speech_tokens.clone(),
-                },
-                exaggeration: opts.exaggeration,
-                settings: opts.sampler_settings(i),
-            })
+            .map(|(i, t)| Row { index: i, segment: 0, tokens: t, voice, options: opts, seed: opts.seed.wrapping_add(i as u64) })
             .collect();
-        let cfg = &self.t3.config();
-        let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
-        let max_len = cfg.kv_positions(longest, opts.max_new_tokens);
-        let mut generator = Generator::new(&self.t3, texts.len(), max_len, opts.max_new_tokens)?;
-        let done = generator.run(&reqs, 8)?; // in request order
-        let t3_seconds = t3_start.elapsed().as_secs_f64();
-        // the reference keeps only tokens the flow knows (`speech_tokens < 6561`)
-        let vocab = self.s3gen.config.flow_vocab_size as u32;
-        let speech: Vec<Vec<u32>> = done.iter().map(|f| f.tokens.iter().copied().filter(|&t| t < vocab).collect()).collect();
-        if let Some(i) = speech.iter().position(|s| s.is_empty()) {
-            return Err(Error::NoSpeechTokens { index: i });
-        }
-        let g = &voice.s3gen;
-        let prompt = &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())];
-        let s3_reqs: Vec<tts_s3gen::Request<'_>> = speech
-            .iter()
-            .enumerate()
-            .map(|(i, s)| tts_s3gen::Request {
-                flow: FlowRequest {
-                    prompt_tokens: prompt,
-                    prompt_feat: &g.prompt_feat,
-                    embedding: &g.embedding,
-                    tokens: s,
-                    noise: None,
-                    seed: opts.seed.wrapping_add(i as u64),
-                },
-                source_phases: None,
-                source_noise: None,
-            })
-            .collect();
-        let s3gen_start = Instant::now();
-        let wavs = self.s3gen.synthesize(&s3_reqs, opts.cfm_steps)?;
-        let timings = SpeakTimings { t3_seconds, s3gen_seconds: s3gen_start.elapsed().as_secs_f64() };
-        Ok((speech.into_iter().zip(wavs).map(|(speech_tokens, wav)| Spoken { speech_tokens, wav }).collect(), timings))
+        let (spoken, timings) = self.run_rows(&rows, &mut |_| {})?;
+        Ok((spoken.into_iter().collect::<Result<Vec<_>>>()?, timings))
     }
 }
 
@@ -468,62 +429,9 @@ pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
     write_wav_with_comment(path, samples, None)
 }
 
-/// [`write_wav`], with `comment` (if any) in a `LIST`/`INFO` chunk (`ICMT`) after the samples,
-/// where players and `soxi` show it and readers that do not know it skip it.
+/// [`write_wav`], with `comment` (if any) in a `LIST`/`INFO` chunk (`ICMT`) after the samples
+/// ([`crate::output::encode`]).
 pub fn write_wav_with_comment(path: &Path, samples: &[f32], comment: Option<&str>) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| Error::Output { path: path.to_path_buf(), detail: e.to_string() };
-    let tmp = path.with_extension("wav.partial");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: tts_s3gen::SAMPLE_RATE,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let result = (|| -> std::result::Result<(), hound::Error> {
-        let mut w = hound::WavWriter::create(&tmp, spec)?;
-        for &s in samples {
-            w.write_sample(s)?;
-        }
-        w.finalize()?;
-        if let Some(c) = comment {
-            append_info_comment(&tmp, c)?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(&e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(&e)
-    })
-}
-
-/// Appends a `LIST` chunk of type `INFO` holding one `ICMT` (comment) sub-chunk to the RIFF file at
-/// `path`, and updates the RIFF size.
-fn append_info_comment(path: &Path, comment: &str) -> std::result::Result<(), hound::Error> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut text = comment.as_bytes().to_vec();
-    text.push(0);
-    let text_len = text.len() as u32;
-    if text.len() % 2 == 1 {
-        text.push(0); // chunks are padded to an even size
-    }
-    let mut chunk = Vec::with_capacity(text.len() + 20);
-    chunk.extend_from_slice(b"LIST");
-    chunk.extend_from_slice(&(4 + 8 + text.len() as u32).to_le_bytes());
-    chunk.extend_from_slice(b"INFO");
-    chunk.extend_from_slice(b"ICMT");
-    chunk.extend_from_slice(&text_len.to_le_bytes());
-    chunk.extend_from_slice(&text);
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
-    let end = f.seek(SeekFrom::End(0))?;
-    f.write_all(&chunk)?;
-    let riff = u32::try_from(end + chunk.len() as u64 - 8)
-        .map_err(|_| std::io::Error::other("the WAV would pass 4 GB with its comment"))?;
-    f.seek(SeekFrom::Start(4))?;
-    f.write_all(&riff.to_le_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    let format = AudioFormat { container: Container::Wav, sample: SampleFormat::F32 };
+    crate::output::write_audio(path, samples, tts_s3gen::SAMPLE_RATE, format, comment)
 }

@@ -347,9 +347,9 @@ fn tts(args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// Settings are checked before any model file is read: with a model directory that does not exist,
-/// `--temperature nan` is reported as the temperature error (exit code 2, bad input), and so are a
+/// `--temperature nan` is reported as the temperature error (exit code 1, bad input), and so are a
 /// bad backend name and an output folder that does not exist; good settings then get the model
-/// directory's error (exit code 3).
+/// directory's error (exit code 2, a model or setup problem).
 #[test]
 fn the_command_line_checks_settings_before_the_model() {
     let missing = std::env::temp_dir().join(format!("tts-no-such-model-{}", fresh_seed()));
@@ -368,27 +368,27 @@ fn the_command_line_checks_settings_before_the_model() {
         (&["--cfg-weight", "inf"][..], "cfg_weight = inf"),
         (&["--exaggeration=-0.5"][..], "exaggeration = -0.5"),
         (&["--max-new-tokens", "0"][..], "max_new_tokens = 0"),
-        (&["--out", "/no-such-folder-of-tts/a.wav"][..], "--out = /no-such-folder-of-tts/a.wav"),
+        (&["--out", "/no-such-folder-of-tts/a.wav"][..], "--output = /no-such-folder-of-tts/a.wav"),
         (&["--backend", "gpu"][..], "unknown backend \"gpu\""),
         (&["--text", " "][..], "text 1: empty"),
     ] {
         let (code, err) = speak(extra);
-        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert_eq!(code, Some(1), "{extra:?}: {err}");
         assert!(err.contains(want) && !err.contains(m), "{extra:?}: {err}");
     }
     let (code, err) = speak(&[]);
-    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains(m) && err.contains("model directory"), "{err}");
     // the same through the library: the settings are checked without a model, the directory fails to load
     let opts = SpeakOptions { temperature: f32::NAN, ..Default::default() };
     assert!(matches!(opts.validate(), Err(Error::Setting { field: "temperature", .. })));
     let e = Engine::load(&missing, &Device::cpu()).err().unwrap();
     assert_eq!(e.kind(), BadModel, "{e}");
-    // a bad config key names the file and the key, exit code 3
+    // a bad config key names the file and the key, exit code 2
     let dir = tiny_model_dir();
     set_config(&dir, "hidden_sise", 1.into());
     let (code, err) = tts(&["speak", "--model-dir", dir.to_str().unwrap(), "--text", "Hello.", "--backend", "cpu"]);
-    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("config.json: key \"hidden_sise\": unknown field"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -122,8 +122,14 @@ fn the_cli_creates_a_voice_speaks_with_it_and_converts() {
         let (code, text) = run(&[&args[..], &["--backend", "cpu", "--seed", "3"]].concat());
         assert_eq!(code, Some(0), "{text}");
     }
-    let read =
-        |p: &str| hound::WavReader::open(format!("{s}/{p}")).unwrap().samples::<f32>().map(|x| x.unwrap()).collect::<Vec<f32>>();
+    // `speak` writes 16-bit PCM by default, `convert` 32-bit float
+    let read = |p: &str| {
+        let mut r = hound::WavReader::open(format!("{s}/{p}")).unwrap();
+        match r.spec().sample_format {
+            hound::SampleFormat::Int => r.samples::<i16>().map(|x| x.unwrap() as f32 / 32767.0).collect::<Vec<f32>>(),
+            hound::SampleFormat::Float => r.samples::<f32>().map(|x| x.unwrap()).collect::<Vec<f32>>(),
+        }
+    };
     assert_eq!(read("a.wav"), read("b.wav"), "the recording and its saved voice speak the same");
     assert!(!read("a.wav").is_empty());
 
@@ -135,14 +141,14 @@ fn the_cli_creates_a_voice_speaks_with_it_and_converts() {
     let ts = (2.5f64 * 25.0).ceil() as usize;
     let frames = 2 * (saved.s3gen.prompt_token_len + ts) - saved.s3gen.prompt_feat_frames;
     assert_eq!(read("conv.wav").len(), frames * 480, "{text}");
-    // bad input: exit code 2, the file named, nothing written
+    // bad input: exit code 1, the file named, nothing written
     let (code, text) = run(&["voice", "create", d, "--model-dir", d, "-o", &format!("{s}/x.safetensors")]);
-    assert_eq!(code, Some(2), "a directory is not a recording: {text}");
+    assert_eq!(code, Some(1), "a directory is not a recording: {text}");
     std::fs::write(scratch.join("notes.txt"), "not audio at all").unwrap();
     let bad = format!("{s}/notes.txt");
     let (code, text) =
         run(&["speak", "--model-dir", d, "--voice", &bad, "--text", "x", "--out", &format!("{s}/y.wav"), "--backend", "cpu"]);
-    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("notes.txt"), "{text}");
     assert!(!scratch.join("y.wav").exists());
     assert_eq!(saved.t3.emotion_adv, tts_t3::DEFAULT_EXAGGERATION);

@@ -19,6 +19,10 @@ pub enum Error {
     /// no place for the cache (no `HF_HUB_CACHE`, `HF_HOME` nor home directory).
     #[error("{var}={value:?}: {detail}")]
     BadSetting { var: &'static str, value: String, detail: String },
+    /// A model reference that can only be a path (see [`crate::ModelRef::parse`]), or a
+    /// [`crate::ModelRef::Dir`], naming no directory.
+    #[error("model directory {}: no such directory", path.display())]
+    DirNotFound { path: PathBuf },
     /// A local model directory without some of the required files.
     #[error("model directory {}: missing {}", dir.display(), list(missing))]
     DirMissingFiles { dir: PathBuf, missing: Vec<String> },

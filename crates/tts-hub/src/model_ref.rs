@@ -25,7 +25,7 @@ impl ModelRef {
     /// - An existing path is a [`ModelRef::Dir`] (an existing file is an error: a model is a
     ///   directory), even when it could also be a repository id.
     /// - Something that looks like a path (starts with `/`, `.` or `~`, has more than one `/`, or a
-    ///   backslash) but does not exist is an error naming it.
+    ///   backslash) but does not exist is an [`Error::DirNotFound`].
     /// - `owner/name` of Hub characters is a [`ModelRef::Hub`] at `revision`, [`DEFAULT_REVISION`]
     ///   when none is given.
     /// - Anything else, or a revision given with a directory, is an [`Error::BadModelRef`].
@@ -49,7 +49,7 @@ impl ModelRef {
             };
         }
         if looks_like_path(model) {
-            return Err(bad("no such directory".into()));
+            return Err(Error::DirNotFound { path });
         }
         if let Some(problem) = repo_id_problem(model) {
             return Err(bad(format!("neither an existing directory nor a Hugging Face repository id (owner/name): {problem}")));

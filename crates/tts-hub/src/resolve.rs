@@ -66,7 +66,7 @@ pub fn resolve(
 
 fn resolve_dir(dir: &Path, required: &[&str], optional: &[&str]) -> Result<Resolved> {
     if !dir.is_dir() {
-        return Err(Error::BadModelRef { what: "model", input: dir.display().to_string(), detail: "no such directory".into() });
+        return Err(Error::DirNotFound { path: dir.to_path_buf() });
     }
     let missing: Vec<String> = required.iter().filter(|f| !dir.join(f).is_file()).map(|f| f.to_string()).collect();
     if !missing.is_empty() {

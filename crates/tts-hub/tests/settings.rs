@@ -12,6 +12,8 @@ enum Expect {
     Dir(PathBuf),
     /// An error about the model or the revision, whose message holds the text.
     Bad(&'static str, &'static str),
+    /// A path that names no directory.
+    Missing,
 }
 
 #[test]
@@ -40,11 +42,11 @@ fn model_refs() {
         ("tests/common", None, Dir(existing_relative.to_path_buf())),
         (d, Some("main"), Bad("revision", "not to the directory")),
         (f, None, Bad("model", "is a file")),
-        (m, None, Bad("model", "no such directory")),
-        (&dot_missing, None, Bad("model", "no such directory")),
-        (&home_missing, None, Bad("model", "no such directory")),
-        ("a/b/c", None, Bad("model", "no such directory")),
-        ("a\\b", None, Bad("model", "no such directory")),
+        (m, None, Missing),
+        (&dot_missing, None, Missing),
+        (&home_missing, None, Missing),
+        ("a/b/c", None, Missing),
+        ("a\\b", None, Missing),
         ("", None, Bad("model", "empty")),
         ("chatterbox", None, Bad("model", "owner/name")),
         ("a--b/c", None, Bad("model", "\"--\"")),
@@ -59,6 +61,7 @@ fn model_refs() {
         match (expect, got) {
             (Hub(repo, rev), Ok(ModelRef::Hub { repo: r, revision: v })) => assert_eq!((r.as_str(), v.as_str()), (repo, rev)),
             (Dir(path), Ok(ModelRef::Dir(p))) => assert_eq!(p, path),
+            (Missing, Err(e @ Error::DirNotFound { .. })) => assert!(e.to_string().contains("no such directory"), "{e}"),
             (Bad(what, text), Err(e @ Error::BadModelRef { what: w, .. })) => {
                 assert_eq!(w, what, "{model:?} {revision:?}: {e}");
                 assert!(e.to_string().contains(text), "{model:?} {revision:?}: {text:?} not in {e}");

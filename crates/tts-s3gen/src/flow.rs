@@ -162,7 +162,7 @@ impl Flow {
             let noise = match r.noise {
                 Some(z) => z,
                 None => {
-                    drawn = noise::normal(r.seed, noise::CFM_NOISE, MEL_BINS * frames);
+                    drawn = noise::cfm_noise(r.seed, 0..frames);
                     &drawn
                 }
             };

@@ -236,7 +236,7 @@ impl Hift {
             let z = match r.noise {
                 Some(z) => z,
                 None => {
-                    drawn = noise::normal(r.seed, noise::SOURCE_NOISE, HIFT_HARMONICS * n_i);
+                    drawn = noise::source_noise(r.seed, 0..n_i);
                     &drawn
                 }
             };

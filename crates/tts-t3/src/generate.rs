@@ -150,6 +150,19 @@ struct Slot {
     remaining: usize,
 }
 
+/// How far a [`Generator::run_observed`] is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Requests in the run, finished so far, decoding now.
+    pub requests: usize,
+    pub finished: usize,
+    pub active: usize,
+    /// Decode steps of the generator so far.
+    pub steps: usize,
+    /// Tokens sampled by the finished requests.
+    pub tokens_of_finished: usize,
+}
+
 /// A batch of decoding requests on one device.
 pub struct Generator<'m> {
     model: &'m T3,
@@ -433,9 +446,37 @@ impl<'m> Generator<'m> {
         Ok(out)
     }
 
+    /// The speech tokens request `id` has so far, post-processed as [`Finished::tokens`] (so a
+    /// stop token and what follows it are not included), while it decodes: for streaming. One
+    /// device-to-host copy of the state and one of the request's history row. `None` when no slot
+    /// holds `id` (it finished and was polled, or never was added).
+    pub fn tokens_so_far(&self, id: usize) -> Result<Option<Vec<u32>>> {
+        let Some(q) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.id == id)) else {
+            return Ok(None);
+        };
+        let state = self.state.view().narrow_rows(q, 1)?.to_i32_vec()?;
+        let n = (state[0].max(1) as usize).min(self.max_hist);
+        let hist = self.history.view().narrow_rows(q, 1)?.to_i32_vec()?;
+        let raw: Vec<u32> = hist[1..n].iter().map(|&t| t as u32).collect();
+        let stop = self.slots[q].as_ref().map_or(self.model.cfg.stop_speech_token, |s| s.stop);
+        Ok(Some(post_process(&raw, self.model.cfg.start_speech_token, stop)))
+    }
+
     /// Runs `requests` to completion with continuous batching: free slots take queued requests,
     /// the batch decodes, the host polls every `poll_every` steps. Results are in request order.
     pub fn run(&mut self, requests: &[Request], poll_every: usize) -> Result<Vec<Finished>> {
+        self.run_observed(requests, poll_every, &mut |_| {})
+    }
+
+    /// [`Generator::run`], calling `observe` after every poll with the progress so far (for
+    /// progress bars; it must not take long).
+    pub fn run_observed(
+        &mut self,
+        requests: &[Request],
+        poll_every: usize,
+        observe: &mut dyn FnMut(RunProgress),
+    ) -> Result<Vec<Finished>> {
+        let mut progress = RunProgress { requests: requests.len(), ..RunProgress::default() };
         let mut results: Vec<Option<Finished>> = vec![None; requests.len()];
         let mut id_to_index = std::collections::HashMap::new();
         let mut queue = 0;
@@ -447,8 +488,13 @@ impl<'m> Generator<'m> {
             }
             for f in self.poll()? {
                 let i = id_to_index[&f.id];
+                progress.finished += 1;
+                progress.tokens_of_finished += f.raw.len();
                 results[i] = Some(f);
             }
+            progress.steps = self.steps;
+            progress.active = self.active();
+            observe(progress);
             if queue == requests.len() && self.active() == 0 {
                 break;
             }

@@ -13,7 +13,8 @@ pub mod weights;
 
 pub use config::T3Config;
 pub use generate::{
-    DEFAULT_EXAGGERATION, DEFAULT_MAX_NEW_TOKENS, FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, SamplerSettings, Voice,
+    DEFAULT_EXAGGERATION, DEFAULT_MAX_NEW_TOKENS, FUSED_DECODE_MAX_ROWS, Finished, Generator, Request, RunProgress,
+    SamplerSettings, Voice,
 };
 pub use model::{KvCache, RowLayout, T3, Workspace};
 
