@@ -1,7 +1,9 @@
 //! The parity harness (a custom test main): every fixture case, on Cpu (f32 tolerance), in builds
 //! with the `emu` feature on Emu (bf16 tolerance), and on Cuda (bf16 tolerance) when a GPU is usable.
 //! `TTS_PARITY_BACKENDS=cuda` (a comma list) picks the backends instead; `TTS_REQUIRE_CUDA=1` makes an
-//! unusable GPU a failure. Prints one line per case and backend, then
+//! unusable GPU a failure. `TTS_PARITY_CASES` (a comma list of name prefixes, e.g. `tts_generate,t3_`)
+//! runs only the cases whose names start with one of them; `TTS_PARITY_VERBOSE=1` prints every
+//! tensor's figures under a passing case too. Prints one line per case and backend, then
 //! `parity: N passed, M failed, P pending`. Malformed cases and failures make it exit non-zero.
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,6 +26,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let only: Vec<String> = std::env::var("TTS_PARITY_CASES")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let dirs: Vec<_> = dirs
+        .into_iter()
+        .filter(|d| {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            only.is_empty() || only.iter().any(|p| name.starts_with(p.as_str()))
+        })
+        .collect();
+    let verbose = std::env::var("TTS_PARITY_VERBOSE").is_ok_and(|v| v == "1");
     let backends: Vec<&str> = backends.iter().map(|s| s.as_str()).collect();
     let backends = backends.as_slice();
     let (mut passed, mut failed, mut pending) = (0, 0, 0);
@@ -61,6 +74,14 @@ fn main() -> ExitCode {
                 Ok(Outcome::Passed(r)) => {
                     let worst = r.iter().map(|t| t.max_rel).fold(0.0f64, f64::max);
                     println!("parity ok      {:<34} {b:<5} {} tensors, max rel err {worst:.2e}", case.name, r.len());
+                    if verbose {
+                        for t in &r {
+                            println!(
+                                "    {}: max abs {:.3e}, max rel {:.3e}, rel L2 {:.3e} {}",
+                                t.name, t.max_abs, t.max_rel, t.rel_l2, t.detail
+                            );
+                        }
+                    }
                     passed += 1;
                 }
                 Ok(Outcome::Failed(why, r)) => {

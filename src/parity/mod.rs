@@ -10,6 +10,7 @@
 mod campplus;
 mod clone;
 mod cond_mel;
+mod generate;
 mod logmel;
 mod runners;
 mod s3_tokenizer;

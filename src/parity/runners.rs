@@ -1,7 +1,9 @@
 //! Case kinds and the engine part each one exercises.
 use tts_engine::text::{TextTokenizer, punc_norm};
 
-use super::{Case, Outcome, Tolerance, campplus, clone, compare_tensor, cond_mel, s3_tokenizer, s3gen, t3, voice_encoder};
+use super::{
+    Case, Outcome, Tolerance, campplus, clone, compare_tensor, cond_mel, generate, s3_tokenizer, s3gen, t3, voice_encoder,
+};
 
 /// Runs a case on a backend ("cpu", "emu", "cuda" or "host") with that backend's tolerance.
 pub type Runner = fn(&Case, &str, Tolerance) -> Result<Outcome, String>;
@@ -107,6 +109,13 @@ pub static KINDS: &[Kind] = &[
         part: "voice conversion (source speech -> S3 tokens -> S3Gen in the target voice)",
         run: Some(clone::run_voice_conversion),
         implemented: true,
+        host_only: false,
+    },
+    Kind {
+        name: "tts_generate",
+        part: "text to waveform end to end (ChatterboxTTS.generate: text front-end, T3, post-processing, S3Gen)",
+        run: Some(generate::run_tts_generate),
+        implemented: tts_s3gen::IMPLEMENTED,
         host_only: false,
     },
 ];

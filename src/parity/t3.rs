@@ -50,18 +50,32 @@ impl Runner<'_> {
     }
 }
 
-struct Prepared {
-    model: T3,
-    cond: Tensor,
+/// A case's T3 on a backend and the conditioning embeddings of its voice.
+pub(crate) struct Prepared {
+    pub model: T3,
+    /// `[len_cond, D]`
+    pub cond: Tensor,
 }
 
+/// The case's T3 with the voice of its inputs (`speaker_emb`, `cond_prompt_speech_tokens`, `emotion_adv`).
 fn prepare(case: &Case, backend: &str) -> Result<Prepared, String> {
-    let dev = device(backend)?;
-    let model = T3::load(&case.dir, &dev).map_err(|e| e.to_string())?;
     let spk = case.input("speaker_emb")?.f32s();
     let prompt = tokens(case, "cond_prompt_speech_tokens")?;
     let exaggeration = case.input("emotion_adv")?.f32s()[0];
-    let cond = model.cond_embeddings(&spk, &prompt, exaggeration).map_err(|e| e.to_string())?;
+    prepare_with(case, backend, &spk, &prompt, exaggeration)
+}
+
+/// The case's T3 with the given voice.
+pub(crate) fn prepare_with(
+    case: &Case,
+    backend: &str,
+    speaker_emb: &[f32],
+    prompt: &[u32],
+    exaggeration: f32,
+) -> Result<Prepared, String> {
+    let dev = device(backend)?;
+    let model = T3::load(&case.dir, &dev).map_err(|e| e.to_string())?;
+    let cond = model.cond_embeddings(speaker_emb, prompt, exaggeration).map_err(|e| e.to_string())?;
     Ok(Prepared { model, cond })
 }
 
@@ -118,30 +132,31 @@ pub(crate) fn run_prefill(case: &Case, backend: &str, tol: Tolerance) -> Result<
     r.finish()
 }
 
-/// Teacher-forced decode: replays the tokens the reference sampled and compares every step's logits.
-/// The sampler outputs of the case (logits_processed, probs) are compared by the sampler runner's
-/// stage function once it exists; until then this case reports them as not computed (a failure).
-pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
-    let p = prepare(case, backend)?;
+/// A teacher-forced decode: what [`teacher_forced`] computed.
+pub(crate) struct TeacherForced {
+    /// The prefill's input, `[2, L0, D]` (both CFG rows).
+    pub prefill_embeds: Vec<f64>,
+    /// Prefill length per row.
+    pub l0: usize,
+    /// The decode steps' inputs, `[fed, 2, D]`.
+    pub decode_embeds: Vec<f64>,
+    /// The logits of both CFG rows (`[2·V]`: conditional row, then unconditional) at the prefill's
+    /// last position, then after each fed token: `1 + fed` entries.
+    pub steps: Vec<Vec<f32>>,
+}
+
+/// The prefill of `text` (`[SOT] ids [EOT]`, one CFG row pair), then one decode step per token of
+/// `fed` (the same token in both rows, speech position k + 1), as `T3.inference` runs them.
+pub(crate) fn teacher_forced(p: &Prepared, text: &[u32], fed: &[u32]) -> Result<TeacherForced, String> {
     let m = &p.model;
-    let (d, v) = (m.config().hidden_size, m.config().speech_tokens_dict_size);
-    let text = text_row(case)?;
-    let speech = tokens(case, "speech_tokens")?;
-    let n = speech.len();
-    let max_len = m.config().kv_positions(text.len(), n);
-    let (embeds, logits, mut cache, l0) = prefill(&p, &text, max_len)?;
-    let mut r = Runner { case, tol, reports: Vec::new() };
-    r.check("cond_emb", &f64s(&p.cond)?, &[1, m.config().len_cond(), d]);
-    r.check("inputs_embeds", &embeds, &[2, l0, d]);
-    let last = |lg: &[f32], row_len: usize, row: usize| -> Vec<f32> {
-        lg[row * row_len * v + (row_len - 1) * v..(row * row_len + row_len) * v].to_vec()
-    };
-    let mut steps: Vec<Vec<f32>> = vec![[last(&logits, l0, 0), last(&logits, l0, 1)].concat()];
-    r.check("logits_cond", &steps[0][..v].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
-    r.check("logits_uncond", &steps[0][v..].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
+    let v = m.config().speech_tokens_dict_size;
+    let max_len = m.config().kv_positions(text.len(), fed.len().max(1));
+    let (prefill_embeds, logits, mut cache, l0) = prefill(p, text, max_len)?;
+    let last = |row: usize| -> Vec<f32> { logits[row * l0 * v + (l0 - 1) * v..(row * l0 + l0) * v].to_vec() };
+    let mut steps: Vec<Vec<f32>> = vec![[last(0), last(1)].concat()];
     let mut decode_embeds = Vec::new();
     let mut ws = Workspace::new(m.config(), m.device(), 2).map_err(|e| e.to_string())?;
-    for (k, &tok) in speech.iter().enumerate() {
+    for (k, &tok) in fed.iter().enumerate() {
         let e = m.speech_input(&[tok, tok], &[k as u32 + 1, k as u32 + 1]).map_err(|e| e.to_string())?;
         decode_embeds.extend(f64s(&e)?);
         let mut h = e;
@@ -149,7 +164,26 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
         m.forward(&mut h, &layout, &mut cache, &mut ws, 2).map_err(|e| e.to_string())?;
         steps.push(ws.logits.view().narrow_rows(0, 2).and_then(|v| v.to_f32_vec()).map_err(|e| e.to_string())?);
     }
-    r.check("decode_inputs_embeds", &decode_embeds, &[n, 2, d]);
+    Ok(TeacherForced { prefill_embeds, l0, decode_embeds, steps })
+}
+
+/// Teacher-forced decode: replays the tokens the reference sampled and compares every step's
+/// logits, then the sampler chain of every step.
+pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String> {
+    let p = prepare(case, backend)?;
+    let m = &p.model;
+    let (d, v) = (m.config().hidden_size, m.config().speech_tokens_dict_size);
+    let text = text_row(case)?;
+    let speech = tokens(case, "speech_tokens")?;
+    let n = speech.len();
+    let tf = teacher_forced(&p, &text, &speech)?;
+    let (l0, steps) = (tf.l0, &tf.steps);
+    let mut r = Runner { case, tol, reports: Vec::new() };
+    r.check("cond_emb", &f64s(&p.cond)?, &[1, m.config().len_cond(), d]);
+    r.check("inputs_embeds", &tf.prefill_embeds, &[2, l0, d]);
+    r.check("logits_cond", &steps[0][..v].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
+    r.check("logits_uncond", &steps[0][v..].iter().map(|&x| x as f64).collect::<Vec<_>>(), &[1, v]);
+    r.check("decode_inputs_embeds", &tf.decode_embeds, &[n, 2, d]);
     let all: Vec<f64> = steps.iter().flatten().map(|&x| x as f64).collect();
     r.check("step_logits", &all, &[n + 1, 2, v]);
     let w = case.meta.params.get("cfg_weight").and_then(|x| x.as_f64()).ok_or("params.cfg_weight missing")? as f32;
@@ -194,7 +228,7 @@ pub(crate) fn run_decode(case: &Case, backend: &str, tol: Tolerance) -> Result<O
 }
 
 /// The English sampler settings of a case's params.
-fn sampler_settings(case: &Case) -> Result<tts_kernels::cpu::SamplerSettings, String> {
+pub(crate) fn sampler_settings(case: &Case) -> Result<tts_kernels::cpu::SamplerSettings, String> {
     let p = &case.meta.params;
     let f = |k: &str| p.get(k).and_then(|x| x.as_f64()).map(|x| x as f32).ok_or(format!("params.{k} missing"));
     Ok(tts_kernels::cpu::SamplerSettings {

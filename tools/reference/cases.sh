@@ -81,3 +81,21 @@ gen voice_conversion voice_conversion_a --seed 504 $(s3 flow_vocab_size=6561) \
 
 # ---- text
 gen text text_a --seed 0
+
+# ---- text -> waveform end to end: ChatterboxTTS.generate itself. The T3's speech BOS/EOS sit where the real
+# ones do relative to the flow's vocabulary (BOS = flow_vocab_size, EOS = BOS + 1, nothing above EOS); the stop
+# token's head row is scaled so that a random T3 stops within a few steps.
+GEN="$(d hidden_size=64 num_attention_heads=1 num_hidden_layers=1 intermediate_size=32 text_tokens_dict_size=256 \
+        speech_tokens_dict_size=83 start_speech_token=81 stop_speech_token=82 max_text_tokens=30 max_speech_tokens=30 \
+        perceiver_num_heads=1 perceiver_query_tokens=8 speech_cond_prompt_len=24 speaker_embed_size=64) \
+     $(s3 flow_vocab_size=81 encoder_linear_units=16 decoder_channels=8 hift_base_channels=16 f0_cond_channels=16) \
+     --param tokenizer_vocab_size=256 --param stop_logit_gain=2.0"
+# built-in-like voice, generate's default sampler, exaggeration 0.7 (!= the voice's 0.5); the T3 samples its BOS
+# mid-way and then its stop token: drop_invalid_tokens keeps the 4 tokens between them
+gen tts_generate tts_generate_a --seed 749 $GEN --param text='"hello world... it’s — a test"' --param exaggeration=0.7 \
+    --param max_new_tokens=12 --param require='"stop"' --param require_bos=true
+# cloned voice (generate's audio_prompt_path: prepare_conditionals on 0.6 s of audio), other sampler settings; runs
+# to max_new_tokens without a stop token
+gen tts_generate tts_generate_b --seed 900 $GEN --param text='"Quiet;  “please”   –  now: ok…"' --param voice='"clone"' \
+    --param ref_seconds=0.6 --param max_new_tokens=4 --param exaggeration=0.35 --param cfg_weight=0.3 \
+    --param temperature=1.1 --param repetition_penalty=1.5 --param min_p=0.1 --param top_p=0.9 --param require='"cap"'

@@ -5,7 +5,8 @@
       [--dim key=value ...] [--param key=value ...] [--full-size] [--threads N]
 
 KIND is one of: t3_cond_enc t3_prefill t3_decode_teacher_forced t3_sampler s3gen_encoder s3gen_estimator
-s3gen_cfm hift s3gen_wav cond_mel voice_encoder s3_tokenizer campplus text.
+s3gen_cfm hift s3gen_wav cond_mel voice_encoder s3_tokenizer campplus prepare_conditionals voice_conversion text
+tts_generate.
 --dim sets a model dimension (names as in config.json, see README.md); values are parsed as JSON.
 --param sets a case parameter (lengths, sampler settings, ...).
 --full-size ignores --dim and uses the real Chatterbox dimensions (for smoke runs / benchmarks; not committed).
@@ -26,7 +27,7 @@ warnings.filterwarnings("ignore")
 
 KINDS = ["t3_cond_enc", "t3_prefill", "t3_decode_teacher_forced", "t3_sampler", "s3gen_encoder", "s3gen_estimator",
          "s3gen_cfm", "hift", "s3gen_wav", "cond_mel", "voice_encoder", "s3_tokenizer", "campplus",
-         "prepare_conditionals", "voice_conversion", "text"]
+         "prepare_conditionals", "voice_conversion", "text", "tts_generate"]
 
 
 def main(argv=None):
@@ -65,6 +66,9 @@ def main(argv=None):
     elif args.kind in ("prepare_conditionals", "voice_conversion"):
         from refgen import clone_cases as m
         fn = getattr(m, "case_" + args.kind)
+    elif args.kind == "tts_generate":
+        from refgen import generate_cases as m
+        fn = m.case_tts_generate
     else:
         from refgen import text_cases as m
         fn = m.case_text
@@ -92,6 +96,8 @@ def default_description(kind, full):
         "prepare_conditionals": "ChatterboxTTS.prepare_conditionals on a reference audio file: the whole voice-cloning path",
         "voice_conversion": "ChatterboxVC.generate: source speech -> S3 tokens -> S3Gen in the target's voice",
         "text": "punc_norm and EnTokenizer ids for tricky strings",
+        "tts_generate": "ChatterboxTTS.generate(text) end to end: text front-end, T3 (sampled, logits per step), "
+                        "post-processing, S3Gen; the pre-watermark waveform",
     }[kind]
     return ("FULL-SIZE (real dimensions): " if full else "") + d
 

@@ -127,8 +127,9 @@ pub struct Request {
     pub settings: SamplerSettings,
 }
 
-/// A request that finished: its speech tokens, post-processed as the reference does (cut at the
-/// stop token, ids ≥ the BOS id dropped), and why it stopped.
+/// A request that finished: its speech tokens, post-processed as the reference does
+/// ([`post_process`]: what follows a sampled BOS, cut at the stop token, ids ≥ the BOS id dropped),
+/// and why it stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     pub id: usize,
@@ -508,9 +509,42 @@ impl<'m> Generator<'m> {
     }
 }
 
-/// The reference's post-processing (tts.py `drop_invalid_tokens` then `tokens < 6561`): cut at the
-/// first stop token and keep only speech codes below the BOS id.
+/// The reference's post-processing of the sampled tokens (tts.py:257-262):
+/// 1. `drop_invalid_tokens` (s3tokenizer/__init__.py:16-30) keeps what lies after the first start
+///    token (BOS, 6561), when one was sampled, and before the first stop token (6562);
+/// 2. `speech_tokens < 6561` drops every id from the BOS id up (the head is 8194 wide).
+///
+/// (A second BOS makes the reference fail, `.squeeze(0)` of two indices; here the first one counts.)
 pub fn post_process(raw: &[u32], start_speech_token: u32, stop_speech_token: u32) -> Vec<u32> {
     let end = raw.iter().position(|&t| t == stop_speech_token).unwrap_or(raw.len());
-    raw[..end].iter().copied().filter(|&t| t < start_speech_token).collect()
+    let begin = raw.iter().position(|&t| t == start_speech_token).map_or(0, |i| i + 1);
+    raw.get(begin..end).unwrap_or_default().iter().copied().filter(|&t| t < start_speech_token).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::post_process;
+
+    const BOS: u32 = 6561;
+    const EOS: u32 = 6562;
+
+    #[test]
+    fn post_processing_cuts_at_the_stop_token_and_drops_ids_from_the_bos_up() {
+        assert_eq!(post_process(&[5, 6560, 0, 7], BOS, EOS), vec![5, 6560, 0, 7]);
+        assert_eq!(post_process(&[5, 8, EOS], BOS, EOS), vec![5, 8]);
+        assert_eq!(post_process(&[5, 6563, 8193, 8, EOS], BOS, EOS), vec![5, 8]);
+        assert_eq!(post_process(&[EOS], BOS, EOS), Vec::<u32>::new());
+        assert_eq!(post_process(&[], BOS, EOS), Vec::<u32>::new());
+    }
+
+    /// drop_invalid_tokens: `x[first SOS + 1 : first EOS]`, everything before a sampled BOS goes.
+    #[test]
+    fn a_sampled_bos_drops_everything_before_it() {
+        assert_eq!(post_process(&[5, 8, BOS, 9, 10, EOS], BOS, EOS), vec![9, 10]);
+        assert_eq!(post_process(&[5, BOS, 9, 6600, 10], BOS, EOS), vec![9, 10]);
+        assert_eq!(post_process(&[5, 8, BOS, EOS], BOS, EOS), Vec::<u32>::new());
+        assert_eq!(post_process(&[BOS, 3, BOS, 4], BOS, EOS), vec![3, 4]);
+        // a stop before the start (not a T3 output: it stops at its stop token) leaves nothing, as x[s:e] with s > e
+        assert_eq!(post_process(&[5, EOS, BOS, 9], BOS, EOS), Vec::<u32>::new());
+    }
 }

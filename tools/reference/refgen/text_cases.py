@@ -87,7 +87,8 @@ def _learn_merges(words: Counter, n_merges: int):
     return merges
 
 
-def build_tokenizer_json() -> dict:
+def build_tokenizer_json(vocab_size: int = VOCAB_SIZE) -> dict:
+    """The tokenizer.json, `vocab_size` entries (704 as the real file; a smaller one learns fewer merges)."""
     import re
     chars = [chr(c) for c in range(33, 127)] + list("éèàçüöäñß’“”—–…")
     words = Counter(re.findall(r"\w+|[^\w\s]+", CORPUS))
@@ -98,7 +99,7 @@ def build_tokenizer_json() -> dict:
     for ch in chars:
         if ch not in vocab_tokens:
             vocab_tokens.append(ch)
-    n_free = VOCAB_SIZE - len(added) - len(vocab_tokens)
+    n_free = vocab_size - len(added) - len(vocab_tokens)
     merges = _learn_merges(words, n_free)
     for a, b in merges:
         vocab_tokens.append(a + b)
@@ -113,7 +114,7 @@ def build_tokenizer_json() -> dict:
             nxt += 1
         vocab[t] = nxt
         taken.add(nxt)
-    assert len(vocab) <= VOCAB_SIZE, len(vocab)
+    assert len(vocab) <= vocab_size, len(vocab)
     added_tokens = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                      "normalized": False, "special": True} for t, i in sorted(added.items(), key=lambda kv: kv[1])]
     return {
