@@ -37,6 +37,15 @@ enum Command {
     /// Speaks texts (arguments, files or stdin) to audio files, batched; long texts are split and
     /// joined; `-o -` streams to stdout as the audio is produced.
     Speak(cli::speak::SpeakArgs),
+    /// Shows what would run: the backend and device, the CPU's instruction paths, the model (its id,
+    /// revision and commit, dimensions and files) and the kernel cache. Reads the model's configs,
+    /// not its weights (a Hub model is downloaded if the cache lacks it).
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
     /// Voices: compute one from a recording and save it, to speak with it later.
     Voice {
         #[command(subcommand)]
@@ -196,6 +205,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(all_ok)
         }
         Command::Speak(args) => cli::speak::run(args),
+        Command::Info { model, backend } => cli::info::run(&model, &backend),
         Command::Voice { command: VoiceCommand::Create { input, model, out, backend } } => {
             check_input_file("INPUT", &input)?;
             check_output_folder("--out", &out)?;
@@ -206,7 +216,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 return Err(tts_engine::Error::NoCloning);
             };
             let dev = tts_engine::select_device(&backend)?.0;
-            let engine = tts_engine::speak::Engine::load(&model_dir, &dev)?;
+            let engine = tts_engine::speak::Engine::load_dir(&model_dir, &dev)?;
             let t = Instant::now();
             let bytes = std::fs::read(&input)
                 .map_err(|e| tts_engine::Error::Voice { path: input.clone(), msg: format!("cannot read: {e}") })?;
@@ -237,7 +247,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 return Err(tts_engine::Error::NoCloning);
             };
             let dev = open_device(&backend, &model_source, &SAY)?;
-            let engine = tts_engine::speak::Engine::load(dir, &dev)?;
+            let engine = tts_engine::speak::Engine::load_dir(dir, &dev)?;
             let target = match &voice {
                 Some(v) => engine.voice_from_file(v)?,
                 None => std::sync::Arc::new(engine.voice.clone().ok_or(tts_engine::Error::NoVoice)?),

@@ -126,6 +126,9 @@ pub struct Engine {
     voices: VoiceCache,
     /// How requests are batched and split ([`Engine::synthesize`]).
     pub batching: BatchOptions,
+    /// Where the model came from, when [`Engine::load`] resolved it (repo, revision, commit,
+    /// files).
+    pub source: Option<crate::hub::Resolved>,
 }
 
 /// Voices kept by an engine's cache (about 170 KB each).
@@ -134,12 +137,51 @@ pub const VOICE_CACHE_CAPACITY: usize = 256;
 /// 48 kHz stereo float WAV is 230 MB; longer recordings are refused by the decoder).
 pub const MAX_VOICE_FILE_BYTES: u64 = 256 << 20;
 
+/// How to open an engine ([`Engine::load`]).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// `auto` (Cuda if usable, else Cpu), `cpu`, `cuda`, `cuda:N` or `emu`.
+    pub backend: String,
+    /// How requests are batched and split.
+    pub batching: BatchOptions,
+    /// Where Hub models are cached and fetched from; `None`: the environment's settings
+    /// ([`crate::hub::HubOptions::from_env`]).
+    pub hub: Option<crate::hub::HubOptions>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { backend: "auto".into(), batching: BatchOptions::default(), hub: None }
+    }
+}
+
 impl Engine {
+    /// Opens the model `model` names (a directory, or a Hugging Face repo id at a revision: see
+    /// [`crate::hub`]; missing files are downloaded into the HF cache, reported to `progress`) on
+    /// the backend `opts` names. Options are checked before anything is read or downloaded.
+    pub fn load(
+        model: &crate::hub::ModelRef,
+        opts: &EngineOptions,
+        progress: &mut dyn crate::hub::DownloadProgress,
+    ) -> Result<Engine> {
+        opts.batching.validate()?;
+        let dev = Device::from_name(&opts.backend)?;
+        let hub = match &opts.hub {
+            Some(h) => h.clone(),
+            None => crate::hub::HubOptions::from_env()?,
+        };
+        let resolved = crate::hub::resolve_with(model, &hub, progress)?;
+        let mut engine = Engine::load_dir(&resolved.dir, &dev)?;
+        engine.batching = opts.batching.clone();
+        engine.source = Some(resolved);
+        Ok(engine)
+    }
+
     /// Loads `t3_cfg.safetensors`, `s3gen.safetensors` (and `config.json`), plus `tokenizer.json` and
     /// `conds.pt` when present, from a model directory. The small files come first (`config.json`
     /// for both models, the tokenizer, the voice), so that a bad one fails before the checkpoints
     /// are read. Every error names the file; a bad built-in voice is an [`Error::ModelFile`].
-    pub fn load(dir: &Path, dev: &Device) -> Result<Engine> {
+    pub fn load_dir(dir: &Path, dev: &Device) -> Result<Engine> {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(Error::ModelDir { path: dir.to_path_buf(), problem: "not a directory" }),
@@ -170,6 +212,7 @@ impl Engine {
             voice_models: Mutex::new(None),
             voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
             batching: BatchOptions::default(),
+            source: None,
         })
     }
 
@@ -192,6 +235,7 @@ impl Engine {
             voice_models: Mutex::new(None),
             voices: VoiceCache::new(VOICE_CACHE_CAPACITY),
             batching: BatchOptions::default(),
+            source: None,
         })
     }
 

@@ -104,7 +104,7 @@ fn loading_bad_model_directories_gives_bad_model_errors() {
     eprintln!("seed {seed}");
     let dev = Device::cpu();
     let mut c = Cases::default();
-    let load = |dir: &Path| Engine::load(dir, &Device::cpu());
+    let load = |dir: &Path| Engine::load_dir(dir, &Device::cpu());
     let scratch = scratch_dir("bad-model");
 
     c.expect("missing directory", BadModel, || load(&scratch.join("no-such-dir")));
@@ -116,7 +116,7 @@ fn loading_bad_model_directories_gives_bad_model_errors() {
     let mut dirs = Vec::new();
     let mut case = |c: &mut Cases, what: &str, edit: &dyn Fn(&Path)| {
         let dir = edited_dir(edit);
-        c.expect(what, BadModel, || Engine::load(&dir, &dev));
+        c.expect(what, BadModel, || Engine::load_dir(&dir, &dev));
         dirs.push(dir);
     };
     for file in ["t3_cfg.safetensors", "s3gen.safetensors"] {
@@ -159,7 +159,7 @@ fn loading_bad_model_directories_gives_bad_model_errors() {
     });
     // the bench's case inputs
     let dir = edited_dir(|d| std::fs::write(d.join("inputs.safetensors"), garbage(seed + 4, 100)).unwrap());
-    let engine = Engine::load(&dir, &dev).unwrap();
+    let engine = Engine::load_dir(&dir, &dev).unwrap();
     let source = ModelSource::Dir(dir.clone());
     c.expect("bench-t3 inputs.safetensors garbage", BadModel, || bench::t3_bench_request(&source, &engine.t3, 10));
     c.expect("bench-s3gen inputs.safetensors garbage", BadModel, || bench::s3gen_bench_inputs(&source, &engine.s3gen, 10));
@@ -289,7 +289,7 @@ fn bad_requests_give_bad_input_or_resource_limit_errors() {
 
     // an engine without tokenizer and voice
     let dir = tiny_model_dir();
-    let bare = Engine::load(&dir, &Device::cpu()).unwrap();
+    let bare = Engine::load_dir(&dir, &Device::cpu()).unwrap();
     c.expect("text on a model without tokenizer.json", BadModel, || bare.speak(&["Hello."], Some(&tiny_voice()), &ok));
     c.expect("no voice anywhere", BadInput, || bare.speak_tokens(&[vec![255, 3, 0]], None, &ok));
     c.expect("a voice of another model", BadInput, || bare.speak_tokens(&[vec![255, 3, 0]], Some(&good), &ok));
@@ -382,7 +382,7 @@ fn the_command_line_checks_settings_before_the_model() {
     // the same through the library: the settings are checked without a model, the directory fails to load
     let opts = SpeakOptions { temperature: f32::NAN, ..Default::default() };
     assert!(matches!(opts.validate(), Err(Error::Setting { field: "temperature", .. })));
-    let e = Engine::load(&missing, &Device::cpu()).err().unwrap();
+    let e = Engine::load_dir(&missing, &Device::cpu()).err().unwrap();
     assert_eq!(e.kind(), BadModel, "{e}");
     // a bad config key names the file and the key, exit code 2
     let dir = tiny_model_dir();

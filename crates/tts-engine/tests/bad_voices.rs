@@ -48,7 +48,7 @@ fn tone(n: usize) -> impl Iterator<Item = f32> {
 #[test]
 fn every_bad_voice_file_is_a_typed_bad_input_error_and_none_panics() {
     let dir = clone_model_dir();
-    let engine = Engine::load(&dir, &Device::cpu()).unwrap();
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
     let scratch = scratch_dir("bad-voices");
 
     // a good recording and a good saved voice, to damage

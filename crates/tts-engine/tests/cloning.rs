@@ -33,7 +33,7 @@ fn a_recording_becomes_a_voice_that_saves_reloads_and_speaks_the_same() {
     let scratch = scratch_dir("clone");
     let wav = scratch.join("ref.wav");
     write_speechlike_wav(&wav, 3.0, 22050, 2, 16, false, seed);
-    let engine = Engine::load(&dir, &Device::cpu()).unwrap();
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
 
     let v1 = engine.voice_from_file(&wav).unwrap();
     assert_eq!(v1.t3.speaker_emb.len(), engine.t3.config().speaker_embed_size);
@@ -81,7 +81,7 @@ fn voice_conversion_speaks_the_source_in_the_target_voice() {
     let (src, tgt) = (scratch.join("src.wav"), scratch.join("tgt.wav"));
     write_speechlike_wav(&src, 2.0, 16000, 1, 16, false, seed);
     write_speechlike_wav(&tgt, 3.0, 48000, 1, 32, true, seed ^ 1);
-    let engine = Engine::load(&dir, &Device::cpu()).unwrap();
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
     let source = tts_voice::audio::load(&src).unwrap();
     let target = engine.voice_from_file(&tgt).unwrap();
     let out = engine.convert(&source, &target, seed, 2).unwrap();

@@ -13,7 +13,7 @@ use common::{tiny_model_dir, tiny_voice as voice};
 fn tokens_to_speech_through_both_models_batched() {
     let dir = tiny_model_dir();
     let dev = Device::cpu();
-    let engine = Engine::load(&dir, &dev).unwrap();
+    let engine = Engine::load_dir(&dir, &dev).unwrap();
     let voice = voice();
     let seed = fresh_seed();
     let cfg = &engine.t3.config();
@@ -57,13 +57,13 @@ fn tokens_to_speech_through_both_models_batched() {
 #[test]
 fn missing_pieces_and_bad_text_are_errors() {
     let dir = tiny_model_dir();
-    let engine = Engine::load(&dir, &Device::cpu()).unwrap();
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
     let e = engine.speak(&["hello"], None, &SpeakOptions::default()).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
     let e = engine.speak_tokens(&[vec![255, 3, 0]], None, &SpeakOptions::default()).unwrap_err().to_string();
     assert!(e.contains("conds.pt"), "{e}");
     std::fs::remove_file(dir.join("s3gen.safetensors")).unwrap();
-    let e = Engine::load(&dir, &Device::cpu()).err().unwrap().to_string();
+    let e = Engine::load_dir(&dir, &Device::cpu()).err().unwrap().to_string();
     assert!(e.contains("s3gen.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -37,6 +37,13 @@ pub use graph::Graph;
 pub use host_pool::{pooled_host_bytes, release_pooled_host_memory};
 pub use tensor::{Tensor, View, ViewMut};
 
+/// Where compiled Cuda kernels are cached on disk (`$TTS_KERNEL_CACHE`, else
+/// `$XDG_CACHE_HOME/tts-engine/kernels`, else `~/.cache/tts-engine/kernels`); `None` when the cache
+/// is off (`TTS_KERNEL_CACHE=off`) or no place is known.
+pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    cuda::cache::cache_dir()
+}
+
 /// One kernel source file of `kernels/`, as embedded by the build script.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelFile {

@@ -1,5 +1,6 @@
 //! The command-line tool's shared pieces: where the model comes from, messages, argument checks,
 //! progress bars; one module per larger command.
+pub mod info;
 pub mod progress;
 pub mod speak;
 
@@ -35,14 +36,20 @@ impl ModelArgs {
     /// The model's files on this machine (downloaded with a progress bar when needed), or the
     /// synthetic model.
     pub fn resolve(&self, bars: &Bars) -> Result<ModelSource> {
+        Ok(self.resolve_full(bars)?.0)
+    }
+
+    /// [`ModelArgs::resolve`], with where a Hub model came from.
+    pub fn resolve_full(&self, bars: &Bars) -> Result<(ModelSource, Option<tts_engine::hub::Resolved>)> {
         if self.synthetic_seed.is_some() && !self.synthetic {
             return Err(Error::Usage("--synthetic-seed needs --synthetic"));
         }
         if self.synthetic {
-            return Ok(ModelSource::Synthetic { seed: self.synthetic_seed.unwrap_or(tts_engine::synthetic::DEFAULT_SEED) });
+            let seed = self.synthetic_seed.unwrap_or(tts_engine::synthetic::DEFAULT_SEED);
+            return Ok((ModelSource::Synthetic { seed }, None));
         }
         let resolved = tts_engine::hub::resolve(self.model.as_deref(), self.revision.as_deref(), &mut bars.downloads())?;
-        Ok(ModelSource::Dir(resolved.dir))
+        Ok((ModelSource::Dir(resolved.dir.clone()), Some(resolved)))
     }
 }
 

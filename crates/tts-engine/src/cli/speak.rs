@@ -220,7 +220,7 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
     let t = Instant::now();
     let spinner = bars.spinner("loading the model");
     let mut engine = match &source {
-        ModelSource::Dir(d) => Engine::load(d, &dev)?,
+        ModelSource::Dir(d) => Engine::load_dir(d, &dev)?,
         ModelSource::Synthetic { seed } => {
             Engine::synthetic(tts_t3::T3Config::default(), tts_s3gen::S3GenConfig::default(), *seed, &dev)?
         }
