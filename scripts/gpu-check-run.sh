@@ -230,7 +230,9 @@ step "$splog" 60 "$tts" speak --synthetic --backend cuda --text "The quick brown
 texts=()
 for i in $(seq 1 16); do texts+=(--text "Sentence number $i of a batch of sixteen, spoken at once."); done
 step "$splog" 90 "$tts" speak --synthetic --backend cuda "${texts[@]}" --out "$work/speak16.wav" || speed_fail+=("speak x16 exit $?")
-figures=$(grep -E '^(bench-t3|bench-t3-setup|bench-s3gen|speak) ' "$splog")
+# streaming: time to first audio against the whole utterance (10 s of audio; the audio goes to /dev/null)
+step "$splog" 90 bash -c '"$0" speak --synthetic --backend cuda --max-new-tokens 250 "The quick brown fox jumps over the lazy dog, then rests." -o - >/dev/null' "$tts" || speed_fail+=("speak stream exit $?")
+figures=$(grep -E '^(bench-t3|bench-t3-setup|bench-s3gen|speak|speak-stream) ' "$splog")
 if [ ${#speed_fail[@]} -eq 0 ] && [ -n "$figures" ]; then
   row speed ok "$(echo "$figures" | grep -c .) measurements (below)"
 else

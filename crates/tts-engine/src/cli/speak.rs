@@ -264,10 +264,11 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
         let t = Instant::now();
         let stream = engine.synthesize_stream(requests.into_iter().next().expect("one text"), StreamOptions::default())?;
         let mut w = StreamWriter::new(std::io::stdout().lock(), tts_s3gen::SAMPLE_RATE, format);
-        let mut first = None;
+        let (mut first, mut chunks) = (None, 0usize);
         let bar = bars.spinner("speaking");
         for chunk in stream {
             let chunk = chunk?;
+            chunks += 1;
             first.get_or_insert(t.elapsed().as_secs_f64());
             w.write(&chunk.samples, Path::new("stdout"))?;
             bar.set_message(format!("speaking: {:.1} s of audio", w.samples as f64 / tts_s3gen::SAMPLE_RATE as f64));
@@ -277,9 +278,25 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
         drop(w.finish(Path::new("stdout"))?);
         let secs = t.elapsed().as_secs_f64();
         let audio = samples as f64 / tts_s3gen::SAMPLE_RATE as f64;
+        let ttfa = first.unwrap_or(secs);
         say.line(format_args!(
-            "stdout: {audio:.2} s of audio streamed in {secs:.2} s (first audio after {:.2} s)",
-            first.unwrap_or(secs)
+            "stdout: {audio:.2} s of audio streamed in {secs:.2} s ({chunks} chunks; first audio after {ttfa:.2} s)"
+        ));
+        say.line(format_args!(
+            "{}",
+            machine_line(
+                "speak-stream",
+                &[
+                    ("backend", backend_label(&dev).into()),
+                    ("chunks", chunks.to_string()),
+                    ("audio_s", format!("{audio:.3}")),
+                    ("ttfa_s", format!("{ttfa:.3}")),
+                    ("wall_s", format!("{secs:.3}")),
+                    ("rtf", format!("{:.4}", secs / f64::max(audio, 1e-9))),
+                    ("load_s", format!("{load_s:.2}")),
+                    ("synthetic", super::synthetic_flag(&source)),
+                ]
+            )
         ));
         return Ok(true);
     }
