@@ -215,33 +215,7 @@ mod tests {
 
     const RATE: u32 = 24_000;
 
-    /// SplitMix64, seeded from the clock: every run tries new signals; a failure prints the seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn fresh() -> (Rng, u64) {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
-            let seed = (nanos as u64) ^ ((nanos >> 64) as u64);
-            (Rng(seed), seed)
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in `[lo, hi)`.
-        fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-            lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// The largest step between neighbouring samples of `x`.
     fn largest_step(x: &[f32]) -> f32 {

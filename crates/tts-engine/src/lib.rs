@@ -23,6 +23,8 @@ pub mod speak;
 pub mod stream;
 pub mod synthesize;
 pub mod synthetic;
+#[cfg(test)]
+mod test_rng;
 pub mod text;
 pub mod voice;
 

@@ -564,34 +564,7 @@ mod tests {
     use super::Pause::{Clause as C, Paragraph as P, Sentence as S, Word as W};
     use super::*;
 
-    /// A small PRNG (SplitMix64) for the property tests: no dependencies.
-    struct Rng(u64);
-
-    impl Rng {
-        /// Seeded from the clock, so every run tries new texts; a failure prints the seed.
-        fn fresh() -> (Rng, u64) {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
-            let seed = (nanos as u64) ^ ((nanos >> 64) as u64);
-            (Rng(seed), seed)
-        }
-
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in `0..n` (`n > 0`).
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn split(text: &str, max: usize) -> Vec<(String, Pause)> {
         split_text(text, max).into_iter().map(|s| (s.text, s.pause_after)).collect()

@@ -55,27 +55,22 @@ pub fn normal_range(seed: u64, stream: u32, start: usize, n: usize) -> Vec<f32> 
 /// channel-major `[80, frames.len()]` as the flow takes it.
 pub fn cfm_noise(seed: u64, frames: std::ops::Range<usize>) -> Vec<f32> {
     let bins = crate::MEL_BINS;
-    let n = frames.len();
-    let frame_major = normal_range(seed, CFM_NOISE, frames.start * bins, n * bins);
-    let mut out = vec![0f32; n * bins];
-    for f in 0..n {
-        for c in 0..bins {
-            out[c * n + f] = frame_major[f * bins + c];
-        }
-    }
-    out
+    transposed(&normal_range(seed, CFM_NOISE, frames.start * bins, frames.len() * bins), frames.len(), bins)
 }
 
 /// The source noise of output samples `samples` (960 per speech token after the prompt),
 /// harmonic-major `[9, samples.len()]` as the vocoder takes it.
 pub fn source_noise(seed: u64, samples: std::ops::Range<usize>) -> Vec<f32> {
     let h = tts_kernels::ops::HIFT_HARMONICS;
-    let n = samples.len();
-    let sample_major = normal_range(seed, SOURCE_NOISE, samples.start * h, n * h);
-    let mut out = vec![0f32; n * h];
-    for s in 0..n {
-        for k in 0..h {
-            out[k * n + s] = sample_major[s * h + k];
+    transposed(&normal_range(seed, SOURCE_NOISE, samples.start * h, samples.len() * h), samples.len(), h)
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
         }
     }
     out
