@@ -83,7 +83,8 @@ pub enum Error {
     /// the input's).
     #[error("text {index}, segment {segment}: T3 produced no speech tokens")]
     NoSpeechTokens { index: usize, segment: usize },
-    /// An output file that could not be written.
+    /// An output file that could not be written (where the caller asked it to be: the caller's to
+    /// fix, a bad input).
     #[error("writing {}: {detail}", path.display())]
     Output { path: PathBuf, detail: String },
     /// A bench that measured nothing (every request stopped during the warm-up steps).
@@ -152,10 +153,11 @@ impl Error {
             | Error::Voice { .. }
             | Error::VoiceMismatch { .. }
             | Error::NoVoice
-            | Error::NoCloning => BadInput,
+            | Error::NoCloning
+            | Error::Output { .. } => BadInput,
             Error::ModelDir { .. } | Error::ModelFile { .. } | Error::NoTokenizer => BadModel,
             Error::TooLong { .. } | Error::OutOfMemory { .. } | Error::QueueFull { .. } => ResourceLimit,
-            Error::NoSpeechTokens { .. } | Error::Output { .. } | Error::NothingTimed { .. } | Error::Internal(_) => Internal,
+            Error::NoSpeechTokens { .. } | Error::NothingTimed { .. } | Error::Internal(_) => Internal,
             Error::Join(crate::join::JoinError::OutOfMemory { .. }) => ResourceLimit,
             Error::Join(_) => Internal,
             Error::Kernels(e) => kernels(e),
@@ -296,7 +298,7 @@ mod tests {
             (Error::OutOfMemory { what: "x".into(), need_bytes: 2, available_bytes: 1 }, ResourceLimit),
             (Error::QueueFull { capacity: 8 }, ResourceLimit),
             (Error::NoSpeechTokens { index: 0, segment: 0 }, Internal),
-            (Error::Output { path: "o.wav".into(), detail: "x".into() }, Internal),
+            (Error::Output { path: "o.wav".into(), detail: "x".into() }, BadInput),
             (Error::NothingTimed { batch: 1, warmup: 2 }, Internal),
             (Error::Internal("x".into()), Internal),
             (Error::Join(crate::join::JoinError::OutOfMemory { samples: 1 << 40 }), ResourceLimit),

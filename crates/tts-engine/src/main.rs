@@ -139,7 +139,15 @@ enum VoiceCommand {
 /// or setup problem (a missing or bad model file, no network for a download); 3 an internal error
 /// or a failed check.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap's own exit code for a bad argument is 2, ours for a model or setup problem: bad
+    // arguments exit with 1 like every other bad input (help and version with 0)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match run(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(3),

@@ -170,25 +170,29 @@ impl<W: Write> StreamWriter<W> {
         StreamWriter { out, format, sample_rate, started: false, buf: Vec::new(), samples: 0 }
     }
 
-    /// Writes and flushes `samples`; `what` names the output in errors.
-    pub fn write(&mut self, samples: &[f32], what: &Path) -> Result<()> {
+    /// Writes and flushes `samples`; `what` names the output in errors. `Ok(false)` when the
+    /// reader has gone (a closed pipe: `tts speak ... -o - | head -c 100`): the caller stops.
+    pub fn write(&mut self, samples: &[f32], what: &Path) -> Result<bool> {
         self.buf.clear();
         if !self.started && self.format.container == Container::Wav {
             self.buf.extend_from_slice(&wav_header(self.sample_rate, self.format.sample, None));
         }
         self.started = true;
         encode_samples(samples, self.format.sample, &mut self.buf);
-        let err = |e: std::io::Error| Error::Output { path: what.to_path_buf(), detail: e.to_string() };
-        self.out.write_all(&self.buf).map_err(err)?;
-        self.out.flush().map_err(err)?;
-        self.samples += samples.len() as u64;
-        Ok(())
+        match self.out.write_all(&self.buf).and_then(|_| self.out.flush()) {
+            Ok(()) => {
+                self.samples += samples.len() as u64;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(Error::Output { path: what.to_path_buf(), detail: e.to_string() }),
+        }
     }
 
     /// The header alone if nothing was written (an empty stream is still a WAV), then the writer.
     pub fn finish(mut self, what: &Path) -> Result<W> {
         if !self.started {
-            self.write(&[], what)?;
+            let _ = self.write(&[], what)?;
         }
         Ok(self.out)
     }
@@ -246,7 +250,7 @@ mod tests {
                 // streamed in uneven pieces: the same samples after a header of unknown length
                 let mut w = StreamWriter::new(Vec::new(), 24_000, format);
                 for piece in samples.chunks(100 + (seed % 50) as usize) {
-                    w.write(piece, Path::new("-")).unwrap();
+                    assert!(w.write(piece, Path::new("-")).unwrap());
                 }
                 let streamed = w.finish(Path::new("-")).unwrap();
                 assert_eq!(streamed[header..], file[header..], "{format:?}");

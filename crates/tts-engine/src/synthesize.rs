@@ -64,6 +64,16 @@ impl Request {
     }
 }
 
+/// How many times [`Engine::synthesize`] draws a segment again when T3 ends it before any speech
+/// token.
+pub const SILENT_SEGMENT_REDRAWS: u32 = 2;
+
+/// The seed of redraw `attempt` of a segment first seeded `seed` (a fixed odd step away, so the
+/// redraws of one segment never meet another segment's seed `seed + j` in practice).
+pub fn redraw_seed(seed: u64, attempt: u32) -> u64 {
+    seed.wrapping_add(u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 /// The smallest character budget of a segment (a few words).
 pub const MIN_SEGMENT_CHARS: usize = 16;
 
@@ -170,6 +180,7 @@ pub(crate) struct PreparedSegment {
 }
 
 /// One row of a batch: a tokenised text (`[SOT] ids [EOT]`), its voice, settings and seed.
+#[derive(Clone, Copy)]
 pub(crate) struct Row<'a> {
     /// The request and the segment of its text (for errors).
     pub index: usize,
@@ -250,7 +261,7 @@ impl Engine {
                     })
                 })
                 .collect();
-            let (spoken, t) = self.run_rows(&rows, observe)?;
+            let (spoken, t) = self.run_rows_redrawing(&rows, observe)?;
             timings.t3_seconds += t.t3_seconds;
             timings.s3gen_seconds += t.s3gen_seconds;
             let mut spoken = spoken.into_iter();
@@ -364,6 +375,34 @@ impl Engine {
             })
             .collect();
         Ok(Audio { samples, sample_rate: tts_s3gen::SAMPLE_RATE, segments })
+    }
+
+    /// [`Engine::run_rows`], then the rows T3 ended before any speech token (a sampled stop
+    /// token first: the model's chance, not the input's) drawn again with another seed
+    /// ([`redraw_seed`]), up to [`SILENT_SEGMENT_REDRAWS`] times, so that one such segment does not
+    /// fail a whole chapter; a row still silent then fails its request ([`Error::NoSpeechTokens`]).
+    /// Deterministic: the same request gives the same audio.
+    fn run_rows_redrawing(
+        &self,
+        rows: &[Row<'_>],
+        observe: &mut dyn FnMut(Progress),
+    ) -> Result<(Vec<Result<Spoken>>, SpeakTimings)> {
+        let (mut out, mut timings) = self.run_rows(rows, observe)?;
+        for attempt in 1..=SILENT_SEGMENT_REDRAWS {
+            let silent: Vec<usize> = (0..out.len()).filter(|&i| matches!(out[i], Err(Error::NoSpeechTokens { .. }))).collect();
+            if silent.is_empty() {
+                break;
+            }
+            let again: Vec<Row<'_>> =
+                silent.iter().map(|&i| Row { seed: redraw_seed(rows[i].seed, attempt), ..rows[i] }).collect();
+            let (redrawn, t) = self.run_rows(&again, observe)?;
+            timings.t3_seconds += t.t3_seconds;
+            timings.s3gen_seconds += t.s3gen_seconds;
+            for (&i, r) in silent.iter().zip(redrawn) {
+                out[i] = r;
+            }
+        }
+        Ok((out, timings))
     }
 
     /// T3 then S3Gen over rows of any voices and settings: one T3 generator (continuous batching

@@ -265,3 +265,29 @@ fn a_stream_checks_its_request_first() {
     let e = engine.synthesize_stream(Request::new("ok"), bad).err().expect("an error");
     assert!(e.to_string().contains("context_tokens"), "{e}");
 }
+
+/// A segment T3 ends before any speech token is drawn again with the next redraw seed: the request
+/// succeeds with exactly the audio of that seed (the fixture's random T3 samples its stop token
+/// first for a few percent of seeds; the test searches fresh seeds for one).
+#[test]
+fn a_segment_without_speech_tokens_is_drawn_again() {
+    use tts_engine::synthesize::redraw_seed;
+    let dir = common::fixture("tts_generate_a");
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
+    let text = "Hello there.";
+    let tokens = engine.text_tokens(text).unwrap();
+    let base = fresh_seed();
+    let silent = |seed: u64| {
+        let o = opts(seed, 8, 2);
+        matches!(engine.speak_tokens(std::slice::from_ref(&tokens), None, &o), Err(Error::NoSpeechTokens { .. }))
+    };
+    // a seed whose first draw is silent and whose first redraw is not
+    let seed = (0..2000u64)
+        .map(|k| base.wrapping_add(k.wrapping_mul(7919)))
+        .find(|&s| silent(s) && !silent(redraw_seed(s, 1)))
+        .unwrap_or_else(|| panic!("base seed {base}: no silent first draw in 2000 seeds"));
+    let audio = engine.synthesize(&[Request::new(text).with_options(opts(seed, 8, 2))]).remove(0).unwrap();
+    let redrawn = engine.speak_tokens(std::slice::from_ref(&tokens), None, &opts(redraw_seed(seed, 1), 8, 2)).unwrap().remove(0);
+    assert_eq!(audio.segments[0].speech_tokens, redrawn.speech_tokens, "seed {seed}");
+    assert_eq!(audio.samples, redrawn.wav, "seed {seed}");
+}

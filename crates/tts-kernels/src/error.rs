@@ -13,7 +13,7 @@ pub enum Error {
     Invalid { op: &'static str, detail: String },
     #[error("{op}: tensors live on different devices")]
     DeviceMismatch { op: &'static str },
-    #[error("unknown backend {0:?}: expected auto, cpu, cuda or emu")]
+    #[error("unknown backend {0:?}: expected auto, cpu, cpu-bf16, cuda, cuda:N (N a device number) or emu")]
     UnknownBackend(String),
     #[error("CUDA backend unavailable: {0}")]
     CudaUnavailable(String),

@@ -83,18 +83,37 @@ pub fn check_input_file(flag: &'static str, path: &Path) -> Result<()> {
 
 /// An output file whose folder must exist (checked before any work).
 pub fn check_output_folder(flag: &'static str, out: &Path) -> Result<()> {
+    let bad = |expected: String| Error::Setting { field: flag, value: out.display().to_string(), expected };
+    if out.as_os_str().is_empty() {
+        return Err(bad("a file name".into()));
+    }
     let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !folder.is_dir() {
-        return Err(Error::Setting {
-            field: flag,
-            value: out.display().to_string(),
-            expected: format!("a file in an existing folder (there is no folder {})", folder.display()),
-        });
+        return Err(bad(format!("a file in an existing folder (there is no folder {})", folder.display())));
     }
     if out.is_dir() {
-        return Err(Error::Setting { field: flag, value: out.display().to_string(), expected: "a file, not a folder".into() });
+        return Err(bad("a file, not a folder".into()));
     }
     Ok(())
+}
+
+/// [`check_output_folder`], and the file can be created there: a probe file (`NAME.partial`, the
+/// name the output is written under before its rename) is created and removed.
+pub fn check_output_file(flag: &'static str, out: &Path) -> Result<()> {
+    check_output_folder(flag, out)?;
+    let mut probe = out.as_os_str().to_owned();
+    probe.push(".partial");
+    let probe = std::path::PathBuf::from(probe);
+    let existed = probe.exists();
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&probe) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Output { path: out.to_path_buf(), detail: format!("cannot be written: {e}") }),
+    }
 }
 
 /// Opens the device named by `backend` and says which ([`announce_device`]).

@@ -149,6 +149,7 @@ fn read_texts(args: &SpeakArgs, max_chars: usize) -> Result<Vec<(String, String)
     for (i, (what, t)) in texts.iter().enumerate() {
         check_text(i, t, max_chars).map_err(|e| match e {
             Error::Text { problem, .. } => Error::Input { what: what.clone(), problem },
+            Error::TooLong { len, max, .. } => Error::TooLong { what: format!("{what}: characters"), len, max },
             e => e,
         })?;
     }
@@ -158,7 +159,12 @@ fn read_texts(args: &SpeakArgs, max_chars: usize) -> Result<Vec<(String, String)
 /// `bytes` as UTF-8 text, or an error naming `what` and the first bad byte.
 fn utf8(what: &str, bytes: Vec<u8>, max_chars: usize) -> Result<String> {
     if bytes.len() > 4 * max_chars {
-        return Err(Error::TooLong { what: format!("{what}: bytes of text"), len: bytes.len(), max: 4 * max_chars });
+        // the read stops one byte past the limit: the length is "more than", not the input's
+        return Err(Error::TooLong {
+            what: format!("{what}: bytes of text (read until past the limit)"),
+            len: bytes.len(),
+            max: 4 * max_chars,
+        });
     }
     String::from_utf8(bytes).map_err(|e| Error::Input {
         what: what.into(),
@@ -211,7 +217,13 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
             return Err(Error::Usage("`-o -` streams one text: give one"));
         }
     } else {
-        super::check_output_folder("--output", &out)?;
+        // every output can be written, before any work (`-o ""` names no file, one text or many)
+        if out.as_os_str().is_empty() {
+            return Err(Error::Setting { field: "--output", value: String::new(), expected: "a file name, or `-`".into() });
+        }
+        for i in 0..texts.len() {
+            super::check_output_file("--output", &output_path(&out, i, texts.len()))?;
+        }
     }
     let (dev, note) = tts_engine::select_device(&args.backend)?;
     let bars = Bars::new(args.quiet);
@@ -270,7 +282,11 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
             let chunk = chunk?;
             chunks += 1;
             first.get_or_insert(t.elapsed().as_secs_f64());
-            w.write(&chunk.samples, Path::new("stdout"))?;
+            if !w.write(&chunk.samples, Path::new("stdout"))? {
+                bar.finish_and_clear();
+                say.line(format_args!("stdout: closed by its reader after {chunks} chunks: stopped"));
+                return Ok(true);
+            }
             bar.set_message(format!("speaking: {:.1} s of audio", w.samples as f64 / tts_s3gen::SAMPLE_RATE as f64));
         }
         bar.finish_and_clear();
@@ -325,10 +341,16 @@ pub fn run(args: SpeakArgs) -> Result<bool> {
                 ));
             }
             Err(e) => {
-                eprintln!("error: {what}: {e}");
+                // with one text, main prints the error; with several, each failed one is named
+                if n > 1 {
+                    eprintln!("error: {} not written ({what}): {e}", path.display());
+                }
                 first_error.get_or_insert(e);
             }
         }
+    }
+    if audio_s == 0.0 {
+        return Err(first_error.unwrap_or(Error::Internal("no text was spoken and none failed".into())));
     }
     say.line(format_args!("{n} text(s) in {secs:.2} s"));
     say.line(format_args!(

@@ -150,3 +150,83 @@ pub fn write_speechlike_wav(path: &Path, seconds: f64, rate: u32, channels: u16,
     }
     w.finalize().unwrap();
 }
+
+/// The fixture model that speaks text end to end (T3, S3Gen, `tokenizer.json`, the built-in
+/// `conds.pt`, `config.json`; no `ve.safetensors`): at most 30 text and 30 speech tokens.
+pub const GENERATE_FIXTURE: &str = "tts_generate_a";
+
+/// The files of [`GENERATE_FIXTURE`].
+pub const GENERATE_FILES: [&str; 5] = ["t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt", "config.json"];
+
+/// A scratch copy of [`GENERATE_FIXTURE`]'s model files (tests write next to it, never next to the
+/// fixture).
+pub fn generate_model_dir() -> PathBuf {
+    let dir = scratch_dir("generate-model");
+    for f in GENERATE_FILES {
+        std::fs::copy(fixture(GENERATE_FIXTURE).join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+/// The `tts` binary run hermetically: offline (`HF_HUB_OFFLINE=1`), with `hf_cache` as its Hugging
+/// Face cache and home (no token file of the user's is read), and every other Hub setting of the
+/// environment removed.
+pub fn tts_command(hf_cache: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tts"));
+    for var in
+        ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"]
+    {
+        cmd.env_remove(var);
+    }
+    cmd.env("HF_HUB_OFFLINE", "1").env("HF_HUB_CACHE", hf_cache).env("HF_HOME", hf_cache);
+    cmd
+}
+
+/// What one run of `tts` did.
+pub struct TtsRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl TtsRun {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `cmd` with `stdin` (or an empty stdin), from a thread so that a process that stops reading
+/// early (a length limit) does not block the test; a write it refuses (a closed pipe) is ignored.
+pub fn run_tts(mut cmd: std::process::Command, stdin: Option<Vec<u8>>) -> TtsRun {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        if let Some(bytes) = stdin {
+            let _ = pipe.write_all(&bytes);
+        }
+        // dropped: end of input
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    TtsRun { code: out.status.code(), stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// Every path under `dir` (files and folders, recursively), relative to it, sorted.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
