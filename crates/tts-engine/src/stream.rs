@@ -25,7 +25,7 @@ use tts_s3gen::{FlowRequest, MEL_FRAMES_PER_TOKEN, SAMPLES_PER_MEL_FRAME};
 use tts_t3::Generator;
 
 use crate::speak::Engine;
-use crate::synthesize::{PreparedSegment, Request};
+use crate::synthesize::{PreparedSegment, Request, SILENT_SEGMENT_REDRAWS, redraw_seed};
 use crate::voice::Conditionals;
 use crate::{Error, Result};
 
@@ -119,6 +119,9 @@ struct SegmentState {
     chunks: usize,
     /// The held-back audio after `emitted` (the previous chunk's lookahead).
     tail: Vec<f32>,
+    /// Times the segment was drawn again because T3 ended it before any speech token (as
+    /// [`Engine::synthesize`] does: [`crate::synthesize::redraw_seed`]).
+    redraws: u32,
 }
 
 /// The chunks of one request, produced as they are pulled ([`Iterator::next`] runs T3 decode
@@ -226,6 +229,13 @@ impl SpeechStream<'_> {
             let need = st.emitted + size + self.opts.lookahead_tokens;
             if finished || tokens.len() >= need {
                 if finished && tokens.is_empty() {
+                    // nothing streamed yet (a segment with no tokens has emitted none): draw again
+                    if self.state[j].emitted == 0 && self.state[j].redraws < SILENT_SEGMENT_REDRAWS {
+                        self.state[j] = SegmentState { redraws: self.state[j].redraws + 1, ..SegmentState::default() };
+                        self.reqs[j].settings.seed = self.seed(j);
+                        self.queue.push_front(j);
+                        continue;
+                    }
                     return Err(Error::NoSpeechTokens { index: 0, segment: j });
                 }
                 // T3's final post-processing can drop tokens already streamed (a start-of-speech
@@ -240,6 +250,15 @@ impl SpeechStream<'_> {
             for _ in 0..steps {
                 self.generator.step()?;
             }
+        }
+    }
+
+    /// The seed of segment `j` (its T3 draws and S3Gen noise): `seed + j`, or its redraw's.
+    fn seed(&self, j: usize) -> u64 {
+        let first = self.request.options.seed.wrapping_add(j as u64);
+        match self.state[j].redraws {
+            0 => first,
+            n => redraw_seed(first, n),
         }
     }
 
@@ -326,7 +345,7 @@ impl SpeechStream<'_> {
     fn synthesize_window(&self, j: usize, tokens: &[u32], from: usize, until: usize) -> Result<Vec<f32>> {
         let g = &self.voice.s3gen;
         let prompt = &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())];
-        let seed = self.request.options.seed.wrapping_add(j as u64);
+        let seed = self.seed(j);
         let prompt_frames = MEL_FRAMES_PER_TOKEN * prompt.len();
         let window = &tokens[from..until];
         let mut z = Vec::with_capacity(tts_s3gen::MEL_BINS * (prompt_frames + MEL_FRAMES_PER_TOKEN * window.len()));

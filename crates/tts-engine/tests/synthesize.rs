@@ -290,4 +290,10 @@ fn a_segment_without_speech_tokens_is_drawn_again() {
     let redrawn = engine.speak_tokens(std::slice::from_ref(&tokens), None, &opts(redraw_seed(seed, 1), 8, 2)).unwrap().remove(0);
     assert_eq!(audio.segments[0].speech_tokens, redrawn.speech_tokens, "seed {seed}");
     assert_eq!(audio.samples, redrawn.wav, "seed {seed}");
+    // a stream draws it again the same way: the same length (the same tokens), audio close to it
+    let req = Request::new(text).with_options(opts(seed, 8, 2));
+    let chunks: Vec<_> = engine.synthesize_stream(req, StreamOptions::default()).unwrap().collect::<Result<_, _>>().unwrap();
+    let streamed: Vec<f32> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
+    assert_eq!(streamed.len(), audio.samples.len(), "seed {seed}");
+    assert_eq!(chunks.last().unwrap().tokens.end, redrawn.speech_tokens.len(), "seed {seed}");
 }
