@@ -321,7 +321,7 @@ fn bad_requests_give_bad_input_or_resource_limit_errors() {
     c.expect("bench-s3gen batch 0", BadInput, || bench::bench_s3gen_batch(&engine.s3gen, &inputs, 0, 1));
     let no_speech = bench::S3GenInputs { speech: Vec::new(), ..inputs.clone() };
     c.expect("bench-s3gen no tokens", BadInput, || bench::bench_s3gen_batch(&engine.s3gen, &no_speech, 1, 1));
-    c.expect("a WAV into a missing folder", Internal, || write_wav(&scratch.join("no/such/a.wav"), &[0.0; 10]));
+    c.expect("a WAV into a missing folder", BadInput, || write_wav(&scratch.join("no/such/a.wav"), &[0.0; 10]));
 
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&scratch).ok();
