@@ -19,6 +19,7 @@ pub mod join;
 pub mod output;
 pub mod segment;
 pub mod selfcheck;
+pub mod serve;
 pub mod speak;
 pub mod stream;
 pub mod synthesize;
