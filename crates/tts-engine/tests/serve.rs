@@ -275,11 +275,19 @@ fn sixteen_concurrent_requests_are_all_answered_and_batched() {
             })
         })
         .collect();
+    // the fixture's random T3 sometimes ends a segment at once, three draws in a row (about one
+    // request in a thousand): a 500 naming that, the model's chance, is the one other answer allowed
+    let mut silent = 0;
     for c in clients {
         let (status, len, body) = c.join().unwrap();
+        if status == 500 && body.contains("T3 produced no speech tokens") {
+            silent += 1;
+            continue;
+        }
         assert_eq!(status, 200, "{}", if status == 200 { "" } else { &body });
         assert!(len > 0 && len % 2 == 0);
     }
+    assert!(silent <= 2, "{silent} of 16 requests had no speech");
     let max = metric(addr, "tts_batch_size_max");
     let count = metric(addr, "tts_batch_size_count");
     assert!(max > 1.0, "no batch of more than one request ({count} batches)");
@@ -388,6 +396,9 @@ fn bad_requests_get_openai_errors_naming_the_field() {
     let missing = get(server.addr, "/v1/voices");
     assert_eq!(missing.status, 404);
     missing.error_param();
+    let wrong_method = get(server.addr, "/v1/audio/speech");
+    assert_eq!(wrong_method.status, 405);
+    wrong_method.error_param();
     assert!(metric(server.addr, "tts_errors_total{kind=\"bad_input\"}") >= 12.0);
 }
 
@@ -463,6 +474,32 @@ fn a_client_that_disconnects_mid_stream_frees_the_worker() {
     }
     let after = speech(server.addr, &serde_json::json!({"input": "Hello there.", "max_new_tokens": MAX_NEW_TOKENS}));
     assert_eq!(after.status, 200);
+}
+
+#[test]
+fn a_request_past_its_timeout_gets_504_and_is_skipped_unrun() {
+    let timeout = Duration::from_millis(200 + fresh_seed() % 300);
+    let (server, gate) =
+        gated_server(SchedulerOptions::default(), ServeOptions { request_timeout: timeout, ..ServeOptions::default() });
+    let t = Instant::now();
+    for stream in [false, true] {
+        let mut body = serde_json::json!({"input": "Hello there.", "max_new_tokens": MAX_NEW_TOKENS});
+        if stream {
+            body["stream_format"] = "audio".into();
+        }
+        let r = speech(server.addr, &body);
+        assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"]["code"], "timeout");
+    }
+    assert!(t.elapsed() >= 2 * timeout);
+    assert_eq!(metric(server.addr, "tts_errors_total{kind=\"timeout\"}"), 2.0);
+    gate.send(()).unwrap();
+    server.wait_ready();
+    // the worker skips both (past their deadline, their handlers gone) and serves the next
+    let r = speech(server.addr, &serde_json::json!({"input": "Hello there.", "max_new_tokens": MAX_NEW_TOKENS}));
+    assert_eq!(r.status, 200);
+    assert_eq!(metric(server.addr, "tts_jobs_skipped_total"), 2.0);
+    assert_eq!(metric(server.addr, "tts_batch_size_sum"), 1.0);
 }
 
 #[test]

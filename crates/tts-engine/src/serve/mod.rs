@@ -71,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -189,6 +190,17 @@ async fn not_found(State(state): State<Arc<AppState>>, req: HttpRequest) -> Resp
         message: format!("no route {} {}", req.method(), req.uri().path()),
         param: None,
         code: "not_found".into(),
+    }
+    .into_response()
+}
+
+async fn method_not_allowed(State(state): State<Arc<AppState>>, req: HttpRequest) -> Response {
+    state.metrics.response(405);
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{} does not take {}", req.uri().path(), req.method()),
+        param: None,
+        code: "method_not_allowed".into(),
     }
     .into_response()
 }
