@@ -169,12 +169,11 @@ where
     let engine = match load() {
         Ok(e) => e,
         Err(e) => {
-            // answer every job with the load error until the queue closes
-            let msg = e.to_string();
-            eprintln!("tts serve: loading the model failed: {msg}");
+            // answer every job with the load error (a model fault: 503) until the queue closes
+            let detail = format!("the model failed to load: {e}");
             while let Ok(job) = rx.recv() {
                 metrics.dequeued();
-                job.reply.fail(Error::ModelFile { path: "(model)".into(), detail: msg.clone() });
+                job.reply.fail(Error::ModelFile { path: "(model)".into(), detail: detail.clone() });
             }
             return;
         }
