@@ -10,6 +10,8 @@
 //! - [`segment`]: long text → segments of at most ~300 characters, each with the pause after it;
 //! - [`join`]: the segments' audio → one waveform, with the pauses and click-free joins;
 //! - [`synthetic`]: the synthetic engine (random weights at the real dimensions: noise, not speech);
+//! - [`serve`]: `tts serve`, the OpenAI-compatible HTTP server (a bounded queue in front of one
+//!   engine thread that batches requests; docs/serving.md);
 //! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands;
 //! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
@@ -19,6 +21,7 @@ pub mod join;
 pub mod output;
 pub mod segment;
 pub mod selfcheck;
+pub mod serve;
 pub mod speak;
 pub mod stream;
 pub mod synthesize;

@@ -37,6 +37,10 @@ enum Command {
     /// Speaks texts (arguments, files or stdin) to audio files, batched; long texts are split and
     /// joined; `-o -` streams to stdout as the audio is produced.
     Speak(cli::speak::SpeakArgs),
+    /// Serves speech over HTTP: OpenAI's POST /v1/audio/speech (WAV or PCM, whole or streamed),
+    /// /health, /ready, /metrics; requests are batched on one engine thread behind a bounded queue
+    /// (full: 429). Listens on loopback unless --host says otherwise; SIGTERM/SIGINT drain and stop.
+    Serve(cli::serve::ServeArgs),
     /// Shows what would run: the backend and device, the CPU's instruction paths, the model (its id,
     /// revision and commit, dimensions and files) and the kernel cache. Reads the model's configs,
     /// not its weights (a Hub model is downloaded if the cache lacks it).
@@ -213,6 +217,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(all_ok)
         }
         Command::Speak(args) => cli::speak::run(args),
+        Command::Serve(args) => cli::serve::run(args),
         Command::Info { model, backend } => cli::info::run(&model, &backend),
         Command::Voice { command: VoiceCommand::Create { input, model, out, backend } } => {
             check_input_file("INPUT", &input)?;

@@ -1,0 +1,396 @@
+//! `tts serve`: an OpenAI-compatible HTTP server over the engine API (docs/serving.md).
+//!
+//! - `POST /v1/audio/speech`: OpenAI's request shape plus Chatterbox's settings → WAV or raw PCM
+//!   (s16 little-endian, 24 kHz mono), whole or streamed as it is produced (`stream_format:
+//!   "audio"`: chunked transfer; a streamed WAV's header has unknown sizes, 0xFFFFFFFF);
+//! - `GET /health` (200 while the process serves), `GET /ready` (200 once the model is loaded,
+//!   503 before), `GET /metrics` (Prometheus text, [`metrics`]);
+//! - errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, the status mapped
+//!   from the engine's [`ErrorKind`] ([`error_status`]);
+//! - an optional bearer API key, compared in constant time (`/v1/*` only);
+//! - the engine runs on one worker thread behind a bounded queue ([`scheduler`]).
+pub mod metrics;
+pub mod request;
+pub mod scheduler;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body::Frame;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::output::{AudioFormat, Container, SampleFormat, encode, encode_samples, wav_header};
+use crate::stream::AudioChunk;
+use crate::{Error, ErrorKind};
+use metrics::{Metrics, kind_label};
+use request::{ApiError, SpeechRequest};
+use scheduler::{Job, Reply, STREAM_BUFFER_CHUNKS, Scheduler};
+
+/// The server's limits and its key.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The longest `input`, in characters (longer: 413).
+    pub max_input_chars: usize,
+    /// The largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// How long a request may wait for its audio (whole) or its first chunk (streamed): in the
+    /// queue and in the engine (longer: 504). A streaming client that takes no chunk for this long
+    /// is dropped.
+    pub request_timeout: Duration,
+    /// The bearer token `/v1/*` requires (`None`: open).
+    pub api_key: Option<String>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { max_input_chars: 4096, max_body_bytes: 1 << 20, request_timeout: Duration::from_secs(300), api_key: None }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub scheduler: Arc<Scheduler>,
+    pub metrics: Arc<Metrics>,
+    pub options: ServeOptions,
+}
+
+/// The routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/audio/speech", post(speech))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// requests in flight finish, and waits for the scheduler's worker to finish its jobs.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let scheduler = state.scheduler.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    // blocking join of the worker, off the runtime's async threads
+    let _ = tokio::task::spawn_blocking(move || scheduler.shutdown()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The HTTP status of an engine error: bad input 400; too long 413; a full queue 429; other
+/// resource limits (out of memory) and model faults 503; internal faults 500.
+pub fn error_status(e: &Error) -> StatusCode {
+    match (e, e.kind()) {
+        (Error::QueueFull { .. }, _) => StatusCode::TOO_MANY_REQUESTS,
+        (Error::TooLong { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
+        (_, ErrorKind::BadInput) => StatusCode::BAD_REQUEST,
+        (_, ErrorKind::ResourceLimit) | (_, ErrorKind::BadModel) => StatusCode::SERVICE_UNAVAILABLE,
+        (_, ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Seconds a client is told to wait after a 429 or 503.
+pub const RETRY_AFTER_S: u32 = 1;
+
+impl ApiError {
+    /// An engine error as an API error (its field as `param` where it names one).
+    pub fn from_engine(e: &Error) -> ApiError {
+        let status = error_status(e);
+        let param = match e {
+            Error::Setting { field, .. } => Some(field.to_string()),
+            Error::Text { .. } | Error::TooLong { .. } => Some("input".into()),
+            Error::Voice { .. } | Error::VoiceMismatch { .. } | Error::NoVoice => Some("voice".into()),
+            _ => None,
+        };
+        let code = match e {
+            Error::QueueFull { .. } => "queue_full",
+            _ => kind_label(e.kind()),
+        };
+        ApiError { status, message: e.to_string(), param, code: code.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        let body = serde_json::json!({
+            "error": { "message": self.message, "type": kind, "param": self.param, "code": self.code }
+        });
+        let mut r = (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        r
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.response(200);
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.metrics.is_ready() {
+        state.metrics.response(200);
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        state.metrics.response(503);
+        (StatusCode::SERVICE_UNAVAILABLE, "loading the model\n").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.response(200);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn not_found(State(state): State<Arc<AppState>>, req: HttpRequest) -> Response {
+    state.metrics.response(404);
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no route {} {}", req.method(), req.uri().path()),
+        param: None,
+        code: "not_found".into(),
+    }
+    .into_response()
+}
+
+async fn method_not_allowed(State(state): State<Arc<AppState>>, req: HttpRequest) -> Response {
+    state.metrics.response(405);
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{} does not take {}", req.uri().path(), req.method()),
+        param: None,
+        code: "method_not_allowed".into(),
+    }
+    .into_response()
+}
+
+/// Constant-time comparison of two byte strings (the time depends on their lengths only).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = 0u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+fn check_key(headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), key.as_bytes()) {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "a valid API key is required (Authorization: Bearer KEY)".into(),
+        param: None,
+        code: "invalid_api_key".into(),
+    })
+}
+
+async fn speech(State(state): State<Arc<AppState>>, req: HttpRequest) -> Response {
+    let arrived = Instant::now();
+    let response = match speech_inner(&state, req, arrived).await {
+        Ok(r) => r,
+        Err(e) => {
+            let label = match e.status.as_u16() {
+                429 => "queue_full",
+                504 => "timeout",
+                401 => "unauthorized",
+                _ => "",
+            };
+            if !label.is_empty() {
+                state.metrics.error(label);
+            }
+            e.into_response()
+        }
+    };
+    state.metrics.response(response.status().as_u16());
+    response
+}
+
+/// Counts an engine error under its kind and turns it into an API error.
+fn engine_error(state: &AppState, e: &Error) -> ApiError {
+    if !matches!(e, Error::QueueFull { .. }) {
+        state.metrics.error(kind_label(e.kind()));
+    }
+    ApiError::from_engine(e)
+}
+
+fn timeout_error(timeout: Duration) -> ApiError {
+    ApiError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        message: format!("no audio within the request timeout ({} s)", timeout.as_secs_f64()),
+        param: None,
+        code: "timeout".into(),
+    }
+}
+
+async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> Result<Response, ApiError> {
+    let opts = &state.options;
+    if let Some(key) = &opts.api_key {
+        check_key(req.headers(), key)?;
+    }
+    let body = axum::body::to_bytes(req.into_body(), opts.max_body_bytes)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the request body is larger than {} bytes (or could not be read)", opts.max_body_bytes),
+            param: None,
+            code: "body_too_large".into(),
+        })
+        .inspect_err(|_| state.metrics.error(kind_label(ErrorKind::ResourceLimit)))?;
+    let parsed = SpeechRequest::parse(&body, opts.max_input_chars).inspect_err(|e| {
+        let kind = if e.status == StatusCode::PAYLOAD_TOO_LARGE { ErrorKind::ResourceLimit } else { ErrorKind::BadInput };
+        state.metrics.error(kind_label(kind));
+    })?;
+    let deadline = arrived + opts.request_timeout;
+    let format = AudioFormat { container: parsed.container, sample: SampleFormat::S16 };
+    if parsed.stream {
+        let (tx, mut rx) = mpsc::channel(STREAM_BUFFER_CHUNKS);
+        let job = Job { request: parsed.request, arrived, deadline, reply: Reply::Stream(tx) };
+        state.scheduler.submit(job).map_err(|e| engine_error(state, &e))?;
+        // the first chunk (or the error) before the headers: a request the engine refuses gets its
+        // status code, not a 200 with a cut body
+        let first = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Err(_) => return Err(timeout_error(opts.request_timeout)),
+            Ok(None) => return Err(engine_error(state, &Error::Internal("the stream ended before any audio".into()))),
+            Ok(Some(Err(e))) => return Err(engine_error(state, &e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let body = ChunkBody {
+            first: Some(first),
+            rx,
+            header: (format.container == Container::Wav).then(|| wav_header(tts_s3gen::SAMPLE_RATE, format.sample, None)),
+            done: false,
+        };
+        return Ok(audio_response(format.container, Body::new(body), None));
+    }
+    let (tx, rx) = oneshot::channel();
+    let job = Job { request: parsed.request, arrived, deadline, reply: Reply::Whole(tx) };
+    state.scheduler.submit(job).map_err(|e| engine_error(state, &e))?;
+    let audio = match tokio::time::timeout_at(deadline.into(), rx).await {
+        Err(_) => return Err(timeout_error(opts.request_timeout)),
+        Ok(Err(_)) => return Err(engine_error(state, &Error::Internal("the engine thread dropped the request".into()))),
+        Ok(Ok(Err(e))) => return Err(engine_error(state, &e)),
+        Ok(Ok(Ok(audio))) => audio,
+    };
+    let bytes = encode(&audio.samples, audio.sample_rate, format, None).map_err(|e| engine_error(state, &e))?;
+    let len = bytes.len();
+    Ok(audio_response(format.container, Body::from(bytes), Some(len)))
+}
+
+fn audio_response(container: Container, body: Body, len: Option<usize>) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    let ct = match container {
+        Container::Wav => "audio/wav",
+        Container::Pcm => "audio/pcm",
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    h.insert("x-sample-rate", HeaderValue::from(tts_s3gen::SAMPLE_RATE));
+    if let Some(n) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    r
+}
+
+/// A streamed response: the WAV header (if any), then each chunk's samples as s16 as the worker
+/// sends them. An error after the first chunk aborts the response (the client sees the chunked
+/// body cut short); dropping it (the client gone) closes the channel, and the worker stops.
+struct ChunkBody {
+    first: Option<AudioChunk>,
+    rx: mpsc::Receiver<crate::Result<AudioChunk>>,
+    header: Option<[u8; 44]>,
+    done: bool,
+}
+
+impl ChunkBody {
+    fn frame(header: Option<[u8; 44]>, chunk: &AudioChunk) -> Bytes {
+        let mut out = Vec::with_capacity(44 + chunk.samples.len() * 2);
+        if let Some(h) = header {
+            out.extend_from_slice(&h);
+        }
+        encode_samples(&chunk.samples, SampleFormat::S16, &mut out);
+        Bytes::from(out)
+    }
+}
+
+impl HttpBody for ChunkBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = self.first.take() {
+            let header = self.header.take();
+            self.done = first.is_last;
+            return Poll::Ready(Some(Ok(Frame::data(ChunkBody::frame(header, &first)))));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.done = chunk.is_last;
+                Poll::Ready(Some(Ok(Frame::data(ChunkBody::frame(None, &chunk)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
