@@ -13,8 +13,9 @@
 //! Refused, as [`Error::Audio`] naming the file: anything that is not WAV/FLAC/MP3 audio,
 //! truncated or corrupt data, no samples, a sample rate outside [`MIN_RATE`]..=[`MAX_RATE`], more
 //! than [`MAX_CHANNELS`] channels, NaN or infinite samples, a silent recording (peak below
-//! [`SILENCE_PEAK`]), and more than [`MAX_SECONDS`] of audio (checked while decoding, so a huge
-//! file never fills memory).
+//! [`SILENCE_PEAK`]), more than [`MAX_SECONDS`] of audio (checked while decoding) and files over
+//! [`MAX_FILE_BYTES`]. The container's tags and comments never reach the decoder
+//! ([`crate::container`]).
 use std::io::{Cursor, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -61,13 +62,16 @@ pub fn load(path: &Path) -> Result<Audio> {
     if len == 0 {
         return Err(Error::audio(&what, "the file is empty"));
     }
-    let mut head = Vec::new();
-    (&file).take(HEAD_BYTES).read_to_end(&mut head).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
-    check_wav_header(&head, head.len() as u64 == len, &what)?;
-    let file = std::fs::File::open(path).map_err(|e| Error::audio(&what, format!("cannot open: {e}")))?;
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    decode_source(Box::new(file), ext.as_deref(), &what)
+    if len > MAX_FILE_BYTES {
+        return Err(Error::audio(&what, format!("{len} bytes: more than the {MAX_FILE_BYTES} a recording may have")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::audio(&what, format!("cannot read: {e}")))?;
+    decode(&bytes, &what)
 }
+
+/// The largest recording file read (10 minutes of 48 kHz stereo 64-bit float WAV is 460 MB).
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// Decodes an audio file held in memory; `what` names it in errors (a file name, whose extension is
 /// a hint of the format, or a description).
@@ -77,11 +81,10 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Audio> {
     }
     check_wav_header(bytes, true, what)?;
     let ext = Path::new(what).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    decode_source(Box::new(Cursor::new(bytes.to_vec())), ext.as_deref(), what)
+    // tags, pictures and comments never reach the decoder (crate::container)
+    let bytes = crate::container::strip_metadata(bytes, what)?.into_owned();
+    decode_source(Box::new(Cursor::new(bytes)), ext.as_deref(), what)
 }
-
-/// How much of a file [`load`] reads for [`check_wav_header`].
-const HEAD_BYTES: u64 = 1 << 16;
 
 /// For a RIFF/WAVE file, the fmt chunk's channel count and sample rate, checked before the decoder
 /// sees them (symphonia's channel-mask arithmetic overflows on counts above 32). `b` is the whole

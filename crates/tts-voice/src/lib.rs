@@ -18,6 +18,7 @@ pub mod audio;
 pub mod campplus;
 pub mod cond_mel;
 pub mod config;
+pub mod container;
 pub mod dsp;
 pub mod error;
 pub mod prepare;

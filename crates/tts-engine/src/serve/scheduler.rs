@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::metrics::Metrics;
 use crate::speak::Engine;
 use crate::stream::{AudioChunk, StreamOptions};
-use crate::synthesize::{Audio, Request, SILENT_SEGMENT_REDRAWS, redraw_seed};
+use crate::synthesize::{Audio, Request};
 use crate::{Error, Result};
 
 /// Chunks a stream may have sent and its client not yet taken.
@@ -266,34 +266,11 @@ fn send_chunk(tx: &mpsc::Sender<Result<AudioChunk>>, mut item: Result<AudioChunk
     }
 }
 
-/// Runs a stream. A first segment T3 ends before any speech token (the model's chance: the
-/// request's seed, not its input) is drawn again with [`redraw_seed`] before any audio is sent, up
-/// to [`SILENT_SEGMENT_REDRAWS`] times, as [`Engine::synthesize`] does for its segments (for a
-/// one-segment text, the same audio as the whole request). A later segment's failure ends the
-/// stream (its body is cut).
+/// Runs a stream (the engine draws a segment T3 ends before any speech token again, as
+/// [`Engine::synthesize`] does); an error ends it (its body is cut).
 fn run_stream(engine: &Engine, job: Job, metrics: &Metrics) {
     let Reply::Stream(tx) = job.reply else { return };
-    let base_seed = job.request.options.seed;
-    let mut attempt = 0;
-    loop {
-        let mut request = job.request.clone();
-        request.options.seed = if attempt == 0 { base_seed } else { redraw_seed(base_seed, attempt) };
-        match stream_once(engine, request, &tx, job.arrived, job.deadline, metrics) {
-            StreamEnd::SilentStart if attempt < SILENT_SEGMENT_REDRAWS => attempt += 1,
-            StreamEnd::SilentStart => {
-                let _ = tx.try_send(Err(Error::NoSpeechTokens { index: 0, segment: 0 }));
-                return;
-            }
-            StreamEnd::Done => return,
-        }
-    }
-}
-
-enum StreamEnd {
-    /// Finished, failed (the error sent) or abandoned.
-    Done,
-    /// The first segment had no speech token; nothing was sent.
-    SilentStart,
+    stream_once(engine, job.request, &tx, job.arrived, job.deadline, metrics);
 }
 
 fn stream_once(
@@ -303,19 +280,16 @@ fn stream_once(
     arrived: Instant,
     deadline: Instant,
     metrics: &Metrics,
-) -> StreamEnd {
+) {
     let stream = match engine.synthesize_stream(request, StreamOptions::default()) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.try_send(Err(e));
-            return StreamEnd::Done;
+            return;
         }
     };
     let mut first = true;
     for item in stream {
-        if first && matches!(item, Err(Error::NoSpeechTokens { segment: 0, .. })) {
-            return StreamEnd::SilentStart;
-        }
         let failed = item.is_err();
         if let Ok(chunk) = &item {
             metrics.audio(chunk.samples.len(), tts_s3gen::SAMPLE_RATE);
@@ -324,15 +298,14 @@ fn stream_once(
         let deadline = if first { deadline } else { Instant::now() + (deadline - arrived) };
         if !send_chunk(tx, item, deadline) {
             metrics.stream_abandoned();
-            return StreamEnd::Done; // dropping the stream frees its T3 slots
+            return; // dropping the stream frees its T3 slots
         }
         if first && !failed {
             metrics.ttfa(arrived.elapsed());
         }
         first = false;
         if failed {
-            return StreamEnd::Done;
+            return;
         }
     }
-    StreamEnd::Done
 }
