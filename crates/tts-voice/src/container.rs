@@ -149,7 +149,7 @@ mod tests {
         let e = strip_metadata(&riff(&[fmt.clone(), huge]), "x.wav").unwrap_err();
         assert!(e.to_string().contains("\"LIST\" chunk claims 4294967295 bytes"), "{e}");
         // the data chunk and what follows it pass as they are, declared length included
-        let mut streamed = riff(&[fmt.clone()]);
+        let mut streamed = riff(std::slice::from_ref(&fmt));
         streamed.extend_from_slice(b"data");
         streamed.extend_from_slice(&u32::MAX.to_le_bytes());
         streamed.extend_from_slice(&[9, 9, 9, 9]);
