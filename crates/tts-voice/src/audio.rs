@@ -23,11 +23,12 @@ use std::path::Path;
 use symphonia::core::audio::{AudioBufferRef, Signal};
 use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 use symphonia::core::sample::{i24, u24};
+use symphonia::default::formats::{FlacReader, MpaReader, WavReader};
+
+use crate::container::Kind;
 
 use crate::{Error, Result};
 
@@ -80,10 +81,12 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Audio> {
         return Err(Error::audio(what, "the file is empty"));
     }
     check_wav_header(bytes, true, what)?;
-    let ext = Path::new(what).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     // tags, pictures and comments never reach the decoder (crate::container)
     let bytes = crate::container::strip_metadata(bytes, what)?.into_owned();
-    decode_source(Box::new(Cursor::new(bytes)), ext.as_deref(), what)
+    let kind = Kind::of(&bytes).ok_or_else(|| {
+        Error::audio(what, "not a supported audio file (WAV, FLAC or MP3): no WAV, FLAC or MP3 header at its start")
+    })?;
+    decode_source(Box::new(Cursor::new(bytes)), kind, what)
 }
 
 /// For a RIFF/WAVE file, the fmt chunk's channel count and sample rate, checked before the decoder
@@ -131,10 +134,10 @@ fn check_channels(channels: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn decode_source(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Result<Audio> {
+fn decode_source(src: Box<dyn MediaSource>, kind: Kind, what: &str) -> Result<Audio> {
     // symphonia is not guaranteed panic-free on hostile input: a panic becomes an error here, never
     // an unwind across this crate's API
-    match catch_unwind(AssertUnwindSafe(|| decode_stream(src, ext, what))) {
+    match catch_unwind(AssertUnwindSafe(|| decode_stream(src, kind, what))) {
         Ok(r) => r,
         Err(_) => Err(Error::audio(what, "the decoder failed on malformed data")),
     }
@@ -156,17 +159,17 @@ fn sym_error(what: &str, stage: &str, e: SymError) -> Error {
     Error::audio(what, detail)
 }
 
-fn decode_stream(src: Box<dyn MediaSource>, ext: Option<&str>, what: &str) -> Result<Audio> {
+fn decode_stream(src: Box<dyn MediaSource>, kind: Kind, what: &str) -> Result<Audio> {
     let mss = MediaSourceStream::new(src, Default::default());
-    let mut hint = Hint::new();
-    if let Some(e) = ext {
-        hint.with_extension(e);
-    }
     let fmt_opts = FormatOptions { enable_gapless: true, ..Default::default() };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &fmt_opts, &MetadataOptions::default())
-        .map_err(|e| sym_error(what, HEADER, e))?;
-    let mut format = probed.format;
+    // the container's own reader, chosen by the header at the start (crate::container): symphonia's
+    // probe would scan past a header it does not take for one of another format further on, whose
+    // metadata it then reads (and allocates as it claims)
+    let mut format: Box<dyn FormatReader> = match kind {
+        Kind::Wav => Box::new(WavReader::try_new(mss, &fmt_opts).map_err(|e| sym_error(what, HEADER, e))?),
+        Kind::Flac => Box::new(FlacReader::try_new(mss, &fmt_opts).map_err(|e| sym_error(what, HEADER, e))?),
+        Kind::Mp3 => Box::new(MpaReader::try_new(mss, &fmt_opts).map_err(|e| sym_error(what, HEADER, e))?),
+    };
     let track = format
         .tracks()
         .iter()

@@ -8,11 +8,35 @@
 //! - FLAC: `STREAMINFO` (marked the last metadata block), then the frames;
 //! - a leading ID3v2 tag (MP3, sometimes FLAC) is skipped, and what follows is looked at again.
 //!
-//! Anything else is passed on untouched (the decoder refuses what it does not know). The decoded
-//! samples are the same: the audio bytes are not changed.
+//! Anything else is passed on untouched; [`Kind::of`] then says which container's reader decodes
+//! it (none: not audio). The decoded samples are the same: the audio bytes are not changed.
 use std::borrow::Cow;
 
 use crate::{Error, Result};
+
+/// The containers decoded, told by the first bytes (after any ID3v2 tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Wav,
+    Flac,
+    /// An MPEG audio frame (its 11-bit sync) at the start.
+    Mp3,
+}
+
+impl Kind {
+    /// The container whose header `b` starts with; `None` for anything else.
+    pub fn of(b: &[u8]) -> Option<Kind> {
+        if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WAVE" {
+            Some(Kind::Wav)
+        } else if b.starts_with(b"fLaC") {
+            Some(Kind::Flac)
+        } else if b.len() >= 2 && b[0] == 0xff && b[1] & 0xe0 == 0xe0 {
+            Some(Kind::Mp3)
+        } else {
+            None
+        }
+    }
+}
 
 /// `bytes` with the metadata of its container removed (see the module); `what` names the file in
 /// errors (a metadata block or chunk that runs past the end of the file is an error).
