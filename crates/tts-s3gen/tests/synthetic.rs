@@ -122,7 +122,10 @@ fn full_size_synthetic_s3gen_stays_in_a_realistic_range() {
     let src = check("source", &hift.source[0], (-0.1, 0.1), (0.005, 0.5));
     assert!(fraction(&hift.source[0], |s| s.abs() > 0.99) < 0.001, "the source's tanh is pinned: {src:?}");
     let wav = &hift.wav[0];
-    check("waveform", wav, (-0.05, 0.05), (0.01, 0.3));
+    // random HiFT weights leave a DC offset that depends on the seed (|mean| up to 0.042 over 42
+    // fresh seeds, 0.061 for seed 17689090342226224553, with the noise of before and after the
+    // noise became position-addressed): a plausibility range for random weights, not a tolerance
+    check("waveform", wav, (-0.1, 0.1), (0.01, 0.3));
     let clipped = fraction(wav, |s| s.abs() >= 0.99);
     eprintln!("clipped {clipped:.4}");
     assert!(clipped < 0.01, "{:.2}% of the waveform at the ±0.99 clamp", clipped * 100.0);
