@@ -16,7 +16,7 @@ use tts_engine::text::{TextTokenizer, punc_norm};
 use tts_engine::voice::Conditionals;
 use tts_s3gen::{Flow, FlowRequest, Hift, MEL_BINS};
 
-use super::s3gen::{channel_major, check_hift, hift_request, open};
+use super::s3gen::{channel_major, check_mel_and_wav, open};
 use super::t3::{Runner, device, f64s, prepare_with, sampler_settings, teacher_forced, tokens};
 use super::{Case, Compare, Outcome, TensorReport, Tolerance};
 
@@ -153,12 +153,6 @@ pub(crate) fn run_tts_generate(case: &Case, backend: &str, tol: Tolerance) -> Re
     let fout = flow.inference(&dev, &[req], tts_s3gen::DEFAULT_CFM_STEPS).map_err(err)?;
     let nm = fout.encoder.mu.shape()[1];
     r.check("mu", &channel_major(&fout.encoder.mu.to_f32_vec().map_err(err)?, 1, nm, MEL_BINS), &[1, MEL_BINS, nm]);
-    let frames = fout.mels[0].len() / MEL_BINS;
-    r.check("mel", &channel_major(&fout.mels[0], 1, frames, MEL_BINS), &[1, MEL_BINS, frames]);
-    let (phases, noise) = (case.input("sine_phases")?.f32s(), case.input("sine_noise")?.f32s());
-    let f0: Vec<f32> = case.expected["f0"].data.iter().map(|&x| x as f32).collect();
-    let e2e = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, None)]).map_err(err)?;
-    let forced = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, Some(&f0))]).map_err(err)?;
-    check_hift(&mut r, &e2e, &forced, true, false);
+    check_mel_and_wav(&mut r, &dev, &hift, &fout.mels[0])?;
     r.finish()
 }

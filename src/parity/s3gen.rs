@@ -181,6 +181,22 @@ const LOG_MEL_DISTANCE_MAX: f64 = 0.05;
 /// when the vocoder's mel is the reference's (`e2e_on_bf16`, the `hift` kind); in `s3gen_wav` the
 /// bf16 mel differs within its tolerance, and the phases it drifts are as different as a redraw of
 /// the reference's own random phases.
+/// The flow's mel `[frames, 80]` against the case's `mel`, then HiFT on it with the case's injected
+/// NSF phases and noise, end to end and with the recorded F0 forced, against the case's vocoder
+/// tensors and waveform (with the trim/fade): the tail that `s3gen_wav`, `voice_conversion` and
+/// `tts_generate` share.
+pub(crate) fn check_mel_and_wav(r: &mut Runner<'_>, dev: &Device, hift: &Hift, mel: &[f32]) -> Result<(), String> {
+    let case = r.case;
+    let frames = mel.len() / MEL_BINS;
+    r.check("mel", &channel_major(mel, 1, frames, MEL_BINS), &[1, MEL_BINS, frames]);
+    let (phases, noise) = (case.input("sine_phases")?.f32s(), case.input("sine_noise")?.f32s());
+    let f0: Vec<f32> = case.expected["f0"].data.iter().map(|&v| v as f32).collect();
+    let e2e = hift.inference(dev, &[hift_request(mel, &phases, &noise, None)]).map_err(err)?;
+    let forced = hift.inference(dev, &[hift_request(mel, &phases, &noise, Some(&f0))]).map_err(err)?;
+    check_hift(r, &e2e, &forced, true, false);
+    Ok(())
+}
+
 pub(crate) fn check_hift(
     r: &mut Runner<'_>,
     e2e: &tts_s3gen::HiftOut,
@@ -245,12 +261,6 @@ pub(crate) fn run_wav(case: &Case, backend: &str, tol: Tolerance) -> Result<Outc
     let n = fout.encoder.mu.shape()[1];
     let mut r = Runner { case, tol, reports: Vec::new() };
     r.check("mu", &channel_major(&fout.encoder.mu.to_f32_vec().map_err(err)?, 1, n, MEL_BINS), &[1, MEL_BINS, n]);
-    let frames = fout.mels[0].len() / MEL_BINS;
-    r.check("mel", &channel_major(&fout.mels[0], 1, frames, MEL_BINS), &[1, MEL_BINS, frames]);
-    let (phases, noise) = (case.input("sine_phases")?.f32s(), case.input("sine_noise")?.f32s());
-    let f0: Vec<f32> = case.expected["f0"].data.iter().map(|&v| v as f32).collect();
-    let e2e = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, None)]).map_err(err)?;
-    let forced = hift.inference(&dev, &[hift_request(&fout.mels[0], &phases, &noise, Some(&f0))]).map_err(err)?;
-    check_hift(&mut r, &e2e, &forced, true, false);
+    check_mel_and_wav(&mut r, &dev, &hift, &fout.mels[0])?;
     r.finish()
 }

@@ -10,6 +10,8 @@ pub mod fbank;
 pub mod head;
 pub mod ops;
 pub mod synthetic;
+#[cfg(test)]
+mod test_rng;
 pub mod xvector;
 
 use std::path::Path;
