@@ -1,8 +1,6 @@
 //! Models by name: what `--model` names (a directory, or a Hugging Face repo id at a revision)
 //! resolved to a directory of the model's files through the standard Hugging Face cache (tts-hub:
 //! the cache layout, the environment, the downloads and their checks).
-use std::path::PathBuf;
-
 pub use tts_hub::{DownloadProgress, HubOptions, ModelRef, NoProgress, Resolved};
 
 use crate::Result;
@@ -36,19 +34,4 @@ pub fn resolve_with(model: &ModelRef, opts: &HubOptions, progress: &mut dyn Down
         ModelRef::Hub { .. } => REQUIRED_FILES,
     };
     Ok(tts_hub::resolve(model, required, OPTIONAL_FILES, opts, progress)?)
-}
-
-/// A one-line description of where a resolved model came from.
-pub fn describe(r: &Resolved) -> String {
-    match (&r.repo, &r.revision, &r.commit) {
-        (Some(repo), Some(rev), Some(commit)) => {
-            format!("{repo}@{rev} (commit {}, {})", &commit[..commit.len().min(12)], r.dir.display())
-        }
-        _ => r.dir.display().to_string(),
-    }
-}
-
-/// The directory of a resolved model.
-pub fn dir(r: &Resolved) -> PathBuf {
-    r.dir.clone()
 }

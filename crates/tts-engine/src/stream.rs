@@ -25,7 +25,7 @@ use tts_s3gen::{FlowRequest, MEL_FRAMES_PER_TOKEN, SAMPLES_PER_MEL_FRAME};
 use tts_t3::Generator;
 
 use crate::speak::Engine;
-use crate::synthesize::{PreparedSegment, Request, SILENT_SEGMENT_REDRAWS, redraw_seed};
+use crate::synthesize::{PreparedSegment, Request, Row, SILENT_SEGMENT_REDRAWS, redraw_seed};
 use crate::voice::Conditionals;
 use crate::{Error, Result};
 
@@ -157,14 +157,16 @@ impl Engine {
             .segments
             .iter()
             .enumerate()
-            .map(|(j, s)| tts_t3::Request {
-                text_tokens: s.tokens.clone(),
-                voice: tts_t3::Voice {
-                    speaker_emb: prepared.voice.t3.speaker_emb.clone(),
-                    prompt_tokens: prepared.voice.t3.cond_prompt_speech_tokens.clone(),
-                },
-                exaggeration: request.options.exaggeration,
-                settings: request.options.sampler_settings(request.options.seed.wrapping_add(j as u64)),
+            .map(|(j, s)| {
+                Row {
+                    index: 0,
+                    segment: j,
+                    tokens: &s.tokens,
+                    voice: &prepared.voice,
+                    options: &request.options,
+                    seed: request.options.seed.wrapping_add(j as u64),
+                }
+                .t3_request()
             })
             .collect();
         let longest = prepared.segments.iter().map(|s| s.tokens.len()).max().unwrap_or(0);

@@ -191,6 +191,22 @@ pub(crate) struct Row<'a> {
     pub seed: u64,
 }
 
+impl Row<'_> {
+    /// The row as T3 takes it: its text tokens, its voice's T3 half, its exaggeration and its
+    /// sampler settings seeded with its seed.
+    pub(crate) fn t3_request(&self) -> tts_t3::Request {
+        tts_t3::Request {
+            text_tokens: self.tokens.to_vec(),
+            voice: tts_t3::Voice {
+                speaker_emb: self.voice.t3.speaker_emb.clone(),
+                prompt_tokens: self.voice.t3.cond_prompt_speech_tokens.clone(),
+            },
+            exaggeration: self.options.exaggeration,
+            settings: self.options.sampler_settings(self.seed),
+        }
+    }
+}
+
 /// The characters a text may not hold: C0 and C1 controls other than tab, line feed and carriage
 /// return, and the Unicode non-characters.
 fn bad_char(c: char) -> bool {
@@ -419,18 +435,7 @@ impl Engine {
         }
         let cfg = self.t3.config();
         let t3_start = Instant::now();
-        let reqs: Vec<tts_t3::Request> = rows
-            .iter()
-            .map(|r| tts_t3::Request {
-                text_tokens: r.tokens.to_vec(),
-                voice: tts_t3::Voice {
-                    speaker_emb: r.voice.t3.speaker_emb.clone(),
-                    prompt_tokens: r.voice.t3.cond_prompt_speech_tokens.clone(),
-                },
-                exaggeration: r.options.exaggeration,
-                settings: r.options.sampler_settings(r.seed),
-            })
-            .collect();
+        let reqs: Vec<tts_t3::Request> = rows.iter().map(Row::t3_request).collect();
         let longest = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
         let new_cap = rows.iter().map(|r| r.options.max_new_tokens).max().unwrap_or(1);
         let max_len = cfg.kv_positions(longest, new_cap);
