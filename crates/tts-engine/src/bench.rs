@@ -97,31 +97,9 @@ pub fn backend_label(dev: &Device) -> &'static str {
 }
 
 /// The CPU's vector instruction sets that matter here, as found at run time (comma-separated, no
-/// spaces), and the path the Cpu kernels take on it: e.g. `avx2+fma,avx512f,avx512bf16;path=avx2+fma`.
+/// spaces), and the path the Cpu kernels take on it: e.g. `avx2+fma,avx512f,avx512bf16;path=avx512bf16` (`TTS_CPU_ISA` forces the path).
 pub fn cpu_features() -> String {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut have = Vec::new();
-        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-        if avx2 {
-            have.push("avx2+fma");
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            have.push("avx512f");
-        }
-        if std::arch::is_x86_feature_detected!("avx512bf16") {
-            have.push("avx512bf16");
-        }
-        format!(
-            "{};path={}",
-            if have.is_empty() { "none".into() } else { have.join(",") },
-            if avx2 { "avx2+fma" } else { "portable" }
-        )
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        format!("{};path=portable", std::env::consts::ARCH)
-    }
+    tts_kernels::cpu::isa::describe()
 }
 
 /// The measured bandwidth of a large copy on a device.

@@ -129,7 +129,7 @@ impl Error {
             use tts_kernels::Error as K;
             match e {
                 K::CheckpointIo { .. } | K::Checkpoint { .. } | K::Tensor { .. } => BadModel,
-                K::UnknownBackend(_) | K::CudaUnavailable(_) | K::EmuUnavailable => BadInput,
+                K::UnknownBackend(_) | K::CudaUnavailable(_) | K::EmuUnavailable | K::CpuIsa(_) => BadInput,
                 K::OutOfMemory { .. } => ResourceLimit,
                 K::Shape { .. }
                 | K::DType { .. }

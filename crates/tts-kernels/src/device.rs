@@ -102,6 +102,12 @@ impl Device {
         Device::with_backend(Backend::Cpu, false)
     }
 
+    /// [`Device::cpu`], after checking that `TTS_CPU_ISA` (when set) names a path this CPU runs.
+    pub fn cpu_checked() -> Result<Device> {
+        crate::cpu::isa::selected()?;
+        Ok(Device::cpu())
+    }
+
     fn with_backend(backend: Backend, cpu_bf16_weights: bool) -> Device {
         Device { inner: Arc::new(backend), cpu_bf16_weights, fallback: None, counters: Arc::default() }
     }
@@ -157,9 +163,18 @@ impl Device {
     pub fn from_name(name: &str) -> Result<Device> {
         let n = name.trim().to_ascii_lowercase();
         match n.as_str() {
-            "auto" => Ok(Device::auto().0),
-            "cpu" => Ok(Device::cpu()),
-            "cpu-bf16" => Ok(Device::cpu_bf16_weights()),
+            "auto" => {
+                let d = Device::auto().0;
+                if d.kind() == BackendKind::Cpu {
+                    crate::cpu::isa::selected()?;
+                }
+                Ok(d)
+            }
+            "cpu" => Ok(Device::cpu_checked()?),
+            "cpu-bf16" => {
+                crate::cpu::isa::selected()?;
+                Ok(Device::cpu_bf16_weights())
+            }
             "cuda" => Device::cuda(0),
             "emu" => Device::emu(EmuOptions::default()),
             _ => match n.strip_prefix("cuda:").map(str::parse::<usize>) {

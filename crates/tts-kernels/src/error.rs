@@ -15,6 +15,8 @@ pub enum Error {
     DeviceMismatch { op: &'static str },
     #[error("unknown backend {0:?}: expected auto, cpu, cpu-bf16, cuda, cuda:N (N a device number) or emu")]
     UnknownBackend(String),
+    #[error("Cpu backend: {0}")]
+    CpuIsa(#[from] crate::cpu::IsaError),
     #[error("CUDA backend unavailable: {0}")]
     CudaUnavailable(String),
     #[error("CUDA driver error during {during}: {detail}")]

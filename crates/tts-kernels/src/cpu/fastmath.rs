@@ -253,7 +253,7 @@ mod avx {
     #[inline(always)]
     fn splat(c: f32) -> __m256 {
         // SAFETY: inlined only into this module's functions, which run after AVX2 + FMA were
-        // detected at run time (the dispatch checks `is_x86_feature_detected!`).
+        // detected at run time (the dispatch checks the selected path, `cpu::isa::active`).
         unsafe { _mm256_set1_ps(c) }
     }
 
@@ -448,7 +448,7 @@ mod avx {
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    super::isa::active().allows(super::isa::Isa::Avx2)
 }
 
 /// `v[i] = e^(v[i] − m)` (the softmax numerators, `v[i] ≤ m`): 8-lane AVX2+FMA f32 when the CPU
@@ -539,7 +539,7 @@ pub fn map_inplace(kind: Kind, v: &mut [f32]) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         unsafe { map_avx2(kind, v) };
         return;

@@ -197,15 +197,10 @@ unsafe fn dots4_bf16_avx2(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4])
     finish4(&a, acc, |r| (body..k).map(|c| xs[r][c] * w[c].to_f32()).sum());
 }
 
+/// Whether the AVX2+FMA code may run: the CPU has it and the selected path ([`super::isa::active`])
+/// allows it.
 pub(super) fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::isa::active().allows(super::isa::Isa::Avx2)
 }
 
 /// `acc[r] = xs[r] · w` for four rows at once (rows may repeat).

@@ -17,6 +17,7 @@ mod gemm_panels;
 mod gemv;
 mod groupnorm;
 mod hift;
+pub mod isa;
 mod layernorm;
 mod linear;
 mod pointwise;
@@ -41,6 +42,7 @@ pub use hift::{
     HIFT_VOICED_THRESHOLD, hann16, harmonic_step, hift_istft, hift_source, irfft16, istft_bins, istft_overlap_add, remainder1,
     source_sample,
 };
+pub use isa::{ALL_ISAS, Isa, IsaError};
 pub use layernorm::layer_norm;
 pub use linear::{linear, linear_bf16_weights, linear_packed};
 pub use pointwise::{
