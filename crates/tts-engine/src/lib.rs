@@ -15,6 +15,7 @@
 //! - [`selfcheck`], [`bench`]: the kernel self-check and the speed commands;
 //! - [`error`]: the typed errors and their kinds ([`Error::kind`]).
 pub mod bench;
+pub mod continuous;
 pub mod error;
 pub mod hub;
 pub mod join;

@@ -207,6 +207,29 @@ impl Row<'_> {
     }
 }
 
+impl<'a> Row<'a> {
+    /// The row as S3Gen takes it: `speech` (its T3 tokens, post-processed and within the flow's
+    /// vocabulary) after its voice's prompt, its noise seeded with its seed.
+    pub(crate) fn s3gen_request<'s>(&self, speech: &'s [u32]) -> tts_s3gen::Request<'s>
+    where
+        'a: 's,
+    {
+        let g = &self.voice.s3gen;
+        tts_s3gen::Request {
+            flow: FlowRequest {
+                prompt_tokens: &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())],
+                prompt_feat: &g.prompt_feat,
+                embedding: &g.embedding,
+                tokens: speech,
+                noise: None,
+                seed: self.seed,
+            },
+            source_phases: None,
+            source_noise: None,
+        }
+    }
+}
+
 /// The characters a text may not hold: C0 and C1 controls other than tab, line feed and carriage
 /// return, and the Unicode non-characters.
 fn bad_char(c: char) -> bool {
@@ -375,7 +398,7 @@ impl Engine {
     }
 
     /// A request's segments joined: their waveforms with the pauses between them.
-    fn assemble(&self, p: &Prepared, spoken: Vec<Result<Spoken>>) -> Result<Audio> {
+    pub(crate) fn assemble(&self, p: &Prepared, spoken: Vec<Result<Spoken>>) -> Result<Audio> {
         let spoken = spoken.into_iter().collect::<Result<Vec<_>>>()?;
         let parts: Vec<(&[f32], f32)> = spoken.iter().zip(&p.segments).map(|(s, seg)| (&s.wav[..], seg.pause_after)).collect();
         let (samples, starts) = crate::join::join_with_starts(&parts, tts_s3gen::SAMPLE_RATE, crate::join::DEFAULT_CROSSFADE_MS)?;
@@ -460,24 +483,7 @@ impl Engine {
             let group: Vec<usize> =
                 (0..rows.len()).filter(|&i| rows[i].options.cfm_steps == n_steps && !speech[i].is_empty()).collect();
             for chunk in group.chunks(self.batching.max_batch) {
-                let reqs: Vec<tts_s3gen::Request<'_>> = chunk
-                    .iter()
-                    .map(|&i| {
-                        let g = &rows[i].voice.s3gen;
-                        tts_s3gen::Request {
-                            flow: FlowRequest {
-                                prompt_tokens: &g.prompt_token[..g.prompt_token_len.min(g.prompt_token.len())],
-                                prompt_feat: &g.prompt_feat,
-                                embedding: &g.embedding,
-                                tokens: &speech[i],
-                                noise: None,
-                                seed: rows[i].seed,
-                            },
-                            source_phases: None,
-                            source_noise: None,
-                        }
-                    })
-                    .collect();
+                let reqs: Vec<tts_s3gen::Request<'_>> = chunk.iter().map(|&i| rows[i].s3gen_request(&speech[i])).collect();
                 for (&i, w) in chunk.iter().zip(self.s3gen.synthesize(&reqs, n_steps)?) {
                     wavs[i] = Some(w);
                 }

@@ -447,6 +447,33 @@ impl<'m> Generator<'m> {
         Ok(out)
     }
 
+    /// Ends request `id` at once, without a result (its client has gone): its slot is free for
+    /// the next [`Generator::add`], and its rows cost no attention work and are not sampled from the
+    /// next step on. False when no slot holds `id` (finished and polled, or never added).
+    pub fn cancel(&mut self, id: usize) -> Result<bool> {
+        let Some(q) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.id == id)) else {
+            return Ok(false);
+        };
+        // as an empty slot: done to the sampler (state column 1), inactive to attention (lens 0)
+        let mut st = [0i32; STATE];
+        st[1] = 1;
+        self.state.view_mut().narrow_rows(q, 1)?.copy_from_i32(&st)?;
+        self.rows.lens.view_mut().narrow_rows(2 * q, 2)?.copy_from_i32(&[0, 0])?;
+        self.slots[q] = None;
+        Ok(true)
+    }
+
+    /// Slots in all (the batch size it was made with).
+    pub fn capacity(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Whether `req` fits this generator's positions and token cap (what [`Generator::add`] checks
+    /// beyond a free slot and valid settings).
+    pub fn fits(&self, text_tokens: usize, max_new_tokens: usize) -> bool {
+        max_new_tokens < self.max_hist && self.model.cfg.kv_positions(text_tokens, max_new_tokens) <= self.max_len
+    }
+
     /// The speech tokens request `id` has so far, post-processed as [`Finished::tokens`] (so a
     /// stop token and what follows it are not included), while it decodes: for streaming. One
     /// device-to-host copy of the state and one of the request's history row. `None` when no slot
