@@ -62,8 +62,9 @@ struct RowKey {
 /// What a round did (for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoundStats {
-    /// T3 decode steps run.
+    /// T3 decode steps run, and the slots that decoded in them.
     pub t3_steps: usize,
+    pub t3_rows: usize,
     /// Speech tokens of the rows T3 finished.
     pub t3_tokens: usize,
     /// Rows S3Gen spoke.
@@ -188,6 +189,7 @@ impl<'e> Continuous<'e> {
         if let Some(g) = self.generator.as_mut()
             && g.active() > 0
         {
+            self.last.t3_rows = g.active();
             for _ in 0..self.engine.batching.poll_every.max(1) {
                 g.step()?;
                 self.last.t3_steps += 1;

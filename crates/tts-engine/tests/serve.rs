@@ -288,11 +288,15 @@ fn sixteen_concurrent_requests_are_all_answered_and_batched() {
         assert!(len > 0 && len % 2 == 0);
     }
     assert!(silent <= 2, "{silent} of 16 requests had no speech");
+    // tts_batch_size: the T3 slots that decoded together in each round (continuous batching)
     let max = metric(addr, "tts_batch_size_max");
     let count = metric(addr, "tts_batch_size_count");
-    assert!(max > 1.0, "no batch of more than one request ({count} batches)");
-    assert_eq!(metric(addr, "tts_batch_size_sum"), 16.0);
-    assert!(count < 16.0);
+    assert!(max > 1.0, "no round decoded more than one row ({count} rounds)");
+    assert!(max <= 8.0, "more rows than the engine's 8 slots decoded together: {max}");
+    assert!(metric(addr, "tts_speech_tokens_total") > 0.0 && metric(addr, "tts_t3_steps_total") > 0.0);
+    assert!(metric(addr, "tts_engine_busy_seconds_total") > 0.0);
+    assert_eq!(metric(addr, "tts_active_slots"), 0.0, "slots still decoding after every answer");
+    assert_eq!(metric(addr, "tts_requests_cancelled_total"), 0.0);
     assert_eq!(metric(addr, "tts_queue_depth"), 0.0);
     assert!(metric(addr, "tts_audio_seconds_total") > 0.0);
 }
@@ -472,6 +476,41 @@ fn a_client_that_disconnects_mid_stream_frees_the_worker() {
         assert!(t.elapsed() < Duration::from_secs(60), "the stream was not dropped");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let after = speech(server.addr, &serde_json::json!({"input": "Hello there.", "max_new_tokens": MAX_NEW_TOKENS}));
+    assert_eq!(after.status, 200);
+}
+
+/// A whole (non-streamed) request whose client disconnects while it is being spoken is cancelled:
+/// its T3 slots are free within a round, long before its text would have been spoken.
+#[test]
+fn a_client_that_disconnects_from_a_whole_request_frees_its_slots() {
+    let server = Server::start(SchedulerOptions::default(), ServeOptions { max_input_chars: 100_000, ..ServeOptions::default() });
+    let long: String = (0..400).map(|i| format!("{} ", SENTENCES[i % SENTENCES.len()])).collect();
+    let body = serde_json::json!({"input": long, "max_new_tokens": 30, "seed": fresh_seed()}).to_string();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    write!(s, "POST /v1/audio/speech HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+    // decoding has started
+    let t = Instant::now();
+    while metric(server.addr, "tts_active_slots") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the request never started decoding");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let steps_at_drop = metric(server.addr, "tts_t3_steps_total");
+    drop(s);
+    let t = Instant::now();
+    while metric(server.addr, "tts_requests_cancelled_total") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the request was not cancelled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    while metric(server.addr, "tts_active_slots") > 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the slots were not freed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // a few rounds at most, not the ~1,000 steps of the whole text
+    let steps = metric(server.addr, "tts_t3_steps_total") - steps_at_drop;
+    assert!(steps <= 200.0, "{steps} decode steps after the disconnect");
+    assert_eq!(metric(server.addr, "tts_audio_seconds_total"), 0.0, "the cancelled request was spoken");
     let after = speech(server.addr, &serde_json::json!({"input": "Hello there.", "max_new_tokens": MAX_NEW_TOKENS}));
     assert_eq!(after.status, 200);
 }

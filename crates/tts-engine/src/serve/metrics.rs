@@ -14,20 +14,41 @@ use crate::ErrorKind;
 pub const BATCH_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 /// A sum and a count of durations (microseconds, so that atomics hold them).
+/// Upper bounds (seconds) of the latency and TTFA histograms' buckets.
+pub const SECONDS_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// A histogram of durations (Prometheus' cumulative buckets are made when rendering).
 #[derive(Default)]
 struct Timing {
     sum_us: AtomicU64,
     count: AtomicU64,
+    buckets: [AtomicU64; SECONDS_BUCKETS.len()],
 }
 
 impl Timing {
     fn observe(&self, d: Duration) {
         self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = SECONDS_BUCKETS.iter().position(|&b| d.as_secs_f64() <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let r = Ordering::Relaxed;
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in SECONDS_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(r);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(r);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(s, "{name}_sum {}", self.sum_us.load(r) as f64 / 1e6);
+        let _ = writeln!(s, "{name}_count {count}");
     }
 }
 
-/// Everything `/metrics` reports. Shared by the HTTP handlers and the scheduler's worker.
 #[derive(Default)]
 pub struct Metrics {
     /// Jobs accepted and not yet started by the worker.
@@ -51,6 +72,16 @@ pub struct Metrics {
     streams_abandoned: AtomicU64,
     /// Audio produced, in microseconds of 24 kHz output.
     audio_us: AtomicU64,
+    /// T3 slots decoding now, and the running generator's slots.
+    active_slots: AtomicU64,
+    slots: AtomicU64,
+    /// Speech tokens T3 generated, and its decode steps.
+    speech_tokens: AtomicU64,
+    t3_steps: AtomicU64,
+    /// The engine thread's working time, in microseconds.
+    busy_us: AtomicU64,
+    /// Requests dropped while being spoken.
+    cancelled: AtomicU64,
     /// Whole (non-streamed) requests: from arrival to the audio ready.
     latency: Timing,
     /// Streamed requests: from arrival to the first chunk sent.
@@ -126,6 +157,29 @@ impl Metrics {
         self.audio_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// T3 slots decoding now, and slots of the running generator (0 when none runs).
+    pub fn slots(&self, active: usize, capacity: usize) {
+        self.active_slots.store(active as u64, Ordering::Relaxed);
+        self.slots.store(capacity as u64, Ordering::Relaxed);
+    }
+
+    /// A scheduler round: T3 decode steps run, speech tokens of the rows T3 finished, and the
+    /// engine's busy time.
+    pub fn round(&self, t3_steps: usize, speech_tokens: usize, busy: Duration) {
+        self.t3_steps.fetch_add(t3_steps as u64, Ordering::Relaxed);
+        self.speech_tokens.fetch_add(speech_tokens as u64, Ordering::Relaxed);
+        self.busy_us.fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A request dropped while it was being spoken (its client gone or its deadline passed).
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cancelled_count(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
     pub fn latency(&self, d: Duration) {
         self.latency.observe(d);
     }
@@ -144,6 +198,15 @@ impl Metrics {
         };
         gauge(&mut s, "tts_queue_depth", "Requests accepted and not yet started.", self.queue_depth() as f64);
         gauge(&mut s, "tts_ready", "1 once the model is loaded.", if self.is_ready() { 1.0 } else { 0.0 });
+        let (active, slots) = (self.active_slots.load(r), self.slots.load(r));
+        gauge(&mut s, "tts_active_slots", "T3 slots decoding now (continuous batching).", active as f64);
+        gauge(&mut s, "tts_slots", "T3 slots of the running generator (0 when none runs).", slots as f64);
+        gauge(
+            &mut s,
+            "tts_batch_occupancy",
+            "Active T3 slots over the generator's slots (0 when none runs).",
+            if slots == 0 { 0.0 } else { active as f64 / slots as f64 },
+        );
 
         let _ = writeln!(s, "# HELP tts_http_responses_total Responses by HTTP status code.");
         let _ = writeln!(s, "# TYPE tts_http_responses_total counter");
@@ -156,7 +219,7 @@ impl Metrics {
             let _ = writeln!(s, "tts_errors_total{{kind=\"{kind}\"}} {n}");
         }
 
-        let _ = writeln!(s, "# HELP tts_batch_size Requests per engine batch (non-streamed requests).");
+        let _ = writeln!(s, "# HELP tts_batch_size T3 slots decoding per scheduler round (non-streamed requests).");
         let _ = writeln!(s, "# TYPE tts_batch_size histogram");
         let mut cumulative = 0;
         for (b, n) in BATCH_BUCKETS.iter().zip(&self.batch_buckets) {
@@ -185,15 +248,23 @@ impl Metrics {
             self.streams_abandoned.load(r) as f64,
         );
         counter(&mut s, "tts_audio_seconds_total", "Seconds of audio produced.", secs(self.audio_us.load(r)));
+        counter(
+            &mut s,
+            "tts_engine_busy_seconds_total",
+            "Seconds the engine thread spent working (real-time factor: its rate over tts_audio_seconds_total's).",
+            secs(self.busy_us.load(r)),
+        );
+        counter(&mut s, "tts_speech_tokens_total", "Speech tokens T3 generated (tokens/s: its rate).", self.speech_tokens.load(r) as f64);
+        counter(&mut s, "tts_t3_steps_total", "T3 decode steps run.", self.t3_steps.load(r) as f64);
+        counter(
+            &mut s,
+            "tts_requests_cancelled_total",
+            "Requests dropped while being spoken: the client gone or the deadline passed.",
+            self.cancelled.load(r) as f64,
+        );
 
-        for (name, help, t) in [
-            ("tts_request_duration_seconds", "Non-streamed requests: arrival to audio ready.", &self.latency),
-            ("tts_ttfa_seconds", "Streamed requests: arrival to the first audio chunk.", &self.ttfa),
-        ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} summary");
-            let _ = writeln!(s, "{name}_sum {}", secs(t.sum_us.load(r)));
-            let _ = writeln!(s, "{name}_count {}", t.count.load(r));
-        }
+        self.latency.render(&mut s, "tts_request_duration_seconds", "Non-streamed requests: arrival to audio ready.");
+        self.ttfa.render(&mut s, "tts_ttfa_seconds", "Streamed requests: arrival to the first audio chunk.");
         s
     }
 }
@@ -229,6 +300,25 @@ mod tests {
         assert_eq!(line("tts_batch_size_bucket{le=\"+Inf\"}"), format!("tts_batch_size_bucket{{le=\"+Inf\"}} {}", sizes.len()));
         assert_eq!(line("tts_batch_size_sum"), format!("tts_batch_size_sum {}", sizes.iter().sum::<usize>()));
         assert_eq!(m.batch_max(), 100);
+    }
+
+    #[test]
+    fn latency_histogram_buckets_hold_what_they_bound() {
+        let m = Metrics::new();
+        let (mut rng, _) = crate::test_rng::Rng::fresh();
+        let ds: Vec<f64> = (0..50).map(|_| rng.uniform(0.0, 400.0)).collect();
+        for &d in &ds {
+            m.latency(Duration::from_secs_f64(d));
+        }
+        m.slots(3, 4);
+        let text = m.render();
+        for b in SECONDS_BUCKETS {
+            let want = ds.iter().filter(|&&d| Duration::from_secs_f64(d).as_secs_f64() <= b).count();
+            let line = format!("tts_request_duration_seconds_bucket{{le=\"{b}\"}} {want}");
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(text.lines().any(|l| l == format!("tts_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", ds.len())));
+        assert!(text.lines().any(|l| l == "tts_batch_occupancy 0.75"), "{text}");
     }
 
     #[test]

@@ -3,21 +3,22 @@
 //!
 //! - The queue is a `std::sync::mpsc::sync_channel` of `max_queue` jobs; [`Scheduler::submit`] uses
 //!   `try_send`, so a full queue is an immediate [`Error::QueueFull`] (HTTP 429), never a wait.
-//! - **Dynamic batching at request granularity**: the worker takes every queued whole (non-streamed)
-//!   job, up to `max_batch`, and runs them in ONE [`Engine::synthesize`] call (which itself decodes
-//!   their segments with continuous batching over T3 slots). A request arriving while a batch runs
-//!   waits for the next batch. Slot-level continuous batching across requests (a request joining
-//!   free T3 slots while others decode) is the next step; it needs a long-lived generator API in
-//!   the engine.
-//! - Streamed jobs run one at a time through [`Engine::synthesize_stream`]; each chunk goes to the
-//!   handler over a bounded tokio channel. When the client is gone (the channel is closed) or has
+//! - **Slot-level continuous batching** ([`Continuous`]): the worker takes whole (non-streamed)
+//!   jobs from the queue while fewer than `max_batch` requests are in its session, and between
+//!   rounds of `poll_every` T3 decode steps their segments join the running generator's free slots;
+//!   S3Gen runs batched over the segments T3 has finished, whichever requests they belong to. A
+//!   request whose client has gone (its handler dropped) or whose deadline has passed is cancelled
+//!   at the next round: its slots are free within `poll_every` decode steps.
+//! - Streamed jobs run one at a time through [`Engine::synthesize_stream`], each whole, between two
+//!   rounds of the session (the session's requests keep their slots meanwhile); each chunk goes to
+//!   the handler over a bounded tokio channel. When the client is gone (the channel is closed) or has
 //!   not taken a chunk by the job's deadline, the worker drops the stream at once.
 //! - Each job carries its deadline: a job already past it when dequeued, or whose handler has
 //!   gone, is skipped unrun.
 //! - The engine is loaded on the worker thread itself (the engine is not needed on any other
 //!   thread, so it need not be `Send`); until it is, [`Metrics::is_ready`] is false and jobs wait.
 //!   If loading fails, every job is answered with that error.
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
+use crate::continuous::{Continuous, Ticket};
 use crate::speak::Engine;
 use crate::stream::{AudioChunk, StreamOptions};
 use crate::synthesize::{Audio, Request};
@@ -39,7 +41,8 @@ pub const STREAM_BUFFER_CHUNKS: usize = 16;
 pub struct SchedulerOptions {
     /// Jobs waiting at most (more: [`Error::QueueFull`]).
     pub max_queue: usize,
-    /// Whole requests run in one engine call at most.
+    /// Requests in the continuous-batching session at most (more wait in the queue); the T3
+    /// generator gets this many slots (clamped to the engine's `max_batch`).
     pub max_batch: usize,
 }
 
@@ -162,6 +165,13 @@ impl Drop for Scheduler {
     }
 }
 
+/// A whole request in the session: where its audio goes, and its times.
+struct Waiting {
+    tx: oneshot::Sender<Result<Audio>>,
+    arrived: Instant,
+    deadline: Instant,
+}
+
 fn run_worker<F>(load: F, rx: Receiver<Job>, max_batch: usize, metrics: Arc<Metrics>)
 where
     F: FnOnce() -> Result<Engine>,
@@ -179,72 +189,115 @@ where
         }
     };
     metrics.set_ready(true);
-    let mut pending: VecDeque<Job> = VecDeque::new();
-    loop {
-        if pending.is_empty() {
-            match rx.recv() {
-                Ok(job) => pending.push_back(job),
-                Err(_) => break, // closed and drained
-            }
-        }
-        while pending.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => pending.push_back(job),
-                Err(_) => break,
-            }
-        }
-        // skip what nobody waits for any more
-        let now = Instant::now();
-        pending.retain(|job| {
-            let keep = job.deadline > now && !job.reply.is_closed();
-            if !keep {
-                metrics.dequeued();
-                metrics.skipped();
-            }
-            keep
-        });
-        let Some(first) = pending.front() else { continue };
-        if matches!(first.reply, Reply::Stream(_)) {
-            let job = pending.pop_front().expect("front exists");
-            metrics.dequeued();
-            run_stream(&engine, job, &metrics);
-            continue;
-        }
-        // every whole job pending (streams keep their place)
-        let mut batch = Vec::new();
-        let mut rest = VecDeque::new();
-        for job in pending.drain(..) {
-            if matches!(job.reply, Reply::Whole(_)) && batch.len() < max_batch {
-                metrics.dequeued();
-                batch.push(job);
+    let mut session = Continuous::new(&engine, max_batch);
+    let mut waiting: HashMap<Ticket, Waiting> = HashMap::new();
+    let mut streams: VecDeque<Job> = VecDeque::new();
+    let mut next_ticket: Ticket = 0;
+    let mut open = true;
+    while open || !waiting.is_empty() || !streams.is_empty() {
+        // take jobs from the queue while the session has room (the rest stay in the bounded
+        // queue, which answers 429 when full); wait for one when there is nothing to do
+        let mut idle = waiting.is_empty() && streams.is_empty();
+        while open && waiting.len() + streams.len() < max_batch {
+            let job = if idle {
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        open = false;
+                        break;
+                    }
+                }
             } else {
-                rest.push_back(job);
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            };
+            metrics.dequeued();
+            idle = false;
+            if job.deadline <= Instant::now() || job.reply.is_closed() {
+                metrics.skipped();
+                continue;
+            }
+            match job.reply {
+                Reply::Stream(_) => streams.push_back(job),
+                Reply::Whole(tx) => {
+                    let ticket = next_ticket;
+                    next_ticket += 1;
+                    match session.submit(ticket, job.request) {
+                        Ok(()) => {
+                            waiting.insert(ticket, Waiting { tx, arrived: job.arrived, deadline: job.deadline });
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                }
             }
         }
-        pending = rest;
-        run_batch(&engine, batch, &metrics);
+        // requests nobody waits for any more free their slots
+        let now = Instant::now();
+        let gone: Vec<Ticket> = waiting.iter().filter(|(_, w)| w.tx.is_closed() || w.deadline <= now).map(|(&t, _)| t).collect();
+        for ticket in gone {
+            waiting.remove(&ticket);
+            metrics.cancelled();
+            if let Err(e) = session.cancel(ticket) {
+                fail_session(&mut session, &engine, &mut waiting, max_batch, &e.to_string());
+            }
+        }
+        if !session.is_idle() {
+            let start = Instant::now();
+            let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.step()));
+            let stats = session.last_round();
+            metrics.round(stats.t3_steps, stats.t3_tokens, start.elapsed());
+            if stats.t3_steps > 0 {
+                metrics.batch(stats.t3_rows);
+            }
+            let (active, capacity) = session.slots();
+            metrics.slots(active, capacity);
+            match round {
+                Ok(Ok(done)) => {
+                    for (ticket, result) in done {
+                        let Some(w) = waiting.remove(&ticket) else { continue };
+                        if let Ok(audio) = &result {
+                            metrics.audio(audio.samples.len(), audio.sample_rate);
+                            metrics.latency(w.arrived.elapsed());
+                        }
+                        let _ = w.tx.send(result);
+                    }
+                }
+                Ok(Err(e)) => fail_session(&mut session, &engine, &mut waiting, max_batch, &e.to_string()),
+                Err(_) => fail_session(&mut session, &engine, &mut waiting, max_batch, "the engine panicked"),
+            }
+        } else {
+            metrics.slots(0, 0);
+        }
+        // a stream runs whole between rounds (whole requests keep their slots meanwhile)
+        if let Some(job) = streams.pop_front() {
+            let start = Instant::now();
+            run_stream(&engine, job, &metrics);
+            metrics.round(0, 0, start.elapsed());
+        }
     }
     metrics.set_ready(false);
 }
 
-fn run_batch(engine: &Engine, batch: Vec<Job>, metrics: &Metrics) {
-    metrics.batch(batch.len());
-    let mut requests = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
-    for job in batch {
-        requests.push(job.request);
-        replies.push((job.reply, job.arrived));
-    }
-    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.synthesize(&requests)))
-        .unwrap_or_else(|_| (0..requests.len()).map(|_| Err(Error::Internal("the engine panicked".into()))).collect());
-    for ((reply, arrived), result) in replies.into_iter().zip(results) {
-        if let Ok(audio) = &result {
-            metrics.audio(audio.samples.len(), audio.sample_rate);
-            metrics.latency(arrived.elapsed());
-        }
-        if let Reply::Whole(tx) = reply {
-            let _ = tx.send(result);
-        }
+/// A fault of the backend during a round: every request of the session gets it, and a new session
+/// starts (the old one's state is not trusted).
+fn fail_session<'e>(
+    session: &mut Continuous<'e>,
+    engine: &'e Engine,
+    waiting: &mut HashMap<Ticket, Waiting>,
+    max_batch: usize,
+    detail: &str,
+) {
+    *session = Continuous::new(engine, max_batch);
+    for (_, w) in waiting.drain() {
+        let _ = w.tx.send(Err(Error::Internal(format!("the engine failed during a batch: {detail}"))));
     }
 }
 
