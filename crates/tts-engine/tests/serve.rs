@@ -257,6 +257,48 @@ fn a_streamed_request_is_chunked_with_unknown_wav_sizes_and_as_long_as_the_whole
     assert!(metric(server.addr, "tts_ttfa_seconds_count") >= 1.0);
 }
 
+/// `stream_format: "sse"`: `speech.audio.delta` events whose base64 audio, put together, is the
+/// byte stream `stream_format: "audio"` sends for the same request, then one `speech.audio.done`
+/// with the speech tokens spoken.
+#[test]
+fn sse_events_carry_the_same_audio_as_the_audio_stream() {
+    use base64::Engine as _;
+    let server = Server::default();
+    let seed = fresh_seed();
+    for format in ["pcm", "wav"] {
+        let body = |stream: &str| {
+            serde_json::json!({"input": text(seed), "seed": seed, "max_new_tokens": MAX_NEW_TOKENS,
+                               "response_format": format, "stream_format": stream})
+        };
+        let sse = speech(server.addr, &body("sse"));
+        assert_eq!(sse.status, 200, "seed {seed}: {}", String::from_utf8_lossy(&sse.body));
+        assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+        let text = String::from_utf8(sse.body.clone()).expect("events are text");
+        assert!(text.ends_with("\n\n"), "{text}");
+        let events: Vec<serde_json::Value> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e:?}"))).unwrap())
+            .collect();
+        let (done, deltas) = events.split_last().unwrap();
+        assert_eq!(done["type"], "speech.audio.done", "{done}");
+        assert!(!deltas.is_empty());
+        let mut audio = Vec::new();
+        for d in deltas {
+            assert_eq!(d["type"], "speech.audio.delta", "{d}");
+            audio.extend(base64::engine::general_purpose::STANDARD.decode(d["audio"].as_str().unwrap()).unwrap());
+        }
+        let streamed = speech(server.addr, &body("audio"));
+        assert_eq!(streamed.status, 200);
+        assert_eq!(audio, streamed.body, "seed {seed} {format}: the SSE audio differs from the audio stream");
+        let tokens = done["usage"]["output_tokens"].as_u64().unwrap() as usize;
+        assert!(tokens > 0 && tokens <= MAX_NEW_TOKENS * text.len(), "{done}");
+        let header = if format == "wav" { 44 } else { 0 };
+        let seconds = done["audio_seconds"].as_f64().unwrap();
+        assert!((seconds * 24000.0 - ((audio.len() - header) / 2) as f64).abs() < 0.5, "{done}");
+    }
+}
+
 #[test]
 fn sixteen_concurrent_requests_are_all_answered_and_batched() {
     let server = Server::start(SchedulerOptions { max_queue: 64, max_batch: 16 }, ServeOptions::default());
@@ -382,7 +424,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         (ok(serde_json::json!({"top_p": -1.0})), 400, Some("top_p")),
         (ok(serde_json::json!({"seed": "abc"})), 400, Some("seed")),
         (ok(serde_json::json!({"voice": "someone"})), 400, Some("voice")),
-        (ok(serde_json::json!({"stream_format": "sse"})), 400, Some("stream_format")),
+        (ok(serde_json::json!({"stream_format": "websocket"})), 400, Some("stream_format")),
         (ok(serde_json::json!({"volume": 3})), 400, Some("volume")),
         (ok(serde_json::json!({"input": "a".repeat(201)})), 413, Some("input")),
         (ok(serde_json::json!({"instructions": "x".repeat(5000)})), 413, None),

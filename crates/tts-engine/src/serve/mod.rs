@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/audio/speech`: OpenAI's request shape plus Chatterbox's settings → WAV or raw PCM
 //!   (s16 little-endian, 24 kHz mono), whole or streamed as it is produced (`stream_format:
-//!   "audio"`: chunked transfer; a streamed WAV's header has unknown sizes, 0xFFFFFFFF);
+//!   "audio"`: chunked transfer; a streamed WAV's header has unknown sizes, 0xFFFFFFFF; `"sse"`:
+//!   OpenAI's server-sent events, `speech.audio.delta` with base64 audio, then `speech.audio.done`);
 //! - `GET /health` (200 while the process serves), `GET /ready` (200 once the model is loaded,
 //!   503 before), `GET /metrics` (Prometheus text, [`metrics`]);
 //! - errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, the status mapped
@@ -32,7 +33,7 @@ use crate::output::{AudioFormat, Container, SampleFormat, encode, encode_samples
 use crate::stream::AudioChunk;
 use crate::{Error, ErrorKind};
 use metrics::{Metrics, kind_label};
-use request::{ApiError, SpeechRequest};
+use request::{ApiError, SpeechRequest, StreamFormat};
 use scheduler::{Job, Reply, STREAM_BUFFER_CHUNKS, Scheduler};
 
 /// The server's limits and its key.
@@ -290,7 +291,7 @@ async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> R
     })?;
     let deadline = arrived + opts.request_timeout;
     let format = AudioFormat { container: parsed.container, sample: SampleFormat::S16 };
-    if parsed.stream {
+    if let Some(stream_format) = parsed.stream {
         let (tx, mut rx) = mpsc::channel(STREAM_BUFFER_CHUNKS);
         let job = Job { request: parsed.request, arrived, deadline, reply: Reply::Stream(tx) };
         state.scheduler.submit(job).map_err(|e| engine_error(state, &e))?;
@@ -307,7 +308,18 @@ async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> R
             rx,
             header: (format.container == Container::Wav).then(|| wav_header(tts_s3gen::SAMPLE_RATE, format.sample, None)),
             done: false,
+            sse: stream_format == StreamFormat::Sse,
+            speech_tokens: 0,
+            samples: 0,
         };
+        if stream_format == StreamFormat::Sse {
+            let mut r = Response::new(Body::new(body));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-sample-rate", HeaderValue::from(tts_s3gen::SAMPLE_RATE));
+            return Ok(r);
+        }
         return Ok(audio_response(format.container, Body::new(body), None));
     }
     let (tx, rx) = oneshot::channel();
@@ -340,23 +352,75 @@ fn audio_response(container: Container, body: Body, len: Option<usize>) -> Respo
 }
 
 /// A streamed response: the WAV header (if any), then each chunk's samples as s16 as the worker
-/// sends them. An error after the first chunk aborts the response (the client sees the chunked
-/// body cut short); dropping it (the client gone) closes the channel, and the worker stops.
+/// sends them; or, for `stream_format: "sse"`, the same bytes as OpenAI's server-sent events: one
+/// `speech.audio.delta` event per chunk (`audio`: the bytes in base64), then `speech.audio.done`
+/// (`usage.output_tokens`: the speech tokens spoken; `audio_seconds`).
+///
+/// An error after the first chunk aborts an audio response (the client sees the chunked body cut
+/// short); an SSE response sends an `error` event in OpenAI's error shape and ends. Dropping the
+/// body (the client gone) closes the channel, and the worker stops.
 struct ChunkBody {
     first: Option<AudioChunk>,
     rx: mpsc::Receiver<crate::Result<AudioChunk>>,
     header: Option<[u8; 44]>,
     done: bool,
+    sse: bool,
+    /// Speech tokens and samples sent so far (the SSE `done` event's usage).
+    speech_tokens: usize,
+    samples: usize,
+}
+
+/// One server-sent event: `data: JSON` and a blank line.
+fn sse_event(json: serde_json::Value) -> Vec<u8> {
+    format!("data: {json}\n\n").into_bytes()
 }
 
 impl ChunkBody {
-    fn frame(header: Option<[u8; 44]>, chunk: &AudioChunk) -> Bytes {
-        let mut out = Vec::with_capacity(44 + chunk.samples.len() * 2);
-        if let Some(h) = header {
-            out.extend_from_slice(&h);
+    fn frame(&mut self, chunk: &AudioChunk) -> Bytes {
+        let mut audio = Vec::with_capacity(44 + chunk.samples.len() * 2);
+        if let Some(h) = self.header.take() {
+            audio.extend_from_slice(&h);
         }
-        encode_samples(&chunk.samples, SampleFormat::S16, &mut out);
+        encode_samples(&chunk.samples, SampleFormat::S16, &mut audio);
+        self.speech_tokens += chunk.tokens.len();
+        self.samples += chunk.samples.len();
+        if !self.sse {
+            return Bytes::from(audio);
+        }
+        use base64::Engine as _;
+        let mut out = sse_event(serde_json::json!({
+            "type": "speech.audio.delta",
+            "audio": base64::engine::general_purpose::STANDARD.encode(&audio),
+        }));
+        if chunk.is_last {
+            out.extend(sse_event(serde_json::json!({
+                "type": "speech.audio.done",
+                "usage": { "output_tokens": self.speech_tokens },
+                "audio_seconds": self.samples as f64 / f64::from(tts_s3gen::SAMPLE_RATE),
+            })));
+        }
         Bytes::from(out)
+    }
+
+    fn next(&mut self, chunk: crate::Result<AudioChunk>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match chunk {
+            Ok(chunk) => {
+                self.done = chunk.is_last;
+                Poll::Ready(Some(Ok(Frame::data(self.frame(&chunk)))))
+            }
+            Err(e) => {
+                self.done = true;
+                if !self.sse {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                let err = ApiError::from_engine(&e);
+                let event = sse_event(serde_json::json!({
+                    "type": "error",
+                    "error": { "message": err.message, "type": "server_error", "param": err.param, "code": err.code },
+                }));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+            }
+        }
     }
 }
 
@@ -369,24 +433,17 @@ impl HttpBody for ChunkBody {
             return Poll::Ready(None);
         }
         if let Some(first) = self.first.take() {
-            let header = self.header.take();
-            self.done = first.is_last;
-            return Poll::Ready(Some(Ok(Frame::data(ChunkBody::frame(header, &first)))));
+            return self.next(Ok(first));
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
+                // the worker ended the stream without its last chunk (shutting down, or a stalled
+                // client dropped): cut the body short rather than pretend it is whole
                 self.done = true;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(Error::Internal("the stream ended before its last chunk".into()))))
             }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.done = chunk.is_last;
-                Poll::Ready(Some(Ok(Frame::data(ChunkBody::frame(None, &chunk)))))
-            }
+            Poll::Ready(Some(item)) => self.next(item),
         }
     }
 

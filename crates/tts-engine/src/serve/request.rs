@@ -9,8 +9,9 @@
 //! - `response_format`: `wav` (default: OpenAI's is mp3, which is not served) or `pcm` (s16
 //!   little-endian, 24 kHz mono, as OpenAI's); others: 400 naming these two.
 //! - `speed`: 1.0 only (400 otherwise: no time-stretch yet).
-//! - `stream_format`: `"audio"` streams the audio as it is produced (chunked transfer); absent:
-//!   the whole file at once. `"sse"` is refused (400).
+//! - `stream_format`: `"audio"` streams the audio as it is produced (chunked transfer); `"sse"`
+//!   sends it as server-sent events (OpenAI's `speech.audio.delta` with base64 audio, then
+//!   `speech.audio.done`); absent: the whole file at once.
 //! - `exaggeration`, `cfg_weight`, `temperature`, `min_p`, `top_p`, `repetition_penalty`, `seed`,
 //!   `max_new_tokens`: Chatterbox's settings ([`SpeakOptions`]; defaults as `tts speak`).
 //! - `instructions`: OpenAI's field for its instructable voices: accepted and ignored.
@@ -64,13 +65,23 @@ impl ApiError {
     }
 }
 
+/// How a response is streamed (`stream_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `"audio"`: the audio bytes as they are produced (chunked transfer).
+    Audio,
+    /// `"sse"`: server-sent events, OpenAI's `speech.audio.delta` (base64 audio) and
+    /// `speech.audio.done`.
+    Sse,
+}
+
 /// A checked speech request.
 #[derive(Debug)]
 pub struct SpeechRequest {
     pub request: Request,
     pub container: Container,
-    /// `stream_format: "audio"`.
-    pub stream: bool,
+    /// `None`: the whole file at once.
+    pub stream: Option<StreamFormat>,
 }
 
 /// `field` of `map` as a `T` (absent or null: `None`); a value of the wrong type names the field.
@@ -148,12 +159,15 @@ impl SpeechRequest {
             return Err(ApiError::bad("speed", format!("speed {speed} is not supported: only 1.0"), "invalid_value"));
         }
         let stream = match take::<String>(&map, "stream_format")?.as_deref() {
-            None => false,
-            Some("audio") => true,
+            None => None,
+            Some("audio") => Some(StreamFormat::Audio),
+            Some("sse") => Some(StreamFormat::Sse),
             Some(f) => {
                 return Err(ApiError::bad(
                     "stream_format",
-                    format!("stream_format {f:?} is not supported: use \"audio\" (chunked audio) or leave it out"),
+                    format!(
+                        "stream_format {f:?} is not supported: use \"audio\" (chunked audio), \"sse\" (server-sent events) or leave it out"
+                    ),
                     "invalid_value",
                 ));
             }
@@ -208,7 +222,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.container, Container::Pcm);
-        assert!(r.stream);
+        assert_eq!(r.stream, Some(StreamFormat::Audio));
+        assert_eq!(parse(r#"{"input":"hi","stream_format":"sse"}"#).unwrap().stream, Some(StreamFormat::Sse));
+        assert_eq!(parse(r#"{"input":"hi"}"#).unwrap().stream, None);
         assert_eq!(r.request.options.seed, seed);
         assert_eq!(r.request.options.temperature, t);
         assert_eq!(r.request.options.max_new_tokens, n);
@@ -220,7 +236,7 @@ mod tests {
         for (body, param, status) in [
             (r#"{"input":"hi","speed":2.0}"#, "speed", 400),
             (r#"{"input":"hi","response_format":"mp3"}"#, "response_format", 400),
-            (r#"{"input":"hi","stream_format":"sse"}"#, "stream_format", 400),
+            (r#"{"input":"hi","stream_format":"websocket"}"#, "stream_format", 400),
             (r#"{"input":"hi","voice":"nobody"}"#, "voice", 400),
             (r#"{"input":"hi","temperature":0}"#, "temperature", 400),
             (r#"{"input":"hi","top_p":"high"}"#, "top_p", 400),
