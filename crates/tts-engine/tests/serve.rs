@@ -43,7 +43,7 @@ impl Server {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 addr_tx.send(listener.local_addr()?).unwrap();
                 let scheduler = Arc::new(Scheduler::start(load, sched, m.clone()).unwrap());
-                let state = Arc::new(AppState { scheduler, metrics: m, options });
+                let state = Arc::new(AppState::new(scheduler, m, options).unwrap());
                 serve(listener, state, async move {
                     let _ = stop_rx.await;
                 })
@@ -423,7 +423,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         (ok(serde_json::json!({"temperature": 0})), 400, Some("temperature")),
         (ok(serde_json::json!({"top_p": -1.0})), 400, Some("top_p")),
         (ok(serde_json::json!({"seed": "abc"})), 400, Some("seed")),
-        (ok(serde_json::json!({"voice": "someone"})), 400, Some("voice")),
+        (ok(serde_json::json!({"voice": "someone"})), 404, Some("voice")),
         (ok(serde_json::json!({"stream_format": "websocket"})), 400, Some("stream_format")),
         (ok(serde_json::json!({"volume": 3})), 400, Some("volume")),
         (ok(serde_json::json!({"input": "a".repeat(201)})), 413, Some("input")),
@@ -439,9 +439,13 @@ fn bad_requests_get_openai_errors_naming_the_field() {
     assert!(too_long.json()["error"]["message"].as_str().unwrap().contains("200"), "the limit is named");
     // OpenAI's own extra field is accepted
     assert_eq!(post(&ok(serde_json::json!({"instructions": "calm", "voice": "nova"}))).status, 200);
-    let missing = get(server.addr, "/v1/voices");
+    let missing = get(server.addr, "/v1/models/none");
     assert_eq!(missing.status, 404);
     missing.error_param();
+    // no voice directory: the built-in voice is listed, uploads are refused by name
+    assert_eq!(get(server.addr, "/v1/voices").json()["data"][0]["id"], "default");
+    let upload = request(server.addr, "POST", "/v1/voices", &[], b"RIFF");
+    assert_eq!((upload.status, upload.json()["error"]["code"].as_str()), (404, Some("no_voice_directory")));
     let wrong_method = get(server.addr, "/v1/audio/speech");
     assert_eq!(wrong_method.status, 405);
     wrong_method.error_param();
@@ -640,4 +644,95 @@ fn the_serve_command_drains_and_exits_0_on_sigterm() {
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("shutting down"), "{err}");
+}
+
+/// `/v1/voices`: an uploaded recording becomes a voice (201, then 200 for the same recording again),
+/// is listed, speaks, survives a restart of the server on the same directory, and is deleted; bad
+/// uploads are refused by name; the built-in voice is always listed and cannot be deleted.
+#[test]
+fn uploaded_voices_are_kept_on_disk_listed_spoken_and_deleted() {
+    // cloning needs libsoxr: the test command exports TTS_SOXR_LIB (scripts/soxr.sh)
+    assert!(
+        tts_voice::resample::soxr::loaded().is_ok(),
+        "libsoxr is needed to clone voices: run `export TTS_SOXR_LIB=$(bash scripts/soxr.sh)` (scripts/test.sh does)"
+    );
+    let model = common::clone_model_dir();
+    let voices = common::scratch_dir("voices");
+    let seed = fresh_seed();
+    let start = |max_voice_bytes: usize| {
+        let dir = model.clone();
+        let options = ServeOptions { voices_dir: Some(voices.clone()), max_voice_bytes, ..ServeOptions::default() };
+        let s = Server::with_loader(move || Engine::load_dir(&dir, &Device::cpu()), SchedulerOptions::default(), options);
+        s.wait_ready();
+        s
+    };
+    let server = start(4 << 20);
+    let addr = server.addr;
+    let list = |addr| -> Vec<serde_json::Value> {
+        let r = get(addr, "/v1/voices");
+        assert_eq!(r.status, 200);
+        r.json()["data"].as_array().unwrap().clone()
+    };
+    let builtin_only = list(addr);
+    assert_eq!(builtin_only.len(), 1);
+    assert_eq!((builtin_only[0]["id"].as_str(), builtin_only[0]["builtin"].as_bool()), (Some("default"), Some(true)));
+
+    let wav_path = voices.with_extension("ref.wav");
+    common::write_speechlike_wav(&wav_path, 3.5, 22050, 1, 16, false, seed);
+    let wav = std::fs::read(&wav_path).unwrap();
+    let ct = [("content-type", "audio/wav")];
+    let created = request(addr, "POST", "/v1/voices?name=Alice%20B", &ct, &wav);
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("voice_"), "{id}");
+    assert_eq!(created.json()["name"], "Alice B");
+    // the same recording again: the same voice, its name kept
+    let again = request(addr, "POST", "/v1/voices", &ct, &wav);
+    assert_eq!((again.status, again.json()["id"].as_str()), (200, Some(id.as_str())));
+    assert_eq!(again.json()["name"], "Alice B");
+    assert_eq!(get(addr, &format!("/v1/voices/{id}")).json()["name"], "Alice B");
+    assert_eq!(list(addr).len(), 2);
+
+    // it speaks, and not as the built-in voice does
+    let say = |addr, voice: &str| {
+        speech(addr, &serde_json::json!({"input": "Hello there.", "voice": voice, "seed": seed, "max_new_tokens": 8,
+                                         "response_format": "pcm"}))
+    };
+    let cloned = say(addr, &id);
+    assert_eq!(cloned.status, 200, "{}", String::from_utf8_lossy(&cloned.body));
+    let builtin = say(addr, "alloy");
+    assert_eq!(builtin.status, 200);
+    assert_ne!(cloned.body, builtin.body, "seed {seed}: the uploaded voice speaks as the built-in one");
+
+    // bad uploads, each named; nothing is added
+    for (body, status, code) in [
+        (b"this is not audio at all, just some words".to_vec(), 400, "bad_input"),
+        (Vec::new(), 400, "missing_file"),
+        (vec![0u8; (4 << 20) + 1], 413, "body_too_large"),
+        (wav[..60].to_vec(), 400, "bad_input"),
+    ] {
+        let r = request(addr, "POST", "/v1/voices", &ct, &body);
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (status, Some(code)), "{}", String::from_utf8_lossy(&r.body));
+    }
+    let bad_name = request(addr, "POST", &format!("/v1/voices?name={}", "x".repeat(65)), &ct, &wav);
+    assert_eq!((bad_name.status, bad_name.error_param().as_deref()), (400, Some("name")));
+    assert_eq!(list(addr).len(), 2);
+    for path in ["/v1/voices/voice_0123456789abcdef01234567", "/v1/voices/..%2F..%2Fetc%2Fpasswd", "/v1/voices/nobody"] {
+        assert_eq!(get(addr, path).status, 404, "{path}");
+    }
+    drop(server);
+
+    // a restart on the same directory: still there, still speaks the same
+    let server = start(4 << 20);
+    let addr = server.addr;
+    assert_eq!(list(addr).iter().filter(|v| v["id"] == id.as_str()).count(), 1);
+    assert_eq!(say(addr, &id).body, cloned.body, "seed {seed}: the saved voice speaks differently after a restart");
+    // deleted: gone from the list, from speech, and a second delete is 404
+    assert_eq!(request(addr, "DELETE", &format!("/v1/voices/{id}"), &[], b"").status, 200);
+    assert_eq!(request(addr, "DELETE", &format!("/v1/voices/{id}"), &[], b"").status, 404);
+    assert_eq!(list(addr).len(), 1);
+    let gone = say(addr, &id);
+    assert_eq!((gone.status, gone.error_param().as_deref()), (404, Some("voice")));
+    assert_eq!(request(addr, "DELETE", "/v1/voices/default", &[], b"").status, 400);
+    assert!(std::fs::read_dir(&voices).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
 }

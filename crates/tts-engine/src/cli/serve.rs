@@ -40,6 +40,20 @@ pub struct ServeArgs {
     /// Seconds a request may wait for its audio (streamed: its first chunk), queue included (longer: 504).
     #[arg(long, default_value_t = ServeOptions::default().request_timeout.as_secs_f64())]
     pub request_timeout_s: f64,
+    /// Where voices uploaded through POST /v1/voices are kept (created if missing) [default:
+    /// $TTS_VOICES_DIR, else $XDG_DATA_HOME/tts/voices, else ~/.local/share/tts/voices].
+    #[arg(long)]
+    pub voices_dir: Option<std::path::PathBuf>,
+}
+
+/// `--voices-dir`'s default: `$TTS_VOICES_DIR`, else `$XDG_DATA_HOME/tts/voices`, else
+/// `$HOME/.local/share/tts/voices`, else `./voices`.
+fn default_voices_dir() -> std::path::PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    env("TTS_VOICES_DIR")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("tts/voices")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/tts/voices")))
+        .unwrap_or_else(|| "voices".into())
 }
 
 pub fn run(args: ServeArgs) -> Result<bool> {
@@ -72,8 +86,12 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         max_input_chars: args.max_input_chars,
         request_timeout: Duration::from_secs_f64(args.request_timeout_s),
         api_key,
+        voices_dir: Some(args.voices_dir.clone().unwrap_or_else(default_voices_dir)),
         ..ServeOptions::default()
     };
+    // the voice directory is opened (and checked writable) before the model is read
+    let voices_ready = tts_engine::serve::voices::VoiceStore::open(options.voices_dir.as_deref().expect("set above"))?;
+    drop(voices_ready);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,8 +128,13 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             }
         };
         let scheduler = Arc::new(Scheduler::start(load, sched, metrics.clone())?);
-        let state = Arc::new(AppState { scheduler, metrics, options });
-        eprintln!("tts serve: listening on http://{addr} (loading {describe}; /ready answers 200 once loaded)");
+        let voices_dir = options.voices_dir.clone().unwrap_or_default();
+        let state = Arc::new(AppState::new(scheduler, metrics, options)?);
+        let bound = listener.local_addr().map_or(addr.clone(), |a| a.to_string());
+        eprintln!(
+            "tts serve: listening on http://{bound} (loading {describe}; /ready answers 200 once loaded; voices in {})",
+            voices_dir.display()
+        );
         // stop on SIGTERM/SIGINT, or at once if the model fails to load
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let failure = tokio::spawn(async move {

@@ -13,6 +13,7 @@
 pub mod metrics;
 pub mod request;
 pub mod scheduler;
+pub mod voices;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,7 @@ use crate::{Error, ErrorKind};
 use metrics::{Metrics, kind_label};
 use request::{ApiError, SpeechRequest, StreamFormat};
 use scheduler::{Job, Reply, STREAM_BUFFER_CHUNKS, Scheduler};
+use voices::{BUILTIN_VOICE_ID, VoiceInfo, VoiceStore};
 
 /// The server's limits and its key.
 #[derive(Clone, Debug)]
@@ -49,11 +51,23 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// The bearer token `/v1/*` requires (`None`: open).
     pub api_key: Option<String>,
+    /// Where uploaded voices are kept (`None`: `/v1/voices` takes no uploads; the built-in voice
+    /// is still listed).
+    pub voices_dir: Option<std::path::PathBuf>,
+    /// The largest recording `POST /v1/voices` takes, in bytes (larger: 413).
+    pub max_voice_bytes: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_input_chars: 4096, max_body_bytes: 1 << 20, request_timeout: Duration::from_secs(300), api_key: None }
+        ServeOptions {
+            max_input_chars: 4096,
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(300),
+            api_key: None,
+            voices_dir: None,
+            max_voice_bytes: 32 << 20,
+        }
     }
 }
 
@@ -62,12 +76,24 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<Metrics>,
     pub options: ServeOptions,
+    pub voices: Option<Arc<VoiceStore>>,
+}
+
+impl AppState {
+    /// The state over a started scheduler; opens (creates) `options.voices_dir` and checks it can
+    /// be written.
+    pub fn new(scheduler: Arc<Scheduler>, metrics: Arc<Metrics>, options: ServeOptions) -> crate::Result<AppState> {
+        let voices = options.voices_dir.as_deref().map(VoiceStore::open).transpose()?.map(Arc::new);
+        Ok(AppState { scheduler, metrics, options, voices })
+    }
 }
 
 /// The routes over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/audio/speech", post(speech))
+        .route("/v1/voices", post(create_voice).get(list_voices))
+        .route("/v1/voices/{id}", get(get_voice).delete(delete_voice))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
@@ -289,6 +315,15 @@ async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> R
         let kind = if e.status == StatusCode::PAYLOAD_TOO_LARGE { ErrorKind::ResourceLimit } else { ErrorKind::BadInput };
         state.metrics.error(kind_label(kind));
     })?;
+    let mut parsed = parsed;
+    if let Some(id) = parsed.voice_id.take() {
+        let file = state.voices.as_ref().and_then(|v| v.file_of(&id));
+        let Some(file) = file else {
+            state.metrics.error(kind_label(ErrorKind::BadInput));
+            return Err(voice_not_found(&id, "voice"));
+        };
+        parsed.request.voice = crate::synthesize::Voice::File(file);
+    }
     let deadline = arrived + opts.request_timeout;
     let format = AudioFormat { container: parsed.container, sample: SampleFormat::S16 };
     if let Some(stream_format) = parsed.stream {
@@ -450,4 +485,195 @@ impl HttpBody for ChunkBody {
     fn is_end_stream(&self) -> bool {
         self.done
     }
+}
+
+fn voice_not_found(id: &str, param: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "voice {id:?} not found: use \"{BUILTIN_VOICE_ID}\", an OpenAI voice name (the built-in voice) or an id from GET /v1/voices"
+        ),
+        param: Some(param.into()),
+        code: "voice_not_found".into(),
+    }
+}
+
+fn no_voice_dir() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "this server keeps no uploaded voices (start it with --voices-dir)".into(),
+        param: None,
+        code: "no_voice_directory".into(),
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+/// Runs `f` and counts its response.
+async fn counted(state: &AppState, f: impl Future<Output = Result<Response, ApiError>>) -> Response {
+    let r = f.await.unwrap_or_else(|e| e.into_response());
+    state.metrics.response(r.status().as_u16());
+    r
+}
+
+/// `POST /v1/voices[?name=NAME]`: the body is a recording (WAV, FLAC or MP3; a saved voice or a
+/// `conds.pt` is taken too); the voice is computed on the engine thread, saved in the voice
+/// directory, and described (201; 200 when the same recording was uploaded before).
+async fn create_voice(State(state): State<Arc<AppState>>, req: HttpRequest) -> Response {
+    let s = state.clone();
+    counted(&state, async move {
+        let opts = &s.options;
+        if let Some(key) = &opts.api_key {
+            check_key(req.headers(), key)?;
+        }
+        let store = s.voices.clone().ok_or_else(no_voice_dir)?;
+        let name = req
+            .uri()
+            .query()
+            .and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == "name").then(|| percent_decode(v))
+                })
+            })
+            .transpose()
+            .map_err(|msg| ApiError { status: StatusCode::BAD_REQUEST, message: msg, param: Some("name".into()), code: "invalid_value".into() })?;
+        if let Some(n) = &name {
+            voices::check_voice_name(n).map_err(|e| ApiError::from_engine(&e))?;
+        }
+        let body = axum::body::to_bytes(req.into_body(), opts.max_voice_bytes).await.map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the recording is larger than {} bytes (or could not be read)", opts.max_voice_bytes),
+            param: None,
+            code: "body_too_large".into(),
+        })?;
+        if body.is_empty() {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: "the body is empty: send the recording's bytes (WAV, FLAC or MP3)".into(),
+                param: Some("file".into()),
+                code: "missing_file".into(),
+            });
+        }
+        let arrived = Instant::now();
+        let deadline = arrived + opts.request_timeout;
+        let (tx, rx) = oneshot::channel();
+        let upload = crate::synthesize::Voice::Bytes { bytes: Arc::from(&body[..]), name: "the uploaded recording".into() };
+        let job = Job { request: crate::synthesize::Request::new("").with_voice(upload), arrived, deadline, reply: Reply::Voice(tx) };
+        s.scheduler.submit(job).map_err(|e| engine_error(&s, &e))?;
+        let (voice, meta) = match tokio::time::timeout_at(deadline.into(), rx).await {
+            Err(_) => return Err(timeout_error(opts.request_timeout)),
+            Ok(Err(_)) => return Err(engine_error(&s, &Error::Internal("the engine thread dropped the upload".into()))),
+            Ok(Ok(Err(e))) => {
+                let mut err = engine_error(&s, &e);
+                if err.param.as_deref() == Some("voice") {
+                    err.param = Some("file".into());
+                }
+                return Err(err);
+            }
+            Ok(Ok(Ok(v))) => v,
+        };
+        let saved = tokio::task::spawn_blocking(move || store.save(&voice, &meta, name.as_deref()))
+            .await
+            .map_err(|e| engine_error(&s, &Error::Internal(format!("saving the voice: {e}"))))?;
+        let (info, new) = saved.map_err(|e| engine_error(&s, &e))?;
+        let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+        Ok(json_response(status, serde_json::to_value(&info).unwrap_or_default()))
+    })
+    .await
+}
+
+/// `GET /v1/voices`: the built-in voice, then the uploaded ones, oldest first.
+async fn list_voices(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let s = state.clone();
+    counted(&state, async move {
+        if let Some(key) = &s.options.api_key {
+            check_key(&headers, key)?;
+        }
+        let mut data = vec![VoiceInfo::builtin()];
+        if let Some(store) = s.voices.clone() {
+            let listed = tokio::task::spawn_blocking(move || store.list())
+                .await
+                .map_err(|e| engine_error(&s, &Error::Internal(format!("listing voices: {e}"))))?;
+            data.extend(listed.map_err(|e| engine_error(&s, &e))?);
+        }
+        Ok(json_response(StatusCode::OK, serde_json::json!({ "object": "list", "data": data })))
+    })
+    .await
+}
+
+/// `GET /v1/voices/{id}`: one voice's description.
+async fn get_voice(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = state.clone();
+    counted(&state, async move {
+        if let Some(key) = &s.options.api_key {
+            check_key(&headers, key)?;
+        }
+        if id == BUILTIN_VOICE_ID {
+            return Ok(json_response(StatusCode::OK, serde_json::to_value(VoiceInfo::builtin()).unwrap_or_default()));
+        }
+        let store = s.voices.clone().ok_or_else(|| voice_not_found(&id, "id"))?;
+        let info = store.read(&id).map_err(|_| voice_not_found(&id, "id"))?;
+        Ok(json_response(StatusCode::OK, serde_json::to_value(info).unwrap_or_default()))
+    })
+    .await
+}
+
+/// `DELETE /v1/voices/{id}`: removes an uploaded voice (the built-in one cannot be: 400).
+async fn delete_voice(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = state.clone();
+    counted(&state, async move {
+        if let Some(key) = &s.options.api_key {
+            check_key(&headers, key)?;
+        }
+        if id == BUILTIN_VOICE_ID {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: "the built-in voice cannot be deleted".into(),
+                param: Some("id".into()),
+                code: "invalid_value".into(),
+            });
+        }
+        let store = s.voices.clone().ok_or_else(|| voice_not_found(&id, "id"))?;
+        let id2 = id.clone();
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&id2))
+            .await
+            .map_err(|e| engine_error(&s, &Error::Internal(format!("deleting a voice: {e}"))))?
+            .map_err(|e| engine_error(&s, &e))?;
+        if !deleted {
+            return Err(voice_not_found(&id, "id"));
+        }
+        Ok(json_response(StatusCode::OK, serde_json::json!({ "id": id, "object": "voice.deleted", "deleted": true })))
+    })
+    .await
+}
+
+/// `%XX` escapes and `+` (a space) of a query value decoded; invalid escapes or UTF-8 are refused.
+fn percent_decode(v: &str) -> Result<String, String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.push(hex.ok_or_else(|| format!("name: a bad %-escape at byte {i}"))?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "name: not UTF-8 once decoded".to_string())
 }

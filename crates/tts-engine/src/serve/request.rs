@@ -5,7 +5,8 @@
 //! - `model`: any string, ignored (one model is served; OpenAI clients send `tts-1`).
 //! - `voice`: the built-in voice, by `"default"` or any of OpenAI's voice names (`alloy`, `ash`,
 //!   `ballad`, `coral`, `echo`, `fable`, `nova`, `onyx`, `sage`, `shimmer`, `verse`, `marin`,
-//!   `cedar`), or absent. Other names: 400 (uploaded voices are not served yet).
+//!   `cedar`), or absent; otherwise the id of an uploaded voice (`POST /v1/voices`), looked up by the
+//!   handler (unknown: 404).
 //! - `response_format`: `wav` (default: OpenAI's is mp3, which is not served) or `pcm` (s16
 //!   little-endian, 24 kHz mono, as OpenAI's); others: 400 naming these two.
 //! - `speed`: 1.0 only (400 otherwise: no time-stretch yet).
@@ -22,7 +23,8 @@ use serde_json::{Map, Value};
 
 use crate::output::Container;
 use crate::speak::SpeakOptions;
-use crate::synthesize::{Request, Voice, check_text};
+use super::voices::BUILTIN_VOICE_ID;
+use crate::synthesize::{Request, check_text};
 
 /// OpenAI's voice names, all spoken with the built-in voice.
 pub const OPENAI_VOICES: [&str; 13] =
@@ -78,7 +80,10 @@ pub enum StreamFormat {
 /// A checked speech request.
 #[derive(Debug)]
 pub struct SpeechRequest {
+    /// The request, in the built-in voice ([`SpeechRequest::voice_id`] names another).
     pub request: Request,
+    /// An uploaded voice's id (`POST /v1/voices`), to be looked up; `None`: the built-in voice.
+    pub voice_id: Option<String>,
     pub container: Container,
     /// `None`: the whole file at once.
     pub stream: Option<StreamFormat>,
@@ -131,16 +136,10 @@ impl SpeechRequest {
             }
             return Err(err);
         }
-        let voice = match take::<String>(&map, "voice")?.as_deref() {
-            None | Some("default") => Voice::Builtin,
-            Some(v) if OPENAI_VOICES.contains(&v) => Voice::Builtin,
-            Some(v) => {
-                return Err(ApiError::bad(
-                    "voice",
-                    format!("voice {v:?} is not served: use \"default\" or an OpenAI voice name (all speak the built-in voice)"),
-                    "invalid_value",
-                ));
-            }
+        let voice_id = match take::<String>(&map, "voice")? {
+            None => None,
+            Some(v) if v == BUILTIN_VOICE_ID || OPENAI_VOICES.contains(&v.as_str()) => None,
+            Some(v) => Some(v),
         };
         let container = match take::<String>(&map, "response_format")?.as_deref() {
             None | Some("wav") => Container::Wav,
@@ -199,7 +198,7 @@ impl SpeechRequest {
             err.code = "invalid_value".into();
             err
         })?;
-        Ok(SpeechRequest { request: Request::new(input).with_voice(voice).with_options(options), container, stream })
+        Ok(SpeechRequest { request: Request::new(input).with_options(options), voice_id, container, stream })
     }
 }
 
@@ -229,6 +228,10 @@ mod tests {
         assert_eq!(r.request.options.temperature, t);
         assert_eq!(r.request.options.max_new_tokens, n);
         assert_eq!(r.request.text, "Hello there.");
+        assert_eq!(r.voice_id, None, "OpenAI's voice names are the built-in voice");
+        assert_eq!(parse(r#"{"input":"hi","voice":"default"}"#).unwrap().voice_id, None);
+        let id = "voice_0123456789abcdef01234567";
+        assert_eq!(parse(&format!(r#"{{"input":"hi","voice":"{id}"}}"#)).unwrap().voice_id.as_deref(), Some(id));
     }
 
     #[test]
@@ -237,7 +240,6 @@ mod tests {
             (r#"{"input":"hi","speed":2.0}"#, "speed", 400),
             (r#"{"input":"hi","response_format":"mp3"}"#, "response_format", 400),
             (r#"{"input":"hi","stream_format":"websocket"}"#, "stream_format", 400),
-            (r#"{"input":"hi","voice":"nobody"}"#, "voice", 400),
             (r#"{"input":"hi","temperature":0}"#, "temperature", 400),
             (r#"{"input":"hi","top_p":"high"}"#, "top_p", 400),
             (r#"{"input":"hi","colour":"blue"}"#, "colour", 400),

@@ -30,7 +30,9 @@ use super::metrics::Metrics;
 use crate::continuous::{Continuous, Ticket};
 use crate::speak::Engine;
 use crate::stream::{AudioChunk, StreamOptions};
-use crate::synthesize::{Audio, Request};
+use crate::synthesize::{Audio, Request, Voice};
+use crate::voice::Conditionals;
+use crate::voice::saved::VoiceMeta;
 use crate::{Error, Result};
 
 /// Chunks a stream may have sent and its client not yet taken.
@@ -58,7 +60,13 @@ pub enum Reply {
     Whole(oneshot::Sender<Result<Audio>>),
     /// The chunks as they are produced; an error ends the stream.
     Stream(mpsc::Sender<Result<AudioChunk>>),
+    /// The voice of the request's [`Voice::Bytes`] (an upload), computed once, with its metadata;
+    /// the request's text is not spoken.
+    Voice(oneshot::Sender<Result<VoiceWithMeta>>),
 }
+
+/// A voice computed from an upload, with the metadata a saved voice of it carries.
+pub type VoiceWithMeta = (Arc<Conditionals>, Arc<VoiceMeta>);
 
 impl Reply {
     /// The handler has gone (its client disconnected or it gave up).
@@ -66,6 +74,7 @@ impl Reply {
         match self {
             Reply::Whole(tx) => tx.is_closed(),
             Reply::Stream(tx) => tx.is_closed(),
+            Reply::Voice(tx) => tx.is_closed(),
         }
     }
 
@@ -76,6 +85,9 @@ impl Reply {
             }
             Reply::Stream(tx) => {
                 let _ = tx.try_send(Err(e));
+            }
+            Reply::Voice(tx) => {
+                let _ = tx.send(Err(e));
             }
         }
     }
@@ -191,6 +203,7 @@ where
     metrics.set_ready(true);
     let mut session = Continuous::new(&engine, max_batch);
     let mut waiting: HashMap<Ticket, Waiting> = HashMap::new();
+    // streams and voice uploads: each runs whole, between rounds
     let mut streams: VecDeque<Job> = VecDeque::new();
     let mut next_ticket: Ticket = 0;
     let mut open = true;
@@ -224,7 +237,7 @@ where
                 continue;
             }
             match job.reply {
-                Reply::Stream(_) => streams.push_back(job),
+                Reply::Stream(_) | Reply::Voice(_) => streams.push_back(job),
                 Reply::Whole(tx) => {
                     let ticket = next_ticket;
                     next_ticket += 1;
@@ -276,10 +289,23 @@ where
         } else {
             metrics.slots(0, 0);
         }
-        // a stream runs whole between rounds (whole requests keep their slots meanwhile)
+        // a stream, or a voice to compute, runs whole between rounds (whole requests keep their
+        // slots meanwhile)
         if let Some(job) = streams.pop_front() {
             let start = Instant::now();
-            run_stream(&engine, job, &metrics);
+            match job.reply {
+                Reply::Voice(tx) => {
+                    let r = match &job.request.voice {
+                        Voice::Bytes { bytes, name } => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            engine.voice_from_bytes(bytes, name)
+                        }))
+                        .unwrap_or_else(|_| Err(Error::Internal("the engine panicked computing a voice".into()))),
+                        _ => Err(Error::Internal("a voice job without the upload's bytes".into())),
+                    };
+                    let _ = tx.send(r);
+                }
+                _ => run_stream(&engine, job, &metrics),
+            }
             metrics.round(0, 0, start.elapsed());
         }
     }

@@ -169,8 +169,8 @@ pub fn generate_model_dir() -> PathBuf {
 }
 
 /// The `tts` binary run hermetically: offline (`HF_HUB_OFFLINE=1`), with `hf_cache` as its Hugging
-/// Face cache and home (no token file of the user's is read), and every other Hub setting of the
-/// environment removed.
+/// Face cache and home (no token file of the user's is read) and `hf_cache/voices` as the server's
+/// voice directory, and every other Hub setting of the environment removed.
 pub fn tts_command(hf_cache: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tts"));
     for var in
@@ -179,6 +179,8 @@ pub fn tts_command(hf_cache: &Path) -> std::process::Command {
         cmd.env_remove(var);
     }
     cmd.env("HF_HUB_OFFLINE", "1").env("HF_HUB_CACHE", hf_cache).env("HF_HOME", hf_cache);
+    // `tts serve` keeps uploaded voices there (not in the user's data directory)
+    cmd.env("TTS_VOICES_DIR", hf_cache.join("voices"));
     cmd
 }
 
