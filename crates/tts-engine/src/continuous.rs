@@ -271,10 +271,8 @@ impl<'e> Continuous<'e> {
     /// S3Gen over every row T3 has finished; the requests that are then complete are joined.
     fn speak_ready(&mut self, done: &mut Vec<(Ticket, Result<Audio>)>) -> Result<()> {
         let ready = std::mem::take(&mut self.ready);
-        let mut steps: Vec<usize> = ready
-            .iter()
-            .filter_map(|(k, _, _)| self.requests.get(&k.ticket).map(|p| p.request.options.cfm_steps))
-            .collect();
+        let mut steps: Vec<usize> =
+            ready.iter().filter_map(|(k, _, _)| self.requests.get(&k.ticket).map(|p| p.request.options.cfm_steps)).collect();
         steps.sort_unstable();
         steps.dedup();
         let max_batch = self.engine.batching.max_batch;

@@ -220,7 +220,17 @@ impl SpeechStream<'_> {
             let (tokens, finished) = match &self.state[j].finished {
                 Some(t) => (t.clone(), true),
                 None => {
-                    let id = self.state[j].id.ok_or_else(|| Error::Internal("the streamed segment has no slot".into()))?;
+                    let Some(id) = self.state[j].id else {
+                        // drawn again and queued while every slot held a later segment: the poll
+                        // above may have freed one (the loop's start adds it); else decode until
+                        // one frees
+                        if !self.generator.has_free_slot() {
+                            for _ in 0..self.engine.batching.poll_every.max(1) {
+                                self.generator.step()?;
+                            }
+                        }
+                        continue;
+                    };
                     let so_far = self.generator.tokens_so_far(id)?.unwrap_or_default();
                     // the tokens the flow knows, as the one-shot path keeps them
                     (so_far.into_iter().filter(|&t| t < vocab).collect::<Vec<_>>(), false)

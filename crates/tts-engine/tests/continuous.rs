@@ -38,11 +38,8 @@ fn requests_join_a_running_batch_and_sound_as_they_do_alone() {
     eprintln!("seed {seed}");
     let engine = engine(seed, 4);
     let texts = ["First request, long enough to decode a while.", "Second. Two sentences here!", "Third one.", "A fourth."];
-    let reqs: Vec<Request> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| request(t, seed.wrapping_add(100 * i as u64), 10 + 3 * i, 1 + i % 2))
-        .collect();
+    let reqs: Vec<Request> =
+        texts.iter().enumerate().map(|(i, t)| request(t, seed.wrapping_add(100 * i as u64), 10 + 3 * i, 1 + i % 2)).collect();
     let mut session = Continuous::new(&engine, 4);
     let mut done: HashMap<u64, Audio> = HashMap::new();
     let mut most_active = 0;

@@ -297,3 +297,26 @@ fn a_segment_without_speech_tokens_is_drawn_again() {
     assert_eq!(streamed.len(), audio.samples.len(), "seed {seed}");
     assert_eq!(chunks.last().unwrap().tokens.end, redrawn.speech_tokens.len(), "seed {seed}");
 }
+
+/// A long stream on the generate fixture, whose T3 often ends a segment at once: such a segment is
+/// drawn again even when every slot holds a later segment at that moment (it waits for a free
+/// slot), and the stream ends with its last chunk, every segment streamed in order.
+#[test]
+fn a_long_stream_redraws_silent_segments_while_the_slots_are_full() {
+    let dir = common::generate_model_dir();
+    let engine = Engine::load_dir(&dir, &Device::cpu()).unwrap();
+    let sentences = ["Hello there.", "How are you today?", "The quick brown fox jumps over the lazy dog.", "It was night."];
+    let text: String = (0..120).map(|i| format!("{} ", sentences[i % sentences.len()])).collect();
+    let base = fresh_seed();
+    for k in 0..3u64 {
+        let seed = base.wrapping_add(k);
+        let r = Request::new(text.clone()).with_options(SpeakOptions { seed, max_new_tokens: 8, ..Default::default() });
+        let stream = engine.synthesize_stream(r, StreamOptions::default()).unwrap();
+        let n = stream.segments();
+        assert!(n > 2 * engine.batching.max_batch, "{n} segments: not more than the slots");
+        let chunks: Vec<_> = stream.collect::<Result<_, _>>().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let last = chunks.last().unwrap();
+        assert!(last.is_last && last.segment == n - 1, "seed {seed}: the stream ended at segment {}", last.segment);
+        assert!(chunks.windows(2).all(|w| w[0].segment <= w[1].segment && !w[0].is_last), "seed {seed}");
+    }
+}

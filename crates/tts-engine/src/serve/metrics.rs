@@ -254,7 +254,12 @@ impl Metrics {
             "Seconds the engine thread spent working (real-time factor: its rate over tts_audio_seconds_total's).",
             secs(self.busy_us.load(r)),
         );
-        counter(&mut s, "tts_speech_tokens_total", "Speech tokens T3 generated (tokens/s: its rate).", self.speech_tokens.load(r) as f64);
+        counter(
+            &mut s,
+            "tts_speech_tokens_total",
+            "Speech tokens T3 generated (tokens/s: its rate).",
+            self.speech_tokens.load(r) as f64,
+        );
         counter(&mut s, "tts_t3_steps_total", "T3 decode steps run.", self.t3_steps.load(r) as f64);
         counter(
             &mut s,

@@ -539,7 +539,12 @@ async fn create_voice(State(state): State<Arc<AppState>>, req: HttpRequest) -> R
                 })
             })
             .transpose()
-            .map_err(|msg| ApiError { status: StatusCode::BAD_REQUEST, message: msg, param: Some("name".into()), code: "invalid_value".into() })?;
+            .map_err(|msg| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: msg,
+                param: Some("name".into()),
+                code: "invalid_value".into(),
+            })?;
         if let Some(n) = &name {
             voices::check_voice_name(n).map_err(|e| ApiError::from_engine(&e))?;
         }
@@ -561,7 +566,8 @@ async fn create_voice(State(state): State<Arc<AppState>>, req: HttpRequest) -> R
         let deadline = arrived + opts.request_timeout;
         let (tx, rx) = oneshot::channel();
         let upload = crate::synthesize::Voice::Bytes { bytes: Arc::from(&body[..]), name: "the uploaded recording".into() };
-        let job = Job { request: crate::synthesize::Request::new("").with_voice(upload), arrived, deadline, reply: Reply::Voice(tx) };
+        let job =
+            Job { request: crate::synthesize::Request::new("").with_voice(upload), arrived, deadline, reply: Reply::Voice(tx) };
         s.scheduler.submit(job).map_err(|e| engine_error(&s, &e))?;
         let (voice, meta) = match tokio::time::timeout_at(deadline.into(), rx).await {
             Err(_) => return Err(timeout_error(opts.request_timeout)),
@@ -667,7 +673,8 @@ fn percent_decode(v: &str) -> Result<String, String> {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex =
+                    b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
                 out.push(hex.ok_or_else(|| format!("name: a bad %-escape at byte {i}"))?);
                 i += 2;
             }

@@ -21,9 +21,9 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::voices::BUILTIN_VOICE_ID;
 use crate::output::Container;
 use crate::speak::SpeakOptions;
-use super::voices::BUILTIN_VOICE_ID;
 use crate::synthesize::{Request, check_text};
 
 /// OpenAI's voice names, all spoken with the built-in voice.

@@ -9,17 +9,19 @@
 //!   S3Gen runs batched over the segments T3 has finished, whichever requests they belong to. A
 //!   request whose client has gone (its handler dropped) or whose deadline has passed is cancelled
 //!   at the next round: its slots are free within `poll_every` decode steps.
-//! - Streamed jobs run one at a time through [`Engine::synthesize_stream`], each whole, between two
-//!   rounds of the session (the session's requests keep their slots meanwhile); each chunk goes to
-//!   the handler over a bounded tokio channel. When the client is gone (the channel is closed) or has
-//!   not taken a chunk by the job's deadline, the worker drops the stream at once.
+//! - Streamed jobs run through [`Engine::synthesize_stream`] (each with its own T3 generator):
+//!   after every round of the session, each stream whose client has room produces its next chunk,
+//!   so streams and whole requests progress together; each chunk goes to the handler over a
+//!   bounded tokio channel. When the client is gone (the channel is closed) or has not taken a
+//!   chunk by the job's deadline, the worker drops the stream at once. Voice uploads are computed
+//!   one at a time between rounds.
 //! - Each job carries its deadline: a job already past it when dequeued, or whose handler has
 //!   gone, is skipped unrun.
 //! - The engine is loaded on the worker thread itself (the engine is not needed on any other
 //!   thread, so it need not be `Send`); until it is, [`Metrics::is_ready`] is false and jobs wait.
 //!   If loading fails, every job is answered with that error.
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,11 +31,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::metrics::Metrics;
 use crate::continuous::{Continuous, Ticket};
 use crate::speak::Engine;
-use crate::stream::{AudioChunk, StreamOptions};
+use crate::stream::{AudioChunk, SpeechStream, StreamOptions};
 use crate::synthesize::{Audio, Request, Voice};
 use crate::voice::Conditionals;
 use crate::voice::saved::VoiceMeta;
 use crate::{Error, Result};
+
+/// How long the worker waits for a job when its only work is streams whose clients have not taken
+/// their chunks yet.
+const STALLED_POLL: Duration = Duration::from_millis(2);
 
 /// Chunks a stream may have sent and its client not yet taken.
 pub const STREAM_BUFFER_CHUNKS: usize = 16;
@@ -203,41 +209,59 @@ where
     metrics.set_ready(true);
     let mut session = Continuous::new(&engine, max_batch);
     let mut waiting: HashMap<Ticket, Waiting> = HashMap::new();
-    // streams and voice uploads: each runs whole, between rounds
-    let mut streams: VecDeque<Job> = VecDeque::new();
+    // streams advance a chunk each per round; voice uploads run whole, between rounds
+    let mut streams: Vec<Streaming<'_>> = Vec::new();
+    let mut uploads: VecDeque<Job> = VecDeque::new();
     let mut next_ticket: Ticket = 0;
     let mut open = true;
-    while open || !waiting.is_empty() || !streams.is_empty() {
+    // whether the last round did any work (else the intake waits a little instead of spinning)
+    let mut busy = true;
+    while open || !waiting.is_empty() || !streams.is_empty() || !uploads.is_empty() {
         // take jobs from the queue while the session has room (the rest stay in the bounded
         // queue, which answers 429 when full); wait for one when there is nothing to do
-        let mut idle = waiting.is_empty() && streams.is_empty();
-        while open && waiting.len() + streams.len() < max_batch {
-            let job = if idle {
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => {
-                        open = false;
-                        break;
-                    }
-                }
+        let mut idle = waiting.is_empty() && streams.is_empty() && uploads.is_empty();
+        while open && waiting.len() + streams.len() + uploads.len() < max_batch {
+            // nothing to do: wait for a job; only streams whose clients are behind: wait a little
+            let got = if idle {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else if !busy {
+                rx.recv_timeout(STALLED_POLL)
             } else {
-                match rx.try_recv() {
-                    Ok(job) => job,
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
+                rx.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            };
+            let job = match got {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
                 }
             };
-            metrics.dequeued();
             idle = false;
+            busy = true;
+            metrics.dequeued();
             if job.deadline <= Instant::now() || job.reply.is_closed() {
                 metrics.skipped();
                 continue;
             }
             match job.reply {
-                Reply::Stream(_) | Reply::Voice(_) => streams.push_back(job),
+                Reply::Voice(_) => uploads.push_back(job),
+                Reply::Stream(tx) => match engine.synthesize_stream(job.request, StreamOptions::default()) {
+                    Ok(stream) => streams.push(Streaming {
+                        stream,
+                        tx,
+                        arrived: job.arrived,
+                        deadline: job.deadline,
+                        sent: 0,
+                        timeout: job.deadline.saturating_duration_since(job.arrived),
+                    }),
+                    Err(e) => {
+                        let _ = tx.try_send(Err(e));
+                    }
+                },
                 Reply::Whole(tx) => {
                     let ticket = next_ticket;
                     next_ticket += 1;
@@ -262,6 +286,7 @@ where
                 fail_session(&mut session, &engine, &mut waiting, max_batch, &e.to_string());
             }
         }
+        busy = !session.is_idle() || !uploads.is_empty();
         if !session.is_idle() {
             let start = Instant::now();
             let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.step()));
@@ -289,22 +314,25 @@ where
         } else {
             metrics.slots(0, 0);
         }
-        // a stream, or a voice to compute, runs whole between rounds (whole requests keep their
-        // slots meanwhile)
-        if let Some(job) = streams.pop_front() {
+        // every stream advances by one chunk (its own T3 steps and S3Gen window), so that streams
+        // and whole requests progress together
+        streams.retain_mut(|st| {
+            let (keep, sent) = st.advance(&metrics);
+            busy |= sent || !keep;
+            keep
+        });
+        // a voice to compute runs whole between rounds (the others keep their slots meanwhile)
+        if let Some(job) = uploads.pop_front() {
             let start = Instant::now();
-            match job.reply {
-                Reply::Voice(tx) => {
-                    let r = match &job.request.voice {
-                        Voice::Bytes { bytes, name } => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            engine.voice_from_bytes(bytes, name)
-                        }))
-                        .unwrap_or_else(|_| Err(Error::Internal("the engine panicked computing a voice".into()))),
-                        _ => Err(Error::Internal("a voice job without the upload's bytes".into())),
-                    };
-                    let _ = tx.send(r);
-                }
-                _ => run_stream(&engine, job, &metrics),
+            if let Reply::Voice(tx) = job.reply {
+                let r = match &job.request.voice {
+                    Voice::Bytes { bytes, name } => {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.voice_from_bytes(bytes, name)))
+                            .unwrap_or_else(|_| Err(Error::Internal("the engine panicked computing a voice".into())))
+                    }
+                    _ => Err(Error::Internal("a voice job without the upload's bytes".into())),
+                };
+                let _ = tx.send(r);
             }
             metrics.round(0, 0, start.elapsed());
         }
@@ -327,64 +355,60 @@ fn fail_session<'e>(
     }
 }
 
-/// Sends `item`, waiting while the client's buffer is full, up to `deadline`; false when the
-/// client is gone or stalled past the deadline.
-fn send_chunk(tx: &mpsc::Sender<Result<AudioChunk>>, mut item: Result<AudioChunk>, deadline: Instant) -> bool {
-    loop {
-        match tx.try_send(item) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(back)) => {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                item = back;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
-}
-
-/// Runs a stream (the engine draws a segment T3 ends before any speech token again, as
-/// [`Engine::synthesize`] does); an error ends it (its body is cut).
-fn run_stream(engine: &Engine, job: Job, metrics: &Metrics) {
-    let Reply::Stream(tx) = job.reply else { return };
-    stream_once(engine, job.request, &tx, job.arrived, job.deadline, metrics);
-}
-
-fn stream_once(
-    engine: &Engine,
-    request: Request,
-    tx: &mpsc::Sender<Result<AudioChunk>>,
+/// A stream in progress: its chunks go to the handler over a bounded channel.
+struct Streaming<'e> {
+    stream: SpeechStream<'e>,
+    tx: mpsc::Sender<Result<AudioChunk>>,
     arrived: Instant,
+    /// The first chunk's deadline; then, a client that takes no chunk for `timeout` is dropped.
     deadline: Instant,
-    metrics: &Metrics,
-) {
-    let stream = match engine.synthesize_stream(request, StreamOptions::default()) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.try_send(Err(e));
-            return;
+    timeout: Duration,
+    /// Chunks sent so far.
+    sent: usize,
+}
+
+impl Streaming<'_> {
+    /// Produces and sends the next chunk when the client has room for it. Returns whether the
+    /// stream goes on (false once its last chunk or an error is sent, or its client is gone or
+    /// stalled past its deadline: dropping it frees its T3 slots) and whether a chunk was sent.
+    fn advance(&mut self, metrics: &Metrics) -> (bool, bool) {
+        if self.tx.is_closed() {
+            metrics.stream_abandoned();
+            return (false, false);
         }
-    };
-    let mut first = true;
-    for item in stream {
-        let failed = item.is_err();
+        if self.tx.capacity() == 0 {
+            // the client has not taken the chunks already sent: wait, up to the deadline
+            if Instant::now() >= self.deadline {
+                metrics.stream_abandoned();
+                return (false, false);
+            }
+            return (true, false);
+        }
+        let start = Instant::now();
+        let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stream.next()))
+            .unwrap_or_else(|_| Some(Err(Error::Internal("the engine panicked during a stream".into()))));
+        metrics.round(0, 0, start.elapsed());
+        let Some(item) = item else { return (false, false) };
+        let more = matches!(&item, Ok(c) if !c.is_last);
+        if let Err(e) = &item
+            && self.sent > 0
+        {
+            // (an error instead of the first chunk is the handler's to count: it answers it)
+            metrics.error(super::metrics::kind_label(e.kind()));
+        }
         if let Ok(chunk) = &item {
             metrics.audio(chunk.samples.len(), tts_s3gen::SAMPLE_RATE);
+            if self.sent == 0 {
+                metrics.ttfa(self.arrived.elapsed());
+            }
         }
-        // a stalled client gets the request timeout again for each chunk
-        let deadline = if first { deadline } else { Instant::now() + (deadline - arrived) };
-        if !send_chunk(tx, item, deadline) {
+        // room was checked above: only a closed channel refuses it
+        if self.tx.try_send(item).is_err() {
             metrics.stream_abandoned();
-            return; // dropping the stream frees its T3 slots
+            return (false, false);
         }
-        if first && !failed {
-            metrics.ttfa(arrived.elapsed());
-        }
-        first = false;
-        if failed {
-            return;
-        }
+        self.sent += 1;
+        self.deadline = Instant::now() + self.timeout;
+        (more, true)
     }
 }

@@ -174,8 +174,14 @@ mod tests {
     #[test]
     fn ids_are_checked_before_they_name_a_file() {
         assert!(is_voice_id("voice_0123456789abcdef01234567"));
-        for bad in ["voice_0123456789ABCDEF01234567", "voice_../../etc/passwd00000000", "voice_123", "default", "", "voice_0123456789abcdef012345678"]
-        {
+        for bad in [
+            "voice_0123456789ABCDEF01234567",
+            "voice_../../etc/passwd00000000",
+            "voice_123",
+            "default",
+            "",
+            "voice_0123456789abcdef012345678",
+        ] {
             assert!(!is_voice_id(bad), "{bad}");
         }
         assert_eq!(check_voice_name("  Alice ").unwrap(), "Alice");

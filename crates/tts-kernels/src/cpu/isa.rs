@@ -160,15 +160,11 @@ pub fn active() -> Isa {
 /// What the CPU has and the path taken, for bench and `tts info` output: e.g.
 /// `avx2+fma,avx512f,avx512bf16;path=avx512bf16`.
 pub fn describe() -> String {
-    let have: Vec<&str> = [
-        (Isa::Avx2, "avx2+fma"),
-        (Isa::Avx512, "avx512f"),
-        (Isa::Avx512Bf16, "avx512bf16"),
-    ]
-    .into_iter()
-    .filter(|(i, _)| i.supported())
-    .map(|(_, n)| n)
-    .collect();
+    let have: Vec<&str> = [(Isa::Avx2, "avx2+fma"), (Isa::Avx512, "avx512f"), (Isa::Avx512Bf16, "avx512bf16")]
+        .into_iter()
+        .filter(|(i, _)| i.supported())
+        .map(|(_, n)| n)
+        .collect();
     let have = if have.is_empty() { std::env::consts::ARCH.to_string() } else { have.join(",") };
     match selected() {
         Ok(isa) => format!("{have};path={isa}"),
