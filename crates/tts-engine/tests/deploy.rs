@@ -231,16 +231,19 @@ fn assert_serve_flags(help: &str, words: &[String], what: &str) {
 fn the_probes_answer_200_and_the_hpa_metric_is_exported_by_the_real_server() {
     let (dep, hpa) = (manifest("deployment.yaml"), manifest("hpa.yaml"));
     // the flags of the Deployment and the image are ones `tts serve` takes
-    let mut cmd = common::tts_command(&common::scratch_dir("deploy-help"));
+    let scratch = common::scratch_dir("deploy-help");
+    let mut cmd = common::tts_command(&scratch);
     cmd.args(["serve", "--help"]);
     let help = common::run_tts(cmd, None);
+    let _ = std::fs::remove_dir_all(&scratch);
     assert_eq!(help.code, Some(0), "{}", help.stderr);
     let help = help.stdout_text();
     assert_serve_flags(&help, &args(&dep), "deployment.yaml args");
     assert_serve_flags(&help, &exec_form(instructions("CMD").last().unwrap()), "the Dockerfile's CMD");
     assert_serve_flags(&help, &exec_form(&instructions("ENTRYPOINT")[0]), "the Dockerfile's ENTRYPOINT");
 
-    let server = ServerProcess::spawn(&generate_model_dir(), &[], None);
+    let model = generate_model_dir();
+    let server = ServerProcess::spawn(&model, &[], None);
     for probe in ["readinessProbe", "livenessProbe"] {
         let path = container(&dep)[probe]["httpGet"]["path"].as_str().expect("an httpGet probe");
         let r = get(server.addr, path).unwrap_or_else(|e| panic!("{probe} {path}: {e}"));
@@ -267,6 +270,7 @@ fn the_probes_answer_200_and_the_hpa_metric_is_exported_by_the_real_server() {
 
     let (code, err) = server.terminate();
     assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&model);
 }
 
 #[test]

@@ -585,6 +585,7 @@ fn load_test(requests: usize, clients: usize, comparison_requests: usize) {
         );
     }
     assert!(tally.ok > requests / 4, "too few requests served ({} of {requests})", tally.ok);
+    let _ = std::fs::remove_dir_all(&model);
     let failed = tally.no_speech + tally.cut_streams.len();
     let speech = tally.ok + failed;
     assert!(failed * 20 <= speech.max(40), "{failed} of {speech} speech requests ended without speech");

@@ -91,6 +91,10 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // its scratch folder (HF cache and stderr)
+        if let Some(dir) = self.stderr_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
