@@ -188,12 +188,29 @@ fn plan(seed: u64, i: usize) -> Planned {
 struct Outcome {
     index: usize,
     kind: Kind,
+    /// The last attempt's result.
     result: Result<Reply, ClientError>,
+    /// The 429s (each with a Retry-After of whole seconds) this request got and waited out before
+    /// its last attempt.
+    retried_429: usize,
+}
+
+/// The most times a client waits out a 429 and sends the request again.
+const MAX_RETRIES: usize = 60;
+
+/// The seconds of a reply's Retry-After, if it is a 429 with a valid one.
+fn retry_after(r: &Result<Reply, ClientError>) -> Option<u64> {
+    match r {
+        Ok(reply) if reply.status == 429 => reply.header("retry-after")?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Runs `n` requests of `make` from `clients` concurrent clients (each takes the next index until
 /// none is left) against `addr`, every request with `key` as its bearer key unless it is a
-/// wrong-key request; returns the outcomes in index order and the wall time.
+/// wrong-key request; returns the outcomes in index order and the wall time. A client answered 429
+/// waits the Retry-After it was given and sends the request again (at most [`MAX_RETRIES`] times),
+/// as a well-behaved client does.
 fn drive(
     addr: SocketAddr,
     n: usize,
@@ -221,8 +238,18 @@ fn drive(
                         headers.push(("authorization", k));
                     }
                     let drop_after = if let Kind::Drop { after } = p.kind { Some(after) } else { None };
-                    let result = exchange(addr, "POST", "/v1/audio/speech", &headers, &p.body, drop_after);
-                    outcomes.lock().unwrap().push(Outcome { index, kind: p.kind, result });
+                    let mut retried_429 = 0;
+                    let result = loop {
+                        let result = exchange(addr, "POST", "/v1/audio/speech", &headers, &p.body, drop_after);
+                        match retry_after(&result) {
+                            Some(secs) if retried_429 < MAX_RETRIES => {
+                                retried_429 += 1;
+                                std::thread::sleep(Duration::from_secs(secs));
+                            }
+                            _ => break result,
+                        }
+                    };
+                    outcomes.lock().unwrap().push(Outcome { index, kind: p.kind, result, retried_429 });
                 }
             });
         }
@@ -295,7 +322,10 @@ fn row(name: &str, xs: &[Duration]) -> String {
 #[derive(Default)]
 struct Tally {
     ok: usize,
+    /// Requests still answered 429 after [`MAX_RETRIES`] waits.
     rejected_429: usize,
+    /// 429s waited out and retried (over all requests).
+    retried_429: usize,
     expected_4xx: usize,
     /// 500s for T3 ending a segment before any speech token three draws in a row: the random
     /// fixture model's chance (docs/serving.md, "Errors"), not a server fault.
@@ -317,6 +347,10 @@ fn check(outcomes: &[Outcome]) -> Result<Tally, Vec<String>> {
     let mut faults = Vec::new();
     for o in outcomes {
         let fault = |why: String| format!("request {} ({:?}): {why}", o.index, o.kind);
+        if o.retried_429 > 0 && !matches!(o.kind, Kind::Speech { .. } | Kind::Drop { .. }) {
+            faults.push(fault("429 for a request the queue never sees".into()));
+        }
+        t.retried_429 += o.retried_429;
         let reply = match (&o.result, &o.kind) {
             (Ok(r), _) => r,
             (Err(ClientError::CutBody { status: 200, received, .. }), Kind::Speech { stream: true, .. }) => {
@@ -396,6 +430,10 @@ fn check(outcomes: &[Outcome]) -> Result<Tally, Vec<String>> {
     if faults.is_empty() { Ok(t) } else { Err(faults) }
 }
 
+/// The mixed run's `--max-queue`: half the clients of the short version, so that the server is
+/// overloaded and must answer 429 with Retry-After.
+const MAX_QUEUE: usize = 32;
+
 /// Requests of the warm-up before the mixed run: one full batch (the server's default
 /// `--max-batch` 16) of the longest texts, so that the engine's buffers meet their largest shapes
 /// before memory is compared.
@@ -442,7 +480,8 @@ fn load_test(requests: usize, clients: usize, comparison_requests: usize) {
     let key = format!("k-{}", mix(seed));
     println!("load test: {requests} requests from {clients} clients (seed {seed}; TTS_TEST_SEED={seed} replays the mix)");
 
-    let server = ServerProcess::spawn(&model, &[], Some(&key));
+    // a queue shorter than the clients: the server is overloaded, and answers 429s
+    let server = ServerProcess::spawn(&model, &["--max-queue", &MAX_QUEUE.to_string()], Some(&key));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(server.pid(), stop.clone());
     let rss_at_start = rss_bytes(server.pid());
@@ -460,6 +499,9 @@ fn load_test(requests: usize, clients: usize, comparison_requests: usize) {
     let tally = check(&outcomes).unwrap_or_else(|f| {
         panic!("{} of {requests} requests went wrong:\n{}\nserver stderr:\n{}", f.len(), f.join("\n"), server.stderr())
     });
+    if clients >= 2 * MAX_QUEUE {
+        assert!(tally.retried_429 > 0, "{clients} clients never filled a queue of {MAX_QUEUE}: no overload was tested");
+    }
     let answered = tally.ok + tally.rejected_429 + tally.expected_4xx + tally.no_speech + tally.cut_streams.len();
     // a cut stream is the request's own outcome, not the load's: alone, it is cut at the same byte
     for &(index, received) in &tally.cut_streams {
@@ -529,11 +571,13 @@ fn load_test(requests: usize, clients: usize, comparison_requests: usize) {
     let mut table = vec![
         format!("load test of `tts serve` (tiny model, Cpu, debug={}):", cfg!(debug_assertions)),
         format!(
-            "  requests {requests} from {clients} clients in {:.1} s: 200 {} ({} streamed), 429 {}, expected 4xx {}, \
+            "  requests {requests} from {clients} clients in {:.1} s: 200 {} ({} streamed), 429s waited out and retried {}, \
+             429 at the end {}, expected 4xx {}, \
              500 no-speech (the random model's chance) {}, streams cut by it {}, dropped by us {}, lost 0",
             wall.as_secs_f64(),
             tally.ok,
             tally.stream_latency.len(),
+            tally.retried_429,
             tally.rejected_429,
             tally.expected_4xx,
             tally.no_speech,
