@@ -5,7 +5,8 @@
 //! The mix: texts from one word to a few sentences (some long enough to be split into segments),
 //! WAV and PCM, whole and streamed (`stream_format: "audio"`), clients that hang up mid-stream, malformed
 //! requests (bad JSON, an unknown field, empty input, `speed` 2.0, a body over the 1 MiB limit)
-//! and a wrong API key. Bounds: every request gets a status (2xx, the expected 4xx, or 429 with
+//! and a wrong API key, against a queue shorter than the clients (`--max-queue 32`): the 429s
+//! (each with a Retry-After) are waited out and retried, as a well-behaved client does. Bounds: every request gets a status (2xx, the expected 4xx, or 429 with
 //! Retry-After), none is lost (sent = answered + dropped by us), the server still answers `/health`
 //! at the end and exits 0 on SIGTERM, its resident memory stays bounded, and every 200 carries
 //! valid audio. Then the same non-streamed workload (fixed seeds) against `--max-batch 16` and
