@@ -2,6 +2,8 @@
 //! them, and its voice.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod spawned;
+
 use std::path::{Path, PathBuf};
 
 use tts_engine::voice::Conditionals;
