@@ -36,7 +36,9 @@ prepare() {
   # the tests of the crates that drive the Cuda backend, and the parity harness of the root package
   cargo test --release --no-run --message-format=json \
     -p tts-kernels -p tts-t3 -p tts-s3gen -p tts-suite >"$json"
-  cargo build --release -p tts-engine --bin tts >&2
+  # without the HTTP server (the `serve` feature): the runner does not serve, and the payload and
+  # the tree share the device tool's 64 MiB
+  cargo build --release -p tts-engine --bin tts --no-default-features >&2
   rm -rf "$stage" "$stage.partial"
   mkdir -p "$stage.partial/payload/bin"
   # executable + "package/target" label of each test binary (profile.test), from cargo's JSON

@@ -22,6 +22,7 @@ pub mod join;
 pub mod output;
 pub mod segment;
 pub mod selfcheck;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod speak;
 pub mod stream;

@@ -40,6 +40,7 @@ enum Command {
     /// Serves speech over HTTP: OpenAI's POST /v1/audio/speech (WAV or PCM, whole or streamed),
     /// /health, /ready, /metrics; requests are batched on one engine thread behind a bounded queue
     /// (full: 429). Listens on loopback unless --host says otherwise; SIGTERM/SIGINT drain and stop.
+    #[cfg(feature = "serve")]
     Serve(cli::serve::ServeArgs),
     /// Shows what would run: the backend and device, the CPU's instruction paths, the model (its id,
     /// revision and commit, dimensions and files) and the kernel cache. Reads the model's configs,
@@ -217,6 +218,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             Ok(all_ok)
         }
         Command::Speak(args) => cli::speak::run(args),
+        #[cfg(feature = "serve")]
         Command::Serve(args) => cli::serve::run(args),
         Command::Info { model, backend } => cli::info::run(&model, &backend),
         Command::Voice { command: VoiceCommand::Create { input, model, out, backend } } => {

@@ -2,6 +2,7 @@
 //! progress bars; one module per larger command.
 pub mod info;
 pub mod progress;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod speak;
 
