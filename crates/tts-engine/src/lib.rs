@@ -26,6 +26,7 @@ pub mod selfcheck;
 pub mod serve;
 pub mod speak;
 pub mod stream;
+pub mod stretch;
 pub mod synthesize;
 pub mod synthetic;
 #[cfg(test)]

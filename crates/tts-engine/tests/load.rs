@@ -4,7 +4,7 @@
 //!
 //! The mix: texts from one word to a few sentences (some long enough to be split into segments),
 //! WAV and PCM, whole and streamed (`stream_format: "audio"`), clients that hang up mid-stream, malformed
-//! requests (bad JSON, an unknown field, empty input, `speed` 2.0, a body over the 1 MiB limit)
+//! requests (bad JSON, an unknown field, empty input, `speed` 9.0, a body over the 1 MiB limit)
 //! and a wrong API key, against a queue shorter than the clients (`--max-queue 32`): the 429s
 //! (each with a Retry-After) are waited out and retried, as a well-behaved client does. Bounds: every request gets a status (2xx, the expected 4xx, or 429 with
 //! Retry-After), none is lost (sent = answered + dropped by us), the server still answers `/health`
@@ -74,20 +74,20 @@ enum Malformed {
     BadJson,
     UnknownField,
     EmptyInput,
-    Speed2,
+    Speed9,
     BodyTooLarge,
 }
 
 impl Malformed {
     const ALL: [Malformed; 5] =
-        [Malformed::BadJson, Malformed::UnknownField, Malformed::EmptyInput, Malformed::Speed2, Malformed::BodyTooLarge];
+        [Malformed::BadJson, Malformed::UnknownField, Malformed::EmptyInput, Malformed::Speed9, Malformed::BodyTooLarge];
 
     fn body(self) -> Vec<u8> {
         match self {
             Malformed::BadJson => br#"{"input": "Hello there.", "seed": "#.to_vec(),
             Malformed::UnknownField => br#"{"input": "Hello there.", "colour": "blue"}"#.to_vec(),
             Malformed::EmptyInput => br#"{"input": ""}"#.to_vec(),
-            Malformed::Speed2 => br#"{"input": "Hello there.", "speed": 2.0}"#.to_vec(),
+            Malformed::Speed9 => br#"{"input": "Hello there.", "speed": 9.0}"#.to_vec(),
             Malformed::BodyTooLarge => {
                 let pad = "x".repeat(MAX_BODY + 1024);
                 format!(r#"{{"input": "Hello there.", "instructions": "{pad}"}}"#).into_bytes()

@@ -257,6 +257,28 @@ fn a_streamed_request_is_chunked_with_unknown_wav_sizes_and_as_long_as_the_whole
     assert!(metric(server.addr, "tts_ttfa_seconds_count") >= 1.0);
 }
 
+/// `speed`: the same request at speed 2 and 0.5 is half and twice as long (the same speech,
+/// time-stretched at the same pitch).
+#[test]
+fn speed_stretches_the_audio() {
+    let server = Server::default();
+    let seed = fresh_seed();
+    let len = |speed: f64| {
+        let r = speech(
+            server.addr,
+            &serde_json::json!({"input": text(seed), "seed": seed, "max_new_tokens": MAX_NEW_TOKENS, "response_format": "pcm",
+                                "speed": speed}),
+        );
+        assert_eq!(r.status, 200, "seed {seed}: {}", String::from_utf8_lossy(&r.body));
+        r.body.len() / 2
+    };
+    let one = len(1.0);
+    for speed in [2.0, 0.5] {
+        let n = len(speed);
+        assert_eq!(n, (one as f64 / speed).round() as usize, "seed {seed}: speed {speed}");
+    }
+}
+
 /// `stream_format: "sse"`: `speech.audio.delta` events whose base64 audio, put together, is the
 /// byte stream `stream_format: "audio"` sends for the same request, then one `speech.audio.done`
 /// with the speech tokens spoken.
@@ -417,7 +439,8 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         (b"{\"input\": ".to_vec(), 400, None),
         (b"[\"Hello\"]".to_vec(), 400, None),
         (ok(serde_json::json!({"response_format": "mp3"})), 400, Some("response_format")),
-        (ok(serde_json::json!({"speed": 2.0})), 400, Some("speed")),
+        (ok(serde_json::json!({"speed": 5.0})), 400, Some("speed")),
+        (ok(serde_json::json!({"speed": 2.0, "stream_format": "audio"})), 400, Some("speed")),
         (ok(serde_json::json!({"input": ""})), 400, Some("input")),
         (ok(serde_json::json!({"input": "   "})), 400, Some("input")),
         (ok(serde_json::json!({"temperature": 0})), 400, Some("temperature")),

@@ -366,7 +366,16 @@ async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> R
         Ok(Ok(Err(e))) => return Err(engine_error(state, &e)),
         Ok(Ok(Ok(audio))) => audio,
     };
-    let bytes = encode(&audio.samples, audio.sample_rate, format, None).map_err(|e| engine_error(state, &e))?;
+    let samples = if parsed.speed == 1.0 {
+        audio.samples
+    } else {
+        let speed = parsed.speed;
+        tokio::task::spawn_blocking(move || crate::stretch::time_stretch(&audio.samples, speed))
+            .await
+            .map_err(|e| engine_error(state, &Error::Internal(format!("time-stretching: {e}"))))?
+            .map_err(|e| engine_error(state, &e))?
+    };
+    let bytes = encode(&samples, tts_s3gen::SAMPLE_RATE, format, None).map_err(|e| engine_error(state, &e))?;
     let len = bytes.len();
     Ok(audio_response(format.container, Body::from(bytes), Some(len)))
 }

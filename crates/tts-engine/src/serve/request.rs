@@ -9,7 +9,8 @@
 //!   handler (unknown: 404).
 //! - `response_format`: `wav` (default: OpenAI's is mp3, which is not served) or `pcm` (s16
 //!   little-endian, 24 kHz mono, as OpenAI's); others: 400 naming these two.
-//! - `speed`: 1.0 only (400 otherwise: no time-stretch yet).
+//! - `speed`: 0.25 to 4.0 (default 1.0): the speech that much faster at the same pitch (WSOLA,
+//!   [`crate::stretch`]); whole responses only (with `stream_format`: 400).
 //! - `stream_format`: `"audio"` streams the audio as it is produced (chunked transfer); `"sse"`
 //!   sends it as server-sent events (OpenAI's `speech.audio.delta` with base64 audio, then
 //!   `speech.audio.done`); absent: the whole file at once.
@@ -87,6 +88,9 @@ pub struct SpeechRequest {
     pub container: Container,
     /// `None`: the whole file at once.
     pub stream: Option<StreamFormat>,
+    /// The audio played this many times faster at the same pitch ([`crate::stretch`]; whole
+    /// responses only).
+    pub speed: f64,
 }
 
 /// `field` of `map` as a `T` (absent or null: `None`); a value of the wrong type names the field.
@@ -152,11 +156,9 @@ impl SpeechRequest {
                 ));
             }
         };
-        if let Some(speed) = take::<f64>(&map, "speed")?
-            && speed != 1.0
-        {
-            return Err(ApiError::bad("speed", format!("speed {speed} is not supported: only 1.0"), "invalid_value"));
-        }
+        let speed = take::<f64>(&map, "speed")?.unwrap_or(1.0);
+        crate::stretch::check_speed(speed)
+            .map_err(|_| ApiError::bad("speed", format!("speed {speed} is out of range: 0.25 to 4.0"), "invalid_value"))?;
         let stream = match take::<String>(&map, "stream_format")?.as_deref() {
             None => None,
             Some("audio") => Some(StreamFormat::Audio),
@@ -171,6 +173,13 @@ impl SpeechRequest {
                 ));
             }
         };
+        if speed != 1.0 && stream.is_some() {
+            return Err(ApiError::bad(
+                "speed",
+                format!("speed {speed} needs a whole response: leave stream_format out (streams play at speed 1.0)"),
+                "invalid_value",
+            ));
+        }
         let mut options = SpeakOptions::default();
         for (field, slot) in [
             ("exaggeration", &mut options.exaggeration),
@@ -198,7 +207,7 @@ impl SpeechRequest {
             err.code = "invalid_value".into();
             err
         })?;
-        Ok(SpeechRequest { request: Request::new(input).with_options(options), voice_id, container, stream })
+        Ok(SpeechRequest { request: Request::new(input).with_options(options), voice_id, container, stream, speed })
     }
 }
 
@@ -224,6 +233,7 @@ mod tests {
         assert_eq!(r.stream, Some(StreamFormat::Audio));
         assert_eq!(parse(r#"{"input":"hi","stream_format":"sse"}"#).unwrap().stream, Some(StreamFormat::Sse));
         assert_eq!(parse(r#"{"input":"hi"}"#).unwrap().stream, None);
+        assert_eq!(parse(r#"{"input":"hi","speed":0.5}"#).unwrap().speed, 0.5);
         assert_eq!(r.request.options.seed, seed);
         assert_eq!(r.request.options.temperature, t);
         assert_eq!(r.request.options.max_new_tokens, n);
@@ -237,7 +247,9 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         for (body, param, status) in [
-            (r#"{"input":"hi","speed":2.0}"#, "speed", 400),
+            (r#"{"input":"hi","speed":4.5}"#, "speed", 400),
+            (r#"{"input":"hi","speed":0}"#, "speed", 400),
+            (r#"{"input":"hi","speed":1.5,"stream_format":"audio"}"#, "speed", 400),
             (r#"{"input":"hi","response_format":"mp3"}"#, "response_format", 400),
             (r#"{"input":"hi","stream_format":"websocket"}"#, "stream_format", 400),
             (r#"{"input":"hi","temperature":0}"#, "temperature", 400),
