@@ -258,7 +258,7 @@ fn a_streamed_request_is_chunked_with_unknown_wav_sizes_and_as_long_as_the_whole
 }
 
 /// `speed`: the same request at speed 2 and 0.5 is half and twice as long (the same speech,
-/// time-stretched at the same pitch).
+/// time-stretched at the same pitch). `response_format: "flac"`: the same samples as the WAV.
 #[test]
 fn speed_stretches_the_audio() {
     let server = Server::default();
@@ -273,6 +273,20 @@ fn speed_stretches_the_audio() {
         r.body.len() / 2
     };
     let one = len(1.0);
+    let get = |format: &str| {
+        let r = speech(
+            server.addr,
+            &serde_json::json!({"input": text(seed), "seed": seed, "max_new_tokens": MAX_NEW_TOKENS, "response_format": format}),
+        );
+        assert_eq!(r.status, 200, "seed {seed}: {}", String::from_utf8_lossy(&r.body));
+        r
+    };
+    let (wav, flac) = (get("wav"), get("flac"));
+    assert_eq!(flac.header("content-type"), Some("audio/flac"));
+    let from_flac = tts_voice::audio::decode(&flac.body, "flac").unwrap();
+    let from_wav = tts_voice::audio::decode(&wav.body, "wav").unwrap();
+    assert_eq!(from_flac.samples.len(), one);
+    assert_eq!(from_flac.samples, from_wav.samples, "seed {seed}: FLAC and WAV hold different samples");
     for speed in [2.0, 0.5] {
         let n = len(speed);
         assert_eq!(n, (one as f64 / speed).round() as usize, "seed {seed}: speed {speed}");

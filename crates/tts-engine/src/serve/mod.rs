@@ -10,6 +10,7 @@
 //!   from the engine's [`ErrorKind`] ([`error_status`]);
 //! - an optional bearer API key, compared in constant time (`/v1/*` only);
 //! - the engine runs on one worker thread behind a bounded queue ([`scheduler`]).
+pub mod flac;
 pub mod metrics;
 pub mod request;
 pub mod scheduler;
@@ -375,6 +376,16 @@ async fn speech_inner(state: &AppState, req: HttpRequest, arrived: Instant) -> R
             .map_err(|e| engine_error(state, &Error::Internal(format!("time-stretching: {e}"))))?
             .map_err(|e| engine_error(state, &e))?
     };
+    if parsed.flac {
+        let bytes = tokio::task::spawn_blocking(move || flac::encode_flac(&samples, tts_s3gen::SAMPLE_RATE))
+            .await
+            .map_err(|e| engine_error(state, &Error::Internal(format!("FLAC encoding: {e}"))))?
+            .map_err(|e| engine_error(state, &e))?;
+        let len = bytes.len();
+        let mut r = audio_response(format.container, Body::from(bytes), Some(len));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/flac"));
+        return Ok(r);
+    }
     let bytes = encode(&samples, tts_s3gen::SAMPLE_RATE, format, None).map_err(|e| engine_error(state, &e))?;
     let len = bytes.len();
     Ok(audio_response(format.container, Body::from(bytes), Some(len)))

@@ -7,8 +7,9 @@
 //!   `ballad`, `coral`, `echo`, `fable`, `nova`, `onyx`, `sage`, `shimmer`, `verse`, `marin`,
 //!   `cedar`), or absent; otherwise the id of an uploaded voice (`POST /v1/voices`), looked up by the
 //!   handler (unknown: 404).
-//! - `response_format`: `wav` (default: OpenAI's is mp3, which is not served) or `pcm` (s16
-//!   little-endian, 24 kHz mono, as OpenAI's); others: 400 naming these two.
+//! - `response_format`: `wav` (default: OpenAI's is mp3, which is not served), `flac` (16-bit,
+//!   whole responses only) or `pcm` (s16 little-endian, 24 kHz mono, as OpenAI's); others: 400
+//!   naming these.
 //! - `speed`: 0.25 to 4.0 (default 1.0): the speech that much faster at the same pitch (WSOLA,
 //!   [`crate::stretch`]); whole responses only (with `stream_format`: 400).
 //! - `stream_format`: `"audio"` streams the audio as it is produced (chunked transfer); `"sse"`
@@ -85,7 +86,10 @@ pub struct SpeechRequest {
     pub request: Request,
     /// An uploaded voice's id (`POST /v1/voices`), to be looked up; `None`: the built-in voice.
     pub voice_id: Option<String>,
+    /// `wav` or `pcm` (`flac` is sent as [`SpeechRequest::flac`] says).
     pub container: Container,
+    /// `response_format: "flac"` (whole responses only).
+    pub flac: bool,
     /// `None`: the whole file at once.
     pub stream: Option<StreamFormat>,
     /// The audio played this many times faster at the same pitch ([`crate::stretch`]; whole
@@ -145,13 +149,14 @@ impl SpeechRequest {
             Some(v) if v == BUILTIN_VOICE_ID || OPENAI_VOICES.contains(&v.as_str()) => None,
             Some(v) => Some(v),
         };
-        let container = match take::<String>(&map, "response_format")?.as_deref() {
-            None | Some("wav") => Container::Wav,
-            Some("pcm") => Container::Pcm,
+        let (container, flac) = match take::<String>(&map, "response_format")?.as_deref() {
+            None | Some("wav") => (Container::Wav, false),
+            Some("pcm") => (Container::Pcm, false),
+            Some("flac") => (Container::Wav, true),
             Some(f) => {
                 return Err(ApiError::bad(
                     "response_format",
-                    format!("response_format {f:?} is not supported: use \"wav\" or \"pcm\" (s16le, 24 kHz mono)"),
+                    format!("response_format {f:?} is not supported: use \"wav\", \"flac\" or \"pcm\" (s16le, 24 kHz mono)"),
                     "invalid_value",
                 ));
             }
@@ -173,6 +178,13 @@ impl SpeechRequest {
                 ));
             }
         };
+        if flac && stream.is_some() {
+            return Err(ApiError::bad(
+                "response_format",
+                "flac is sent whole: leave stream_format out, or stream \"wav\" or \"pcm\"".into(),
+                "invalid_value",
+            ));
+        }
         if speed != 1.0 && stream.is_some() {
             return Err(ApiError::bad(
                 "speed",
@@ -207,7 +219,7 @@ impl SpeechRequest {
             err.code = "invalid_value".into();
             err
         })?;
-        Ok(SpeechRequest { request: Request::new(input).with_options(options), voice_id, container, stream, speed })
+        Ok(SpeechRequest { request: Request::new(input).with_options(options), voice_id, container, flac, stream, speed })
     }
 }
 
@@ -251,6 +263,7 @@ mod tests {
             (r#"{"input":"hi","speed":0}"#, "speed", 400),
             (r#"{"input":"hi","speed":1.5,"stream_format":"audio"}"#, "speed", 400),
             (r#"{"input":"hi","response_format":"mp3"}"#, "response_format", 400),
+            (r#"{"input":"hi","response_format":"flac","stream_format":"audio"}"#, "response_format", 400),
             (r#"{"input":"hi","stream_format":"websocket"}"#, "stream_format", 400),
             (r#"{"input":"hi","temperature":0}"#, "temperature", 400),
             (r#"{"input":"hi","top_p":"high"}"#, "top_p", 400),
