@@ -19,6 +19,7 @@ pub mod error;
 pub mod hub;
 pub mod join;
 pub mod output;
+pub mod peak;
 pub mod segment;
 pub mod selfcheck;
 pub mod serve;

@@ -20,6 +20,7 @@ mod hift;
 pub mod isa;
 mod layernorm;
 mod linear;
+pub mod peak;
 mod pointwise;
 mod rmsnorm;
 mod rope;
