@@ -17,6 +17,12 @@ if [ ! -f "$dir/t3_cfg.safetensors" ]; then
   "$py" tools/reference/generate.py t3_prefill --seed 1 --full-size --threads 2 --out "$dir"
 fi
 cargo build --release -q -p tts-engine
+# `tts --model-dir` takes a directory holding T3 and S3Gen; bench-t3 reads only T3: a directory of
+# links to the case's files and an empty s3gen.safetensors stands for it
+run_dir=$(mktemp -d)
+trap 'rm -rf "$run_dir"' EXIT
+for f in "$dir"/*; do ln -s "$(realpath "$f")" "$run_dir/"; done
+[ -e "$run_dir/s3gen.safetensors" ] || : > "$run_dir/s3gen.safetensors"
 echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
 ref=$("$py" tools/bench/t3_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
@@ -30,7 +36,7 @@ paths=avx2
 for backend in cpu cpu-bf16; do
   for path in $paths; do
     echo "== this engine (--backend $backend, TTS_CPU_ISA=$path)"
-    ours=$(TTS_CPU_ISA=$path target/release/tts bench-t3 --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+    ours=$(TTS_CPU_ISA=$path target/release/tts bench-t3 --model-dir "$run_dir" --backend "$backend" --batch 1 --tokens "$tokens")
     echo "$ours"
     python3 - "$ref" "$ours" "$backend" "$path" "$peak" <<'PY'
 import json, sys
