@@ -45,7 +45,7 @@ pub use hift::{
 };
 pub use isa::{ALL_ISAS, Isa, IsaError};
 pub use layernorm::layer_norm;
-pub use linear::{linear, linear_bf16_weights, linear_packed};
+pub use linear::{linear, linear_bf16_weights, linear_bf16_weights_with, linear_packed, linear_with};
 pub use pointwise::{
     Activation, activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols,
 };
