@@ -110,6 +110,7 @@ impl SharedOut {
 type Dot4<W> = fn([&[f32]; 4], &[W], &mut [f32; 4], bool);
 
 /// The GEMV of [`linear`] over any weight element, with its 4-row dot product.
+#[allow(clippy::too_many_arguments)] // the product's operands and shape, its dot product, and whether AVX2 may run
 fn gemv_with<W: Sync>(x: &[f32], w: &[W], out: &mut [f32], m: usize, n: usize, k: usize, dot: Dot4<W>, simd: bool) {
     use rayon::prelude::*;
     let dst = SharedOut(out.as_mut_ptr());
