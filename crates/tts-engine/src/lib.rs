@@ -20,6 +20,7 @@ pub mod error;
 pub mod hub;
 pub mod join;
 pub mod output;
+pub mod peak;
 pub mod segment;
 pub mod selfcheck;
 #[cfg(feature = "serve")]

@@ -89,6 +89,18 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         tokens: usize,
     },
+    /// Measures the machine's limits: the multiply-add peak of each vector instruction path the CPU
+    /// supports (AVX2 FMA, AVX-512 FMA, AVX-512 BF16 dot products) on 1 and all threads, and the
+    /// read bandwidth of a large buffer on 1 and all threads; medians of RUNS. Also prints
+    /// `key value` lines.
+    BenchPeak {
+        /// Timed runs of each measurement (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// MiB of the buffer the bandwidth sums.
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+    },
     /// Measures voice cloning: the seconds to compute a voice from a recording
     /// (`prepare_conditionals`: decoding, resampling, prompt mel, VoiceEncoder, S3Tokenizer twice,
     /// CAMPPlus), median of RUNS after a warm-up, on the Cpu. With --synthetic, the full-size models
@@ -335,6 +347,24 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             );
             Ok(true)
         }
+        Command::BenchPeak { runs, mib } => {
+            let threads = rayon::current_num_threads();
+            println!("cpu: {} ({threads} threads)", bench::cpu_features());
+            println!("flops: a fused multiply-add is 2 per f32 lane; vdpbf16ps 4 per f32 lane (2 bf16 products added)");
+            let (figures, skipped) = tts_engine::peak::measure(threads, mib << 20, runs.max(1));
+            for s in &skipped {
+                println!("skipped {s}");
+            }
+            for f in &figures {
+                println!("{:>58}: {:8.1}", f.what, f.value);
+            }
+            println!("cpu_path {}", tts_kernels::cpu::isa::active());
+            println!("threads {threads}");
+            for f in &figures {
+                println!("{} {:.2}", f.key, f.value);
+            }
+            Ok(true)
+        }
         Command::BenchT3 { model, backend, batch, tokens } => {
             let source = model.resolve(&Bars::new(false))?;
             if tokens < bench::MIN_T3_TOKENS {
@@ -358,12 +388,15 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 weights as f64 / 1e9
             );
             println!("copy bandwidth: {:.1} GB/s (read + write bytes; {}, {} MiB)", copy.gbps, copy.method, copy.bytes >> 20);
+            let cpu = bench::cpu_features();
+            println!("cpu: {cpu} ({} threads)", rayon::current_num_threads());
             println!(
                 "{}",
                 machine_line(
                     "bench-t3-setup",
                     &[
                         ("backend", label.into()),
+                        ("cpu", cpu.clone()),
                         ("load_s", format!("{load_s:.2}")),
                         ("weights_bytes", weights.to_string()),
                         ("copy_gbps", format!("{:.2}", copy.gbps)),
@@ -400,6 +433,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                                 "bench-t3",
                                 &[
                                     ("backend", label.into()),
+                                    ("cpu", cpu.clone()),
                                     ("batch", s.batch.to_string()),
                                     ("tokens_per_request", format!("{:.1}", s.tokens_per_request)),
                                     ("steps", s.decode_steps.to_string()),

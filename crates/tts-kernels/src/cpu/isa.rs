@@ -70,7 +70,7 @@ impl Isa {
     }
 
     /// The first feature of [`Isa::required_features`] this CPU lacks.
-    fn missing_feature(self) -> Option<&'static str> {
+    pub fn missing_feature(self) -> Option<&'static str> {
         self.required_features().iter().copied().find(|f| !cpu_has(f))
     }
 

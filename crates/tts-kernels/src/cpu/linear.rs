@@ -1,4 +1,5 @@
 //! Dense layers.
+use super::isa::Isa;
 
 /// Up to this many rows of `x`, [`linear`] streams the weight once per 4 rows with a GEMV-style
 /// kernel (decode steps); above it, matrixmultiply's packed GEMM (prefill).
@@ -11,6 +12,13 @@ const GEMV_COLS_PER_TASK: usize = 32;
 /// Decode-sized inputs (m ≤ 16) take a multithreaded GEMV that reads each weight row once per
 /// 4 input rows (AVX2+FMA when the CPU has it); larger m uses matrixmultiply's packed sgemm.
 pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+    linear_with(super::isa::active(), x, w, out, m, n, k)
+}
+
+/// [`linear`] on the instruction path `isa`: its GEMV takes AVX2+FMA when `isa` allows it (the
+/// wider paths run the AVX2 code: a decode step's weights go through the packed GEMV,
+/// [`super::gemv_packed_with`]); a path the CPU lacks runs as the widest it has.
+pub fn linear_with(isa: Isa, x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
     debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     if m == 0 || n == 0 {
         return;
@@ -20,7 +28,7 @@ pub fn linear(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usiz
         return;
     }
     if m <= GEMV_MAX_ROWS {
-        return gemv(x, w, out, m, n, k);
+        return gemv_with(x, w, out, m, n, k, dots4, simd_allowed(isa));
     }
     linear_packed(x, w, out, m, n, k)
 }
@@ -98,18 +106,14 @@ impl SharedOut {
     }
 }
 
-fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
-    gemv_with(x, w, out, m, n, k, dots4);
-}
-
 /// Four dot products of input rows with one weight row (`simd`: AVX2+FMA may be used).
 type Dot4<W> = fn([&[f32]; 4], &[W], &mut [f32; 4], bool);
 
 /// The GEMV of [`linear`] over any weight element, with its 4-row dot product.
-fn gemv_with<W: Sync>(x: &[f32], w: &[W], out: &mut [f32], m: usize, n: usize, k: usize, dot: Dot4<W>) {
+#[allow(clippy::too_many_arguments)] // the product's operands and shape, its dot product, and whether AVX2 may run
+fn gemv_with<W: Sync>(x: &[f32], w: &[W], out: &mut [f32], m: usize, n: usize, k: usize, dot: Dot4<W>, simd: bool) {
     use rayon::prelude::*;
     let dst = SharedOut(out.as_mut_ptr());
-    let simd = simd_available();
     w[..n * k].par_chunks(k * GEMV_COLS_PER_TASK).enumerate().for_each(|(t, wc)| {
         let j0 = t * GEMV_COLS_PER_TASK;
         let mut acc = [0f32; 4];
@@ -131,6 +135,11 @@ fn gemv_with<W: Sync>(x: &[f32], w: &[W], out: &mut [f32], m: usize, n: usize, k
 /// fly, so a decode step reads half the bytes (the GEMV path); for many rows over a small weight it is
 /// widened once and multiplied by the packed GEMM.
 pub fn linear_bf16_weights(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, n: usize, k: usize) {
+    linear_bf16_weights_with(super::isa::active(), x, w, out, m, n, k)
+}
+
+/// [`linear_bf16_weights`] on the instruction path `isa` (as [`linear_with`]).
+pub fn linear_bf16_weights_with(isa: Isa, x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, n: usize, k: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -140,7 +149,7 @@ pub fn linear_bf16_weights(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usiz
     }
     if m < WIDEN_MIN_ROWS || n * k > WIDEN_MAX_WEIGHT {
         // decode-sized: the GEMV widens each weight on the fly and reads it once per 4 rows
-        return gemv_with(x, w, out, m, n, k, dots4_bf16);
+        return gemv_with(x, w, out, m, n, k, dots4_bf16, simd_allowed(isa));
     }
     // many rows over a small weight (S3Gen's convolutions over hundreds of frames): widening the
     // weight once into a fresh buffer is small next to the m·n·k multiply-adds, and the packed GEMM
@@ -200,7 +209,12 @@ unsafe fn dots4_bf16_avx2(xs: [&[f32]; 4], w: &[half::bf16], acc: &mut [f32; 4])
 /// Whether the AVX2+FMA code may run: the CPU has it and the selected path ([`super::isa::active`])
 /// allows it.
 pub(super) fn simd_available() -> bool {
-    super::isa::active().allows(super::isa::Isa::Avx2)
+    simd_allowed(super::isa::active())
+}
+
+/// Whether the AVX2+FMA code may run on the path `isa`: `isa` allows it and the CPU has it.
+fn simd_allowed(isa: Isa) -> bool {
+    isa.min(Isa::best()).allows(Isa::Avx2)
 }
 
 /// `acc[r] = xs[r] · w` for four rows at once (rows may repeat).
@@ -314,11 +328,13 @@ pub(super) mod tests {
         fn linear_matches_naive(m in 1usize..40, n in 1usize..80, k in 0usize..70, seed in any::<u64>()) {
             let x = crate::testing::random_f32(seed, m * k, 1.0);
             let w = crate::testing::random_f32(seed ^ 1, n * k, 1.0);
-            let mut out = vec![f32::NAN; m * n];
-            linear(&x, &w, &mut out, m, n, k);
             let want = naive_linear(&x, &w, m, n, k);
-            for (g, w) in out.iter().zip(&want) {
-                prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{} vs {}", g, w);
+            for isa in Isa::supported_paths() {
+                let mut out = vec![f32::NAN; m * n];
+                linear_with(isa, &x, &w, &mut out, m, n, k);
+                for (g, w) in out.iter().zip(&want) {
+                    prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{isa}: {} vs {}", g, w);
+                }
             }
         }
 
@@ -327,11 +343,13 @@ pub(super) mod tests {
             let x = crate::testing::random_f32(seed, m * k, 1.0);
             let wb: Vec<half::bf16> = crate::testing::random_f32(seed ^ 1, n * k, 1.0).iter().map(|&v| half::bf16::from_f32(v)).collect();
             let wf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
-            let mut got = vec![f32::NAN; m * n];
-            linear_bf16_weights(&x, &wb, &mut got, m, n, k);
             let want = naive_linear(&x, &wf, m, n, k);
-            for (g, w) in got.iter().zip(&want) {
-                prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{} vs {}", g, w);
+            for isa in Isa::supported_paths() {
+                let mut got = vec![f32::NAN; m * n];
+                linear_bf16_weights_with(isa, &x, &wb, &mut got, m, n, k);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{isa}: {} vs {}", g, w);
+                }
             }
         }
 

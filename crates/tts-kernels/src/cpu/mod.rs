@@ -20,6 +20,7 @@ mod hift;
 pub mod isa;
 mod layernorm;
 mod linear;
+pub mod peak;
 mod pointwise;
 mod rmsnorm;
 mod rope;
@@ -35,7 +36,7 @@ pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
 pub use gemm_panels::{gemm_panels, pack_gemm, packed_gemm_len, unpack_gemm};
-pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, pack_gemv, packed_gemv_len, unpack_gemv};
+pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, gemv_packed_with, pack_gemv, packed_gemv_len, unpack_gemv};
 pub use groupnorm::group_norm;
 pub use hift::{
     HIFT_BINS, HIFT_HOP, HIFT_N_FFT, HIFT_NOISE_STD, HIFT_SINE_AMP, HIFT_SOURCE_HARMONICS, HIFT_TWO_PI, HIFT_UNVOICED_NOISE,
@@ -44,7 +45,7 @@ pub use hift::{
 };
 pub use isa::{ALL_ISAS, Isa, IsaError};
 pub use layernorm::layer_norm;
-pub use linear::{linear, linear_bf16_weights, linear_packed};
+pub use linear::{linear, linear_bf16_weights, linear_bf16_weights_with, linear_packed, linear_with};
 pub use pointwise::{
     Activation, activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols,
 };
