@@ -84,9 +84,28 @@ impl Isa {
         ALL_ISAS.into_iter().filter(|i| i.supported()).collect()
     }
 
+    /// The paths a test runs: [`Isa::supported_paths`], after printing `skipped <path>: this CPU
+    /// lacks <feature>` for each of the others (so that a run on a narrower CPU says what it left
+    /// out, by name).
+    pub fn tested_paths() -> Vec<Isa> {
+        for isa in ALL_ISAS {
+            if let Some(missing) = isa.missing_feature() {
+                eprintln!("skipped {isa}: this CPU lacks {missing}");
+            }
+        }
+        Isa::supported_paths()
+    }
+
     /// The widest path this CPU can run.
     pub fn best() -> Isa {
         ALL_ISAS.into_iter().rev().find(|i| i.supported()).unwrap_or(Isa::Portable)
+    }
+
+    /// The path a kernel asked for `self` runs: `self` when this CPU supports it, else the widest path
+    /// this CPU has (paths nest), so that a kernel's `*_with(isa, ...)` form never runs instructions
+    /// the CPU lacks.
+    pub fn runnable(self) -> Isa {
+        self.min(Isa::best())
     }
 
     /// Whether code written for `needed` may run when `self` is the selected path (paths nest).
@@ -160,15 +179,11 @@ pub fn active() -> Isa {
 /// What the CPU has and the path taken, for bench and `tts info` output: e.g.
 /// `avx2+fma,avx512f,avx512bf16;path=avx512bf16`.
 pub fn describe() -> String {
-    let have: Vec<&str> = [
-        (Isa::Avx2, "avx2+fma"),
-        (Isa::Avx512, "avx512f"),
-        (Isa::Avx512Bf16, "avx512bf16"),
-    ]
-    .into_iter()
-    .filter(|(i, _)| i.supported())
-    .map(|(_, n)| n)
-    .collect();
+    let have: Vec<&str> = [(Isa::Avx2, "avx2+fma"), (Isa::Avx512, "avx512f"), (Isa::Avx512Bf16, "avx512bf16")]
+        .into_iter()
+        .filter(|(i, _)| i.supported())
+        .map(|(_, n)| n)
+        .collect();
     let have = if have.is_empty() { std::env::consts::ARCH.to_string() } else { have.join(",") };
     match selected() {
         Ok(isa) => format!("{have};path={isa}"),

@@ -30,11 +30,11 @@ pub use attention::{attention_cached, attention_dense};
 pub use attention_relpos::attention_relpos;
 pub use bad_row::{BadRow, RowValue};
 pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
-pub use conv_panels::{ConvShape, conv1d_panels, tap_major};
+pub use conv_panels::{ConvShape, conv1d_panels, conv1d_panels_with, tap_major};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
-pub use gemm_panels::{gemm_panels, pack_gemm, packed_gemm_len, unpack_gemm};
+pub use gemm_panels::{gemm_panels, gemm_panels_with, pack_gemm, packed_gemm_len, unpack_gemm};
 pub use gemv::{GEMV_GROUP, GemvElem, gemv_packed, pack_gemv, packed_gemv_len, unpack_gemv};
 pub use groupnorm::group_norm;
 pub use hift::{
