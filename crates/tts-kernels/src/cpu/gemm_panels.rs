@@ -47,7 +47,7 @@ pub(super) fn tile_rows(isa: Isa) -> usize {
     if isa.allows(Isa::Avx512) { TILE_ROWS_512 } else { TILE_ROWS }
 }
 /// Rows per parallel task, at most (see [`row_blocks`]).
-const BLOCK_ROWS: usize = 96;
+pub(super) const BLOCK_ROWS: usize = 96;
 /// Reduction length per pass over a panel.
 const K_CHUNK: usize = 1024;
 
@@ -156,7 +156,7 @@ pub(super) fn row_blocks(out: &mut [f32], m: usize, n: usize, threads: usize, ti
 }
 
 /// Multiply-adds from which [`gemm_panels`] runs its row blocks on rayon's pool.
-const PAR_MIN_WORK: usize = 1 << 20;
+pub(super) const PAR_MIN_WORK: usize = 1 << 20;
 
 /// One row block without SIMD: the kernel's order, one multiply and one add per step.
 fn scalar_block(x: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, n: usize, k: usize) {
