@@ -42,7 +42,7 @@ pub(crate) enum Packing {
     CpuGemm,
     /// A Cpu bf16 linear weight `[n, k]` as bf16 panels of 16 output columns with the pairs of `k`
     /// interleaved for `vdpbf16ps` ([`cpu::pack_gemm_bf16`]): the `cpu-bf16` device on the
-    /// `avx512bf16` path. Only `ops::linear` and `ops::conv1d_packed` read it, as above.
+    /// `avx512bf16` path where `vdpbf16ps` outpaces the f32 FMA ([`cpu::isa::bf16_dot_pays`]). Only `ops::linear` and `ops::conv1d_packed` read it, as above.
     CpuGemmBf16,
 }
 
@@ -162,7 +162,7 @@ impl Tensor {
         const OP: &str = "pack_gemm_weight";
         let (n, k) = self.packable_dims(OP)?;
         let src = self.view();
-        if self.dtype == DType::BF16 && cpu::isa::active() == cpu::isa::Isa::Avx512Bf16 {
+        if self.dtype == DType::BF16 && cpu::isa::bf16_dot_pays() {
             let len = cpu::packed_gemm_bf16_len(n, k);
             let mem = HostMem::new(len * 2, 0, 0)?;
             // SAFETY: the fresh allocation holds len bf16s, aligned.

@@ -21,7 +21,7 @@ fn packed_cpu_weights_give_the_row_major_result() {
     for dev in [Device::cpu(), Device::cpu_bf16_weights()] {
         let wd = dev.weight_dtype();
         // cpu-bf16 on AVX-512 BF16 packs bf16 pair panels for vdpbf16ps (x rounded to bf16)
-        let bf16_gemm = wd == DType::BF16 && tts_kernels::cpu::isa::active() == tts_kernels::cpu::isa::Isa::Avx512Bf16;
+        let bf16_gemm = wd == DType::BF16 && tts_kernels::cpu::isa::bf16_dot_pays();
         // (m, n, k): decode rows, odd row counts, a prefill-sized m, widths off the chunk size
         for (i, &(m, n, k)) in
             [(2, 96, 64), (1, 7, 48), (3, 45, 1024), (33, 130, 256), (300, 17, 32), (5, 9, 37), (2, 3, 200)].iter().enumerate()

@@ -62,17 +62,11 @@ pub fn conv1d_bf16_panels_with(
     super::attention::with_local(&PADDED_PAIRS, |xp| {
         xp.resize(s.batch * rows_p * cp, 0);
         let xp = &mut xp[..s.batch * rows_p * cp];
-        let bits = |v: f32| bf16::from_f32(v).to_bits() as u32;
         let fill = |(i, dst): (usize, &mut [u32])| {
             let (b, r) = (i / rows_p, i % rows_p);
             let len = lens.map_or(s.l_in, |l| l[b] as usize);
             match r.checked_sub(s.pad_left).filter(|&src| src < len) {
-                Some(src) => {
-                    let row = &x[(b * s.l_in + src) * s.c_in..][..s.c_in];
-                    for (d, pair) in dst.iter_mut().zip(row.chunks_exact(2)) {
-                        *d = bits(pair[0]) | bits(pair[1]) << 16;
-                    }
-                }
+                Some(src) => super::gemm_bf16_panels::row_pairs(&x[(b * s.l_in + src) * s.c_in..][..s.c_in], dst, dp),
                 None => dst.fill(0),
             }
         };

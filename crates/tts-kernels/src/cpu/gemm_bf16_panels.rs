@@ -99,7 +99,7 @@ pub fn gemm_bf16_panels_with(
     let block = |(r0, o): (usize, &mut [f32])| {
         let rows = o.len() / n;
         super::attention::with_local(&PAIRS, |buf| {
-            let pairs = bf16_pairs(&x[r0 * k..][..rows * k], rows, k, buf);
+            let pairs = bf16_pairs(&x[r0 * k..][..rows * k], rows, k, dp, buf);
             match dp {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (runnable); pairs holds rows·kp, o
@@ -123,21 +123,37 @@ thread_local! {
 }
 
 /// `x` `[rows, k]` rounded to bf16, as `[rows, ⌈k/2⌉]` pairs (`x[r, 2q]` in the low half, zero
-/// after an odd `k`'s last value), in `buf`.
-fn bf16_pairs<'a>(x: &[f32], rows: usize, k: usize, buf: &'a mut Vec<u32>) -> &'a [u32] {
+/// after an odd `k`'s last value), in `buf`; `vcvtne2ps2bf16` when `dp` (the scalar loop costs
+/// about as much as the GEMM at n = 256).
+fn bf16_pairs<'a>(x: &[f32], rows: usize, k: usize, dp: bool, buf: &'a mut Vec<u32>) -> &'a [u32] {
     let kp = k.div_ceil(2);
     buf.clear();
-    buf.reserve(rows * kp);
-    let bits = |v: f32| bf16::from_f32(v).to_bits() as u32;
-    for r in 0..rows {
-        let xr = &x[r * k..][..k];
-        let mut it = xr.chunks_exact(2);
-        buf.extend(it.by_ref().map(|p| bits(p[0]) | bits(p[1]) << 16));
-        if let [last] = it.remainder() {
-            buf.push(bits(*last));
-        }
+    buf.resize(rows * kp, 0);
+    for (xr, dst) in x.chunks_exact(k.max(1)).zip(buf.chunks_exact_mut(kp.max(1))).take(rows) {
+        row_pairs(&xr[..k], dst, dp);
     }
     buf
+}
+
+/// One row `x` rounded to bf16 as `⌈len/2⌉` pairs into `dst` (round to nearest even), with
+/// `vcvtne2ps2bf16` when `dp`.
+pub(super) fn row_pairs(x: &[f32], dst: &mut [u32], dp: bool) {
+    debug_assert_eq!(dst.len(), x.len().div_ceil(2));
+    #[cfg(target_arch = "x86_64")]
+    if dp {
+        // SAFETY: dp is set only where the CPU has AVX-512F and AVX-512 BF16 (runnable); the
+        // lengths are as asserted.
+        unsafe { avx512bf16::row_pairs(x, dst) };
+        return;
+    }
+    let bits = |v: f32| bf16::from_f32(v).to_bits() as u32;
+    let mut it = x.chunks_exact(2);
+    for (d, p) in dst.iter_mut().zip(it.by_ref()) {
+        *d = bits(p[0]) | bits(p[1]) << 16;
+    }
+    if let [last] = it.remainder() {
+        dst[x.len() / 2] = bits(*last);
+    }
 }
 
 /// One row block without `vdpbf16ps`: the same bf16 operands, one f32 multiply and add per product
@@ -164,6 +180,29 @@ fn scalar_block(pairs: &[u32], panels: &[bf16], bias: Option<&[f32]>, out: &mut 
 mod avx512bf16 {
     use super::{PANEL, TILE_ROWS_512, bf16};
     use std::arch::x86_64::*;
+
+    /// `x` rounded to bf16 as `⌈len/2⌉` pairs into `dst`, 32 values per `vcvtne2ps2bf16` (the tail
+    /// through masked loads and stores; zeros past `x`).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 must be present; `dst` holds `⌈x.len()/2⌉` values.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn row_pairs(x: &[f32], dst: &mut [u32]) {
+        let mut i = 0;
+        while i < x.len() {
+            let n = (x.len() - i).min(32);
+            let (m_lo, m_hi) = (((1u64 << n.min(16)) - 1) as __mmask16, ((1u64 << n.saturating_sub(16)) - 1) as __mmask16);
+            // SAFETY: the masks keep the loads within x and the store within dst (⌈n/2⌉ pairs).
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(m_lo, x.as_ptr().add(i));
+                let hi = _mm512_maskz_loadu_ps(m_hi, x.as_ptr().add(i + 16));
+                let b = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                let m_out = ((1u32 << n.div_ceil(2)) - 1) as __mmask16;
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(i / 2) as *mut i32, m_out, b);
+            }
+            i += n;
+        }
+    }
 
     /// One row block: for each pair of panels (the last one alone when their number is odd), each
     /// tile of up to 12 rows.
@@ -409,6 +448,26 @@ mod tests {
             assert!(p[((kp + q) * PANEL + 5) * 2..][..22].iter().all(|v| v.to_bits() == 0));
         }
         assert!((0..PANEL).all(|t| p[((kp - 1) * PANEL + t) * 2 + 1].to_bits() == 0));
+    }
+
+    #[test]
+    fn vector_rounding_to_bf16_pairs_is_the_scalar_rounding() {
+        if !Isa::tested_paths().contains(&Isa::Avx512Bf16) {
+            return;
+        }
+        let seed = fresh_seed();
+        let mut x = random_f32(seed, 1000, 3.0);
+        // ties, NaN, infinities, the largest finite values (round up to inf)
+        x.extend([1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), f32::INFINITY, -f32::INFINITY, f32::MAX, -1e-20]);
+        for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, x.len()] {
+            let (mut v, mut s) = (vec![7u32; len.div_ceil(2)], vec![7u32; len.div_ceil(2)]);
+            row_pairs(&x[..len], &mut v, true);
+            row_pairs(&x[..len], &mut s, false);
+            assert_eq!(v, s, "len {len} (seed {seed})");
+        }
+        let mut v = [7u32; 1];
+        row_pairs(&[f32::NAN], &mut v, true);
+        assert!(bf16::from_bits(v[0] as u16).is_nan() && v[0] >> 16 == 0);
     }
 
     #[test]
