@@ -6,7 +6,9 @@
 # tools/reference/full-size/s3gen_bench once. Both engines load the same weights and prompt and
 # synthesise the same tokens with 10 CFM steps, batch 1, 2 threads; each reports wall seconds per
 # second of audio (RTF); the ratio is reference RTF / ours (above 1: we are faster), for the f32 Cpu
-# backend (the parity reference) and Cpu with bf16 GEMM weights. Not part of CI.
+# backend (the parity reference) and Cpu with bf16 GEMM weights, each on the AVX2 path
+# (TTS_CPU_ISA=avx2) and on the best path this CPU has (avx512 or avx512bf16), side by side; every
+# line names its path. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens=${1:-250}
@@ -21,15 +23,24 @@ cargo build --release -q -p tts-engine
 echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
 ref=$("$py" tools/bench/s3gen_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
+best=$(python3 - <<'PY'
+flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
+print("avx512bf16" if "avx512_bf16" in flags and "avx512f" in flags else "avx512" if "avx512f" in flags else "avx2")
+PY
+)
+paths=avx2
+[ "$best" != avx2 ] && paths="avx2 $best"
+for isa in $paths; do
 for backend in cpu cpu-bf16; do
-  echo "== this engine (--backend $backend)"
-  ours=$(RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+  echo "== this engine (--backend $backend, TTS_CPU_ISA=$isa)"
+  ours=$(TTS_CPU_ISA=$isa RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
   echo "$ours"
-  python3 - "$ref" "$ours" "$backend" <<'PY'
+  python3 - "$ref" "$ours" "$backend" "$isa" <<'PY'
 import json, sys
 ref = json.loads(sys.argv[1])
 row = [l.split() for l in sys.argv[2].splitlines() if l.split() and l.split()[0] == "1"][0]
 ours = float(row[3])
-print(f"S3Gen {sys.argv[3]}: RTF {ours:.3f} vs reference {ref['rtf']:.3f}: ratio {ref['rtf'] / ours:.2f}x")
+print(f"S3Gen {sys.argv[3]} path {sys.argv[4]}: RTF {ours:.3f} vs reference {ref['rtf']:.3f}: ratio {ref['rtf'] / ours:.2f}x")
 PY
+done
 done

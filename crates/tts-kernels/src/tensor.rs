@@ -40,6 +40,10 @@ pub(crate) enum Packing {
     /// A Cpu linear weight `[n, k]` as f32 panels of 16 output columns for the many-row GEMM
     /// ([`cpu::pack_gemm`]; a bf16 weight widened exactly). Only `ops::linear` reads it, as above.
     CpuGemm,
+    /// A Cpu bf16 linear weight `[n, k]` as bf16 panels of 16 output columns with the pairs of `k`
+    /// interleaved for `vdpbf16ps` ([`cpu::pack_gemm_bf16`]): the `cpu-bf16` device on the
+    /// `avx512bf16` path where `vdpbf16ps` outpaces the f32 FMA ([`cpu::isa::bf16_dot_pays`]). Only `ops::linear` and `ops::conv1d_packed` read it, as above.
+    CpuGemmBf16,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -158,6 +162,14 @@ impl Tensor {
         const OP: &str = "pack_gemm_weight";
         let (n, k) = self.packable_dims(OP)?;
         let src = self.view();
+        if self.dtype == DType::BF16 && cpu::isa::bf16_dot_pays() {
+            let len = cpu::packed_gemm_bf16_len(n, k);
+            let mem = HostMem::new(len * 2, 0, 0)?;
+            // SAFETY: the fresh allocation holds len bf16s, aligned.
+            let out = unsafe { std::slice::from_raw_parts_mut(mem.data_ptr() as *mut bf16, len) };
+            cpu::pack_gemm_bf16(src.host_bf16()?, n, k, out);
+            return Ok(self.with_packed_storage(mem, Packing::CpuGemmBf16));
+        }
         let len = cpu::packed_gemm_len(n, k);
         let mem = HostMem::new(len * 4, 0, 0)?;
         // SAFETY: the fresh allocation holds len f32s, aligned.
@@ -398,8 +410,26 @@ macro_rules! view_common {
                     _ => Err(Error::invalid("packed weight access", "not a weight packed for the Cpu GEMM")),
                 }
             }
+            /// The bf16 pair panels of a weight packed for the `cpu-bf16` GEMM on AVX-512 BF16, for
+            /// `ops::linear` and `ops::conv1d_packed`.
+            pub(crate) fn gemm_bf16_panels(&self) -> Result<&'a [bf16]> {
+                match (self.t.packing, self.storage()) {
+                    // SAFETY: such a tensor's allocation holds exactly its packed length of bf16s,
+                    // aligned; packed views always cover the whole tensor (no narrowing).
+                    (Packing::CpuGemmBf16, Storage::Host(_)) => Ok(unsafe {
+                        std::slice::from_raw_parts(
+                            self.addr() as *const bf16,
+                            cpu::packed_gemm_bf16_len(self.rows(), self.row_len()),
+                        )
+                    }),
+                    _ => Err(Error::invalid("packed weight access", "not a weight packed for the Cpu bf16 GEMM")),
+                }
+            }
             fn unpacked_f32(&self) -> Result<Vec<f32>> {
                 let (n, k) = (self.rows(), self.row_len());
+                if self.t.packing == Packing::CpuGemmBf16 {
+                    return Ok(cpu::unpack_gemm_bf16(self.gemm_bf16_panels()?, n, k));
+                }
                 if self.t.packing == Packing::CpuGemm {
                     return Ok(cpu::unpack_gemm(self.gemm_panels()?, n, k));
                 }
@@ -435,9 +465,15 @@ impl View<'_> {
         self.t.packing == Packing::CpuGemv
     }
 
-    /// Whether this is a weight packed for the many-row Cpu GEMM.
+    /// Whether this is a weight packed for the many-row Cpu GEMM (f32 panels, or bf16 pair panels
+    /// on `cpu-bf16` with AVX-512 BF16: [`View::is_cpu_gemm_bf16_packed`]).
     pub(crate) fn is_cpu_gemm_packed(&self) -> bool {
-        self.t.packing == Packing::CpuGemm
+        matches!(self.t.packing, Packing::CpuGemm | Packing::CpuGemmBf16)
+    }
+
+    /// Whether this is a weight packed as bf16 pair panels for the `cpu-bf16` GEMM.
+    pub(crate) fn is_cpu_gemm_bf16_packed(&self) -> bool {
+        self.t.packing == Packing::CpuGemmBf16
     }
 }
 

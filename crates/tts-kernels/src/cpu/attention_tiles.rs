@@ -20,6 +20,14 @@
 //!
 //! Each row is computed alone, in an order that does not depend on the other rows of the tile (batch
 //! invariance). Needs AVX2 and FMA and a head_dim that is a multiple of 8 ([`available`]).
+//!
+//! On the AVX-512F path ([`super::isa`]) the same layouts are read a zmm at a time: a score tile of
+//! `R` rows × two key panels (one zmm each), a value tile of `R` rows × two 16-column chunks (a last
+//! chunk of 8 columns masked); each score and output is the same FMA chain as on AVX2, so the
+//! results are equal bit for bit. [`scores`] and [`weighted_values`] take [`super::isa::active`]'s
+//! path, the `*_with` forms the one they are given.
+
+use super::isa::Isa;
 
 /// Query rows per register tile.
 pub(super) const TILE_ROWS: usize = 6;
@@ -68,10 +76,42 @@ pub(super) fn pack_keys(k: &[f32], rsk: usize, keys: usize, dh: usize, out: &mut
 /// short for these extents.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn scores(q: &[f32], rsq: usize, rows: usize, packed: &[f32], panels: usize, dh: usize, s: &mut [f32], lds: usize) {
+    scores_with(super::isa::active(), q, rsq, rows, packed, panels, dh, s, lds);
+}
+
+/// [`scores`] on the path `isa` (AVX-512F where it allows and the CPU has it, else AVX2).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scores_with(
+    isa: Isa,
+    q: &[f32],
+    rsq: usize,
+    rows: usize,
+    packed: &[f32],
+    panels: usize,
+    dh: usize,
+    s: &mut [f32],
+    lds: usize,
+) {
     assert!(available(dh) && (1..=TILE_ROWS).contains(&rows), "attention tiles: not available for dh {dh}, rows {rows}");
     assert!(q.len() >= (rows - 1) * rsq + dh, "attention tiles: q too short");
     assert!(packed.len() >= panels * dh * KEY_PANEL, "attention tiles: packed keys too short");
     assert!(lds >= panels * KEY_PANEL && s.len() >= (rows - 1) * lds + panels * KEY_PANEL, "attention tiles: s too short");
+    #[cfg(target_arch = "x86_64")]
+    if isa.runnable().allows(Isa::Avx512) {
+        // SAFETY: AVX-512F is present (runnable), and the asserts above bound every access.
+        unsafe {
+            let (q, k, s) = (q.as_ptr(), packed.as_ptr(), s.as_mut_ptr());
+            match rows {
+                1 => avx512::scores_tile::<1>(q, rsq, k, panels, dh, s, lds),
+                2 => avx512::scores_tile::<2>(q, rsq, k, panels, dh, s, lds),
+                3 => avx512::scores_tile::<3>(q, rsq, k, panels, dh, s, lds),
+                4 => avx512::scores_tile::<4>(q, rsq, k, panels, dh, s, lds),
+                5 => avx512::scores_tile::<5>(q, rsq, k, panels, dh, s, lds),
+                _ => avx512::scores_tile::<6>(q, rsq, k, panels, dh, s, lds),
+            }
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present (available), and the asserts above bound every access.
     unsafe {
@@ -138,6 +178,27 @@ pub(super) unsafe fn weighted_values(
     out: *mut f32,
     rso: usize,
 ) {
+    // SAFETY: forwarded (the caller's contract).
+    unsafe { weighted_values_with(super::isa::active(), p, ldp, keys, packed, packed_keys, dh, inv, out, rso) }
+}
+
+/// [`weighted_values`] on the path `isa` (AVX-512F where it allows and the CPU has it, else AVX2).
+///
+/// # Safety
+/// As [`weighted_values`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn weighted_values_with(
+    isa: Isa,
+    p: &[f32],
+    ldp: usize,
+    keys: usize,
+    packed: &[f32],
+    packed_keys: usize,
+    dh: usize,
+    inv: &[f32],
+    out: *mut f32,
+    rso: usize,
+) {
     let rows = inv.len();
     assert!(available(dh) && (1..=TILE_ROWS).contains(&rows), "attention tiles: not available for dh {dh}, rows {rows}");
     assert!(ldp >= keys && p.len() >= (rows - 1) * ldp + keys, "attention tiles: p too short");
@@ -145,6 +206,23 @@ pub(super) unsafe fn weighted_values(
         keys <= packed_keys && packed.len() >= dh.div_ceil(KEY_PANEL) * packed_keys * KEY_PANEL,
         "attention tiles: packed values too short"
     );
+    #[cfg(target_arch = "x86_64")]
+    if isa.runnable().allows(Isa::Avx512) {
+        // SAFETY: AVX-512F is present (runnable), p and packed are bounded by the asserts, out by
+        // the caller.
+        unsafe {
+            let (pp, vp) = (p.as_ptr(), packed.as_ptr());
+            match rows {
+                1 => avx512::values_tile::<1>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+                2 => avx512::values_tile::<2>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+                3 => avx512::values_tile::<3>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+                4 => avx512::values_tile::<4>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+                5 => avx512::values_tile::<5>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+                _ => avx512::values_tile::<6>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
+            }
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present, p and packed are bounded by the asserts, out by the caller.
     unsafe {
@@ -243,6 +321,154 @@ mod avx {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::KEY_PANEL;
+
+    /// See [`super::scores`] (extents already checked): two panels per pass (one zmm each), the
+    /// last one alone when their number is odd.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores_tile<const R: usize>(
+        q: *const f32,
+        rsq: usize,
+        packed: *const f32,
+        panels: usize,
+        dh: usize,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        let mut p = 0;
+        while p < panels {
+            // SAFETY: within the extents checked by `scores`.
+            unsafe {
+                if p + 1 < panels {
+                    scores_panels::<R, 2>(q, rsq, packed.add(p * dh * KEY_PANEL), dh, s.add(p * KEY_PANEL), lds);
+                    p += 2;
+                } else {
+                    scores_panels::<R, 1>(q, rsq, packed.add(p * dh * KEY_PANEL), dh, s.add(p * KEY_PANEL), lds);
+                    p += 1;
+                }
+            }
+        }
+    }
+
+    /// `R` rows × `P` consecutive key panels from `panel` (the next one `dh·16` values on), stored
+    /// at `s` (rows of stride `lds`).
+    ///
+    /// # Safety
+    /// AVX-512F present; extents as [`super::scores`] checks them.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scores_panels<const R: usize, const P: usize>(
+        q: *const f32,
+        rsq: usize,
+        panel: *const f32,
+        dh: usize,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        // SAFETY (all pointer arithmetic below): within the extents checked by `scores`.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for d in 0..dh {
+                let k: [__m512; P] = std::array::from_fn(|c| _mm512_loadu_ps(panel.add((c * dh + d) * KEY_PANEL)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*q.add(r * rsq + d));
+                    for (v, kc) in a.iter_mut().zip(&k) {
+                        *v = _mm512_fmadd_ps(x, *kc, *v);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (c, v) in a.iter().enumerate() {
+                    _mm512_storeu_ps(s.add(r * lds + c * KEY_PANEL), *v);
+                }
+            }
+        }
+    }
+
+    /// See [`super::weighted_values`] (extents already checked): two 16-column chunks per pass,
+    /// the last one alone when their number is odd; a last chunk of 8 columns masked.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn values_tile<const R: usize>(
+        p: *const f32,
+        ldp: usize,
+        keys: usize,
+        packed: *const f32,
+        packed_keys: usize,
+        dh: usize,
+        inv: &[f32],
+        out: *mut f32,
+        rso: usize,
+    ) {
+        let chunks = dh.div_ceil(KEY_PANEL);
+        let mut ch = 0;
+        while ch < chunks {
+            // SAFETY: within the extents checked by `weighted_values` and its caller's contract.
+            unsafe {
+                let t = Values { p, ldp, keys, chunk: packed.add(ch * KEY_PANEL * packed_keys), packed_keys, inv, rso };
+                let c0 = ch * KEY_PANEL;
+                let cols = dh - c0;
+                if ch + 1 < chunks {
+                    values_chunks::<R, 2>(t, out.add(c0), cols.min(2 * KEY_PANEL));
+                    ch += 2;
+                } else {
+                    values_chunks::<R, 1>(t, out.add(c0), cols.min(KEY_PANEL));
+                    ch += 1;
+                }
+            }
+        }
+    }
+
+    /// The operands of one value tile: `p` (rows of stride `ldp`) over `keys` keys, the first of
+    /// its chunks (the next one `packed_keys·16` values on), the rows' `1/sum` and out's stride.
+    #[derive(Clone, Copy)]
+    struct Values<'a> {
+        p: *const f32,
+        ldp: usize,
+        keys: usize,
+        chunk: *const f32,
+        packed_keys: usize,
+        inv: &'a [f32],
+        rso: usize,
+    }
+
+    /// `R` rows × `P` chunks, `cols` real columns (`16·(P − 1) < cols ≤ 16·P`), stored at `out`.
+    ///
+    /// # Safety
+    /// AVX-512F present; extents as [`super::weighted_values`] checks them and its caller
+    /// guarantees.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn values_chunks<const R: usize, const P: usize>(t: Values<'_>, out: *mut f32, cols: usize) {
+        // SAFETY (all pointer arithmetic below): as the contract says; the mask keeps the stores
+        // of a last 8-column chunk within dh.
+        unsafe {
+            let mask: [__mmask16; P] = std::array::from_fn(|c| {
+                let n = cols.saturating_sub(c * KEY_PANEL).min(KEY_PANEL);
+                ((1u32 << n) - 1) as __mmask16
+            });
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for j in 0..t.keys {
+                let v: [__m512; P] = std::array::from_fn(|c| _mm512_loadu_ps(t.chunk.add((c * t.packed_keys + j) * KEY_PANEL)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*t.p.add(r * t.ldp + j));
+                    for (x, vc) in a.iter_mut().zip(&v) {
+                        *x = _mm512_fmadd_ps(w, *vc, *x);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let f = _mm512_set1_ps(t.inv[r]);
+                for (c, x) in a.iter().enumerate() {
+                    _mm512_mask_storeu_ps(out.add(r * t.rso + c * KEY_PANEL), mask[c], _mm512_mul_ps(*x, f));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,61 +483,77 @@ mod tests {
         let seed = fresh_seed();
         eprintln!("seed {seed}");
         for (c, &(rows, keys, dh)) in
-            [(1, 1, 8), (6, 16, 64), (5, 17, 24), (3, 40, 16), (6, 33, 40), (2, 0, 8)].iter().enumerate()
+            [(1, 1, 8), (6, 16, 64), (5, 17, 24), (3, 40, 16), (6, 33, 40), (2, 0, 8), (4, 70, 72), (6, 49, 80)]
+                .iter()
+                .enumerate()
         {
-            let s = seed.wrapping_add(c as u64 * 10);
-            let (rsq, rsk) = (dh + 5, dh + 3);
-            let q = random_f32(s, (rows - 1) * rsq + dh, 1.0);
-            let k = random_f32(s + 1, keys.max(1) * rsk, 1.0);
-            let panels = keys.div_ceil(KEY_PANEL);
-            assert_eq!(packed_keys_len(keys, dh), panels * dh * KEY_PANEL);
-            // poisoned: every element up to the length is written, none after it
-            let mut packed = vec![f32::NAN; packed_keys_len(keys, dh) + 3];
-            pack_keys(&k, rsk, keys, dh, &mut packed);
-            assert!(packed[..packed_keys_len(keys, dh)].iter().all(|x| !x.is_nan()), "pack_keys left a hole");
-            assert!(packed[packed_keys_len(keys, dh)..].iter().all(|x| x.is_nan()), "pack_keys wrote past its length");
-            let lds = padded_keys(keys) + 3;
-            let mut sc = vec![f32::NAN; rows * lds];
-            scores(&q, rsq, rows, &packed, panels, dh, &mut sc, lds);
-            let what = format!("rows {rows} keys {keys} dh {dh} seed {s}");
-            for r in 0..rows {
-                for j in 0..padded_keys(keys) {
-                    let want: f64 =
-                        if j < keys { (0..dh).map(|d| q[r * rsq + d] as f64 * k[j * rsk + d] as f64).sum() } else { 0.0 };
-                    let got = sc[r * lds + j] as f64;
-                    assert!((got - want).abs() <= 1e-5 * (dh as f64).sqrt(), "{what}: score [{r}, {j}] {got} want {want}");
+            let (mut score_runs, mut value_runs) = (Vec::new(), Vec::new());
+            for isa in Isa::tested_paths().into_iter().filter(|i| i.allows(Isa::Avx2)) {
+                let s = seed.wrapping_add(c as u64 * 10);
+                let (rsq, rsk) = (dh + 5, dh + 3);
+                let q = random_f32(s, (rows - 1) * rsq + dh, 1.0);
+                let k = random_f32(s + 1, keys.max(1) * rsk, 1.0);
+                let panels = keys.div_ceil(KEY_PANEL);
+                assert_eq!(packed_keys_len(keys, dh), panels * dh * KEY_PANEL);
+                // poisoned: every element up to the length is written, none after it
+                let mut packed = vec![f32::NAN; packed_keys_len(keys, dh) + 3];
+                pack_keys(&k, rsk, keys, dh, &mut packed);
+                assert!(packed[..packed_keys_len(keys, dh)].iter().all(|x| !x.is_nan()), "pack_keys left a hole");
+                assert!(packed[packed_keys_len(keys, dh)..].iter().all(|x| x.is_nan()), "pack_keys wrote past its length");
+                let lds = padded_keys(keys) + 3;
+                let mut sc = vec![f32::NAN; rows * lds];
+                scores_with(isa, &q, rsq, rows, &packed, panels, dh, &mut sc, lds);
+                score_runs.push(sc.clone());
+                let what = format!("{isa} rows {rows} keys {keys} dh {dh} seed {s}");
+                for r in 0..rows {
+                    for j in 0..padded_keys(keys) {
+                        let want: f64 =
+                            if j < keys { (0..dh).map(|d| q[r * rsq + d] as f64 * k[j * rsk + d] as f64).sum() } else { 0.0 };
+                        let got = sc[r * lds + j] as f64;
+                        assert!((got - want).abs() <= 1e-5 * (dh as f64).sqrt(), "{what}: score [{r}, {j}] {got} want {want}");
+                    }
+                    assert!(
+                        sc[r * lds + padded_keys(keys)..(r + 1) * lds].iter().all(|x| x.is_nan()),
+                        "{what}: wrote past the keys"
+                    );
                 }
-                assert!(sc[r * lds + padded_keys(keys)..(r + 1) * lds].iter().all(|x| x.is_nan()), "{what}: wrote past the keys");
-            }
-            // weighted values: p [rows, keys] with stride ldp; out rows of stride rso, padding untouched
-            let (ldp, rsv, rso) = (keys + 2, dh + 7, dh + 1);
-            let p = random_f32(s + 2, rows * ldp, 1.0);
-            let v = random_f32(s + 3, keys.max(1) * rsv, 1.0);
-            let inv: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32).collect();
-            let mut out = vec![f32::NAN; rows * rso];
-            // the values of more keys than the tile reads (a causal block's later rows)
-            let packed_keys = keys + 3;
-            let vlen = packed_values_len(packed_keys, dh);
-            assert_eq!(vlen, dh.div_ceil(KEY_PANEL) * KEY_PANEL * packed_keys);
-            let mut vp = vec![f32::NAN; vlen + 5];
-            let mut v_long = v.clone();
-            v_long.extend(random_f32(s + 5, 3 * rsv, 1.0));
-            pack_values(&v_long, rsv, packed_keys, dh, &mut vp);
-            assert!(vp[..vlen].iter().all(|x| !x.is_nan()), "pack_values left a hole");
-            assert!(vp[vlen..].iter().all(|x| x.is_nan()), "pack_values wrote past its length");
-            // SAFETY: out holds rows rows of dh values at stride rso.
-            unsafe { weighted_values(&p, ldp, keys, &vp, packed_keys, dh, &inv, out.as_mut_ptr(), rso) };
-            let mut want = Vec::new();
-            let mut got = Vec::new();
-            for r in 0..rows {
-                for c in 0..dh {
-                    let sum: f64 = (0..keys).map(|j| p[r * ldp + j] as f64 * v[j * rsv + c] as f64).sum();
-                    want.push((sum * inv[r] as f64) as f32);
-                    got.push(out[r * rso + c]);
+                // weighted values: p [rows, keys] with stride ldp; out rows of stride rso, padding untouched
+                let (ldp, rsv, rso) = (keys + 2, dh + 7, dh + 1);
+                let p = random_f32(s + 2, rows * ldp, 1.0);
+                let v = random_f32(s + 3, keys.max(1) * rsv, 1.0);
+                let inv: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32).collect();
+                let mut out = vec![f32::NAN; rows * rso];
+                // the values of more keys than the tile reads (a causal block's later rows)
+                let packed_keys = keys + 3;
+                let vlen = packed_values_len(packed_keys, dh);
+                assert_eq!(vlen, dh.div_ceil(KEY_PANEL) * KEY_PANEL * packed_keys);
+                let mut vp = vec![f32::NAN; vlen + 5];
+                let mut v_long = v.clone();
+                v_long.extend(random_f32(s + 5, 3 * rsv, 1.0));
+                pack_values(&v_long, rsv, packed_keys, dh, &mut vp);
+                assert!(vp[..vlen].iter().all(|x| !x.is_nan()), "pack_values left a hole");
+                assert!(vp[vlen..].iter().all(|x| x.is_nan()), "pack_values wrote past its length");
+                // SAFETY: out holds rows rows of dh values at stride rso.
+                unsafe { weighted_values_with(isa, &p, ldp, keys, &vp, packed_keys, dh, &inv, out.as_mut_ptr(), rso) };
+                value_runs.push(out.clone());
+                let mut want = Vec::new();
+                let mut got = Vec::new();
+                for r in 0..rows {
+                    for c in 0..dh {
+                        let sum: f64 = (0..keys).map(|j| p[r * ldp + j] as f64 * v[j * rsv + c] as f64).sum();
+                        want.push((sum * inv[r] as f64) as f32);
+                        got.push(out[r * rso + c]);
+                    }
+                    assert!(out[r * rso + dh..(r + 1) * rso].iter().all(|x| x.is_nan()), "{what}: wrote past the row");
                 }
-                assert!(out[r * rso + dh..(r + 1) * rso].iter().all(|x| x.is_nan()), "{what}: wrote past the row");
+                assert_close(&format!("values {what}"), &got, &want, 1e-5, 1e-5 * (keys.max(1) as f64).sqrt());
             }
-            assert_close(&format!("values {what}"), &got, &want, 1e-5, 1e-5 * (keys.max(1) as f64).sqrt());
+            // AVX2 and AVX-512 run the same FMA chains: equal bits
+            for runs in [&score_runs, &value_runs] {
+                for w in runs.windows(2) {
+                    assert!(w[0].iter().zip(&w[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "paths differ at extents {c}");
+                }
+            }
         }
     }
 

@@ -14,12 +14,16 @@
 //!   zeros, for `i < L_out + (K − 1)·dilation`; output row `t` reads rows `t + j·dilation`.
 //! - Order: every output is one chain of fused multiply-adds over `j = 0..K`, and within a tap over
 //!   `c = 0..C_in` (tap-major: not im2col's order, which is channel-major), then `+ bias[o]`. A row's
-//!   result does not depend on the other rows or batch items (batch invariance). Without AVX2/FMA
-//!   the same order runs as separate multiplies and adds.
+//!   result does not depend on the other rows or batch items (batch invariance). The AVX2 tile (6
+//!   rows × 16 columns) and the AVX-512F tile (12 rows × 32 columns: two panels, one zmm each,
+//!   masked at a partial panel) run that same FMA chain, so their results are equal bit for bit; on
+//!   the portable path the same order runs as separate multiplies and adds. [`conv1d_panels`] takes
+//!   [`super::isa::active`]'s path, [`conv1d_panels_with`] the one it is given.
 
 use rayon::prelude::*;
 
-use super::gemm_panels::{PANEL, TILE_ROWS, row_blocks};
+use super::gemm_panels::{PANEL, TILE_ROWS, row_blocks, tile_rows};
+use super::isa::Isa;
 
 /// The geometry of [`conv1d_panels`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +83,23 @@ pub fn conv1d_panels(
     out: &mut [f32],
     s: ConvShape,
 ) -> Result<(), (usize, i32)> {
+    conv1d_panels_with(super::isa::active(), x, lens, panels, bias, out, s)
+}
+
+/// [`conv1d_panels`] on the path `isa` (a path this CPU lacks runs as [`Isa::runnable`]'s).
+///
+/// # Panics
+/// As [`conv1d_panels`].
+pub fn conv1d_panels_with(
+    isa: Isa,
+    x: &[f32],
+    lens: Option<&[i32]>,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    s: ConvShape,
+) -> Result<(), (usize, i32)> {
+    let isa = isa.runnable();
     super::conv::check_lens(lens, s.l_in)?;
     assert!(s.taps > 0 && s.dilation > 0, "conv1d_panels: taps and dilation must be at least 1");
     let (rows_p, padded, k) = s.extents().expect("conv1d_panels: extents overflow");
@@ -114,26 +135,25 @@ pub fn conv1d_panels(
             }
         }
         let xp = &*xp;
-        let simd = super::linear::simd_available();
         let block = |(b, r0, o): (usize, usize, &mut [f32])| {
             let rows = o.len() / s.c_out;
             let xb = &xp[(b * rows_p + r0) * s.c_in..][..(rows + (s.taps - 1) * s.dilation) * s.c_in];
-            if simd {
+            match isa {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA are present; xb holds the block's rows plus the taps' reach,
-                // o its rows of c_out, panels the packed [c_out, taps·c_in] weight (asserted above).
-                unsafe {
-                    avx::block(xb, panels, bias, o, rows, s)
-                };
-            } else {
-                scalar_block(xb, panels, bias, o, rows, s);
+                // SAFETY: the CPU has AVX-512F (runnable); xb holds the block's rows plus the
+                // taps' reach, o its rows of c_out, panels the packed [c_out, taps·c_in] weight.
+                Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::block(xb, panels, bias, o, rows, s) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 and FMA (runnable); extents as above.
+                Isa::Avx2 => unsafe { avx::block(xb, panels, bias, o, rows, s) },
+                _ => scalar_block(xb, panels, bias, o, rows, s),
             }
         };
-        let threads = rayon::current_num_threads();
+        let (threads, tile) = (rayon::current_num_threads(), tile_rows(isa));
         let tasks: Vec<(usize, usize, &mut [f32])> = out
             .chunks_mut(s.l_out * s.c_out)
             .enumerate()
-            .flat_map(|(b, ob)| row_blocks(ob, s.l_out, s.c_out, threads).into_iter().map(move |(r0, o)| (b, r0, o)))
+            .flat_map(|(b, ob)| row_blocks(ob, s.l_out, s.c_out, threads, tile).into_iter().map(move |(r0, o)| (b, r0, o)))
             .collect();
         if s.batch * s.l_out * s.c_out * k >= 1 << 20 && tasks.len() > 1 {
             tasks.into_par_iter().for_each(block);
@@ -263,6 +283,143 @@ mod avx {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::super::gemm_panels::TILE_ROWS_512;
+    use super::{ConvShape, PANEL};
+    use std::arch::x86_64::*;
+
+    /// One row block: for each pair of panels (the last one alone when their number is odd), each
+    /// tile of up to 12 rows.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `xp` holds `rows + (taps − 1)·dilation` rows of `c_in`, `out`
+    /// `rows·c_out`, `panels` the packed `[c_out, taps·c_in]` weight and `bias` (if any) `c_out`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(xp: &[f32], panels: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, s: ConvShape) {
+        let k = s.taps * s.c_in;
+        let n_panels = s.c_out.div_ceil(PANEL);
+        let mut p = 0;
+        while p < n_panels {
+            let two = p + 1 < n_panels;
+            let cols = (s.c_out - p * PANEL).min(if two { 2 * PANEL } else { PANEL });
+            // SAFETY: panels p (and p + 1) hold k·16 values each; a tile reads rows
+            // r0..r0 + r + (taps − 1)·dilation of xp and writes columns 16p..16p + cols of rows
+            // r0..r0 + r of out.
+            unsafe {
+                let panel = panels.as_ptr().add(p * k * PANEL);
+                let b = bias.map(|b| b.as_ptr().add(p * PANEL));
+                let mut r0 = 0;
+                while r0 < rows {
+                    let r = (rows - r0).min(TILE_ROWS_512);
+                    let t = Tile {
+                        xp: xp.as_ptr().add(r0 * s.c_in),
+                        panel,
+                        bias: b,
+                        out: out.as_mut_ptr().add(r0 * s.c_out + p * PANEL),
+                        cols,
+                        s,
+                    };
+                    if two {
+                        tile_rows::<2>(r, t);
+                    } else {
+                        tile_rows::<1>(r, t);
+                    }
+                    r0 += r;
+                }
+            }
+            p += if two { 2 } else { 1 };
+        }
+    }
+
+    /// One register tile's operands: the padded input at its first row, the first of its `P`
+    /// panels (the next one `taps·c_in·16` values on), `bias` and `out` at its first column, and
+    /// its real columns `cols ≤ 16·P`.
+    #[derive(Clone, Copy)]
+    struct Tile {
+        xp: *const f32,
+        panel: *const f32,
+        bias: Option<*const f32>,
+        out: *mut f32,
+        cols: usize,
+        s: ConvShape,
+    }
+
+    /// [`tile`] for `r` (1..=12) rows.
+    ///
+    /// # Safety
+    /// As [`tile`], for `r` rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_rows<const P: usize>(r: usize, t: Tile) {
+        // SAFETY: forwarded.
+        unsafe {
+            match r {
+                1 => tile::<1, P>(t),
+                2 => tile::<2, P>(t),
+                3 => tile::<3, P>(t),
+                4 => tile::<4, P>(t),
+                5 => tile::<5, P>(t),
+                6 => tile::<6, P>(t),
+                7 => tile::<7, P>(t),
+                8 => tile::<8, P>(t),
+                9 => tile::<9, P>(t),
+                10 => tile::<10, P>(t),
+                11 => tile::<11, P>(t),
+                _ => tile::<12, P>(t),
+            }
+        }
+    }
+
+    /// `R` rows × `P` panels over every tap: `acc[r][q] = Σ_j Σ_c xp[r + j·dilation, c]·
+    /// panel_q[j·c_in + c, ·] (+ bias)`; columns past `cols` are neither read from `bias` nor
+    /// written to `out`.
+    ///
+    /// # Safety
+    /// AVX-512F present; `xp` readable for `R + (taps − 1)·dilation` rows of `c_in`, the panels for
+    /// `P·taps·c_in·16` values, `bias` for `cols` values, `out` writable for `R` rows of stride
+    /// `c_out` and `cols` columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const P: usize>(t: Tile) {
+        // SAFETY (whole body): every access stays inside the extents of the contract above; the
+        // masks keep bias loads and out stores within cols.
+        unsafe {
+            let s = t.s;
+            let k = s.taps * s.c_in;
+            let mask: [__mmask16; P] = std::array::from_fn(|q| {
+                let c = t.cols.saturating_sub(q * PANEL).min(PANEL);
+                ((1u32 << c) - 1) as __mmask16
+            });
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for j in 0..s.taps {
+                let x = t.xp.add(j * s.dilation * s.c_in);
+                let w = t.panel.add(j * s.c_in * PANEL);
+                for c in 0..s.c_in {
+                    let wv: [__m512; P] = std::array::from_fn(|q| _mm512_loadu_ps(w.add((q * k + c) * PANEL)));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_set1_ps(*x.add(r * s.c_in + c));
+                        for (v, wq) in a.iter_mut().zip(&wv) {
+                            *v = _mm512_fmadd_ps(xv, *wq, *v);
+                        }
+                    }
+                }
+            }
+            if let Some(b) = t.bias {
+                let bv: [__m512; P] = std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask[q], b.add(q * PANEL)));
+                for a in acc.iter_mut() {
+                    for (v, bq) in a.iter_mut().zip(&bv) {
+                        *v = _mm512_add_ps(*v, *bq);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (q, v) in a.iter().enumerate() {
+                    _mm512_mask_storeu_ps(t.out.add(r * s.c_out + q * PANEL), mask[q], *v);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,12 +456,12 @@ mod tests {
         (out, mag)
     }
 
-    fn run(x: &[f32], lens: Option<&[i32]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
+    fn run(isa: Isa, x: &[f32], lens: Option<&[i32]>, w: &[f32], b: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
         let k = s.taps * s.c_in;
         let mut panels = vec![f32::NAN; crate::cpu::packed_gemm_len(s.c_out, k)];
         crate::cpu::pack_gemm(&tap_major(w, s.c_out, s.c_in, s.taps), s.c_out, k, &mut panels);
         let mut out = vec![f32::NAN; s.batch * s.l_out * s.c_out];
-        conv1d_panels(x, lens, &panels, b, &mut out, s).unwrap();
+        conv1d_panels_with(isa, x, lens, &panels, b, &mut out, s).unwrap();
         out
     }
 
@@ -329,13 +486,24 @@ mod tests {
             let w = random_f32(seed + 1, c_out * c_in * taps, 0.5);
             let bv = random_f32(seed + 2, c_out, 1.0);
             let b = bias.then_some(&bv[..]);
-            let got = run(&x, Some(&lens), &w, b, s);
             let (want, mag) = reference(&x, Some(&lens), &w, b, s);
             let u = f32::EPSILON as f64 / 2.0;
-            for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&mag).enumerate() {
-                // f32 summation of taps·c_in products (+ bias): within (k + 1)·u·Σ|terms|
-                let bound = ((taps * c_in + 1) as f64) * u * m + f32::MIN_POSITIVE as f64;
-                prop_assert!((g as f64 - w).abs() <= bound, "output {} got {} want {} bound {:e} ({:?})", i, g, w, bound, s);
+            let mut fused: Vec<(Isa, Vec<f32>)> = Vec::new();
+            for isa in Isa::tested_paths() {
+                let got = run(isa, &x, Some(&lens), &w, b, s);
+                for (i, ((&g, &w), &m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                    // f32 summation of taps·c_in products (+ bias): within (k + 1)·u·Σ|terms|
+                    let bound = ((taps * c_in + 1) as f64) * u * m + f32::MIN_POSITIVE as f64;
+                    prop_assert!((g as f64 - w).abs() <= bound, "{} output {} got {} want {} bound {:e} ({:?})", isa, i, g, w, bound, s);
+                }
+                if isa.allows(Isa::Avx2) {
+                    fused.push((isa, got));
+                }
+            }
+            // AVX2 and AVX-512 run the same FMA chain per output: equal bits
+            for pair in fused.windows(2) {
+                let same = pair[0].1.iter().zip(&pair[1].1).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same, "{} and {} differ ({:?})", pair[0].0, pair[1].0, s);
             }
         }
     }
@@ -351,12 +519,14 @@ mod tests {
         let w = random_f32(seed + 1, c_out * c_in * taps, 0.3);
         let b = random_f32(seed + 2, c_out, 1.0);
         let lens = [l_in as i32, 150, l_in as i32];
-        let all = run(&x, Some(&lens), &w, Some(&b), s);
-        for bi in 0..3 {
-            let one = ConvShape { batch: 1, ..s };
-            let alone = run(&x[bi * l_in * c_in..][..l_in * c_in], Some(&lens[bi..]), &w, Some(&b), one);
-            let part = &all[bi * l_in * c_out..][..l_in * c_out];
-            assert!(alone.iter().zip(part).all(|(a, b)| a.to_bits() == b.to_bits()), "item {bi} (seed {seed})");
+        for isa in Isa::tested_paths() {
+            let all = run(isa, &x, Some(&lens), &w, Some(&b), s);
+            for bi in 0..3 {
+                let one = ConvShape { batch: 1, ..s };
+                let alone = run(isa, &x[bi * l_in * c_in..][..l_in * c_in], Some(&lens[bi..]), &w, Some(&b), one);
+                let part = &all[bi * l_in * c_out..][..l_in * c_out];
+                assert!(alone.iter().zip(part).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa} item {bi} (seed {seed})");
+            }
         }
     }
 

@@ -83,8 +83,8 @@ fn clamp_keep_nan(x: f64, lo: f64, hi: f64) -> f64 {
 #[inline(always)]
 fn exp_parts(x: f64) -> (f64, f64) {
     const SHIFT: f64 = 6755399441055744.0; // 1.5·2^52: adding it rounds to an integer in the low bits
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // ln2 rounded to 32 bits: n·LN2_HI is exact
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // ln2 − LN2_HI
+    pub(super) const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // ln2 rounded to 32 bits: n·LN2_HI is exact
+    pub(super) const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // ln2 − LN2_HI
     let x = clamp_keep_nan(x, -200.0, 200.0);
     let k = x * std::f64::consts::LOG2_E + SHIFT;
     let n = k - SHIFT;
@@ -228,10 +228,10 @@ pub fn elu(x: f32) -> f32 {
 mod avx {
     use std::arch::x86_64::*;
 
-    const ERF_P: [f32; 5] = [std::f32::consts::FRAC_2_SQRT_PI, -0.37612608, 0.112828314, -0.026757732, 0.0047190827];
+    pub(super) const ERF_P: [f32; 5] = [std::f32::consts::FRAC_2_SQRT_PI, -0.37612608, 0.112828314, -0.026757732, 0.0047190827];
     /// `(1 + S·|x|)·erfcx(|x|·√½)` as a polynomial in `q = (|x| − K)/(|x| + K)` (S, K: √2, 2√2 in f32),
     /// fitted on `|x| ∈ [0.7, 14.5]`.
-    const ERFCX_G: [f32; 11] = [
+    pub(super) const ERFCX_G: [f32; 11] = [
         1.2769784,
         -0.09276382,
         -0.16603033,
@@ -245,10 +245,10 @@ mod avx {
         0.00023612057,
     ];
 
-    const K: f32 = 2.828427;
-    const S: f32 = std::f32::consts::SQRT_2;
+    pub(super) const K: f32 = 2.828427;
+    pub(super) const S: f32 = std::f32::consts::SQRT_2;
     /// `|x|` below which Gelu uses erf (`|z| < ½`).
-    const SMALL: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    pub(super) const SMALL: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
     #[inline(always)]
     fn splat(c: f32) -> __m256 {
@@ -272,10 +272,10 @@ mod avx {
 
     /// ln2 split for the argument reduction `r = x − n·LN2_HI − n·LN2_LO` (Cody-Waite): LN2_HI =
     /// 0.693359375 has few bits, so `n·LN2_HI` is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -0.00021219444;
+    pub(super) const LN2_HI: f32 = 0.693_359_4;
+    pub(super) const LN2_LO: f32 = -0.00021219444;
     /// `e^r − 1 ≈ r + r²·P(r)`: P's coefficients, highest degree first (Cephes' minimax).
-    const EXP_P: [f32; 6] = [0.00019875691, 0.0013981999, 0.008333452, 0.041665796, 0.16666666, 0.5];
+    pub(super) const EXP_P: [f32; 6] = [0.00019875691, 0.0013981999, 0.008333452, 0.041665796, 0.16666666, 0.5];
 
     /// `(e^r − 1, 2^n1, 2^n2)` with `e^(x + lo) = e^r·2^n1·2^n2` (`lo` tiny: added to the reduced
     /// argument; `2^n1`, `2^n2` normal), `x` clamped to `[−110, 90]`; NaN lanes come out as garbage
@@ -446,6 +446,125 @@ mod avx {
     }
 }
 
+/// Gelu on 16 lanes (AVX-512F): the operations of `avx::gelu_n`, lane for lane, on zmm registers
+/// (selections by compare masks instead of `blendv`), so that every value is the AVX2 path's bits.
+/// 4 vectors (64 values) per step, then one, the tail through a masked load and store.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::avx::{ERF_P, ERFCX_G, EXP_P, K, LN2_HI, LN2_LO, S, SMALL};
+
+    #[inline(always)]
+    fn splat(c: f32) -> __m512 {
+        // SAFETY: inlined only into this module's functions, which run after AVX-512F was
+        // detected at run time (the dispatch checks the selected path, `cpu::isa::active`).
+        unsafe { _mm512_set1_ps(c) }
+    }
+
+    macro_rules! lanes {
+        ($n:expr, |$i:ident| $e:expr) => {{
+            let mut out = [_mm512_setzero_ps(); $n];
+            for $i in 0..$n {
+                out[$i] = $e;
+            }
+            out
+        }};
+    }
+
+    /// `avx::exp_parts` on 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp_parts<const N: usize>(x: [__m512; N], lo: [__m512; N]) -> ([__m512; N], [__m512; N], [__m512; N]) {
+        let x = lanes!(N, |i| _mm512_min_ps(_mm512_max_ps(x[i], splat(-110.0)), splat(90.0)));
+        let n = lanes!(N, |i| _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x[i],
+            splat(std::f32::consts::LOG2_E),
+        )));
+        let r = lanes!(N, |i| _mm512_fnmadd_ps(n[i], splat(LN2_HI), x[i]));
+        let r = lanes!(N, |i| _mm512_add_ps(_mm512_fnmadd_ps(n[i], splat(LN2_LO), r[i]), lo[i]));
+        let mut p = [splat(EXP_P[0]); N];
+        for &c in &EXP_P[1..] {
+            p = lanes!(N, |i| _mm512_fmadd_ps(p[i], r[i], splat(c)));
+        }
+        let em1 = lanes!(N, |i| _mm512_fmadd_ps(p[i], _mm512_mul_ps(r[i], r[i]), r[i]));
+        let bias = _mm512_set1_epi32(127);
+        let mut s1 = [_mm512_setzero_ps(); N];
+        let mut s2 = [_mm512_setzero_ps(); N];
+        for i in 0..N {
+            let ni = _mm512_cvtps_epi32(n[i]);
+            let n1 = _mm512_srai_epi32::<1>(ni);
+            let n2 = _mm512_sub_epi32(ni, n1);
+            s1[i] = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n1, bias)));
+            s2[i] = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n2, bias)));
+        }
+        (em1, s1, s2)
+    }
+
+    /// `avx::gelu_n` on 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn gelu_n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let h = lanes!(N, |i| _mm512_mul_ps(x[i], splat(0.5)));
+        let z = lanes!(N, |i| _mm512_mul_ps(x[i], splat(std::f32::consts::FRAC_1_SQRT_2)));
+        let xa = lanes!(N, |i| _mm512_abs_ps(x[i]));
+        let z2 = lanes!(N, |i| _mm512_mul_ps(z[i], z[i]));
+        let mut pe = [splat(ERF_P[ERF_P.len() - 1]); N];
+        for &c in ERF_P[..ERF_P.len() - 1].iter().rev() {
+            pe = lanes!(N, |i| _mm512_fmadd_ps(pe[i], z2[i], splat(c)));
+        }
+        let small = lanes!(N, |i| _mm512_fmadd_ps(h[i], _mm512_mul_ps(z[i], pe[i]), h[i]));
+        let ac = lanes!(N, |i| _mm512_min_ps(_mm512_max_ps(xa[i], splat(SMALL)), splat(14.5)));
+        let q = lanes!(N, |i| _mm512_div_ps(_mm512_sub_ps(ac[i], splat(K)), _mm512_add_ps(ac[i], splat(K))));
+        let mut g = [splat(ERFCX_G[ERFCX_G.len() - 1]); N];
+        for &c in ERFCX_G[..ERFCX_G.len() - 1].iter().rev() {
+            g = lanes!(N, |i| _mm512_fmadd_ps(g[i], q[i], splat(c)));
+        }
+        let den = lanes!(N, |i| _mm512_fmadd_ps(ac[i], splat(S), splat(1.0)));
+        let xc = lanes!(N, |i| _mm512_min_ps(_mm512_max_ps(x[i], splat(-16.0)), splat(16.0)));
+        let sq = lanes!(N, |i| _mm512_mul_ps(xc[i], xc[i]));
+        let sq_lo = lanes!(N, |i| _mm512_fmsub_ps(xc[i], xc[i], sq[i]));
+        let t = lanes!(N, |i| _mm512_mul_ps(sq[i], splat(-0.5)));
+        let t_lo = lanes!(N, |i| _mm512_mul_ps(sq_lo[i], splat(-0.5)));
+        let (em1, s1, s) = exp_parts(t, t_lo);
+        let w = lanes!(N, |i| _mm512_div_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(xc[i], splat(0.5)), s1[i]), g[i]), den[i]));
+        lanes!(N, |i| {
+            let hy = _mm512_fmadd_ps(w[i], em1[i], w[i]);
+            let neg = _mm512_mul_ps(hy, s[i]);
+            let pos = _mm512_fnmadd_ps(hy, s[i], x[i]);
+            let large = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x[i], splat(0.0)), neg, pos);
+            let r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(xa[i], splat(SMALL)), large, small[i]);
+            let nan =
+                _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x[i], x[i]) | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x[i], splat(f32::NEG_INFINITY));
+            _mm512_mask_blend_ps(nan, r, _mm512_sub_ps(x[i], x[i]))
+        })
+    }
+
+    /// `v[i] = gelu(v[i])`: 4 vectors (64 values) at a time, then one, the tail masked.
+    #[target_feature(enable = "avx512f")]
+    pub fn gelu(v: &mut [f32]) {
+        let mut quads = v.chunks_exact_mut(64);
+        for c in &mut quads {
+            let p = c.as_mut_ptr();
+            // SAFETY: c holds 64 f32.
+            unsafe {
+                let x = lanes!(4, |i| _mm512_loadu_ps(p.add(16 * i)));
+                for (i, y) in gelu_n(x).into_iter().enumerate() {
+                    _mm512_storeu_ps(p.add(16 * i), y);
+                }
+            }
+        }
+        for c in quads.into_remainder().chunks_mut(16) {
+            let mask = ((1u32 << c.len()) - 1) as __mmask16;
+            // SAFETY: the mask covers the chunk's c.len() ≤ 16 values.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, c.as_ptr());
+                _mm512_mask_storeu_ps(c.as_mut_ptr(), mask, gelu_n([x])[0]);
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     super::isa::active().allows(super::isa::Isa::Avx2)
@@ -532,6 +651,20 @@ fn map_avx2(kind: Kind, v: &mut [f32]) {
 /// `v[i] = kind(v[i])`, vectorised: Gelu in f32 on 8 lanes when the CPU has AVX2 and FMA (≤ 4 ulp,
 /// [`avx`]); otherwise the f64 functions above (AVX2 when available, bit-identical either way).
 pub fn map_inplace(kind: Kind, v: &mut [f32]) {
+    map_inplace_with(super::isa::active(), kind, v)
+}
+
+/// [`map_inplace`] on the path `isa`: Gelu on 16 lanes on AVX-512F (the AVX2 path's bits, lane for
+/// lane), 8 on AVX2; the others as [`map_inplace`] says.
+pub fn map_inplace_with(isa: super::isa::Isa, kind: Kind, v: &mut [f32]) {
+    let isa = isa.runnable();
+    #[cfg(target_arch = "x86_64")]
+    if kind == Kind::Gelu && isa.allows(super::isa::Isa::Avx512) {
+        // SAFETY: the CPU supports AVX-512F (runnable).
+        unsafe { avx512::gelu(v) };
+        return;
+    }
+    let has_avx2_fma = || isa.allows(super::isa::Isa::Avx2);
     #[cfg(target_arch = "x86_64")]
     if kind == Kind::Gelu && has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -814,6 +947,28 @@ mod tests {
         run(&mut sp);
         assert_eq!((sp[0], sp[2], sp[5], sp[6]), (0.0, f32::INFINITY, 100.0, 0.0));
         assert!(sp[3].is_nan() && sp[4].is_nan());
+    }
+
+    #[test]
+    fn avx512_gelu_is_the_avx2_gelu_bit_for_bit() {
+        let paths = crate::cpu::isa::Isa::tested_paths();
+        let (a2, a5) = (crate::cpu::isa::Isa::Avx2, crate::cpu::isa::Isa::Avx512);
+        if !paths.contains(&a5) {
+            return;
+        }
+        let mut xs = sweep();
+        xs.extend((0..=200_003).map(|i| (-200.0 + 400.0 * i as f64 / 2e5) as f32));
+        xs.extend(crate::testing::random_f32(crate::testing::fresh_seed(), 10_007, 4.0));
+        xs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 100.0, -100.0]);
+        // lengths off 16 and 64: the masked tail and the one-vector steps
+        for len in [xs.len(), 1, 15, 17, 63, 65, 130] {
+            let (mut v2, mut v5) = (xs[..len].to_vec(), xs[..len].to_vec());
+            map_inplace_with(a2, Kind::Gelu, &mut v2);
+            map_inplace_with(a5, Kind::Gelu, &mut v5);
+            for ((x, y2), y5) in xs.iter().zip(&v2).zip(&v5) {
+                assert_eq!(y2.to_bits(), y5.to_bits(), "gelu({x}): avx2 {y2}, avx512 {y5} (len {len})");
+            }
+        }
     }
 
     #[test]

@@ -84,9 +84,28 @@ impl Isa {
         ALL_ISAS.into_iter().filter(|i| i.supported()).collect()
     }
 
+    /// The paths a test runs: [`Isa::supported_paths`], after printing `skipped <path>: this CPU
+    /// lacks <feature>` for each of the others (so that a run on a narrower CPU says what it left
+    /// out, by name).
+    pub fn tested_paths() -> Vec<Isa> {
+        for isa in ALL_ISAS {
+            if let Some(missing) = isa.missing_feature() {
+                eprintln!("skipped {isa}: this CPU lacks {missing}");
+            }
+        }
+        Isa::supported_paths()
+    }
+
     /// The widest path this CPU can run.
     pub fn best() -> Isa {
         ALL_ISAS.into_iter().rev().find(|i| i.supported()).unwrap_or(Isa::Portable)
+    }
+
+    /// The path a kernel asked for `self` runs: `self` when this CPU supports it, else the widest path
+    /// this CPU has (paths nest), so that a kernel's `*_with(isa, ...)` form never runs instructions
+    /// the CPU lacks.
+    pub fn runnable(self) -> Isa {
+        self.min(Isa::best())
     }
 
     /// Whether code written for `needed` may run when `self` is the selected path (paths nest).
@@ -157,8 +176,80 @@ pub fn active() -> Isa {
     }
 }
 
+/// Whether the bf16-weight GEMMs (`cpu-bf16`) should take `vdpbf16ps` on this CPU: the path is
+/// [`Isa::Avx512Bf16`] and the instruction's multiply-adds per second exceed 1.25× those of the
+/// f32 AVX-512 FMA, measured once (about a millisecond) at first use. Why: the instruction's
+/// throughput differs by CPU. Measured with `cargo bench --bench cpu_paths`: on an AMD EPYC (Zen 4)
+/// `vdpbf16ps` gives 167 GFLOP/s per core against 77 for the FMA (issue 17); on this project's
+/// Sapphire Rapids machine 115 against 226-240 (one `vdpbf16ps` per cycle, two FMAs), where the
+/// bf16 GEMM ran at 113-116 GFLOP/s and the f32 panel GEMM at 166-185: there, `cpu-bf16` keeps the
+/// f32 panels of the widened weight.
+pub fn bf16_dot_pays() -> bool {
+    static PAYS: OnceLock<bool> = OnceLock::new();
+    *PAYS.get_or_init(|| active() == Isa::Avx512Bf16 && dot_over_fma_rate() > 1.25)
+}
+
+/// Multiply-adds per second of `vdpbf16ps` over those of the AVX-512 FMA on this core (best of 5
+/// short runs each, interleaved); 0 without AVX-512 BF16.
+fn dot_over_fma_rate() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx512Bf16.supported() {
+        const ITERS: usize = 4096;
+        let (mut dot, mut fma) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            // SAFETY: AVX-512F and AVX-512 BF16 are present (checked above).
+            std::hint::black_box(unsafe { peak_loops::dot(ITERS) });
+            dot = dot.min(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            // SAFETY: as above.
+            std::hint::black_box(unsafe { peak_loops::fma(ITERS) });
+            fma = fma.min(t.elapsed().as_secs_f64());
+        }
+        // a vdpbf16ps does 32 multiply-adds, an FMA 16
+        return (32.0 / dot) / (16.0 / fma.max(1e-12));
+    }
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod peak_loops {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// Independent accumulator chains (latency 4-5 × 2 ports, with room).
+    const CHAINS: usize = 16;
+
+    /// `iters` rounds of `CHAINS` independent `vdpbf16ps`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) fn dot(iters: usize) -> f32 {
+        let v = _mm512_set1_ps(black_box(1e-3));
+        let x = _mm512_cvtne2ps_pbh(v, v);
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbf16_ps(*a, x, x);
+            }
+        }
+        _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v)))
+    }
+
+    /// `iters` rounds of `CHAINS` independent f32 FMAs.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn fma(iters: usize) -> f32 {
+        let a = _mm512_set1_ps(black_box(1e-3));
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(a, a, *v);
+            }
+        }
+        _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v)))
+    }
+}
+
 /// What the CPU has and the path taken, for bench and `tts info` output: e.g.
-/// `avx2+fma,avx512f,avx512bf16;path=avx512bf16`.
+/// `avx2+fma,avx512f,avx512bf16;path=avx512bf16;bf16_dot=false` (`bf16_dot`: [`bf16_dot_pays`]).
 pub fn describe() -> String {
     let have: Vec<&str> = [(Isa::Avx2, "avx2+fma"), (Isa::Avx512, "avx512f"), (Isa::Avx512Bf16, "avx512bf16")]
         .into_iter()
@@ -167,6 +258,7 @@ pub fn describe() -> String {
         .collect();
     let have = if have.is_empty() { std::env::consts::ARCH.to_string() } else { have.join(",") };
     match selected() {
+        Ok(isa) if isa == Isa::Avx512Bf16 => format!("{have};path={isa};bf16_dot={}", bf16_dot_pays()),
         Ok(isa) => format!("{have};path={isa}"),
         Err(e) => format!("{have};path=invalid ({e})"),
     }
@@ -175,6 +267,16 @@ pub fn describe() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bf16_dot_product_is_taken_only_on_its_path_and_where_it_outpaces_the_fma() {
+        let rate = dot_over_fma_rate();
+        eprintln!("vdpbf16ps / FMA multiply-add rate on this core: {rate:.2}");
+        assert_eq!(rate > 0.0, Isa::Avx512Bf16.supported());
+        if bf16_dot_pays() {
+            assert_eq!(active(), Isa::Avx512Bf16);
+        }
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {

@@ -207,8 +207,14 @@ pub fn conv1d_packed(
     }
     let l = lens.map(|l| l.host_i32()).transpose()?;
     let b = bias.map(|b| b.host_f32()).transpose()?;
-    cpu::conv1d_panels(x.host_f32()?, l, w.gemm_panels()?, b, out.host_f32_mut()?, shape)
-        .map_err(|(b, v)| Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")))
+    let isa = cpu::isa::active();
+    let (x, out) = (x.host_f32()?, out.host_f32_mut()?);
+    if w.is_cpu_gemm_bf16_packed() {
+        cpu::conv1d_bf16_panels_with(isa, x, l, w.gemm_bf16_panels()?, b, out, shape)
+    } else {
+        cpu::conv1d_panels_with(isa, x, l, w.gemm_panels()?, b, out, shape)
+    }
+    .map_err(|(b, v)| Error::invalid(OP, format!("batch {b}: len {v} is outside 0..={l_in}")))
 }
 
 /// The overlap-add half of a transposed convolution (`ConvTranspose1d` after its GEMM):

@@ -90,6 +90,10 @@ pub(crate) fn cpu_linear(
     n: usize,
     k: usize,
 ) -> Result<()> {
+    if w.is_cpu_gemm_bf16_packed() {
+        cpu::gemm_bf16_panels(x, w.gemm_bf16_panels()?, bias, out, m, n, k);
+        return Ok(());
+    }
     if w.is_cpu_gemm_packed() {
         cpu::gemm_panels(x, w.gemm_panels()?, bias, out, m, n, k);
         return Ok(());
@@ -139,7 +143,11 @@ pub fn pack_linear_weight(w: Tensor) -> Result<Tensor> {
 /// of 16 output columns, packed once here instead of on every call (`cpu::gemm_panels`: measured
 /// 44–45 GFLOP/s on one core of a 2-core AVX2 machine for S3Gen's shapes, against 38–41 for
 /// matrixmultiply's sgemm, which packs both operands per call), and the bias is added at the
-/// GEMM's store. A bf16 weight is widened exactly (twice the bytes of the bf16 tensor). Few rows
+/// GEMM's store. A bf16 weight is widened exactly (twice the bytes of the bf16 tensor), except on
+/// the `avx512bf16` path on a CPU whose `vdpbf16ps` outpaces its f32 FMA ([`cpu::isa::bf16_dot_pays`]:
+/// on Sapphire Rapids it does not), where it stays bf16 in panels with the pairs of `k`
+/// interleaved and the GEMM rounds `x` to bf16 and sums with `vdpbf16ps` (`cpu::gemm_bf16_panels`:
+/// within bf16 tolerance of the f32 GEMM, not equal to it). Few rows
 /// (decode steps) are slower this way than on [`pack_linear_weight`]'s GEMV. On Cuda and Emu the
 /// weight is returned as it is. The packed tensor is readable only by [`linear`] and `to_f32_vec`.
 pub fn pack_gemm_weight(w: Tensor) -> Result<Tensor> {
