@@ -20,9 +20,17 @@ if [ ! -f "$dir/s3gen.safetensors" ]; then
     --param n_prompt_tokens=157 --param n_tokens=250 --out "$dir"
 fi
 cargo build --release -q -p tts-engine
+# `tts --model-dir` takes a directory holding T3 and S3Gen; bench-s3gen reads only S3Gen: a
+# directory of links to the case's files and an empty t3_cfg.safetensors stands for it
+run_dir=$(mktemp -d)
+trap 'rm -rf "$run_dir"' EXIT
+for f in "$dir"/*; do ln -s "$(realpath "$f")" "$run_dir/"; done
+[ -e "$run_dir/t3_cfg.safetensors" ] || : > "$run_dir/t3_cfg.safetensors"
 echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
 ref=$("$py" tools/bench/s3gen_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
+echo "== machine limits (tts bench-peak)"
+target/release/tts bench-peak
 best=$(python3 - <<'PY'
 flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
 print("avx512bf16" if "avx512_bf16" in flags and "avx512f" in flags else "avx512" if "avx512f" in flags else "avx2")
@@ -33,7 +41,7 @@ paths=avx2
 for isa in $paths; do
 for backend in cpu cpu-bf16; do
   echo "== this engine (--backend $backend, TTS_CPU_ISA=$isa)"
-  ours=$(TTS_CPU_ISA=$isa RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$dir" --backend "$backend" --batch 1 --tokens "$tokens")
+  ours=$(TTS_CPU_ISA=$isa RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$run_dir" --backend "$backend" --batch 1 --tokens "$tokens")
   echo "$ours"
   python3 - "$ref" "$ours" "$backend" "$isa" <<'PY'
 import json, sys
