@@ -156,7 +156,12 @@ fn full_size_synthetic_t3_stays_in_a_realistic_range() {
     let top = combined.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let kept = combined.iter().filter(|&&l| l >= top + 0.05f32.ln()).count();
     eprintln!("CFG-combined: max probability {p_max:.3}, {kept} tokens within min_p");
-    assert!(p_max < 0.9 && (2..=1000).contains(&kept), "sampling is degenerate: p_max {p_max}, {kept} candidates");
+    // One position's top logit can stand alone within min_p: random logits of std ~3.7 over 6,563
+    // tokens put the largest more than ln(20) = 3 above the second for a few percent of seeds (CI
+    // drew 85543096418031202: p_max 0.762, 1 candidate, on the AVX2 and AVX-512 paths alike).
+    // Degenerate is one token taking (nearly) all the mass, or a flat distribution; the decode steps
+    // below check that the draws do not repeat one token.
+    assert!(p_max < 0.9 && (1..=1000).contains(&kept), "sampling is degenerate: p_max {p_max}, {kept} candidates");
     assert!(combined[stop] < top + 0.05f32.ln() - 3.0, "min_p could keep the stop token: {} vs max {top}", combined[stop]);
 
     // a few decode steps through the generator: tokens in range, not one token repeated
