@@ -89,9 +89,9 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         voices_dir: Some(args.voices_dir.clone().unwrap_or_else(default_voices_dir)),
         ..ServeOptions::default()
     };
-    // the voice directory is opened (and checked writable) before the model is read
-    let voices_ready = tts_engine::serve::voices::VoiceStore::open(options.voices_dir.as_deref().expect("set above"))?;
-    drop(voices_ready);
+    // the voice directory is opened (and checked writable) once, before the model is read
+    let voices_dir = options.voices_dir.clone().unwrap_or_default();
+    let voices = Arc::new(tts_engine::serve::voices::VoiceStore::open(&voices_dir)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,8 +128,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             }
         };
         let scheduler = Arc::new(Scheduler::start(load, sched, metrics.clone())?);
-        let voices_dir = options.voices_dir.clone().unwrap_or_default();
-        let state = Arc::new(AppState::new(scheduler, metrics, options)?);
+        let state = Arc::new(AppState { scheduler, metrics, options, voices: Some(voices) });
         let bound = listener.local_addr().map_or(addr.clone(), |a| a.to_string());
         eprintln!(
             "tts serve: listening on http://{bound} (loading {describe}; /ready answers 200 once loaded; voices in {})",
