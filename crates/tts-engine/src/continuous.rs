@@ -13,7 +13,7 @@
 //! 4. a request whose segments are all spoken is joined ([`crate::join`]) and returned.
 //!
 //! Each row keeps its request's voice, settings and seed (segment `j` seeded `seed + j`), and a
-//! segment T3 ends before any speech token is queued again with [`redraw_seed`], as
+//! segment T3 ends before any speech token is queued again with its redraw's seed ([`segment_seed`]), as
 //! [`Engine::synthesize`] does: a request gives the same tokens here as through
 //! `Engine::synthesize` alone (T3's rows are batch-invariant), whatever else runs beside it.
 //! [`Continuous::cancel`] drops a request's queued rows and frees its slots at once (the client has
@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use tts_t3::Generator;
 
 use crate::speak::{Engine, Spoken};
-use crate::synthesize::{Audio, Prepared, Request, Row, SILENT_SEGMENT_REDRAWS, redraw_seed};
+use crate::synthesize::{Audio, Prepared, Request, Row, SILENT_SEGMENT_REDRAWS, segment_seed};
 use crate::{Error, Result};
 
 /// Text tokens a new generator leaves room for at least, so that later, longer segments can join it.
@@ -160,14 +160,13 @@ impl<'e> Continuous<'e> {
     fn row(&self, key: RowKey) -> Option<Row<'_>> {
         let p = self.requests.get(&key.ticket)?;
         let seg = &p.prepared.segments[key.segment];
-        let seed = p.request.options.seed.wrapping_add(key.segment as u64);
         Some(Row {
             index: 0,
             segment: key.segment,
             tokens: &seg.tokens,
             voice: &p.prepared.voice,
             options: &p.request.options,
-            seed: if key.attempt == 0 { seed } else { redraw_seed(seed, key.attempt) },
+            seed: segment_seed(p.request.options.seed, key.segment, key.attempt),
         })
     }
 

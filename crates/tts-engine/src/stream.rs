@@ -25,7 +25,7 @@ use tts_s3gen::{FlowRequest, MEL_FRAMES_PER_TOKEN, SAMPLES_PER_MEL_FRAME};
 use tts_t3::Generator;
 
 use crate::speak::Engine;
-use crate::synthesize::{PreparedSegment, Request, Row, SILENT_SEGMENT_REDRAWS, redraw_seed};
+use crate::synthesize::{PreparedSegment, Request, Row, SILENT_SEGMENT_REDRAWS, segment_seed};
 use crate::voice::Conditionals;
 use crate::{Error, Result};
 
@@ -164,7 +164,7 @@ impl Engine {
                     tokens: &s.tokens,
                     voice: &prepared.voice,
                     options: &request.options,
-                    seed: request.options.seed.wrapping_add(j as u64),
+                    seed: segment_seed(request.options.seed, j, 0),
                 }
                 .t3_request()
             })
@@ -267,11 +267,7 @@ impl SpeechStream<'_> {
 
     /// The seed of segment `j` (its T3 draws and S3Gen noise): `seed + j`, or its redraw's.
     fn seed(&self, j: usize) -> u64 {
-        let first = self.request.options.seed.wrapping_add(j as u64);
-        match self.state[j].redraws {
-            0 => first,
-            n => redraw_seed(first, n),
-        }
+        segment_seed(self.request.options.seed, j, self.state[j].redraws)
     }
 
     /// Tokens of chunk `k` of a segment: the first size, doubled each chunk up to the largest.

@@ -74,6 +74,12 @@ pub fn redraw_seed(seed: u64, attempt: u32) -> u64 {
     seed.wrapping_add(u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// The seed of segment `segment` of a request seeded `seed` (its T3 draws and S3Gen noise), at draw
+/// `attempt` (0: the first, `seed + segment`; then [`redraw_seed`]'s).
+pub fn segment_seed(seed: u64, segment: usize, attempt: u32) -> u64 {
+    redraw_seed(seed.wrapping_add(segment as u64), attempt)
+}
+
 /// The smallest character budget of a segment (a few words).
 pub const MIN_SEGMENT_CHARS: usize = 16;
 
@@ -296,7 +302,7 @@ impl Engine {
                         tokens: &s.tokens,
                         voice: &p.voice,
                         options: &requests[*i].options,
-                        seed: requests[*i].options.seed.wrapping_add(j as u64),
+                        seed: segment_seed(requests[*i].options.seed, j, 0),
                     })
                 })
                 .collect();
