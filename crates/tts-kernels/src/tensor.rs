@@ -41,8 +41,10 @@ pub(crate) enum Packing {
     /// ([`cpu::pack_gemm`]; a bf16 weight widened exactly). Only `ops::linear` reads it, as above.
     CpuGemm,
     /// A Cpu bf16 linear weight `[n, k]` as bf16 panels of 16 output columns with the pairs of `k`
-    /// interleaved for `vdpbf16ps` ([`cpu::pack_gemm_bf16`]): the `cpu-bf16` device on the
-    /// `avx512bf16` path where `vdpbf16ps` outpaces the f32 FMA ([`cpu::isa::bf16_dot_pays`]). Only `ops::linear` and `ops::conv1d_packed` read it, as above.
+    /// interleaved for `vdpbf16ps` and AMX tiles ([`cpu::pack_gemm_bf16`]): the `cpu-bf16` device
+    /// where [`cpu::isa::bf16_panels_pay`] (the `amx` path, where also the decode weights take this
+    /// form, or `avx512bf16` where `vdpbf16ps` outpaces the f32 FMA). Only `ops::linear` and
+    /// `ops::conv1d_packed` read it, as above.
     CpuGemmBf16,
 }
 
@@ -129,10 +131,13 @@ impl Tensor {
     }
 
     /// This `[n, k]` f32 or bf16 Cpu tensor regrouped for the Cpu decode GEMV (see
-    /// `ops::pack_linear_weight`).
+    /// `ops::pack_linear_weight`); a bf16 one on the `amx` path as bf16 panels for the AMX GEMM.
     pub(crate) fn packed_for_cpu_gemv(&self) -> Result<Tensor> {
         const OP: &str = "pack_linear_weight";
         let (n, k) = self.packable_dims(OP)?;
+        if self.dtype == DType::BF16 && cpu::isa::active() == cpu::Isa::Amx {
+            return self.packed_for_cpu_gemm();
+        }
         let src = self.view();
         let storage = match self.dtype {
             DType::F32 => {
@@ -162,7 +167,7 @@ impl Tensor {
         const OP: &str = "pack_gemm_weight";
         let (n, k) = self.packable_dims(OP)?;
         let src = self.view();
-        if self.dtype == DType::BF16 && cpu::isa::bf16_dot_pays() {
+        if self.dtype == DType::BF16 && cpu::isa::bf16_panels_pay() {
             let len = cpu::packed_gemm_bf16_len(n, k);
             let mem = HostMem::new(len * 2, 0, 0)?;
             // SAFETY: the fresh allocation holds len bf16s, aligned.

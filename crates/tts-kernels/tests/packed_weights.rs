@@ -1,8 +1,8 @@
 //! `ops::pack_linear_weight` and `ops::pack_gemm_weight`: on Cpu the weight is regrouped for the
 //! decode GEMV (bit for bit the row-major result for decode rows in whole chunks, within f32 rounding
 //! otherwise) or into panels for the many-row GEMM (within f32 rounding, the bias added at the
-//! store); on `cpu-bf16` where the GEMV or GEMM takes `vdpbf16ps`, within the rounding of x to bf16
-//! on top. Every other access to a packed weight is an error; on kernel backends packing changes
+//! store); on `cpu-bf16` where the GEMV or GEMM takes `vdpbf16ps` or AMX tiles, within the
+//! rounding of x to bf16 on top. Every other access to a packed weight is an error; on kernel backends packing changes
 //! nothing.
 use tts_kernels::testing::random_f32;
 use tts_kernels::{DType, Device, Tensor, ops};
@@ -21,10 +21,12 @@ fn linear(dev: &Device, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Vec<f32> 
 fn packed_cpu_weights_give_the_row_major_result() {
     for dev in [Device::cpu(), Device::cpu_bf16_weights()] {
         let wd = dev.weight_dtype();
-        // cpu-bf16 on AVX-512 BF16 packs bf16 pair panels for vdpbf16ps (x rounded to bf16)
-        let bf16_gemm = wd == DType::BF16 && tts_kernels::cpu::isa::bf16_dot_pays();
-        // and its decode GEMV on the avx512bf16 path always takes vdpbf16ps (x rounded to bf16)
-        let bf16_gemv = wd == DType::BF16 && tts_kernels::cpu::isa::active() == tts_kernels::cpu::Isa::Avx512Bf16;
+        // cpu-bf16 on AMX, or on AVX-512 BF16 where vdpbf16ps pays, packs bf16 pair panels (x
+        // rounded to bf16)
+        let bf16_gemm = wd == DType::BF16 && tts_kernels::cpu::isa::bf16_panels_pay();
+        // and its decode GEMV on the avx512bf16 path always takes vdpbf16ps, on the amx path the
+        // AMX GEMM's panels (x rounded to bf16 either way)
+        let bf16_gemv = wd == DType::BF16 && tts_kernels::cpu::isa::active().allows(tts_kernels::cpu::Isa::Avx512Bf16);
         // (m, n, k): decode rows, odd row counts, a prefill-sized m, widths off the chunk size
         for (i, &(m, n, k)) in
             [(2, 96, 64), (1, 7, 48), (3, 45, 1024), (33, 130, 256), (300, 17, 32), (5, 9, 37), (2, 3, 200)].iter().enumerate()

@@ -57,7 +57,8 @@ pub fn conv1d_bf16_panels_with(
         return Ok(());
     }
     let cp = s.c_in / 2;
-    let dp = isa.runnable() == Isa::Avx512Bf16;
+    let dp = isa.runnable().allows(Isa::Avx512Bf16);
+    let amx = isa.runnable() == Isa::Amx;
     let out = &mut out[..s.batch * s.l_out * s.c_out];
     super::attention::with_local(&PADDED_PAIRS, |xp| {
         xp.resize(s.batch * rows_p * cp, 0);
@@ -81,6 +82,11 @@ pub fn conv1d_bf16_panels_with(
         let block = |(b, r0, o): (usize, usize, &mut [f32])| {
             let rows = o.len() / s.c_out;
             let xb = &xp[(b * rows_p + r0) * cp..][..(rows + (s.taps - 1) * s.dilation) * cp];
+            #[cfg(target_arch = "x86_64")]
+            if amx {
+                amx_block(xb, panels, bias, o, rows, s);
+                return;
+            }
             match dp {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (runnable); xb holds the block's
@@ -95,7 +101,9 @@ pub fn conv1d_bf16_panels_with(
             .chunks_mut(s.l_out * s.c_out)
             .enumerate()
             .flat_map(|(b, ob)| {
-                row_blocks(ob, s.l_out, s.c_out, threads, TILE_ROWS_512).into_iter().map(move |(r0, o)| (b, r0, o))
+                row_blocks(ob, s.l_out, s.c_out, threads, if amx { 32 } else { TILE_ROWS_512 })
+                    .into_iter()
+                    .map(move |(r0, o)| (b, r0, o))
             })
             .collect();
         if s.batch * s.l_out * s.c_out * k >= 1 << 20 && tasks.len() > 1 {
@@ -107,7 +115,33 @@ pub fn conv1d_bf16_panels_with(
     Ok(())
 }
 
+/// One row block on AMX: the block's rows of the reduction (each row the taps' channel pairs one
+/// after another, as the tap-major weight) gathered into whole tiles, then the AMX GEMM over every
+/// panel ([`super::amx::gemm_block`]).
+#[cfg(target_arch = "x86_64")]
+fn amx_block(xb: &[u32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], rows: usize, s: ConvShape) {
+    use super::amx::{AmxGemm, TILE_PAIRS, TILE_ROWS, gemm_block};
+    let cp = s.c_in / 2;
+    let kp = s.taps * cp;
+    let kq = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+    super::attention::with_local(&AMX_ROWS, |a| {
+        a.clear();
+        a.resize(rows.div_ceil(TILE_ROWS) * TILE_ROWS * kq, 0);
+        for (r, dst) in a.chunks_exact_mut(kq).take(rows).enumerate() {
+            for j in 0..s.taps {
+                dst[j * cp..][..cp].copy_from_slice(&xb[(r + j * s.dilation) * cp..][..cp]);
+            }
+        }
+        let g = AmxGemm { a, kq, rows, panels, kp, n: s.c_out, bias };
+        // SAFETY: the caller's path is Amx (runnable); `a` holds whole zero-padded tiles of kq
+        // pairs; panels is the packed [c_out, taps·c_in] weight; this task owns out's rows.
+        unsafe { gemm_block(g, 0..s.c_out.div_ceil(PANEL), out.as_mut_ptr()) };
+    });
+}
+
 thread_local! {
+    /// The calling thread's AMX rows of the reduction ([`amx_block`]), kept between calls.
+    static AMX_ROWS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The calling thread's buffer for the zero-padded input as bf16 channel pairs, kept between calls.
     static PADDED_PAIRS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -142,7 +142,7 @@ pub fn conv1d_panels_with(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F (runnable); xb holds the block's rows plus the
                 // taps' reach, o its rows of c_out, panels the packed [c_out, taps·c_in] weight.
-                Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::block(xb, panels, bias, o, rows, s) },
+                Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe { avx512::block(xb, panels, bias, o, rows, s) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX2 and FMA (runnable); extents as above.
                 Isa::Avx2 => unsafe { avx::block(xb, panels, bias, o, rows, s) },

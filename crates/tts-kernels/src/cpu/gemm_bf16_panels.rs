@@ -18,6 +18,10 @@
 //! other rows (batch invariance). On the other paths (tests, or a CPU without AVX-512 BF16) the same
 //! bf16 operands are summed by a scalar loop in f32 (one multiply and one add per product): the
 //! same value within f32 rounding, not the same bits. `vdpbf16ps` treats bf16 subnormals as zero.
+//!
+//! On the [`Isa::Amx`] path the same panels are AMX tiles' weight operand ([`super::amx`]): `x`'s
+//! pairs padded to whole 16 × 16-pair tiles, `tdpbf16ps` per block of 16 pairs, in order; also
+//! batch-invariant (a row's outputs come from its own tile row).
 
 use half::bf16;
 use rayon::prelude::*;
@@ -94,8 +98,13 @@ pub fn gemm_bf16_panels_with(
     if m == 0 || n == 0 {
         return;
     }
-    let dp = isa.runnable() == Isa::Avx512Bf16;
     let kp = k.div_ceil(2);
+    #[cfg(target_arch = "x86_64")]
+    if isa.runnable() == Isa::Amx && kp > 0 {
+        amx_gemm(x, panels, bias, &mut out[..m * n], m, n, k);
+        return;
+    }
+    let dp = isa.runnable().allows(Isa::Avx512Bf16);
     let block = |(r0, o): (usize, &mut [f32])| {
         let rows = o.len() / n;
         super::attention::with_local(&PAIRS, |buf| {
@@ -114,6 +123,72 @@ pub fn gemm_bf16_panels_with(
         row_blocks(out, m, n, rayon::current_num_threads(), TILE_ROWS_512).into_par_iter().for_each(block);
     } else {
         out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(i, o)| block((i * BLOCK_ROWS, o)));
+    }
+}
+
+/// The AMX form of [`gemm_bf16_panels_with`] (`kp ≥ 1`): few rows (decode steps) are split over
+/// the threads by panels, each task streaming its panels once for every row; many rows by row
+/// blocks of whole 32-row tiles, each task computing every panel for its rows.
+#[cfg(target_arch = "x86_64")]
+fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m: usize, n: usize, k: usize) {
+    use super::amx::{AmxGemm, TILE_PAIRS, TILE_ROWS, gemm_block};
+    let kp = k.div_ceil(2);
+    let kq = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+    let n_panels = n.div_ceil(PANEL);
+    let threads = rayon::current_num_threads();
+    // x's rows as bf16 pairs, zero-padded to whole tiles of rows and pairs
+    let fill = |x: &[f32], rows: usize, buf: &mut Vec<u32>| {
+        let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+        buf.clear();
+        buf.resize(rows16 * kq, 0);
+        for (xr, dst) in x.chunks_exact(k).zip(buf.chunks_exact_mut(kq)).take(rows) {
+            row_pairs(xr, &mut dst[..kp], true);
+        }
+    };
+    if m <= 2 * TILE_ROWS {
+        super::attention::with_local(&PAIRS, |buf| {
+            fill(&x[..m * k], m, buf);
+            let g = AmxGemm { a: buf, kq, rows: m, panels, kp, n, bias };
+            let dst = SharedOut(out.as_mut_ptr());
+            // tasks of whole panel pairs; several per thread when there is enough work
+            let tasks = if m * n * k >= PAR_MIN_WORK { (2 * threads).min(n_panels.div_ceil(2)) } else { 1 };
+            let pairs_per = n_panels.div_ceil(2).div_ceil(tasks.max(1));
+            (0..tasks).into_par_iter().for_each(|t| {
+                let p0 = (t * pairs_per * 2).min(n_panels);
+                let p1 = ((t + 1) * pairs_per * 2).min(n_panels);
+                // SAFETY: the CPU runs AMX (runnable); buf holds rows16·kq pairs, zero-padded;
+                // panels is the packed [n, k] weight; tasks write disjoint columns of out [m, n].
+                unsafe { gemm_block(g, p0..p1, dst.ptr()) };
+            });
+        });
+        return;
+    }
+    let block = |(r0, o): (usize, &mut [f32])| {
+        let rows = o.len() / n;
+        super::attention::with_local(&PAIRS, |buf| {
+            fill(&x[r0 * k..][..rows * k], rows, buf);
+            let g = AmxGemm { a: buf, kq, rows, panels, kp, n, bias };
+            // SAFETY: as above; this task owns the rows of o.
+            unsafe { gemm_block(g, 0..n_panels, o.as_mut_ptr()) };
+        });
+    };
+    if m * n * k >= PAR_MIN_WORK {
+        row_blocks(out, m, n, threads, 2 * TILE_ROWS).into_par_iter().for_each(block);
+    } else {
+        out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(i, o)| block((i * BLOCK_ROWS, o)));
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used where every task writes its own elements.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn ptr(self) -> *mut f32 {
+        self.0
     }
 }
 

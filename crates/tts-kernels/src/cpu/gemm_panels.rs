@@ -118,7 +118,7 @@ pub fn gemm_panels_with(
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX-512F (runnable); xb holds rows·k, o rows·n and panels the
             // packed [n, k] weight (asserted above).
-            Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::block(xb, panels, bias, o, rows, n, k) },
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe { avx512::block(xb, panels, bias, o, rows, n, k) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX2 and FMA (runnable); extents as above.
             Isa::Avx2 => unsafe { avx::block(xb, panels, bias, o, rows, n, k) },

@@ -1,13 +1,15 @@
 //! Which vector instruction path the Cpu kernels take: chosen once, at first use, from what the CPU
-//! has (the best of [`Isa::Avx512Bf16`], [`Isa::Avx512`], [`Isa::Avx2`], [`Isa::Portable`]), or
-//! forced with the environment variable `TTS_CPU_ISA=avx512bf16|avx512|avx2|portable` (for tests
-//! and side-by-side comparisons).
+//! has (the best of [`Isa::Amx`], [`Isa::Avx512Bf16`], [`Isa::Avx512`], [`Isa::Avx2`],
+//! [`Isa::Portable`]), or forced with the environment variable
+//! `TTS_CPU_ISA=amx|avx512bf16|avx512|avx2|portable` (for tests and side-by-side comparisons).
 //!
 //! The paths nest: a CPU with AVX-512 BF16 also runs the AVX-512F, AVX2+FMA and portable code, and
 //! every kernel takes the widest code it has that the selected path allows ([`Isa::allows`]).
 //! `avx512` means AVX-512F (with the BW/VL/DQ parts every AVX-512 CPU since Skylake-SP has) and
 //! FMA; `avx512bf16` adds `vdpbf16ps` (bf16 pair dot products accumulated in f32), which only the
-//! bf16-weight kernels (`cpu-bf16`) use: the f32 `cpu` backend never rounds to bf16.
+//! bf16-weight kernels (`cpu-bf16`) use: the f32 `cpu` backend never rounds to bf16. `amx` adds
+//! Intel AMX's bf16 tile products (`tdpbf16ps`, [`super::amx`]), which the `cpu-bf16` GEMMs and
+//! convolutions take; like `avx512bf16`, the f32 kernels are unchanged on it.
 //!
 //! Kernels read the path through [`active`]; their tests run each path the machine supports
 //! ([`Isa::supported_paths`]) through the kernels' `*_with(isa, ...)` forms, so the choice never
@@ -28,15 +30,17 @@ pub enum Isa {
     Avx512,
     /// [`Isa::Avx512`] plus AVX-512 BF16's `vdpbf16ps`.
     Avx512Bf16,
+    /// [`Isa::Avx512Bf16`] plus AMX-TILE and AMX-BF16, usable by this process ([`super::amx::available`]).
+    Amx,
 }
 
 /// Every path, narrowest first.
-pub const ALL_ISAS: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+pub const ALL_ISAS: [Isa; 5] = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx];
 
 /// Why the path could not be chosen: `TTS_CPU_ISA` names no path, or one this CPU lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
-    #[error("{ISA_ENV}={0:?} names no Cpu instruction path: expected avx512bf16, avx512, avx2 or portable")]
+    #[error("{ISA_ENV}={0:?} names no Cpu instruction path: expected amx, avx512bf16, avx512, avx2 or portable")]
     Unknown(String),
     #[error("{ISA_ENV}={name}: this CPU lacks {missing} (it supports: {supported})")]
     Unsupported { name: &'static str, missing: &'static str, supported: String },
@@ -50,6 +54,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
         }
     }
 
@@ -59,13 +64,15 @@ impl Isa {
         ALL_ISAS.into_iter().find(|i| i.name() == s)
     }
 
-    /// The CPU features the path needs, as `is_x86_feature_detected!` names them.
+    /// The CPU features the path needs, as `is_x86_feature_detected!` names them (`amx`: AMX-TILE
+    /// and AMX-BF16 with the OS's tile state granted to this process).
     pub fn required_features(self) -> &'static [&'static str] {
         match self {
             Isa::Portable => &[],
             Isa::Avx2 => &["avx2", "fma"],
             Isa::Avx512 => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"],
             Isa::Avx512Bf16 => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512bf16"],
+            Isa::Amx => &["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512bf16", "amx"],
         }
     }
 
@@ -146,6 +153,7 @@ fn cpu_has(feature: &str) -> bool {
         "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
         "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
         "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+        "amx" => super::amx::available(),
         _ => false,
     }
 }
@@ -187,6 +195,14 @@ pub fn active() -> Isa {
 pub fn bf16_dot_pays() -> bool {
     static PAYS: OnceLock<bool> = OnceLock::new();
     *PAYS.get_or_init(|| active() == Isa::Avx512Bf16 && dot_over_fma_rate() > 1.25)
+}
+
+/// Whether the `cpu-bf16` many-row GEMMs and convolutions keep a bf16 weight as bf16 panels
+/// (`cpu::gemm_bf16_panels`, `cpu::conv1d_bf16_panels_with`) rather than widening it to the f32
+/// panels: on the [`Isa::Amx`] path (tile products; also T3's decode weights, see
+/// `ops::pack_linear_weight`), or where `vdpbf16ps` pays ([`bf16_dot_pays`]).
+pub fn bf16_panels_pay() -> bool {
+    active() == Isa::Amx || bf16_dot_pays()
 }
 
 /// Multiply-adds per second of `vdpbf16ps` over those of the AVX-512 FMA on this core (best of 5
@@ -251,7 +267,7 @@ mod peak_loops {
 /// What the CPU has and the path taken, for bench and `tts info` output: e.g.
 /// `avx2+fma,avx512f,avx512bf16;path=avx512bf16;bf16_dot=false` (`bf16_dot`: [`bf16_dot_pays`]).
 pub fn describe() -> String {
-    let have: Vec<&str> = [(Isa::Avx2, "avx2+fma"), (Isa::Avx512, "avx512f"), (Isa::Avx512Bf16, "avx512bf16")]
+    let have: Vec<&str> = [(Isa::Avx2, "avx2+fma"), (Isa::Avx512, "avx512f"), (Isa::Avx512Bf16, "avx512bf16"), (Isa::Amx, "amx")]
         .into_iter()
         .filter(|(i, _)| i.supported())
         .map(|(_, n)| n)

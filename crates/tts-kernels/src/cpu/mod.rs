@@ -3,6 +3,7 @@
 //! in [`crate::ops`] (the functions here assume consistent lengths).
 //!
 //! One file per op family, mirroring `kernels/*.cu`.
+pub mod amx;
 mod attention;
 mod attention_relpos;
 mod attention_tiles;

@@ -4,7 +4,8 @@
 //!
 //! Flop convention: a fused multiply-add is 2 flops per lane (an 8-lane AVX2 FMA 16, a 16-lane
 //! AVX-512 FMA 32); a `vdpbf16ps` adds two bf16 products into each of its 16 f32 lanes, counted as
-//! 2 multiply-adds, 4 flops per lane, 64 per instruction.
+//! 2 multiply-adds, 4 flops per lane, 64 per instruction; an AMX `tdpbf16ps` on full tiles
+//! (16 × 32 bf16 by 32 × 16) 16 × 16 × 32 multiply-adds, 16384 flops.
 use std::time::Instant;
 
 use super::isa::Isa;
@@ -18,22 +19,26 @@ pub enum PeakKernel {
     Avx512Fma,
     /// `vdpbf16ps`: 32 bf16 pairs into 16 f32 lanes (zmm).
     Avx512Bf16Dot,
+    /// AMX `tdpbf16ps` on full tiles, four output tiles in turn.
+    AmxBf16Tile,
 }
 
 /// Every kernel, narrowest first.
-pub const PEAK_KERNELS: [PeakKernel; 3] = [PeakKernel::Avx2Fma, PeakKernel::Avx512Fma, PeakKernel::Avx512Bf16Dot];
+pub const PEAK_KERNELS: [PeakKernel; 4] =
+    [PeakKernel::Avx2Fma, PeakKernel::Avx512Fma, PeakKernel::Avx512Bf16Dot, PeakKernel::AmxBf16Tile];
 
 /// Independent accumulators per loop iteration: more than latency × issue width (4 cycles × 2
 /// ports on current cores), so the loop is bound by throughput.
 const ACCUMULATORS: usize = 12;
 
 impl PeakKernel {
-    /// The name the bench prints: `avx2-fma-f32`, `avx512-fma-f32`, `avx512bf16-dot`.
+    /// The name the bench prints: `avx2-fma-f32`, `avx512-fma-f32`, `avx512bf16-dot`, `amx-bf16-tile`.
     pub fn name(self) -> &'static str {
         match self {
             PeakKernel::Avx2Fma => "avx2-fma-f32",
             PeakKernel::Avx512Fma => "avx512-fma-f32",
             PeakKernel::Avx512Bf16Dot => "avx512bf16-dot",
+            PeakKernel::AmxBf16Tile => "amx-bf16-tile",
         }
     }
 
@@ -43,6 +48,7 @@ impl PeakKernel {
             PeakKernel::Avx2Fma => Isa::Avx2,
             PeakKernel::Avx512Fma => Isa::Avx512,
             PeakKernel::Avx512Bf16Dot => Isa::Avx512Bf16,
+            PeakKernel::AmxBf16Tile => Isa::Amx,
         }
     }
 
@@ -52,6 +58,16 @@ impl PeakKernel {
             PeakKernel::Avx2Fma => 16.0,
             PeakKernel::Avx512Fma => 32.0,
             PeakKernel::Avx512Bf16Dot => 64.0,
+            PeakKernel::AmxBf16Tile => 16384.0,
+        }
+    }
+
+    /// The loop iterations [`fma_gflops`] runs for `iters` asked: a tile product takes about 32
+    /// times as long as an FMA, so the AMX loop runs `iters / 32` (about the same time).
+    pub fn scaled_iters(self, iters: u64) -> u64 {
+        match self {
+            PeakKernel::AmxBf16Tile => (iters / 32).max(1),
+            _ => iters,
         }
     }
 
@@ -65,6 +81,7 @@ impl PeakKernel {
                 PeakKernel::Avx2Fma => fma_loop_avx2(iters),
                 PeakKernel::Avx512Fma => fma_loop_avx512(iters),
                 PeakKernel::Avx512Bf16Dot => dot_loop_avx512bf16(iters),
+                PeakKernel::AmxBf16Tile => super::amx::peak_loop(iters, ACCUMULATORS),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -82,6 +99,7 @@ pub fn fma_gflops(kernel: PeakKernel, threads: usize, iters: u64, runs: usize) -
         return None;
     }
     let threads = threads.max(1);
+    let iters = kernel.scaled_iters(iters);
     let flops = threads as f64 * iters as f64 * ACCUMULATORS as f64 * kernel.flops_per_instruction();
     let mut rates: Vec<f64> = (0..=runs.max(1))
         .map(|_| {
