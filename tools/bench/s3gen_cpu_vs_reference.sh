@@ -7,8 +7,8 @@
 # synthesise the same tokens with 10 CFM steps, batch 1, 2 threads; each reports wall seconds per
 # second of audio (RTF); the ratio is reference RTF / ours (above 1: we are faster), for the f32 Cpu
 # backend (the parity reference) and Cpu with bf16 GEMM weights, each on the AVX2 path
-# (TTS_CPU_ISA=avx2) and on the best path this CPU has (avx512 or avx512bf16), side by side; every
-# line names its path. Not part of CI.
+# (TTS_CPU_ISA=avx2) and on the best path this CPU has (avx512, avx512bf16 or amx; cpu-bf16 also on
+# avx512bf16 where amx is the best), side by side; every line names its path. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tokens=${1:-250}
@@ -30,16 +30,22 @@ echo "== reference (chatterbox-tts 0.1.7, torch, 2 threads)"
 ref=$("$py" tools/bench/s3gen_reference_speed.py "$dir" "$tokens" 2)
 echo "$ref"
 echo "== machine limits (tts bench-peak)"
-target/release/tts bench-peak
-best=$(python3 - <<'PY'
-flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
-print("avx512bf16" if "avx512_bf16" in flags and "avx512f" in flags else "avx512" if "avx512f" in flags else "avx2")
-PY
-)
-paths=avx2
-[ "$best" != avx2 ] && paths="avx2 $best"
-for isa in $paths; do
+peak=$(target/release/tts bench-peak)
+echo "$peak"
+best=$(echo "$peak" | awk '$1 == "cpu_path" {print $2}')
+# the f32 `cpu` backend on AVX2 and on the widest path; `cpu-bf16` also on avx512bf16 where the
+# widest is amx (AMX takes its GEMMs, convolutions and attention)
+case "$best" in
+  amx) bf16_paths="avx2 avx512bf16 amx" ;;
+  avx2 | portable) bf16_paths=avx2 ;;
+  *) bf16_paths="avx2 $best" ;;
+esac
+f32_paths=avx2
+[ "$best" != avx2 ] && [ "$best" != portable ] && f32_paths="avx2 $best"
 for backend in cpu cpu-bf16; do
+paths=$f32_paths
+[ "$backend" = cpu-bf16 ] && paths=$bf16_paths
+for isa in $paths; do
   echo "== this engine (--backend $backend, TTS_CPU_ISA=$isa)"
   ours=$(TTS_CPU_ISA=$isa RAYON_NUM_THREADS=2 target/release/tts bench-s3gen --model-dir "$run_dir" --backend "$backend" --batch 1 --tokens "$tokens")
   echo "$ours"

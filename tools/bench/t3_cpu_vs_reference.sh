@@ -5,7 +5,8 @@
 # random T3 (~2.1 GB) to tools/reference/full-size/t3_bench once. Both engines load the same
 # weights and inputs; each reports generated tokens / seconds (prefill included); the ratio is
 # ours / reference, for the f32 Cpu backend (the parity reference) and for Cpu with bf16 GEMM weights,
-# each on the AVX2 path and on the CPU's widest path (TTS_CPU_ISA), with `tts bench-peak`'s FMA peaks
+# each on the AVX2 path and on the CPU's widest path (TTS_CPU_ISA; cpu-bf16 also on avx512bf16
+# where the widest is amx), with `tts bench-peak`'s FMA peaks
 # and read bandwidth and the fraction of that bandwidth a decode step's weight bytes reach. Not part of CI (the reference install alone is 6 GB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,9 +32,14 @@ peak=$(target/release/tts bench-peak)
 echo "$peak"
 best=$(echo "$peak" | awk '$1 == "cpu_path" {print $2}')
 # the AVX2 path and the widest path of this CPU side by side (TTS_CPU_ISA forces the path)
-paths=avx2
-[ "$best" != avx2 ] && [ "$best" != portable ] && paths="avx2 $best"
+f32_paths=avx2
+[ "$best" != avx2 ] && [ "$best" != portable ] && f32_paths="avx2 $best"
+# cpu-bf16 also on avx512bf16 where the widest path is amx (AMX takes its GEMMs there)
+bf16_paths=$f32_paths
+[ "$best" = amx ] && bf16_paths="avx2 avx512bf16 amx"
 for backend in cpu cpu-bf16; do
+  paths=$f32_paths
+  [ "$backend" = cpu-bf16 ] && paths=$bf16_paths
   for path in $paths; do
     echo "== this engine (--backend $backend, TTS_CPU_ISA=$path)"
     ours=$(TTS_CPU_ISA=$path target/release/tts bench-t3 --model-dir "$run_dir" --backend "$backend" --batch 1 --tokens "$tokens")

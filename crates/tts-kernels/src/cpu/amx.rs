@@ -213,19 +213,11 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
                 let (rb_n, pb_n) = (if two_rows { 2 } else { 1 }, if two { 2 } else { 1 });
                 for rb in 0..rb_n {
                     for pb in 0..pb_n {
-                        let tile = &c[rb * 2 + pb];
                         let col0 = (p + pb) * PANEL;
-                        let cols = PANEL.min(g.n - col0);
-                        for r in 0..TILE_ROWS {
-                            let row = r0 + rb * TILE_ROWS + r;
-                            if row >= g.rows {
-                                break;
-                            }
-                            let dst = out.add(row * g.n + col0);
-                            for t in 0..cols {
-                                *dst.add(t) = tile[r * PANEL + t] + g.bias.map_or(0.0, |b| b[col0 + t]);
-                            }
-                        }
+                        let rows = TILE_ROWS.min(g.rows.saturating_sub(r0 + rb * TILE_ROWS));
+                        let bias = g.bias.map(|b| b[col0..].as_ptr());
+                        let dst = out.wrapping_add((r0 + rb * TILE_ROWS) * g.n + col0);
+                        x86::write_tile(&c[rb * 2 + pb], rows, PANEL.min(g.n - col0), bias, dst, g.n);
                     }
                 }
                 r0 += TILE_ROWS * rb_n;
@@ -359,6 +351,33 @@ mod x86 {
                 options(nostack, nomem)
             )
         };
+    }
+
+    /// `dst[r·stride + t] = tile[r·16 + t] (+ bias[t])` for `r < rows`, `t < cols ≤ 16`: one
+    /// masked 16-lane add and store per row.
+    ///
+    /// # Safety
+    /// AVX-512F present (AMX implies it); `bias` readable for `cols` values; `dst` writable at
+    /// those rows and columns.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn write_tile(
+        tile: &[f32; 256],
+        rows: usize,
+        cols: usize,
+        bias: Option<*const f32>,
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let mask = ((1u32 << cols) - 1) as __mmask16;
+        // SAFETY: the masks keep the bias loads and the stores within cols; rows as the contract.
+        unsafe {
+            let b = bias.map_or(_mm512_setzero_ps(), |b| _mm512_maskz_loadu_ps(mask, b));
+            for r in 0..rows {
+                let v = _mm512_add_ps(_mm512_loadu_ps(tile.as_ptr().add(r * 16)), b);
+                _mm512_mask_storeu_ps(dst.add(r * stride), mask, v);
+            }
+        }
     }
 
     /// Stores the output tiles (16 rows of 64 bytes each) to `dst[i]` for tile `i`.

@@ -5,6 +5,7 @@
 //! One file per op family, mirroring `kernels/*.cu`.
 pub mod amx;
 mod attention;
+mod attention_amx;
 mod attention_relpos;
 mod attention_tiles;
 mod bad_row;
@@ -31,6 +32,7 @@ mod sampling;
 mod swiglu;
 
 pub use attention::{attention_cached, attention_dense};
+pub use attention_amx::{attention_amx_available, attention_dense_amx};
 pub use attention_relpos::attention_relpos;
 pub use bad_row::{BadRow, RowValue};
 pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};

@@ -655,7 +655,8 @@ fn rope_attention_decode_impl(
 ///
 /// Shapes: `q`, `out` `[batch, lq, heads·head_dim]`; `k`, `v` `[batch, lk, heads·head_dim]`;
 /// `kv_lens` `[batch]` i32; any head_dim up to 256 (head_dim 64 takes a tiled kernel). Dtypes: Cpu
-/// f32; Cuda/Emu bf16. `kv_lens[b]` outside `0..=lk` is an error on Cpu and NaN rows on Cuda/Emu.
+/// f32 (on `cpu-bf16` on the `amx` path the products take bf16 operands: `cpu::attention_dense_amx`);
+/// Cuda/Emu bf16. `kv_lens[b]` outside `0..=lk` is an error on Cpu and NaN rows on Cuda/Emu.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_dense(
     q: View<'_>,
@@ -708,19 +709,14 @@ pub fn attention_dense(
     match &*dev.inner {
         Backend::Cpu => {
             let lens = kv_lens.map(|l| l.host_i32()).transpose()?;
-            cpu::attention_dense(
-                q.host_f32()?,
-                k.host_f32()?,
-                v.host_f32()?,
-                lens,
-                out.host_f32_mut()?,
-                batch,
-                heads,
-                dh,
-                scale,
-                causal,
-            )
-            .map_err(|(b, l)| Error::invalid(OP, format!("batch {b}: kv_len {l} is outside 0..={lk}")))
+            // cpu-bf16 on AMX: bf16 operands, as the kernel backends' attention
+            let attend = if dev.weight_dtype() == DType::BF16 && cpu::attention_amx_available() {
+                cpu::attention_dense_amx
+            } else {
+                cpu::attention_dense
+            };
+            attend(q.host_f32()?, k.host_f32()?, v.host_f32()?, lens, out.host_f32_mut()?, batch, heads, dh, scale, causal)
+                .map_err(|(b, l)| Error::invalid(OP, format!("batch {b}: kv_len {l} is outside 0..={lk}")))
         }
         _ => {
             let p = AttentionDenseParams {
