@@ -11,23 +11,104 @@ use rayon::prelude::*;
 use super::attention_tiles::{self as tiles, TILE_ROWS};
 
 /// Softmax attention of one query over `keys` rows of `k` / `v` (row stride `stride`, head offset
-/// already applied), written to `out` (d values). Scores `scale · q·k` in f32, max-subtracted
-/// softmax, f32 sums. `scores` is scratch of at least `keys` values.
+/// already applied), written to `out` (d values). Scores `scale · q·k` in f32 (each dot product in
+/// 16 lane sums, `c ≡ l mod 16`, then the lanes left to right, then the tail), max-subtracted
+/// softmax (the fast exp and lane sums of `fastmath::exp_sub_sum_inplace`), f32 sums; each output
+/// value one chain over the keys in order. No fused multiply-adds,
+/// so the AVX-512F and AVX2 instances (chosen by [`super::isa::active`]) and the portable one give
+/// the same bits. `scores` is scratch of at least `keys` values.
 #[allow(clippy::too_many_arguments)]
 fn attend_one(q: &[f32], k: &[f32], v: &[f32], keys: usize, stride: usize, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::isa::Isa;
+        let isa = super::isa::active();
+        if isa.allows(Isa::Avx512) {
+            // SAFETY: the selected path is runnable on this CPU (it has AVX-512F).
+            return unsafe { attend_one_avx512(q, k, v, keys, stride, scale, scores, out) };
+        }
+        if isa.allows(Isa::Avx2) {
+            // SAFETY: as above, AVX2.
+            return unsafe { attend_one_avx2(q, k, v, keys, stride, scale, scores, out) };
+        }
+    }
+    attend_one_lanes(q, k, v, keys, stride, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_one_avx512(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: usize,
+    stride: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_one_lanes(q, k, v, keys, stride, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_one_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: usize,
+    stride: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_one_lanes(q, k, v, keys, stride, scale, scores, out)
+}
+
+/// The body of [`attend_one`], written for the vectoriser (plain multiplies and adds in lanes).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_one_lanes(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: usize,
+    stride: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let d = q.len();
     out.fill(0.0);
     if keys == 0 {
         return;
     }
+    // plain loops: an iterator adapter's `fold` is instantiated outside the target-feature
+    // function and would not be vectorised for it
     scores.clear();
-    scores.extend((0..keys).map(|j| scale * q.iter().zip(&k[j * stride..j * stride + d]).map(|(a, b)| a * b).sum::<f32>()));
-    let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - m).exp();
-        sum += *s;
+    scores.resize(keys, 0.0);
+    // four keys at a time: independent chains (each key's sums as dot_lanes' own)
+    let mut quads = scores.chunks_exact_mut(4);
+    for (g, sc) in (&mut quads).enumerate() {
+        let row = |i: usize| &k[(4 * g + i) * stride..(4 * g + i) * stride + d];
+        let dots = dot4_lanes(q, [row(0), row(1), row(2), row(3)]);
+        for (x, dot) in sc.iter_mut().zip(dots) {
+            *x = scale * dot;
+        }
     }
+    let done = keys / 4 * 4;
+    for (i, sc) in quads.into_remainder().iter_mut().enumerate() {
+        *sc = scale * dot_lanes(q, &k[(done + i) * stride..(done + i) * stride + d]);
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in scores.iter() {
+        m = m.max(x);
+    }
+    // 8-lane AVX2+FMA exp (≤ 2 ulp) where the CPU has it, f32::exp otherwise (the dense
+    // attention's softmax); summed in the same pass
+    let sum = super::fastmath::exp_sub_sum_inplace(scores, m);
     for (j, &w) in scores.iter().enumerate() {
         for (o, &x) in out.iter_mut().zip(&v[j * stride..j * stride + d]) {
             *o += w * x;
@@ -37,6 +118,57 @@ fn attend_one(q: &[f32], k: &[f32], v: &[f32], keys: usize, stride: usize, scale
     for o in out.iter_mut() {
         *o *= inv;
     }
+}
+
+/// [`dot_lanes`] of `a` with each of four rows (the same operations for each, interleaved).
+#[inline(always)]
+fn dot4_lanes(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 16]; 4];
+    let whole = a.len() / 16;
+    for c in 0..whole {
+        let x: &[f32; 16] = a[16 * c..][..16].try_into().unwrap_or(&[0.0; 16]);
+        for (accr, br) in acc.iter_mut().zip(&b) {
+            let y: &[f32; 16] = br[16 * c..][..16].try_into().unwrap_or(&[0.0; 16]);
+            for l in 0..16 {
+                accr[l] += x[l] * y[l];
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, accr), br) in out.iter_mut().zip(&acc).zip(&b) {
+        let mut s = 0f32;
+        for &x in accr {
+            s += x;
+        }
+        for (x, y) in a[16 * whole..].iter().zip(&br[16 * whole..]) {
+            s += x * y;
+        }
+        *o = s;
+    }
+    out
+}
+
+/// `Σ a[c]·b[c]` in 16 lane sums (lane `l` sums `c ≡ l mod 16` over the whole groups of 16, in
+/// order), the lanes added left to right, then the tail in order.
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().unwrap_or(&[0.0; 16]), y.try_into().unwrap_or(&[0.0; 16]));
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = 0f32;
+    for x in acc {
+        s += x;
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 /// Attention of each row's query over its KV-cache slot:
@@ -72,19 +204,26 @@ pub fn attention_cached(
             return Err((r, RowValue::Slot, s));
         }
     }
-    let mut scores = Vec::new();
-    for (r, (qr, o)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
+    let rows = lens.len().min(q.len() / hd);
+    // one task per (row, head): each writes its own head's values of its row
+    let attend = |task: usize, o: &mut [f32], scores: &mut Vec<f32>| {
+        let (r, h) = (task / heads, task % heads);
         let len = lens[r] as usize;
         if len == 0 {
             o.fill(0.0); // an inactive row: its slot may be anything
-            continue;
+            return;
         }
-        let s = slots[r] as usize;
-        for h in 0..heads {
-            let at = (s * heads + h) * max_len * d;
-            let (k, v) = (&k_cache[at..at + len * d], &v_cache[at..at + len * d]);
-            attend_one(&qr[h * d..(h + 1) * d], k, v, len, d, scale, &mut scores, &mut o[h * d..(h + 1) * d]);
-        }
+        let at = (slots[r] as usize * heads + h) * max_len * d;
+        let (k, v) = (&k_cache[at..at + len * d], &v_cache[at..at + len * d]);
+        attend_one(&q[r * hd + h * d..][..d], k, v, len, d, scale, scores, o);
+    };
+    let out = &mut out[..rows * hd];
+    let work: usize = lens[..rows].iter().map(|&l| l as usize * hd).sum();
+    if rows * heads > 1 && work >= CACHED_PARALLEL_MIN_WORK {
+        out.par_chunks_mut(d).enumerate().for_each_init(Vec::new, |scores, (t, o)| attend(t, o, scores));
+    } else {
+        let mut scores = Vec::new();
+        out.chunks_mut(d).enumerate().for_each(|(t, o)| attend(t, o, &mut scores));
     }
     Ok(())
 }
@@ -529,6 +668,10 @@ pub(super) fn with_local<T: Default + 'static>(
     })
 }
 
+/// Multiply-adds (keys × width over the rows) from which [`attention_cached`] splits its (row, head)
+/// pairs over rayon's threads: about 50 µs on one core.
+const CACHED_PARALLEL_MIN_WORK: usize = 1 << 18;
+
 /// See [`run_blocks`]: ~0.3 ms of attention on one core (measured on 2 cores: below it, waking the
 /// pool costs about what the second core saves).
 const PARALLEL_MIN_WORK: usize = 1 << 21;
@@ -637,6 +780,71 @@ mod tests {
         assert_eq!(e, (0, RowValue::Slot, 2));
         let e = attention_cached(&[0.0; 8], &kc, &vc, &[0], &[4], &mut out[..8], heads, d, max_len, 0.5).unwrap_err();
         assert_eq!(e, (0, RowValue::Length, 4));
+    }
+
+    /// Many rows over long slots (the parallel split), a head dim with a tail past the 16 lanes,
+    /// an inactive row, slots in any order: against an f64 softmax attention, each row alone the
+    /// same bits as in the batch, and the AVX-512F, AVX2 and portable instances the same bits.
+    #[test]
+    fn cached_attention_matches_f64_on_the_parallel_path_and_every_instance_agrees() {
+        let seed = crate::testing::fresh_seed();
+        eprintln!("seed {seed}");
+        let (heads, d, max_len, n_slots) = (3, 40, 700, 5);
+        let hd = heads * d;
+        let kc = crate::testing::random_f32(seed, n_slots * heads * max_len * d, 1.0);
+        let vc = crate::testing::random_f32(seed ^ 1, n_slots * heads * max_len * d, 1.0);
+        let slots = [3, 0, 4, 1, 2, 0, 3];
+        let lens = [700, 513, 0, 1, 650, 333, 17];
+        let rows = slots.len();
+        assert!(lens.iter().map(|&l| l as usize * hd).sum::<usize>() >= CACHED_PARALLEL_MIN_WORK);
+        let q = crate::testing::random_f32(seed ^ 2, rows * hd, 1.0);
+        let mut out = vec![f32::NAN; rows * hd];
+        attention_cached(&q, &kc, &vc, &slots, &lens, &mut out, heads, d, max_len, 0.3).unwrap();
+        for r in 0..rows {
+            for h in 0..heads {
+                let o = &out[r * hd + h * d..][..d];
+                let len = lens[r] as usize;
+                if len == 0 {
+                    assert!(o.iter().all(|&x| x == 0.0));
+                    continue;
+                }
+                let at = (slots[r] as usize * heads + h) * max_len * d;
+                let qh = &q[r * hd + h * d..][..d];
+                let sc: Vec<f64> =
+                    (0..len).map(|j| 0.3 * (0..d).map(|c| qh[c] as f64 * kc[at + j * d + c] as f64).sum::<f64>()).collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                for c in 0..d {
+                    let want = (0..len).map(|j| w[j] * vc[at + j * d + c] as f64).sum::<f64>() / sum;
+                    assert!((o[c] as f64 - want).abs() <= 1e-5, "row {r} head {h} col {c}: {} vs {want} (seed {seed})", o[c]);
+                }
+            }
+            let mut one = vec![f32::NAN; hd];
+            attention_cached(&q[r * hd..][..hd], &kc, &vc, &slots[r..r + 1], &lens[r..r + 1], &mut one, heads, d, max_len, 0.3)
+                .unwrap();
+            assert_eq!(one, out[r * hd..][..hd], "row {r} alone (seed {seed})");
+        }
+        // the instances of attend_one: the same bits
+        let (qh, len) = (&q[..d], 650);
+        let (k, v) = (&kc[..len * d], &vc[..len * d]);
+        let mut want = vec![0f32; d];
+        attend_one_lanes(qh, k, v, len, d, 0.3, &mut Vec::new(), &mut want);
+        #[cfg(target_arch = "x86_64")]
+        for isa in super::super::isa::Isa::tested_paths() {
+            let mut got = vec![f32::NAN; d];
+            use super::super::isa::Isa;
+            if isa == Isa::Avx512 {
+                // SAFETY: the CPU supports this path (tested_paths).
+                unsafe { attend_one_avx512(qh, k, v, len, d, 0.3, &mut Vec::new(), &mut got) };
+            } else if isa == Isa::Avx2 {
+                // SAFETY: as above.
+                unsafe { attend_one_avx2(qh, k, v, len, d, 0.3, &mut Vec::new(), &mut got) };
+            } else {
+                continue;
+            }
+            assert_eq!(got, want, "{isa} (seed {seed})");
+        }
     }
 
     #[test]
