@@ -67,6 +67,35 @@ fn cpu_batch_equals_alone() {
     batch_equals_alone(Device::cpu(), "cpu", 1e-5);
 }
 
+#[test]
+fn cpu_bf16_batch_equals_alone() {
+    // bf16 GEMM inputs (on AVX-512 BF16 and AMX CPUs): rounding-level, as Cuda
+    batch_equals_alone(Device::cpu_bf16_weights(), "cpu-bf16", 1e-2);
+}
+
+/// `cpu-bf16` (bf16 weights; on AVX-512 BF16 and AMX CPUs bf16 GEMM inputs, and on AMX the
+/// attention's operands too) against the f32 `cpu` backend, the whole flow and the vocoder's F0 on
+/// the same requests: within bf16 tolerance.
+#[test]
+fn cpu_bf16_is_within_bf16_tolerance_of_cpu() {
+    let seed = fresh_seed();
+    let (cpu, bf16) = (Device::cpu(), Device::cpu_bf16_weights());
+    let (m32, m16) = (S3Gen::load(&model_dir(), &cpu).unwrap(), S3Gen::load(&model_dir(), &bf16).unwrap());
+    let owned = requests(seed, m32.config.flow_vocab_size, m32.config.spk_embed_dim);
+    let all: Vec<&Owned> = owned.iter().collect();
+    let want = m32.flow.inference(&cpu, &flow_requests(&all), 4).unwrap();
+    let got = m16.flow.inference(&bf16, &flow_requests(&all), 4).unwrap();
+    // the bf16 tolerance the parity cases hold Emu's and Cuda's flow output to (s3gen_cfm_a:
+    // |got − want| ≤ 0.01·|want| + 0.2 per value)
+    for (i, (g, w)) in got.mels.iter().zip(&want.mels).enumerate() {
+        assert_eq!(g.len(), w.len());
+        let worst = g.iter().zip(w).map(|(g, w)| (g - w).abs() as f64 - 1e-2 * w.abs() as f64).fold(f64::MIN, f64::max);
+        let e = rel_l2(g, w);
+        eprintln!("request {i}: cpu-bf16 mel rel L2 {e:e}, worst excess {worst:.3} over 0.01·|want| ({})", tts_kernels::cpu::isa::describe());
+        assert!(e > 0.0 && worst <= 0.2, "request {i}: cpu-bf16 mel off by {worst} over 0.01·|want| (rel L2 {e:e}, seed {seed})");
+    }
+}
+
 /// Emu (built with `--features emu` at the workspace root, as the test command does) and Cuda when
 /// this machine has them.
 #[test]
