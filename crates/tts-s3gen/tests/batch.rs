@@ -91,7 +91,10 @@ fn cpu_bf16_is_within_bf16_tolerance_of_cpu() {
         assert_eq!(g.len(), w.len());
         let worst = g.iter().zip(w).map(|(g, w)| (g - w).abs() as f64 - 1e-2 * w.abs() as f64).fold(f64::MIN, f64::max);
         let e = rel_l2(g, w);
-        eprintln!("request {i}: cpu-bf16 mel rel L2 {e:e}, worst excess {worst:.3} over 0.01·|want| ({})", tts_kernels::cpu::isa::describe());
+        eprintln!(
+            "request {i}: cpu-bf16 mel rel L2 {e:e}, worst excess {worst:.3} over 0.01·|want| ({})",
+            tts_kernels::cpu::isa::describe()
+        );
         assert!(e > 0.0 && worst <= 0.2, "request {i}: cpu-bf16 mel off by {worst} over 0.01·|want| (rel L2 {e:e}, seed {seed})");
     }
 }

@@ -1,11 +1,11 @@
 //! Intel AMX (Advanced Matrix Extensions, Sapphire Rapids and later Xeons) for the `cpu-bf16`
 //! GEMMs: `tdpbf16ps` multiplies a 16-row × 32-bf16 tile of `x` by a 32 × 16 tile of the weight
 //! (pairs of the reduction interleaved, exactly [`super::pack_gemm_bf16`]'s panel layout) into a
-//! 16 × 16 f32 tile, 16 K multiply-adds per instruction. Measured on this project's Sapphire Rapids
-//! machine (2 cores): 2.28 TFLOP/s per core of tile throughput, against about 0.2 for the AVX-512
-//! FMA and 0.1 for `vdpbf16ps`.
+//! 16 × 16 f32 tile, 8192 multiply-adds per instruction. Measured on this project's Sapphire
+//! Rapids machine (2 cores, `tts bench-peak`): 3.2 TFLOP/s per core of tile throughput, against 0.2
+//! for the AVX-512 FMA and 0.11 for `vdpbf16ps`.
 //!
-//! Using AMX needs three things, all checked once by [`available`]: the CPU has AMX-TILE and
+//! Using AMX needs these, all checked once by [`available`]: the CPU has AMX-TILE and
 //! AMX-BF16 (CPUID leaf 7), the OS saves tile state (XCR0 bits 17 and 18), and Linux grants this
 //! process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; without it
 //! the first tile instruction is a SIGILL); then a 16 × 16 × 32 product of ones is computed and
