@@ -395,20 +395,20 @@ fn attention_dense_tiled(
 }
 
 /// Keys visible to batch item `b`: `kv_lens[b]`, or all `lk`.
-fn visible_keys(kv_lens: Option<&[i32]>, b: usize, lk: usize) -> usize {
+pub(super) fn visible_keys(kv_lens: Option<&[i32]>, b: usize, lk: usize) -> usize {
     kv_lens.map_or(lk, |l| l[b] as usize)
 }
 
 /// One task of a blocked dense attention: block `task % blocks` of the queries of (batch `b`,
 /// head `h`), rows `i0..i0 + rows`, over the `n` keys visible to `b`.
 #[derive(Clone, Copy)]
-struct QueryBlock {
-    b: usize,
-    h: usize,
-    i0: usize,
-    rows: usize,
+pub(super) struct QueryBlock {
+    pub(super) b: usize,
+    pub(super) h: usize,
+    pub(super) i0: usize,
+    pub(super) rows: usize,
     /// Keys visible to the batch item.
-    n: usize,
+    pub(super) n: usize,
     /// Keys the block reads: with `causal`, row `i` sees `min(n, i + 1)`.
     keys: usize,
     causal: bool,
@@ -416,7 +416,7 @@ struct QueryBlock {
 
 impl QueryBlock {
     /// Task `task` of `batch·heads·blocks`, block `i` starting at query row `start(i)`.
-    fn of(
+    pub(super) fn of(
         task: usize,
         heads: usize,
         blocks: usize,
@@ -432,7 +432,7 @@ impl QueryBlock {
     }
 
     /// Keys visible to block row `r`.
-    fn row_keys(&self, r: usize) -> usize {
+    pub(super) fn row_keys(&self, r: usize) -> usize {
         if self.causal { self.n.min(self.i0 + r + 1) } else { self.n }
     }
 }

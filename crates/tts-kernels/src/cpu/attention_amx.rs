@@ -18,6 +18,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::amx::{AmxGemm, TILE_PAIRS, TILE_ROWS, gemm_block};
+use super::attention::{QueryBlock, visible_keys};
 use super::gemm_bf16_panels::row_pairs;
 use super::isa::Isa;
 use super::{pack_gemm_bf16, packed_gemm_bf16_len};
@@ -56,7 +57,6 @@ pub fn attention_dense_amx(
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     super::conv::check_lens(kv_lens, lk)?;
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense_amx: v or out too short");
-    let keys_of = |b: usize| kv_lens.map_or(lk, |l| l[b] as usize);
     let (kp_q, kp_v) = (dh.div_ceil(2), lk.div_ceil(2));
     let (k_len, v_len) = (packed_gemm_bf16_len(lk, dh), packed_gemm_bf16_len(dh, lk));
     // the packed keys and transposed values of every (batch, head), for its visible keys
@@ -64,7 +64,7 @@ pub fn attention_dense_amx(
     let mut vpk = vec![bf16::ZERO; batch * heads * v_len];
     kpk.par_chunks_mut(k_len.max(1)).zip(vpk.par_chunks_mut(v_len.max(1))).enumerate().for_each(|(bh, (kd, vd))| {
         let (b, h) = (bh / heads, bh % heads);
-        let n = keys_of(b);
+        let n = visible_keys(kv_lens, b, lk);
         super::attention::with_local(&HEAD, |(kh, vt)| {
             for buf in [&mut *kh, &mut *vt] {
                 buf.clear();
@@ -85,10 +85,9 @@ pub fn attention_dense_amx(
     let dst = super::attention::SendPtr(out.as_mut_ptr());
     let (kpk, vpk) = (&kpk, &vpk);
     (0..batch * heads * blocks).into_par_iter().for_each(|task| {
-        let (bh, blk) = (task / blocks, task % blocks);
-        let (b, h) = (bh / heads, bh % heads);
-        let (i0, rows) = (blk * BLOCK_ROWS, BLOCK_ROWS.min(lq - blk * BLOCK_ROWS));
-        let n = keys_of(b);
+        let blk = QueryBlock::of(task, heads, blocks, |i| (i * BLOCK_ROWS).min(lq), kv_lens, lk, causal);
+        let (b, h, i0, rows, n) = (blk.b, blk.h, blk.i0, blk.rows, blk.n);
+        let bh = b * heads + h;
         let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
         if n == 0 {
             // SAFETY: rows i0..i0 + rows of batch b, head h are this task's own part of out.
@@ -121,7 +120,7 @@ pub fn attention_dense_amx(
             a.fill(0);
             let inv = super::attention::scratch(inv, rows);
             for (r, sr) in s.chunks_exact(lk).enumerate() {
-                let keys = if causal { n.min(i0 + r + 1) } else { n };
+                let keys = blk.row_keys(r);
                 // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (AMX, asserted); the pairs slice holds
                 // ⌈lk/2⌉ values.
                 inv[r] = 1.0 / unsafe { avx512::softmax_pairs(sr, keys, scale, &mut a[r * kq_v..][..kp_v]) };

@@ -149,7 +149,7 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
         super::attention::with_local(&PAIRS, |buf| {
             fill(&x[..m * k], m, buf);
             let g = AmxGemm { a: buf, kq, rows: m, panels, kp, n, bias };
-            let dst = SharedOut(out.as_mut_ptr());
+            let dst = super::linear::SharedOut(out.as_mut_ptr());
             // tasks of whole panel pairs; several per thread when there is enough work
             let tasks = if m * n * k >= PAR_MIN_WORK { (2 * threads).min(n_panels.div_ceil(2)) } else { 1 };
             let pairs_per = n_panels.div_ceil(2).div_ceil(tasks.max(1));
@@ -176,19 +176,6 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
         row_blocks(out, m, n, threads, 2 * TILE_ROWS).into_par_iter().for_each(block);
     } else {
         out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(i, o)| block((i * BLOCK_ROWS, o)));
-    }
-}
-
-/// A raw output pointer shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: only used where every task writes its own elements.
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    fn ptr(self) -> *mut f32 {
-        self.0
     }
 }
 
