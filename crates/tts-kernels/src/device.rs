@@ -202,6 +202,14 @@ impl Device {
         }
     }
 
+    /// The dtype of T3's KV cache: bf16 on Cuda, Emu and [`Device::cpu_bf16_weights`] (a decode step
+    /// of a large batch reads about as many cache bytes as weight bytes: bf16 halves them), f32 on
+    /// the `cpu` backend (the parity reference). The Cpu cache ops take either
+    /// ([`crate::ops::rope_kv_write`], [`crate::ops::attention_cached`]).
+    pub fn kv_dtype(&self) -> DType {
+        if self.cpu_bf16_weights { DType::BF16 } else { self.compute_dtype() }
+    }
+
     /// The dtype of GEMM weights: the compute dtype, except bf16 on [`Device::cpu_bf16_weights`].
     pub fn weight_dtype(&self) -> DType {
         if self.cpu_bf16_weights { DType::BF16 } else { self.compute_dtype() }

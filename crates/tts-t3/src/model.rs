@@ -9,8 +9,8 @@ use crate::weights::T3Weights;
 use crate::{Error, Result};
 use tts_kernels::checkpoint::Checkpoint;
 
-/// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the compute
-/// dtype. A sequence (one CFG row of one request) owns one slot.
+/// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the device's
+/// KV dtype ([`Device::kv_dtype`]: bf16 on Cuda, Emu and `cpu-bf16`, f32 on `cpu`). A sequence (one CFG row of one request) owns one slot.
 pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -24,8 +24,8 @@ impl KvCache {
         let mut k = Vec::with_capacity(cfg.num_hidden_layers);
         let mut v = Vec::with_capacity(cfg.num_hidden_layers);
         for _ in 0..cfg.num_hidden_layers {
-            k.push(Tensor::zeros(dev, dev.compute_dtype(), &shape)?);
-            v.push(Tensor::zeros(dev, dev.compute_dtype(), &shape)?);
+            k.push(Tensor::zeros(dev, dev.kv_dtype(), &shape)?);
+            v.push(Tensor::zeros(dev, dev.kv_dtype(), &shape)?);
         }
         Ok(KvCache { k, v, slots, max_len })
     }
@@ -38,6 +38,11 @@ impl KvCache {
     /// Positions per slot.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The dtype the keys and values are stored in ([`Device::kv_dtype`]).
+    pub fn dtype(&self) -> tts_kernels::DType {
+        self.k.first().map_or(tts_kernels::DType::F32, |t| t.dtype())
     }
 }
 

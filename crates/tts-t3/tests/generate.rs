@@ -73,6 +73,29 @@ fn a_batch_equals_one_request_at_a_time_with_slot_replacement() {
     }
 }
 
+/// `cpu-bf16` (bf16 weights and KV cache): the cache is bf16 (f32 on `cpu`), and a batch with slot
+/// replacement gives each request's tokens alone. (Its values against the reference: the parity
+/// cases on the `cpu-bf16` backend.)
+#[test]
+fn on_cpu_bf16_the_cache_is_bf16_and_a_batch_equals_one_request_at_a_time() {
+    let dev = Device::cpu_bf16_weights();
+    let model = T3::load(&model_dir(), &dev).unwrap();
+    let cache = tts_t3::KvCache::new(model.config(), &dev, 2, 16).unwrap();
+    assert_eq!(cache.dtype(), tts_kernels::DType::BF16);
+    let f32_cache = tts_t3::KvCache::new(model.config(), &Device::cpu(), 2, 16).unwrap();
+    assert_eq!(f32_cache.dtype(), tts_kernels::DType::F32);
+    let reqs: Vec<Request> = [(41, 12, 9), (42, 25, 14), (43, 5, 4), (44, 18, 11), (45, 9, 7)]
+        .iter()
+        .map(|&(seed, max_new, text)| request(&model, seed, max_new, text))
+        .collect();
+    let alone: Vec<Finished> = reqs.iter().map(|r| run(&model, std::slice::from_ref(r), 1, 1).remove(0)).collect();
+    let batched = run(&model, &reqs, 2, 3);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        assert_eq!(a.raw, b.raw, "cpu-bf16 request {i}: batched tokens differ from the request alone");
+        assert!(!a.raw.is_empty());
+    }
+}
+
 #[test]
 fn a_request_stops_on_its_stop_token_and_post_processing_cuts_there() {
     let model = T3::load(&model_dir(), &Device::cpu()).unwrap();

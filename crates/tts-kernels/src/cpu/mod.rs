@@ -6,6 +6,7 @@
 pub mod amx;
 mod attention;
 mod attention_amx;
+mod attention_cached;
 mod attention_relpos;
 mod attention_tiles;
 mod bad_row;
@@ -22,6 +23,7 @@ mod gemv;
 mod groupnorm;
 mod hift;
 pub mod isa;
+mod kv_value;
 mod layernorm;
 mod linear;
 pub mod peak;
@@ -31,8 +33,9 @@ mod rope;
 mod sampling;
 mod swiglu;
 
-pub use attention::{attention_cached, attention_dense};
+pub use attention::attention_dense;
 pub use attention_amx::{attention_amx_available, attention_dense_amx};
+pub use attention_cached::attention_cached;
 pub use attention_relpos::attention_relpos;
 pub use bad_row::{BadRow, RowValue};
 pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
@@ -51,6 +54,7 @@ pub use hift::{
     source_sample,
 };
 pub use isa::{ALL_ISAS, Isa, IsaError};
+pub use kv_value::KvValue;
 pub use layernorm::layer_norm;
 pub use linear::{linear, linear_bf16_weights, linear_bf16_weights_with, linear_packed, linear_with};
 pub use pointwise::{

@@ -5,6 +5,7 @@
 //! `head_dim` values per position.
 
 use super::bad_row::{BadRow, RowValue};
+use super::kv_value::KvValue;
 
 /// Llama-3 scaled RoPE inverse frequencies (HF `_compute_llama3_parameters`), in f32 exactly as
 /// torch computes them: `f_i = 1 / theta^(2i / head_dim)`, wavelength `λ_i = 2π / f_i`; low
@@ -65,21 +66,22 @@ fn rope_table(pos: i32, inv_freq: &[f32]) -> Vec<(f32, f32)> {
 /// RoPE on q and k of fused QKV rows, k and v written into the KV cache.
 ///
 /// `qkv`: [rows, 3·heads·d] laid out `[q | k | v]`; `positions`, `slots`: [rows]; `inv_freq`: [d/2];
-/// `q_out`: [rows, heads·d]; `k_cache`, `v_cache`: [n_slots, heads, max_len, d] with
+/// `q_out`: [rows, heads·d]; `k_cache`, `v_cache`: [n_slots, heads, max_len, d] of f32 or bf16
+/// (each value rounded once as it is stored, [`KvValue::narrow`]) with
 /// `n_slots = k_cache.len() / (heads · max_len · d)`. For row r with `p = positions[r]`,
 /// `s = slots[r]`: `q_out[r] = rope(q, p)`, `k_cache[s, h, p] = rope(k_h, p)`, `v_cache[s, h, p] = v_h`.
 ///
 /// Every row is checked before anything is written: returns the first (row, what, value) whose
 /// position is outside `0..max_len` or whose slot is outside `0..n_slots`.
 #[allow(clippy::too_many_arguments)]
-pub fn rope_kv_write(
+pub fn rope_kv_write<T: KvValue>(
     qkv: &[f32],
     positions: &[i32],
     slots: &[i32],
     inv_freq: &[f32],
     q_out: &mut [f32],
-    k_cache: &mut [f32],
-    v_cache: &mut [f32],
+    k_cache: &mut [T],
+    v_cache: &mut [T],
     heads: usize,
     max_len: usize,
 ) -> Result<(), BadRow> {
@@ -97,16 +99,21 @@ pub fn rope_kv_write(
             return Err((r, RowValue::Slot, s));
         }
     }
+    let mut k = vec![0f32; d];
     for ((row, qo), (&p, &s)) in qkv.chunks_exact(3 * hd).zip(q_out.chunks_exact_mut(hd)).zip(positions.iter().zip(slots)) {
         let cs = rope_table(p, inv_freq);
         qo.copy_from_slice(&row[..hd]);
         for h in 0..heads {
             rope_head(&mut qo[h * d..(h + 1) * d], &cs);
             let at = ((s as usize * heads + h) * max_len + p as usize) * d;
-            let kc = &mut k_cache[at..at + d];
-            kc.copy_from_slice(&row[hd + h * d..hd + (h + 1) * d]);
-            rope_head(kc, &cs);
-            v_cache[at..at + d].copy_from_slice(&row[2 * hd + h * d..2 * hd + (h + 1) * d]);
+            k.copy_from_slice(&row[hd + h * d..hd + (h + 1) * d]);
+            rope_head(&mut k, &cs);
+            for (c, &x) in k_cache[at..at + d].iter_mut().zip(&k) {
+                *c = T::narrow(x);
+            }
+            for (c, &x) in v_cache[at..at + d].iter_mut().zip(&row[2 * hd + h * d..2 * hd + (h + 1) * d]) {
+                *c = T::narrow(x);
+            }
         }
     }
     Ok(())
@@ -137,6 +144,36 @@ mod tests {
         assert!(f.windows(2).all(|w| w[1] < w[0]));
         let max_diff = f.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!((max_diff - 8.9e-4).abs() < 0.05e-4, "max |f' - f| = {max_diff} (spec: 8.9e-4)");
+    }
+
+    /// bf16 caches get each f32 cache value rounded to nearest even, and q_out is unchanged.
+    #[test]
+    fn rope_kv_write_into_bf16_caches_rounds_the_f32_values() {
+        use half::bf16;
+        let seed = crate::testing::fresh_seed();
+        let (heads, d, max_len, n_slots, rows) = (3, 10, 9, 4, 5);
+        let hd = heads * d;
+        let inv = llama3_inv_freq(d, 500000.0, 8.0, 1.0, 4.0, 8192);
+        let qkv = crate::testing::random_f32(seed, rows * 3 * hd, 2.0);
+        let (pos, slots) = ([0, 8, 3, 5, 3], [1, 3, 0, 2, 2]);
+        let cache_len = n_slots * heads * max_len * d;
+        let (mut k32, mut v32, mut q32) = (vec![f32::NAN; cache_len], vec![f32::NAN; cache_len], vec![f32::NAN; rows * hd]);
+        rope_kv_write(&qkv, &pos, &slots, &inv, &mut q32, &mut k32, &mut v32, heads, max_len).unwrap();
+        let poison = bf16::from_f32(f32::NAN);
+        let (mut kb, mut vb, mut qb) = (vec![poison; cache_len], vec![poison; cache_len], vec![f32::NAN; rows * hd]);
+        rope_kv_write(&qkv, &pos, &slots, &inv, &mut qb, &mut kb, &mut vb, heads, max_len).unwrap();
+        assert_eq!(qb, q32, "seed {seed}");
+        let written = k32.iter().filter(|x| !x.is_nan()).count();
+        assert_eq!(written, rows * hd, "seed {seed}");
+        for (i, (&b, &f)) in kb.iter().zip(&k32).chain(vb.iter().zip(&v32)).enumerate() {
+            if f.is_nan() {
+                assert!(b.is_nan(), "value {i} written (seed {seed})");
+            } else {
+                assert_eq!(b.to_bits(), bf16::from_f32(f).to_bits(), "value {i} (seed {seed})");
+            }
+        }
+        let e = rope_kv_write(&qkv[..3 * hd], &[9], &[0], &inv, &mut qb[..hd], &mut kb, &mut vb, heads, max_len).unwrap_err();
+        assert_eq!(e, (0, RowValue::Position, 9));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! on shapes, so a captured decode step replays with new values.
 use bytemuck::{Pod, Zeroable};
 
-use crate::device::{Backend, Device};
+use crate::device::{Backend, BackendKind, Device};
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
 use crate::ops::expect_dtype;
@@ -107,6 +107,23 @@ pub(crate) struct AttentionDenseParams {
 const _: () = assert!(std::mem::size_of::<AttentionDenseParams>() == 72);
 
 /// `(n_slots, heads, max_len, head_dim)` of a KV-cache pair.
+/// The dtype of a pair of KV caches on `dev`: on Cpu f32 or bf16, the same for both (the `cpu`
+/// backend keeps f32 caches, `cpu-bf16` bf16 ones: [`crate::Device::kv_dtype`]); on Cuda and Emu the
+/// compute dtype (bf16).
+pub(super) fn kv_cache_dtype(op: &'static str, dev: &Device, k: &View<'_>, v: &View<'_>) -> Result<DType> {
+    if dev.kind() != BackendKind::Cpu {
+        let act = dev.compute_dtype();
+        expect_dtype(op, "k_cache", k, act)?;
+        expect_dtype(op, "v_cache", v, act)?;
+        return Ok(act);
+    }
+    if !matches!(k.dtype(), DType::F32 | DType::BF16) {
+        return Err(Error::DType { op, what: "k_cache", got: k.dtype(), expected: "f32 or bf16".into() });
+    }
+    expect_dtype(op, "v_cache", v, k.dtype())?;
+    Ok(k.dtype())
+}
+
 pub(super) fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, usize, usize, usize)> {
     let s = k.shape();
     if s.len() != 4 || s.contains(&0) {
@@ -230,8 +247,7 @@ fn check_cached(
     }
     let act = dev.compute_dtype();
     expect_dtype(op, "q", q, act)?;
-    expect_dtype(op, "k_cache", k_cache, act)?;
-    expect_dtype(op, "v_cache", v_cache, act)?;
+    kv_cache_dtype(op, &dev, k_cache, v_cache)?;
     expect_dtype(op, "out", out, act)?;
     Ok(CachedArgs { dev, rows, heads, max_len, n_slots, d })
 }
@@ -248,18 +264,14 @@ fn cpu_cached(
     out: &mut ViewMut<'_>,
     scale: f32,
 ) -> Result<()> {
-    cpu::attention_cached(
-        q.host_f32()?,
-        k_cache.host_f32()?,
-        v_cache.host_f32()?,
-        slots.host_i32()?,
-        lens.host_i32()?,
-        out.host_f32_mut()?,
-        a.heads,
-        a.d,
-        a.max_len,
-        scale,
-    )
+    let (q, slots, lens, out) = (q.host_f32()?, slots.host_i32()?, lens.host_i32()?, out.host_f32_mut()?);
+    let (heads, d, max_len) = (a.heads, a.d, a.max_len);
+    match k_cache.dtype() {
+        DType::BF16 => {
+            cpu::attention_cached(q, k_cache.host_bf16()?, v_cache.host_bf16()?, slots, lens, out, heads, d, max_len, scale)
+        }
+        _ => cpu::attention_cached(q, k_cache.host_f32()?, v_cache.host_f32()?, slots, lens, out, heads, d, max_len, scale),
+    }
     .map_err(|(r, what, v)| {
         let bound = match what {
             cpu::RowValue::Slot => format!("0..{}", a.n_slots),
@@ -331,7 +343,8 @@ fn launch_cached(
 ///
 /// Shapes: `q`, `out` `[rows, heads·head_dim]`; `k_cache`, `v_cache` `[n_slots, heads, max_len,
 /// head_dim]` with head_dim a multiple of 32 up to 256; `slots`, `lens` `[rows]` i32. Dtypes: Cpu
-/// f32; Cuda/Emu bf16 (f32 softmax and accumulation inside). `len` outside `0..=max_len` or (for
+/// f32, the caches f32 or bf16 (both alike, [`Device::kv_dtype`]; bf16 widened exactly as read);
+/// Cuda/Emu bf16 (f32 softmax and accumulation inside). `len` outside `0..=max_len` or (for
 /// `len > 0`) a slot outside `0..n_slots` is an error on Cpu and a NaN row on Cuda/Emu.
 ///
 /// One kernel launch, grid `(rows, heads)`; blocks get wider (up to 16 warps splitting the
@@ -435,7 +448,7 @@ fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
 /// Shapes and dtypes: those of the two ops: `qkv` `[rows, 3·heads·head_dim]` (`[q | k | v]`);
 /// `positions`, `slots`, `lens` `[rows]` i32; `inv_freq` `[head_dim / 2]` f32; caches `[n_slots,
 /// heads, max_len, head_dim]` with head_dim a multiple of 32 up to 256; `out` `[rows,
-/// heads·head_dim]`; Cpu f32, Cuda/Emu bf16. Cuda/Emu: one launch, grid `(rows, heads)`, the block
+/// heads·head_dim]`; Cpu f32 with f32 or bf16 caches, Cuda/Emu bf16. Cuda/Emu: one launch, grid `(rows, heads)`, the block
 /// width of [`attention_cached`]; the rotation and the attention are the device code of the two
 /// kernels, so outputs and cache rows equal `rope_kv_write` (on the live rows) followed by
 /// `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
@@ -534,8 +547,7 @@ fn rope_attention_decode_impl(
     }
     let act = dev.compute_dtype();
     expect_dtype(op, "qkv", &qkv, act)?;
-    expect_dtype(op, "k_cache", &k_cache.as_view(), act)?;
-    expect_dtype(op, "v_cache", &v_cache.as_view(), act)?;
+    kv_cache_dtype(op, dev, &k_cache.as_view(), &v_cache.as_view())?;
     expect_dtype(op, "out", &out.as_view(), act)?;
     let n_splits = match &scratch {
         None => 1,
@@ -585,16 +597,25 @@ fn rope_attention_decode_impl(
             let lqkv: Vec<f32> = live.iter().flat_map(|&r| &qkv_all[r * 3 * hd..(r + 1) * 3 * hd]).copied().collect();
             let lpos: Vec<i32> = live.iter().map(|&r| pos[r]).collect();
             let lslots: Vec<i32> = live.iter().map(|&r| sl[r]).collect();
-            let mut lq = vec![0f32; live.len() * hd];
-            let (kc, vc) = (k_cache.host_f32_mut()?, v_cache.host_f32_mut()?);
-            cpu::rope_kv_write(&lqkv, &lpos, &lslots, inv_freq.host_f32()?, &mut lq, kc, vc, heads, max_len)
-                .map_err(|(r, what, v)| Error::invalid(op, format!("row {}: {what} {v} is invalid", live[r])))?;
+            let step =
+                CpuDecodeStep { qkv: &lqkv, positions: &lpos, slots: &lslots, inv_freq: inv_freq.host_f32()?, heads, max_len };
+            let lq = match k_cache.dtype() {
+                DType::BF16 => step.rope_kv_write(k_cache.host_bf16_mut()?, v_cache.host_bf16_mut()?),
+                _ => step.rope_kv_write(k_cache.host_f32_mut()?, v_cache.host_f32_mut()?),
+            }
+            .map_err(|(r, what, v)| Error::invalid(op, format!("row {}: {what} {v} is invalid", live[r])))?;
             let mut q = vec![0f32; rows * hd];
             for (i, &r) in live.iter().enumerate() {
                 q[r * hd..(r + 1) * hd].copy_from_slice(&lq[i * hd..(i + 1) * hd]);
             }
-            cpu::attention_cached(&q, kc, vc, sl, ln, out.host_f32_mut()?, heads, d, max_len, scale)
-                .map_err(|(r, what, v)| Error::invalid(op, format!("row {r}: {what} {v} is invalid")))
+            let o = out.host_f32_mut()?;
+            match k_cache.dtype() {
+                DType::BF16 => {
+                    cpu::attention_cached(&q, k_cache.host_bf16()?, v_cache.host_bf16()?, sl, ln, o, heads, d, max_len, scale)
+                }
+                _ => cpu::attention_cached(&q, k_cache.host_f32()?, v_cache.host_f32()?, sl, ln, o, heads, d, max_len, scale),
+            }
+            .map_err(|(r, what, v)| Error::invalid(op, format!("row {r}: {what} {v} is invalid")))
         }
         _ => {
             check_aligned(op, &[("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
@@ -743,5 +764,25 @@ pub fn attention_dense(
             let grid = [blocks_for(OP, lq, per_block)?, p.heads, p.batch];
             launch(dev, kernel, LaunchDims::new(grid, [ATTN_DENSE_BLOCK, 1, 1], 0), &p)
         }
+    }
+}
+
+/// The live rows of a Cpu decode step, for [`cpu::rope_kv_write`] into caches of either dtype.
+struct CpuDecodeStep<'a> {
+    qkv: &'a [f32],
+    positions: &'a [i32],
+    slots: &'a [i32],
+    inv_freq: &'a [f32],
+    heads: usize,
+    max_len: usize,
+}
+
+impl CpuDecodeStep<'_> {
+    /// RoPE of the rows' q (returned, `[rows, heads·d]`) and k, k and v written into the caches.
+    fn rope_kv_write<T: cpu::KvValue>(&self, k: &mut [T], v: &mut [T]) -> std::result::Result<Vec<f32>, cpu::BadRow> {
+        let hd = self.heads * 2 * self.inv_freq.len();
+        let mut q = vec![0f32; self.positions.len() * hd];
+        cpu::rope_kv_write(self.qkv, self.positions, self.slots, self.inv_freq, &mut q, k, v, self.heads, self.max_len)?;
+        Ok(q)
     }
 }

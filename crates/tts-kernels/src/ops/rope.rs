@@ -3,7 +3,7 @@
 //! [`super::rope_attention_decode`] (`ops/attention.rs`).
 use bytemuck::{Pod, Zeroable};
 
-use super::attention::{cache_dims, check_i32};
+use super::attention::{cache_dims, check_i32, kv_cache_dtype};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, launch, u32_param};
@@ -47,7 +47,8 @@ const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 80);
 /// Shapes: `qkv` `[rows, 3·heads·head_dim]` laid out `[q | k | v]`; `positions`, `slots` `[rows]` i32;
 /// `inv_freq` `[head_dim / 2]` f32; `q_out` `[rows, heads·head_dim]`; `k_cache`, `v_cache`
 /// `[n_slots, heads, max_len, head_dim]` (heads and head_dim come from the cache), head_dim even and
-/// at most 256. Dtypes: Cpu all f32; Cuda/Emu `qkv`, `q_out` and the caches bf16.
+/// at most 256. Dtypes: Cpu f32, the caches f32 or bf16 (both alike, [`crate::Device::kv_dtype`]);
+/// Cuda/Emu `qkv`, `q_out` and the caches bf16.
 /// A position outside `0..max_len` or a slot outside `0..n_slots` is an error on Cpu (nothing is
 /// written); on Cuda and Emu that row's `q_out` is NaN and the caches are left alone.
 /// The kernels evaluate sin/cos exactly (within 1 ulp of libm) for angles `|p · inv_freq[i]| < 2^26`
@@ -89,23 +90,21 @@ pub fn rope_kv_write(
     let act = dev.compute_dtype();
     expect_dtype(OP, "qkv", &qkv, act)?;
     expect_dtype(OP, "q_out", &q_out.as_view(), act)?;
-    expect_dtype(OP, "k_cache", &k_cache.as_view(), act)?;
-    expect_dtype(OP, "v_cache", &v_cache.as_view(), act)?;
+    let kv = kv_cache_dtype(OP, dev, &k_cache.as_view(), &v_cache.as_view())?;
     if rows == 0 {
         return Ok(());
     }
     match &*dev.inner {
-        Backend::Cpu => cpu::rope_kv_write(
-            qkv.host_f32()?,
-            positions.host_i32()?,
-            slots.host_i32()?,
-            inv_freq.host_f32()?,
-            q_out.host_f32_mut()?,
-            k_cache.host_f32_mut()?,
-            v_cache.host_f32_mut()?,
-            heads,
-            max_len,
-        )
+        Backend::Cpu => {
+            let (qkv, pos, sl, f, q) =
+                (qkv.host_f32()?, positions.host_i32()?, slots.host_i32()?, inv_freq.host_f32()?, q_out.host_f32_mut()?);
+            match kv {
+                DType::BF16 => {
+                    cpu::rope_kv_write(qkv, pos, sl, f, q, k_cache.host_bf16_mut()?, v_cache.host_bf16_mut()?, heads, max_len)
+                }
+                _ => cpu::rope_kv_write(qkv, pos, sl, f, q, k_cache.host_f32_mut()?, v_cache.host_f32_mut()?, heads, max_len),
+            }
+        }
         .map_err(|(r, what, v)| {
             let bound = match what {
                 cpu::RowValue::Slot => n_slots,
