@@ -1,5 +1,7 @@
-//! The parity harness (a custom test main): every fixture case, on Cpu (f32 tolerance), in builds
-//! with the `emu` feature on Emu (bf16 tolerance), and on Cuda (bf16 tolerance) when a GPU is usable.
+//! The parity harness (a custom test main): every fixture case, on Cpu (f32 tolerance), on Cpu with
+//! bf16 GEMM weights and KV cache (`cpu-bf16`, bf16 tolerance, on this CPU's instruction path), in
+//! builds with the `emu` feature on Emu (bf16 tolerance), and on Cuda (bf16 tolerance) when a GPU is
+//! usable.
 //! `TTS_PARITY_BACKENDS=cuda` (a comma list) picks the backends instead; `TTS_REQUIRE_CUDA=1` makes an
 //! unusable GPU a failure. `TTS_PARITY_CASES` (a comma list of name prefixes, e.g. `tts_generate,t3_`)
 //! runs only the cases whose names start with one of them; `TTS_PARITY_VERBOSE=1` prints every
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
         };
         let targets: &[&str] = if kind.host_only { &["host"] } else { backends };
         for &b in targets {
-            let tol = if b == "emu" || b == "cuda" {
+            let tol = if b == "emu" || b == "cuda" || b == "cpu-bf16" {
                 Tolerance { bf16: true, ..case.meta.tolerance.bf16 }
             } else {
                 case.meta.tolerance.f32
@@ -109,20 +111,21 @@ fn main() -> ExitCode {
     if failed > 0 || passed + pending == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-/// The backends to run: `TTS_PARITY_BACKENDS`, else Cpu, Emu (when built) and Cuda (when usable).
+/// The backends to run: `TTS_PARITY_BACKENDS`, else Cpu, Cpu with bf16 weights and KV cache
+/// (`cpu-bf16`, bf16 tolerance), Emu (when built) and Cuda (when usable).
 fn backends() -> Result<Vec<String>, String> {
     let require_cuda = std::env::var("TTS_REQUIRE_CUDA").is_ok_and(|v| v == "1");
     if let Ok(list) = std::env::var("TTS_PARITY_BACKENDS") {
         let b: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        if let Some(bad) = b.iter().find(|s| !["cpu", "emu", "cuda"].contains(&s.as_str())) {
-            return Err(format!("TTS_PARITY_BACKENDS: unknown backend {bad:?} (cpu, emu, cuda)"));
+        if let Some(bad) = b.iter().find(|s| !["cpu", "cpu-bf16", "emu", "cuda"].contains(&s.as_str())) {
+            return Err(format!("TTS_PARITY_BACKENDS: unknown backend {bad:?} (cpu, cpu-bf16, emu, cuda)"));
         }
         if b.iter().any(|s| s == "cuda") {
             tts_suite::parity::cuda_device().map_err(|e| format!("TTS_PARITY_BACKENDS names cuda: {e}"))?;
         }
         return Ok(b);
     }
-    let mut b = vec!["cpu".to_string()];
+    let mut b = vec!["cpu".to_string(), "cpu-bf16".to_string()];
     if cfg!(feature = "emu") {
         b.push("emu".into());
     }

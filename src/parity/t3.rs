@@ -7,6 +7,8 @@ use super::{Case, Outcome, TensorReport, Tolerance, compare_tensor};
 pub(crate) fn device(backend: &str) -> Result<Device, String> {
     match backend {
         "cpu" => Ok(Device::cpu()),
+        // bf16 GEMM weights and KV cache, f32 activations: held to the bf16 tolerance
+        "cpu-bf16" => Ok(Device::cpu_bf16_weights()),
         "emu" => Device::emu(EmuOptions::default()).map_err(|e| e.to_string()),
         // one Cuda device for the whole run (creating one loads every kernel module)
         "cuda" => {

@@ -180,9 +180,10 @@ pub fn t3_step_weight_bytes(model: &T3) -> u64 {
 }
 
 /// The KV-cache bytes one decode step's attention reads: K and V of every layer for `rows`
-/// sequences attending over `live_len` positions each, in the compute dtype.
+/// sequences attending over `live_len` positions each, in the device's KV dtype
+/// ([`Device::kv_dtype`]).
 pub fn t3_step_kv_bytes(cfg: &T3Config, dev: &Device, rows: usize, live_len: f64) -> f64 {
-    let per_position = 2 * cfg.num_hidden_layers * cfg.hidden_size * dev.compute_dtype().size();
+    let per_position = 2 * cfg.num_hidden_layers * cfg.hidden_size * dev.kv_dtype().size();
     rows as f64 * live_len * per_position as f64
 }
 
@@ -320,7 +321,7 @@ pub fn t3_generator_bytes(cfg: &T3Config, dev: &Device, batch: usize, max_len: u
     let rows = (2 * batch) as u64;
     let es = dev.compute_dtype().size() as u64;
     let (d, i, v) = (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.speech_tokens_dict_size as u64);
-    let kv = 2 * cfg.num_hidden_layers as u64 * rows * max_len as u64 * d * es;
+    let kv = 2 * cfg.num_hidden_layers as u64 * rows * max_len as u64 * d * dev.kv_dtype().size() as u64;
     let ws = rows * (7 * d + 3 * i) * es + rows * (v * 4 + d * 4);
     kv + ws
 }
@@ -546,5 +547,8 @@ mod tests {
         let dev = Device::cpu();
         // f32 on Cpu: 2 (K, V) × 30 layers × 1024 × 4 bytes per position and row
         assert_eq!(t3_step_kv_bytes(&cfg, &dev, 2, 100.0), 2.0 * 100.0 * (2 * 30 * 1024 * 4) as f64);
+        // cpu-bf16 keeps a bf16 cache: half the bytes
+        let bf = Device::cpu_bf16_weights();
+        assert_eq!(t3_step_kv_bytes(&cfg, &bf, 2, 100.0), 2.0 * 100.0 * (2 * 30 * 1024 * 2) as f64);
     }
 }
