@@ -57,23 +57,25 @@ fn bench_decode_attention(c: &mut Criterion) {
             "cpu" => &[(2, 1024), (64, 512)],
             _ => &[(2, 1024), (2, 4096), (128, 1024)],
         };
-        for &(rows, ctx) in shapes {
+        // Cpu: the f32 cache of `cpu` and the bf16 cache of `cpu-bf16` (Device::kv_dtype)
+        let kv_dtypes: &[DType] = if name == "cpu" { &[DType::F32, DType::BF16] } else { &[DType::BF16] };
+        for (&(rows, ctx), &kv) in shapes.iter().flat_map(|s| kv_dtypes.iter().map(move |k| (s, k))) {
             let max_len = ctx;
             let act = dev.compute_dtype();
             let hd = HEADS * D;
             let clen = rows * hd * max_len;
             let q = Tensor::from_f32(&dev, act, &[rows, hd], &random_f32(3, rows * hd, 1.0)).unwrap();
-            let kc = Tensor::from_f32(&dev, act, &[rows, HEADS, max_len, D], &random_f32(4, clen, 1.0)).unwrap();
-            let vc = Tensor::from_f32(&dev, act, &[rows, HEADS, max_len, D], &random_f32(5, clen, 1.0)).unwrap();
+            let kc = Tensor::from_f32(&dev, kv, &[rows, HEADS, max_len, D], &random_f32(4, clen, 1.0)).unwrap();
+            let vc = Tensor::from_f32(&dev, kv, &[rows, HEADS, max_len, D], &random_f32(5, clen, 1.0)).unwrap();
             let slots = Tensor::from_i32(&dev, &[rows], &(0..rows as i32).collect::<Vec<_>>()).unwrap();
             let lens = Tensor::from_i32(&dev, &[rows], &vec![ctx as i32; rows]).unwrap();
             let mut out = Tensor::uninit(&dev, act, &[rows, hd]).unwrap();
             let splits = ops::attention_cached_splits(rows, HEADS, max_len);
             let mut scratch = Tensor::uninit(&dev, DType::F32, &[rows, HEADS, splits, D + 2]).unwrap();
             // read q and the live K and V rows, write out
-            let bytes = rows * hd * act.size() * (2 + 2 * ctx);
+            let bytes = rows * hd * (2 * act.size() + 2 * ctx * kv.size());
             g.throughput(Throughput::Bytes(bytes as u64));
-            let id = format!("{rows}x{ctx}");
+            let id = if name == "cpu" { format!("{rows}x{ctx}/{kv}-kv") } else { format!("{rows}x{ctx}") };
             g.bench_with_input(BenchmarkId::new(name, &id), &rows, |b, _| {
                 b.iter(|| {
                     ops::attention_cached(q.view(), kc.view(), vc.view(), slots.view(), lens.view(), out.view_mut(), 0.125)
