@@ -5,7 +5,8 @@ own tests read). Writes into crates/tts-voice/tests/data/:
   `librosa.resample(x, orig_sr=from, target_sr=to)` (soxr_hq, `soxr_<from>_<to>`) and of
   torchaudio's `Resample(from, to)` as chatterbox's s3gen.get_resampler builds it (`ta_<from>_<to>`);
 - short audio files written by soundfile (libsndfile) in formats the Rust test cannot write itself
-  (FLAC 16/24-bit, MP3, a 3-channel 24-bit WAV), and `librosa.load(path, sr=None)` of each
+  (FLAC 16/24-bit, MP3 at 8, 16, 22.05, 44.1 and 48 kHz, a 3-channel 24-bit WAV), and
+  `librosa.load(path, sr=None)` of each
   (`load_<file stem>`), the mono float32 the engine must read from them.
 
 Usage: tools/reference/.venv/bin/python tools/reference/audio_ref.py
@@ -52,11 +53,18 @@ def main():
         "mp3_stereo.mp3": (stereo, "MP3", "MPEG_LAYER_III"),
         "wav24_3ch.wav": (three, "WAV", "PCM_24"),
     }
-    for name, (data, fmt, subtype) in files.items():
+    files = {k: (d, f, st, sr) for k, (d, f, st) in files.items()}
+    # more MP3s: MPEG-1 at 44.1 and 48 kHz, MPEG-2 at 16 kHz, MPEG-2.5 at 8 kHz, mono and stereo
+    for name, rate, secs, channels in [("mp3_mono_44k.mp3", 44100, 0.15, 1), ("mp3_stereo_48k.mp3", 48000, 0.15, 2),
+                                       ("mp3_mono_16k.mp3", 16000, 0.3, 1), ("mp3_mono_8k.mp3", 8000, 0.3, 1)]:
+        x = synth_wave(secs, rate, 950 + rate // 1000).numpy()
+        data = x if channels == 1 else np.stack([x, 0.7 * x[::-1]], axis=1)
+        files[name] = (data, "MP3", "MPEG_LAYER_III", rate)
+    for name, (data, fmt, subtype, rate) in files.items():
         path = OUT / name
-        sf.write(str(path), data, sr, format=fmt, subtype=subtype)
+        sf.write(str(path), data, rate, format=fmt, subtype=subtype)
         y, got_sr = librosa.load(str(path), sr=None)
-        assert got_sr == sr, (name, got_sr)
+        assert got_sr == rate, (name, got_sr)
         t[f"load_{path.stem}"] = torch.from_numpy(np.ascontiguousarray(y))
     save_file({k: v.float().contiguous() for k, v in t.items()}, str(OUT / "resample_ref.safetensors"),
               metadata={"librosa": librosa.__version__, "soundfile": sf.__version__,

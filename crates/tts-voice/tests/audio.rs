@@ -173,15 +173,21 @@ fn a_late_fmt_chunk_is_read() {
 #[test]
 fn flac_mp3_and_multichannel_wav_read_as_librosa_load() {
     let r = common::reference();
-    for (file, max_abs, max_rel_l2) in [
-        ("flac16_stereo.flac", 0.0, 0.0),
-        ("flac24_stereo.flac", 0.0, 0.0),
-        ("wav24_3ch.wav", 6e-8, 1e-7),
-        // a different MP3 decoder (symphonia, not mpg123): agreement to the decoders' precision (6.7e-8 measured)
-        ("mp3_stereo.mp3", 1e-6, 1e-5),
+    for (file, rate, max_abs, max_rel_l2) in [
+        ("flac16_stereo.flac", 22050, 0.0, 0.0),
+        ("flac24_stereo.flac", 22050, 0.0, 0.0),
+        ("wav24_3ch.wav", 22050, 6e-8, 1e-7),
+        // a different MP3 decoder (symphonia, not mpg123): agreement to the decoders' precision
+        // (6.7e-8 measured on the first); MPEG-1 at 22.05 (stereo), 44.1 and 48 kHz, MPEG-2 at
+        // 16 kHz, MPEG-2.5 at 8 kHz
+        ("mp3_stereo.mp3", 22050, 1e-6, 1e-5),
+        ("mp3_mono_44k.mp3", 44100, 1e-6, 1e-5),
+        ("mp3_stereo_48k.mp3", 48000, 1e-6, 1e-5),
+        ("mp3_mono_16k.mp3", 16000, 1e-6, 1e-5),
+        ("mp3_mono_8k.mp3", 8000, 1e-6, 1e-5),
     ] {
         let got = load(&common::data_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got.sample_rate, 22050, "{file}");
+        assert_eq!(got.sample_rate, rate, "{file}");
         let stem = file.split('.').next().unwrap();
         let want = &r[&format!("load_{stem}")];
         let (max, rel) = common::errors(&got.samples, want);
@@ -198,7 +204,7 @@ fn damaged_files_decode_or_fail_cleanly() {
     println!("seed {seed} (TTS_TEST_SEED to replay)");
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut ok, mut refused) = (0, 0);
-    for file in ["flac16_stereo.flac", "mp3_stereo.mp3", "wav24_3ch.wav"] {
+    for file in ["flac16_stereo.flac", "mp3_stereo.mp3", "mp3_stereo_48k.mp3", "mp3_mono_8k.mp3", "wav24_3ch.wav"] {
         let orig = std::fs::read(common::data_dir().join(file)).unwrap();
         for _ in 0..60 {
             let mut b = orig.clone();

@@ -786,3 +786,7 @@ impl CpuDecodeStep<'_> {
         Ok(q)
     }
 }
+
+#[cfg(test)]
+#[path = "attention_kv_cache_tests.rs"]
+mod kv_cache_tests;
