@@ -26,6 +26,23 @@ fn request(model: &T3, seed: u64, max_new_tokens: usize, text_len: usize) -> Req
     }
 }
 
+/// Requests of `(seed, max_new_tokens, text_len)`.
+fn requests(model: &T3, specs: &[(u64, usize, usize)]) -> Vec<Request> {
+    specs.iter().map(|&(seed, max_new, text)| request(model, seed, max_new, text)).collect()
+}
+
+/// Each request alone, then all of them through 2 slots (slots refilled while the others keep
+/// decoding): the same tokens. Returns the requests' results alone.
+fn assert_batched_equals_alone(model: &T3, reqs: &[Request], label: &str) -> Vec<Finished> {
+    let alone: Vec<Finished> = reqs.iter().map(|r| run(model, std::slice::from_ref(r), 1, 1).remove(0)).collect();
+    let batched = run(model, reqs, 2, 3);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        assert!(!a.raw.is_empty(), "{label}: request {i} generated nothing");
+        assert_eq!(a.raw, b.raw, "{label}: request {i}: batched tokens differ from the request alone");
+    }
+    alone
+}
+
 fn run(model: &T3, reqs: &[Request], max_batch: usize, poll_every: usize) -> Vec<Finished> {
     let mut g = Generator::new(model, max_batch, 128, 40).unwrap();
     g.run(reqs, poll_every).unwrap()
@@ -48,16 +65,8 @@ fn run_eager(mut g: Generator, reqs: &[Request]) -> Vec<Finished> {
 #[test]
 fn a_batch_equals_one_request_at_a_time_with_slot_replacement() {
     let model = T3::load(&model_dir(), &Device::cpu()).unwrap();
-    let reqs: Vec<Request> = [(1, 12, 9), (2, 30, 14), (3, 5, 4), (4, 20, 11), (5, 17, 7)]
-        .iter()
-        .map(|&(seed, max_new, text)| request(&model, seed, max_new, text))
-        .collect();
-    let alone: Vec<Finished> = reqs.iter().map(|r| run(&model, std::slice::from_ref(r), 1, 1).remove(0)).collect();
-    // 2 slots for 5 requests: slots are refilled while the others keep decoding
-    let batched = run(&model, &reqs, 2, 3);
-    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
-        assert_eq!(a.raw, b.raw, "request {i}: batched tokens differ from the request alone");
-    }
+    let reqs = requests(&model, &[(1, 12, 9), (2, 30, 14), (3, 5, 4), (4, 20, 11), (5, 17, 7)]);
+    let alone = assert_batched_equals_alone(&model, &reqs, "cpu");
     // 9 slots (18 rows) take the unfused decode stack (above FUSED_DECODE_MAX_ROWS); on Cpu both
     // stacks compute the same sums, so the tokens are the same
     const { assert!(2 * 9 > tts_t3::FUSED_DECODE_MAX_ROWS) };
@@ -84,16 +93,8 @@ fn on_cpu_bf16_the_cache_is_bf16_and_a_batch_equals_one_request_at_a_time() {
     assert_eq!(cache.dtype(), tts_kernels::DType::BF16);
     let f32_cache = tts_t3::KvCache::new(model.config(), &Device::cpu(), 2, 16).unwrap();
     assert_eq!(f32_cache.dtype(), tts_kernels::DType::F32);
-    let reqs: Vec<Request> = [(41, 12, 9), (42, 25, 14), (43, 5, 4), (44, 18, 11), (45, 9, 7)]
-        .iter()
-        .map(|&(seed, max_new, text)| request(&model, seed, max_new, text))
-        .collect();
-    let alone: Vec<Finished> = reqs.iter().map(|r| run(&model, std::slice::from_ref(r), 1, 1).remove(0)).collect();
-    let batched = run(&model, &reqs, 2, 3);
-    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
-        assert_eq!(a.raw, b.raw, "cpu-bf16 request {i}: batched tokens differ from the request alone");
-        assert!(!a.raw.is_empty());
-    }
+    let reqs = requests(&model, &[(41, 12, 9), (42, 25, 14), (43, 5, 4), (44, 18, 11), (45, 9, 7)]);
+    assert_batched_equals_alone(&model, &reqs, "cpu-bf16");
 }
 
 #[test]

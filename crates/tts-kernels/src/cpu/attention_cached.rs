@@ -44,63 +44,45 @@ pub(super) fn attend_one<T: KvValue>(
     attend_one_lanes(q, k, v, keys, stride, scale, scores, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_one_avx512<T: KvValue>(
-    q: &[f32],
-    k: &[T],
-    v: &[T],
-    keys: usize,
-    stride: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    if keys == 0 {
-        out.fill(0.0);
-        return;
-    }
-    scores.clear();
-    scores.resize(keys, 0.0);
-    // SAFETY: the caller's CPU has avx512f (this function's contract); k and v hold `keys` rows of
-    // stride `stride` with q.len() = out.len() values each (attend_one's callers slice them so).
-    unsafe {
-        x86::dots_512(q, k, keys, stride, scale, scores);
-        let sum = softmax_in_place(scores);
-        x86::weighted_512(scores, v, stride, out);
-        normalize(out, sum);
-    }
+/// [`attend_one`] on an x86 path: `$name` runs the `x86` kernels `$dots` and `$weighted` around the
+/// shared softmax.
+macro_rules! attend_one_x86 {
+    ($feature:literal, $name:ident, $dots:ident, $weighted:ident) => {
+        /// # Safety
+        /// The CPU has the target feature; `k` and `v` hold `keys` rows of stride `stride` with
+        /// `q.len() = out.len()` values each.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: KvValue>(
+            q: &[f32],
+            k: &[T],
+            v: &[T],
+            keys: usize,
+            stride: usize,
+            scale: f32,
+            scores: &mut Vec<f32>,
+            out: &mut [f32],
+        ) {
+            if keys == 0 {
+                out.fill(0.0);
+                return;
+            }
+            scores.clear();
+            scores.resize(keys, 0.0);
+            // SAFETY: this function's contract (attend_one's callers slice k and v so).
+            unsafe {
+                x86::$dots(q, k, keys, stride, scale, scores);
+                let sum = softmax_in_place(scores);
+                x86::$weighted(scores, v, stride, out);
+                normalize(out, sum);
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_one_avx2<T: KvValue>(
-    q: &[f32],
-    k: &[T],
-    v: &[T],
-    keys: usize,
-    stride: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    if keys == 0 {
-        out.fill(0.0);
-        return;
-    }
-    scores.clear();
-    scores.resize(keys, 0.0);
-    // SAFETY: the caller's CPU has avx2 (this function's contract); k and v hold `keys` rows of
-    // stride `stride` with q.len() = out.len() values each (attend_one's callers slice them so).
-    unsafe {
-        x86::dots_256(q, k, keys, stride, scale, scores);
-        let sum = softmax_in_place(scores);
-        x86::weighted_256(scores, v, stride, out);
-        normalize(out, sum);
-    }
-}
+attend_one_x86!("avx512f", attend_one_avx512, dots_512, weighted_512);
+attend_one_x86!("avx2", attend_one_avx2, dots_256, weighted_256);
 
 /// The body of [`attend_one`], written for the vectoriser (plain multiplies and adds in lanes).
 #[inline(always)]
@@ -475,115 +457,94 @@ mod x86 {
         }
     }
 
-    /// `cached_weighted_values` on AVX-512F: blocks of `16·B` columns, four chains each.
-    ///
-    /// # Safety
-    /// AVX-512F present; `v` holds `w.len()` rows of stride `stride` with `out.len()` elements each.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_block_512<T: KvValue, const B: usize>(w: &[f32], v: &[T], stride: usize, out: &mut [f32], c0: usize) {
-        // SAFETY (whole body): columns c0..c0 + 16·B ≤ out.len() of rows < w.len() (caller).
-        unsafe {
-            let mut a = [[_mm512_setzero_ps(); B]; 4];
-            let quads = w.len() / 4;
-            for g in 0..quads {
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let (wj, row) = (_mm512_set1_ps(w[4 * g + i]), v.as_ptr().add((4 * g + i) * stride + c0));
-                    for (b, acc) in ai.iter_mut().enumerate() {
-                        *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wj, load16(row.add(16 * b))));
+    /// `cached_weighted_values` over vectors of `$lanes` f32 (`$vec`, its intrinsics named), in
+    /// two functions: `$block` (blocks of `$lanes·B` columns, four chains each) and `$all` (blocks
+    /// of `2·$lanes`, then `$lanes`, then the tail one column at a time).
+    macro_rules! weighted_kernels {
+        ($feature:literal, $block:ident, $all:ident, $lanes:literal, $zero:ident, $set1:ident, $add:ident, $mul:ident,
+         $store:ident, $load:ident) => {
+            /// `cached_weighted_values` on one block of columns `c0..c0 + lanes·B`.
+            ///
+            /// # Safety
+            /// The CPU has the target feature; `v` holds `w.len()` rows of stride `stride` with
+            /// `out.len() ≥ c0 + lanes·B` elements each.
+            #[inline]
+            #[target_feature(enable = $feature)]
+            unsafe fn $block<T: KvValue, const B: usize>(w: &[f32], v: &[T], stride: usize, out: &mut [f32], c0: usize) {
+                // SAFETY (whole body): columns c0..c0 + lanes·B ≤ out.len() of rows < w.len().
+                unsafe {
+                    let mut a = [[$zero(); B]; 4];
+                    let quads = w.len() / 4;
+                    let mut add_row = |i: usize, j: usize| {
+                        let (wj, row) = ($set1(w[j]), v.as_ptr().add(j * stride + c0));
+                        for (b, acc) in a[i].iter_mut().enumerate() {
+                            *acc = $add(*acc, $mul(wj, $load(row.add($lanes * b))));
+                        }
+                    };
+                    for g in 0..quads {
+                        for i in 0..4 {
+                            add_row(i, 4 * g + i);
+                        }
+                    }
+                    for i in 0..w.len() - 4 * quads {
+                        add_row(i, 4 * quads + i);
+                    }
+                    let [a0, a1, a2, a3] = a;
+                    for (b, (((x0, x1), x2), x3)) in a0.into_iter().zip(a1).zip(a2).zip(a3).enumerate() {
+                        $store(out.as_mut_ptr().add(c0 + $lanes * b), $add($add(x0, x1), $add(x2, x3)));
                     }
                 }
             }
-            for (i, ai) in a.iter_mut().enumerate().take(w.len() - 4 * quads) {
-                let (wj, row) = (_mm512_set1_ps(w[4 * quads + i]), v.as_ptr().add((4 * quads + i) * stride + c0));
-                for (b, acc) in ai.iter_mut().enumerate() {
-                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wj, load16(row.add(16 * b))));
-                }
-            }
-            let [a0, a1, a2, a3] = a;
-            for (b, (((x0, x1), x2), x3)) in a0.into_iter().zip(a1).zip(a2).zip(a3).enumerate() {
-                let s = _mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3));
-                _mm512_storeu_ps(out.as_mut_ptr().add(c0 + 16 * b), s);
-            }
-        }
-    }
 
-    /// `cached_weighted_values` on AVX-512F.
-    ///
-    /// # Safety
-    /// As [`weighted_block_512`].
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_512<T: KvValue>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
-        let d = out.len();
-        let mut c0 = 0;
-        // SAFETY: each block's columns lie inside out.len() (contract forwarded).
-        unsafe {
-            while c0 + 32 <= d {
-                weighted_block_512::<T, 2>(w, v, stride, out, c0);
-                c0 += 32;
-            }
-            if c0 + 16 <= d {
-                weighted_block_512::<T, 1>(w, v, stride, out, c0);
-                c0 += 16;
-            }
-            weighted_tail(w, v, stride, out, c0);
-        }
-    }
-
-    /// `cached_weighted_values` on AVX2: blocks of `8·B` columns, four chains each.
-    ///
-    /// # Safety
-    /// AVX2 present; as [`weighted_block_512`].
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn weighted_block_256<T: KvValue, const B: usize>(w: &[f32], v: &[T], stride: usize, out: &mut [f32], c0: usize) {
-        // SAFETY (whole body): columns c0..c0 + 8·B ≤ out.len() of rows < w.len() (caller).
-        unsafe {
-            let mut a = [[_mm256_setzero_ps(); B]; 4];
-            let quads = w.len() / 4;
-            for g in 0..quads {
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let (wj, row) = (_mm256_set1_ps(w[4 * g + i]), v.as_ptr().add((4 * g + i) * stride + c0));
-                    for (b, acc) in ai.iter_mut().enumerate() {
-                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wj, load8(row.add(8 * b))));
+            /// `cached_weighted_values` on every column of `out`.
+            ///
+            /// # Safety
+            /// The CPU has the target feature; `v` holds `w.len()` rows of stride `stride` with
+            /// `out.len()` elements each.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $all<T: KvValue>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
+                let d = out.len();
+                let mut c0 = 0;
+                // SAFETY: each block's columns lie inside out.len() (contract forwarded).
+                unsafe {
+                    while c0 + 2 * $lanes <= d {
+                        $block::<T, 2>(w, v, stride, out, c0);
+                        c0 += 2 * $lanes;
                     }
+                    if c0 + $lanes <= d {
+                        $block::<T, 1>(w, v, stride, out, c0);
+                        c0 += $lanes;
+                    }
+                    weighted_tail(w, v, stride, out, c0);
                 }
             }
-            for (i, ai) in a.iter_mut().enumerate().take(w.len() - 4 * quads) {
-                let (wj, row) = (_mm256_set1_ps(w[4 * quads + i]), v.as_ptr().add((4 * quads + i) * stride + c0));
-                for (b, acc) in ai.iter_mut().enumerate() {
-                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wj, load8(row.add(8 * b))));
-                }
-            }
-            let [a0, a1, a2, a3] = a;
-            for (b, (((x0, x1), x2), x3)) in a0.into_iter().zip(a1).zip(a2).zip(a3).enumerate() {
-                let s = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-                _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * b), s);
-            }
-        }
+        };
     }
 
-    /// `cached_weighted_values` on AVX2.
-    ///
-    /// # Safety
-    /// As [`weighted_block_256`].
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn weighted_256<T: KvValue>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
-        let d = out.len();
-        let mut c0 = 0;
-        // SAFETY: as weighted_512.
-        unsafe {
-            while c0 + 16 <= d {
-                weighted_block_256::<T, 2>(w, v, stride, out, c0);
-                c0 += 16;
-            }
-            if c0 + 8 <= d {
-                weighted_block_256::<T, 1>(w, v, stride, out, c0);
-                c0 += 8;
-            }
-            weighted_tail(w, v, stride, out, c0);
-        }
-    }
+    weighted_kernels!(
+        "avx512f",
+        weighted_block_512,
+        weighted_512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_storeu_ps,
+        load16
+    );
+    weighted_kernels!(
+        "avx2",
+        weighted_block_256,
+        weighted_256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_storeu_ps,
+        load8
+    );
 }
 
 #[cfg(test)]

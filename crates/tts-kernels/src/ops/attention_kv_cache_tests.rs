@@ -159,6 +159,19 @@ fn cpu_cache_ops_refuse_mixed_or_non_float_caches() {
     let qkv = Tensor::from_f32(&dev, DType::F32, &[1, 3 * hd], &random_f32(1, 3 * hd, 1.0)).unwrap();
     let q = Tensor::from_f32(&dev, DType::F32, &[1, hd], &random_f32(2, hd, 1.0)).unwrap();
     let (p, s, l) = (i32t(&dev, &[0]), i32t(&dev, &[0]), i32t(&dev, &[1]));
+    let decode = |k: &mut Tensor, v: &mut Tensor, out: &mut Tensor| {
+        ops::rope_attention_decode(
+            qkv.view(),
+            p.view(),
+            s.view(),
+            inv.view(),
+            k.view_mut(),
+            v.view_mut(),
+            l.view(),
+            out.view_mut(),
+            0.1,
+        )
+    };
     let cases = [(DType::F32, DType::BF16, "v_cache"), (DType::BF16, DType::F32, "v_cache"), (DType::I32, DType::I32, "k_cache")];
     for (kt, vt, what) in cases {
         let mk = |t: DType| match t {
@@ -172,18 +185,7 @@ fn cpu_cache_ops_refuse_mixed_or_non_float_caches() {
             ops::rope_kv_write(qkv.view(), p.view(), s.view(), inv.view(), qo.view_mut(), k.view_mut(), v.view_mut())
                 .unwrap_err(),
             ops::attention_cached(q.view(), k.view(), v.view(), s.view(), l.view(), out.view_mut(), 0.1).unwrap_err(),
-            ops::rope_attention_decode(
-                qkv.view(),
-                p.view(),
-                s.view(),
-                inv.view(),
-                k.view_mut(),
-                v.view_mut(),
-                l.view(),
-                out.view_mut(),
-                0.1,
-            )
-            .unwrap_err(),
+            decode(&mut k, &mut v, &mut out).unwrap_err(),
         ];
         for e in errs {
             assert!(matches!(e, Error::DType { what: w, .. } if w == what), "{kt:?}/{vt:?}: {e}");
@@ -192,18 +194,7 @@ fn cpu_cache_ops_refuse_mixed_or_non_float_caches() {
     // the f32 device also takes bf16 caches (the op follows the cache; the device picks what T3 allocates)
     let (mut k, mut v) = (Tensor::zeros(&dev, DType::BF16, &shape).unwrap(), Tensor::zeros(&dev, DType::BF16, &shape).unwrap());
     let mut out = Tensor::from_f32(&dev, DType::F32, &[1, hd], &vec![f32::NAN; hd]).unwrap();
-    ops::rope_attention_decode(
-        qkv.view(),
-        p.view(),
-        s.view(),
-        inv.view(),
-        k.view_mut(),
-        v.view_mut(),
-        l.view(),
-        out.view_mut(),
-        0.1,
-    )
-    .unwrap();
+    decode(&mut k, &mut v, &mut out).unwrap();
     let want = round_bf16(&qkv.to_f32_vec().unwrap()[2 * hd..]);
     assert_eq!(out.to_f32_vec().unwrap(), want, "one position: the output is its (rounded) value");
 }
