@@ -10,7 +10,8 @@ use crate::{Error, Result};
 use tts_kernels::checkpoint::Checkpoint;
 
 /// A static KV cache: per layer, K and V of shape [slots, heads, max_len, head_dim] in the device's
-/// KV dtype ([`Device::kv_dtype`]: bf16 on Cuda, Emu and `cpu-bf16`, f32 on `cpu`). A sequence (one CFG row of one request) owns one slot.
+/// KV dtype ([`Device::kv_dtype`]: bf16 on Cuda, Emu and `cpu-bf16`, f32 on `cpu`). A sequence (one
+/// CFG row of one request) owns one slot.
 pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,

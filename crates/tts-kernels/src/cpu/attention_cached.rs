@@ -84,7 +84,8 @@ macro_rules! attend_one_x86 {
 attend_one_x86!("avx512f", attend_one_avx512, dots_512, weighted_512);
 attend_one_x86!("avx2", attend_one_avx2, dots_256, weighted_256);
 
-/// The body of [`attend_one`], written for the vectoriser (plain multiplies and adds in lanes).
+/// The portable body of [`attend_one`], written for the vectoriser (plain multiplies and adds in
+/// lanes); the x86 kernels take its sums in its order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_one_lanes<T: KvValue>(
@@ -102,8 +103,8 @@ fn attend_one_lanes<T: KvValue>(
     if keys == 0 {
         return;
     }
-    // plain loops: an iterator adapter's `fold` is instantiated outside the target-feature
-    // function and would not be vectorised for it
+    // plain loops, written for the vectoriser (this is the path of CPUs without AVX2, aarch64
+    // included)
     scores.clear();
     scores.resize(keys, 0.0);
     // four keys at a time: independent chains (each key's sums as dot_lanes' own)

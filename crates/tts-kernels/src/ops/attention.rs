@@ -106,7 +106,6 @@ pub(crate) struct AttentionDenseParams {
 }
 const _: () = assert!(std::mem::size_of::<AttentionDenseParams>() == 72);
 
-/// `(n_slots, heads, max_len, head_dim)` of a KV-cache pair.
 /// The dtype of a pair of KV caches on `dev`: on Cpu f32 or bf16, the same for both (the `cpu`
 /// backend keeps f32 caches, `cpu-bf16` bf16 ones: [`crate::Device::kv_dtype`]); on Cuda and Emu the
 /// compute dtype (bf16).
@@ -124,6 +123,7 @@ pub(super) fn kv_cache_dtype(op: &'static str, dev: &Device, k: &View<'_>, v: &V
     Ok(k.dtype())
 }
 
+/// `(n_slots, heads, max_len, head_dim)` of a KV-cache pair.
 pub(super) fn cache_dims(op: &'static str, k: &View<'_>, v: &View<'_>) -> Result<(usize, usize, usize, usize)> {
     let s = k.shape();
     if s.len() != 4 || s.contains(&0) {
@@ -252,6 +252,55 @@ fn check_cached(
     Ok(CachedArgs { dev, rows, heads, max_len, n_slots, d })
 }
 
+/// [`cpu::attention_cached`] over the caches' own element (f32 or bf16, as [`kv_cache_dtype`]
+/// checked): the outer error is a view's, the inner one the first bad row.
+#[allow(clippy::too_many_arguments)]
+fn cpu_attention_cached(
+    q: &[f32],
+    k_cache: &View<'_>,
+    v_cache: &View<'_>,
+    slots: &[i32],
+    lens: &[i32],
+    out: &mut [f32],
+    heads: usize,
+    d: usize,
+    max_len: usize,
+    scale: f32,
+) -> Result<std::result::Result<(), cpu::BadRow>> {
+    Ok(match k_cache.dtype() {
+        DType::BF16 => {
+            cpu::attention_cached(q, k_cache.host_bf16()?, v_cache.host_bf16()?, slots, lens, out, heads, d, max_len, scale)
+        }
+        _ => cpu::attention_cached(q, k_cache.host_f32()?, v_cache.host_f32()?, slots, lens, out, heads, d, max_len, scale),
+    })
+}
+
+/// [`cpu::rope_kv_write`] into the caches' own element (f32 or bf16, as [`kv_cache_dtype`]
+/// checked): the outer error is a view's, the inner one the first bad row.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn cpu_rope_kv_write(
+    qkv: &[f32],
+    positions: &[i32],
+    slots: &[i32],
+    inv_freq: &[f32],
+    q_out: &mut [f32],
+    k_cache: &mut ViewMut<'_>,
+    v_cache: &mut ViewMut<'_>,
+    heads: usize,
+    max_len: usize,
+) -> Result<std::result::Result<(), cpu::BadRow>> {
+    Ok(match k_cache.dtype() {
+        DType::BF16 => {
+            let (k, v) = (k_cache.host_bf16_mut()?, v_cache.host_bf16_mut()?);
+            cpu::rope_kv_write(qkv, positions, slots, inv_freq, q_out, k, v, heads, max_len)
+        }
+        _ => {
+            let (k, v) = (k_cache.host_f32_mut()?, v_cache.host_f32_mut()?);
+            cpu::rope_kv_write(qkv, positions, slots, inv_freq, q_out, k, v, heads, max_len)
+        }
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn cpu_cached(
     op: &'static str,
@@ -265,14 +314,7 @@ fn cpu_cached(
     scale: f32,
 ) -> Result<()> {
     let (q, slots, lens, out) = (q.host_f32()?, slots.host_i32()?, lens.host_i32()?, out.host_f32_mut()?);
-    let (heads, d, max_len) = (a.heads, a.d, a.max_len);
-    match k_cache.dtype() {
-        DType::BF16 => {
-            cpu::attention_cached(q, k_cache.host_bf16()?, v_cache.host_bf16()?, slots, lens, out, heads, d, max_len, scale)
-        }
-        _ => cpu::attention_cached(q, k_cache.host_f32()?, v_cache.host_f32()?, slots, lens, out, heads, d, max_len, scale),
-    }
-    .map_err(|(r, what, v)| {
+    cpu_attention_cached(q, k_cache, v_cache, slots, lens, out, a.heads, a.d, a.max_len, scale)?.map_err(|(r, what, v)| {
         let bound = match what {
             cpu::RowValue::Slot => format!("0..{}", a.n_slots),
             _ => format!("0..={}", a.max_len),
@@ -448,8 +490,8 @@ fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
 /// Shapes and dtypes: those of the two ops: `qkv` `[rows, 3·heads·head_dim]` (`[q | k | v]`);
 /// `positions`, `slots`, `lens` `[rows]` i32; `inv_freq` `[head_dim / 2]` f32; caches `[n_slots,
 /// heads, max_len, head_dim]` with head_dim a multiple of 32 up to 256; `out` `[rows,
-/// heads·head_dim]`; Cpu f32 with f32 or bf16 caches, Cuda/Emu bf16. Cuda/Emu: one launch, grid `(rows, heads)`, the block
-/// width of [`attention_cached`]; the rotation and the attention are the device code of the two
+/// heads·head_dim]`; Cpu f32 with f32 or bf16 caches, Cuda/Emu bf16. Cuda/Emu: one launch, grid
+/// `(rows, heads)`, the block width of [`attention_cached`]; the rotation and the attention are the device code of the two
 /// kernels, so outputs and cache rows equal `rope_kv_write` (on the live rows) followed by
 /// `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
 /// For few rows × heads see [`rope_attention_decode_split`].
@@ -597,25 +639,17 @@ fn rope_attention_decode_impl(
             let lqkv: Vec<f32> = live.iter().flat_map(|&r| &qkv_all[r * 3 * hd..(r + 1) * 3 * hd]).copied().collect();
             let lpos: Vec<i32> = live.iter().map(|&r| pos[r]).collect();
             let lslots: Vec<i32> = live.iter().map(|&r| sl[r]).collect();
-            let step =
-                CpuDecodeStep { qkv: &lqkv, positions: &lpos, slots: &lslots, inv_freq: inv_freq.host_f32()?, heads, max_len };
-            let lq = match k_cache.dtype() {
-                DType::BF16 => step.rope_kv_write(k_cache.host_bf16_mut()?, v_cache.host_bf16_mut()?),
-                _ => step.rope_kv_write(k_cache.host_f32_mut()?, v_cache.host_f32_mut()?),
-            }
-            .map_err(|(r, what, v)| Error::invalid(op, format!("row {}: {what} {v} is invalid", live[r])))?;
+            let mut lq = vec![0f32; live.len() * hd];
+            let f = inv_freq.host_f32()?;
+            cpu_rope_kv_write(&lqkv, &lpos, &lslots, f, &mut lq, &mut k_cache, &mut v_cache, heads, max_len)?
+                .map_err(|(r, what, v)| Error::invalid(op, format!("row {}: {what} {v} is invalid", live[r])))?;
             let mut q = vec![0f32; rows * hd];
             for (i, &r) in live.iter().enumerate() {
                 q[r * hd..(r + 1) * hd].copy_from_slice(&lq[i * hd..(i + 1) * hd]);
             }
-            let o = out.host_f32_mut()?;
-            match k_cache.dtype() {
-                DType::BF16 => {
-                    cpu::attention_cached(&q, k_cache.host_bf16()?, v_cache.host_bf16()?, sl, ln, o, heads, d, max_len, scale)
-                }
-                _ => cpu::attention_cached(&q, k_cache.host_f32()?, v_cache.host_f32()?, sl, ln, o, heads, d, max_len, scale),
-            }
-            .map_err(|(r, what, v)| Error::invalid(op, format!("row {r}: {what} {v} is invalid")))
+            let (kc, vc) = (k_cache.as_view(), v_cache.as_view());
+            cpu_attention_cached(&q, &kc, &vc, sl, ln, out.host_f32_mut()?, heads, d, max_len, scale)?
+                .map_err(|(r, what, v)| Error::invalid(op, format!("row {r}: {what} {v} is invalid")))
         }
         _ => {
             check_aligned(op, &[("k_cache", k_cache.addr()), ("v_cache", v_cache.addr())])?;
@@ -764,26 +798,6 @@ pub fn attention_dense(
             let grid = [blocks_for(OP, lq, per_block)?, p.heads, p.batch];
             launch(dev, kernel, LaunchDims::new(grid, [ATTN_DENSE_BLOCK, 1, 1], 0), &p)
         }
-    }
-}
-
-/// The live rows of a Cpu decode step, for [`cpu::rope_kv_write`] into caches of either dtype.
-struct CpuDecodeStep<'a> {
-    qkv: &'a [f32],
-    positions: &'a [i32],
-    slots: &'a [i32],
-    inv_freq: &'a [f32],
-    heads: usize,
-    max_len: usize,
-}
-
-impl CpuDecodeStep<'_> {
-    /// RoPE of the rows' q (returned, `[rows, heads·d]`) and k, k and v written into the caches.
-    fn rope_kv_write<T: cpu::KvValue>(&self, k: &mut [T], v: &mut [T]) -> std::result::Result<Vec<f32>, cpu::BadRow> {
-        let hd = self.heads * 2 * self.inv_freq.len();
-        let mut q = vec![0f32; self.positions.len() * hd];
-        cpu::rope_kv_write(self.qkv, self.positions, self.slots, self.inv_freq, &mut q, k, v, self.heads, self.max_len)?;
-        Ok(q)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Tests of the `cpu-bf16` KV cache (in the library's test binary rather than one of their own:
 //! each test binary takes room in the GPU check's payload). T3's caches are bf16 on
-//! `Device::cpu_bf16_weights` (as on Cuda/Emu) and f32 on `Device::cpu`. The Cpu cache ops take either; with bf16 caches each key and value is
-//! rounded once when written and widened exactly when read, so a prefill and a decode step give the
-//! bits of the f32 ops over caches rounded to bf16 after every write.
+//! `Device::cpu_bf16_weights` (as on Cuda/Emu) and f32 on `Device::cpu`. The Cpu cache ops take
+//! either; with bf16 caches each key and value is rounded once when written and widened exactly
+//! when read, so a prefill and a decode step give the bits of the f32 ops over caches rounded to
+//! bf16 after every write.
 use crate::testing::{assert_close, fresh_seed, random_f32, round_bf16, t3_inv_freq};
 use crate::{DType, Device, Error, Tensor, ops};
 

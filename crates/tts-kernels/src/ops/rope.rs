@@ -3,7 +3,7 @@
 //! [`super::rope_attention_decode`] (`ops/attention.rs`).
 use bytemuck::{Pod, Zeroable};
 
-use super::attention::{cache_dims, check_i32, kv_cache_dtype};
+use super::attention::{cache_dims, check_i32, cpu_rope_kv_write, kv_cache_dtype};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, launch, u32_param};
@@ -90,7 +90,7 @@ pub fn rope_kv_write(
     let act = dev.compute_dtype();
     expect_dtype(OP, "qkv", &qkv, act)?;
     expect_dtype(OP, "q_out", &q_out.as_view(), act)?;
-    let kv = kv_cache_dtype(OP, dev, &k_cache.as_view(), &v_cache.as_view())?;
+    kv_cache_dtype(OP, dev, &k_cache.as_view(), &v_cache.as_view())?;
     if rows == 0 {
         return Ok(());
     }
@@ -98,12 +98,7 @@ pub fn rope_kv_write(
         Backend::Cpu => {
             let (qkv, pos, sl, f, q) =
                 (qkv.host_f32()?, positions.host_i32()?, slots.host_i32()?, inv_freq.host_f32()?, q_out.host_f32_mut()?);
-            match kv {
-                DType::BF16 => {
-                    cpu::rope_kv_write(qkv, pos, sl, f, q, k_cache.host_bf16_mut()?, v_cache.host_bf16_mut()?, heads, max_len)
-                }
-                _ => cpu::rope_kv_write(qkv, pos, sl, f, q, k_cache.host_f32_mut()?, v_cache.host_f32_mut()?, heads, max_len),
-            }
+            cpu_rope_kv_write(qkv, pos, sl, f, q, &mut k_cache, &mut v_cache, heads, max_len)?
         }
         .map_err(|(r, what, v)| {
             let bound = match what {
