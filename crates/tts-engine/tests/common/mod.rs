@@ -15,11 +15,37 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }
 
-/// A fresh empty directory under the system's temporary folder (`tag` and a fresh seed in its name).
+/// A fresh empty directory under the system's temporary folder (`tag` and a fresh seed in its name),
+/// removed with everything in it when the test process exits, whether its tests passed or failed
+/// (not when it is killed).
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tts-{tag}-{}-{}", std::process::id(), fresh_seed()));
     std::fs::create_dir_all(&dir).unwrap();
+    remove_at_exit(dir.clone());
     dir
+}
+
+/// The scratch directories of this process, removed by [`remove_scratch`] at exit.
+static SCRATCH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" {
+    /// C's `atexit`: the test harness leaves through `exit`, which runs it (so do the statics that
+    /// hold scratch models for a whole test binary).
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+extern "C" fn remove_scratch() {
+    let dirs = std::mem::take(&mut *SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+fn remove_at_exit(dir: PathBuf) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: `remove_scratch` is a plain function that neither unwinds nor calls `exit`.
+    REGISTER.call_once(|| assert_eq!(unsafe { atexit(remove_scratch) }, 0, "atexit"));
+    SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(dir);
 }
 
 /// A model directory with both models (T3 of t3_decode_teacher_forced_a, S3Gen of s3gen_wav_a)
