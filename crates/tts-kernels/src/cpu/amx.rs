@@ -17,10 +17,13 @@
 //!
 //! Operands of [`gemm_block`]: `a`, the rows of `x` rounded to bf16 as pairs (`u32`: the even
 //! element in the low half), `rows16` rows (a multiple of 16, zeros past the real rows) of `kq`
-//! pairs (a multiple of 16, zeros past the real pairs); the panels of the weight as packed by
-//! [`super::pack_gemm_bf16`] (`kp` pairs per panel). Each output is `Σ` over blocks of 16 pairs, in
-//! order, of `tdpbf16ps`'s sum of the block's 32 products, accumulated in f32, then `+ bias`: a
-//! row's result does not depend on the other rows (batch invariance).
+//! pairs (a multiple of 16, zeros past the real pairs), stored row by row or tile by tile (each
+//! 16 × 16-pair tile's 1 KB contiguous: sequential streams, where a row-by-row tile reads 16 lines
+//! `kq·4` bytes apart); the panels of the weight as packed by [`super::pack_gemm_bf16`] (`kp` pairs
+//! per panel). Each output starts from its bias (or 0), loaded into the tile, and adds, over blocks
+//! of 16 pairs in order, `tdpbf16ps`'s sum of the block's 32 products, in f32: a row's result does
+//! not depend on the other rows (batch invariance). Whole output tiles are stored straight into the
+//! output; the edges of partial tiles go through a local tile.
 use half::bf16;
 
 use super::gemm_panels::PANEL;
@@ -83,7 +86,7 @@ unsafe fn self_test() -> bool {
     unsafe {
         x86::load_config(&cfg);
         x86::zero_c::<1, 1>();
-        x86::step::<1, 1>(ones.as_ptr(), 64, [ones.as_ptr() as *const bf16]);
+        x86::step::<1, 1>(ones.as_ptr(), ones.as_ptr(), 64, [ones.as_ptr() as *const bf16]);
         x86::store_c::<1, 1>(&mut [c.as_mut_ptr()]);
         x86::release();
     }
@@ -105,7 +108,7 @@ pub(super) unsafe fn peak_loop(iters: u64, per_round: usize) -> f32 {
         x86::load_config(&cfg);
         x86::zero_c::<2, 2>();
         // stride 0: every row of the x tiles is the same 64 bytes (both tiles stay inside `ones`)
-        x86::step::<2, 2>(ones.as_ptr(), 0, [ones.as_ptr() as *const bf16; 2]);
+        x86::step::<2, 2>(ones.as_ptr(), ones.as_ptr(), 0, [ones.as_ptr() as *const bf16; 2]);
         for _ in 0..iters {
             for i in 0..per_round.div_ceil(4) {
                 std::hint::black_box(i);
@@ -145,8 +148,12 @@ impl TileConfig {
 /// The shared operands of one [`gemm_block`] call.
 #[derive(Clone, Copy)]
 pub(super) struct AmxGemm<'a> {
-    /// `[rows16, kq]` pairs of `x` (zero-padded rows and pairs).
+    /// `[rows16, kq]` pairs of `x` (zero-padded rows and pairs), row by row or, when `tiled`, tile
+    /// by tile ([`tiled_row`]).
     pub a: &'a [u32],
+    /// `a` is stored tile by tile: each 16-row × 16-pair tile's 1 KB contiguous, the tiles of a
+    /// 16-row band in order of their pairs, the bands in order.
+    pub tiled: bool,
     /// Pairs per row of `a`, a multiple of 16 (≥ `kp`).
     pub kq: usize,
     /// Real rows (≤ `a.len() / kq`).
@@ -158,6 +165,13 @@ pub(super) struct AmxGemm<'a> {
     /// Output columns.
     pub n: usize,
     pub bias: Option<&'a [f32]>,
+}
+
+/// Where pair `q` of row `r` lives in a tile-by-tile `a` of `kq` pairs per row ([`AmxGemm::tiled`]):
+/// `(r / 16)·16·kq + (q / 16)·256 + (r % 16)·16 + q % 16`; this gives the index of pair 0, the
+/// row's pairs `16b..16b + 16` then lie at `+ 256·b`.
+pub(super) fn tiled_row(r: usize, kq: usize) -> usize {
+    (r / TILE_ROWS) * TILE_ROWS * kq + (r % TILE_ROWS) * TILE_PAIRS
 }
 
 /// `out[r, j] = Σ a[r, ·]·panel(j) + bias[j]` for the real rows and the columns of panels
@@ -179,10 +193,14 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
     let full_blocks = g.kp / TILE_PAIRS;
     let tail_pairs = g.kp % TILE_PAIRS;
     let mut tails = [[bf16::ZERO; TILE_PAIRS * PANEL * 2]; 2];
-    let mut c = [[0f32; TILE_ROWS * PANEL]; 4];
+    let mut c = [0f32; TILE_ROWS * PANEL];
+    // the bias of the two panels' columns, zero past n: the output tiles start from it
+    let mut bias_rows = [[0f32; PANEL]; 2];
     // SAFETY (whole body): AMX is available (caller); every tile load reads 16 rows of 64 bytes
-    // inside `a` (rows16 × kq pairs), a panel's full blocks (kp ≥ 16·(b+1) pairs) or a tail copy;
-    // stores go to the local `c`; out is written only at real rows and the panels' real columns.
+    // inside `a` (rows16 × kq pairs), a panel's full blocks (kp ≥ 16·(b+1) pairs) or a tail copy,
+    // or one 64-byte bias row 16 times; a tile is stored straight into out only when all its 16
+    // rows are real rows and its 16 columns real columns, other tiles through the local `c`, of
+    // which only the real rows and columns are written to out.
     unsafe {
         x86::load_config(&cfg);
         let mut p = panels.start;
@@ -195,29 +213,41 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
                     std::ptr::copy_nonoverlapping(src, t.as_mut_ptr(), tail_pairs * PANEL * 2);
                 }
             }
+            if let Some(b) = g.bias {
+                for (q, row) in bias_rows.iter_mut().enumerate().take(if two { 2 } else { 1 }) {
+                    let col0 = (p + q) * PANEL;
+                    let cols = PANEL.min(g.n - col0);
+                    row[..cols].copy_from_slice(&b[col0..][..cols]);
+                    row[cols..].fill(0.0);
+                }
+            }
+            let init = g.bias.map(|_| [bias_rows[0].as_ptr(), bias_rows[1].as_ptr()]);
             let mut r0 = 0;
             while r0 < rows16 {
                 let two_rows = r0 + TILE_ROWS < rows16;
                 let a0 = g.a.as_ptr().add(r0 * g.kq);
-                let stride = g.kq * 4;
+                // tile rows' stride (bytes) and the pairs from one block of 16 pairs to the next
+                let (stride, bstep) = if g.tiled { (64, TILE_ROWS * TILE_PAIRS) } else { (g.kq * 4, TILE_PAIRS) };
+                let a = ARows { a0, stride, bstep, band: TILE_ROWS * g.kq };
                 match (two_rows, two) {
-                    (true, true) => {
-                        run::<2, 2>(a0, stride, full_blocks, tail_pairs > 0, [panel_ptr(0), panel_ptr(1)], &tails, &mut c)
-                    }
-                    (true, false) => run::<2, 1>(a0, stride, full_blocks, tail_pairs > 0, [panel_ptr(0)], &tails, &mut c),
-                    (false, true) => {
-                        run::<1, 2>(a0, stride, full_blocks, tail_pairs > 0, [panel_ptr(0), panel_ptr(1)], &tails, &mut c)
-                    }
-                    (false, false) => run::<1, 1>(a0, stride, full_blocks, tail_pairs > 0, [panel_ptr(0)], &tails, &mut c),
+                    (true, true) => run::<2, 2>(a, full_blocks, tail_pairs > 0, [panel_ptr(0), panel_ptr(1)], &tails, init),
+                    (true, false) => run::<2, 1>(a, full_blocks, tail_pairs > 0, [panel_ptr(0)], &tails, init),
+                    (false, true) => run::<1, 2>(a, full_blocks, tail_pairs > 0, [panel_ptr(0), panel_ptr(1)], &tails, init),
+                    (false, false) => run::<1, 1>(a, full_blocks, tail_pairs > 0, [panel_ptr(0)], &tails, init),
                 }
                 let (rb_n, pb_n) = (if two_rows { 2 } else { 1 }, if two { 2 } else { 1 });
                 for rb in 0..rb_n {
                     for pb in 0..pb_n {
                         let col0 = (p + pb) * PANEL;
                         let rows = TILE_ROWS.min(g.rows.saturating_sub(r0 + rb * TILE_ROWS));
-                        let bias = g.bias.map(|b| b[col0..].as_ptr());
+                        let cols = PANEL.min(g.n - col0);
                         let dst = out.wrapping_add((r0 + rb * TILE_ROWS) * g.n + col0);
-                        x86::write_tile(&c[rb * 2 + pb], rows, PANEL.min(g.n - col0), bias, dst, g.n);
+                        if rows == TILE_ROWS && cols == PANEL {
+                            x86::store_tile(rb * 2 + pb, dst, g.n * 4);
+                        } else if rows > 0 {
+                            x86::store_tile(rb * 2 + pb, c.as_mut_ptr(), 64);
+                            x86::write_tile(&c, rows, cols, dst, g.n);
+                        }
                     }
                 }
                 r0 += TILE_ROWS * rb_n;
@@ -228,39 +258,50 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
     }
 }
 
-/// One `RB` row tiles × `PB` panels block over every block of pairs: `c[rb·2 + pb]` gets the f32
-/// tile (row-major 16 × 16).
+/// Where the tiles of `x` of one or two 16-row bands lie: the first band's first tile at `a0`, its
+/// rows `stride` bytes apart, the next block of pairs `bstep` pairs on, the second band `band` pairs
+/// on.
+#[derive(Clone, Copy)]
+struct ARows {
+    a0: *const u32,
+    stride: usize,
+    bstep: usize,
+    band: usize,
+}
+
+/// One `RB` row tiles × `PB` panels block over every block of pairs, left in tiles `rb·2 + pb`;
+/// they start from zero, or from the 16 bias values at `init[pb]` in every row.
 ///
 /// # Safety
-/// As [`gemm_block`]: `a0` starts `RB·16` rows of `stride` bytes holding `⌈kp/16⌉·16` pairs each;
-/// `panel[q]` holds `full` blocks of 16 pairs; `tails[q]` the zero-padded last block when `tail`.
+/// As [`gemm_block`]: `a` locates `RB` bands of tiles of `x` holding `⌈kp/16⌉` blocks each;
+/// `panel[q]` holds `full` blocks of 16 pairs; `tails[q]` the zero-padded last block when `tail`;
+/// `init[q]` 16 readable f32.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn run<const RB: usize, const PB: usize>(
-    a0: *const u32,
-    stride: usize,
+    a: ARows,
     full: usize,
     tail: bool,
     panel: [*const bf16; PB],
     tails: &[[bf16; TILE_PAIRS * PANEL * 2]; 2],
-    c: &mut [[f32; TILE_ROWS * PANEL]; 4],
+    init: Option<[*const f32; 2]>,
 ) {
     // SAFETY: forwarded from the caller's contract.
     unsafe {
-        x86::zero_c::<RB, PB>();
+        match init {
+            Some(b) => x86::load_c::<RB, PB>(b),
+            None => x86::zero_c::<RB, PB>(),
+        }
         for b in 0..full {
             let w: [*const bf16; PB] = std::array::from_fn(|q| panel[q].add(b * TILE_PAIRS * PANEL * 2));
-            x86::step::<RB, PB>(a0.add(b * TILE_PAIRS), stride, w);
+            let at = a.a0.add(b * a.bstep);
+            x86::step::<RB, PB>(at, at.add(a.band), a.stride, w);
         }
         if tail {
             let w: [*const bf16; PB] = std::array::from_fn(|q| tails[q].as_ptr());
-            x86::step::<RB, PB>(a0.add(full * TILE_PAIRS), stride, w);
+            let at = a.a0.add(full * a.bstep);
+            x86::step::<RB, PB>(at, at.add(a.band), a.stride, w);
         }
-        let mut dst: [*mut f32; 4] = [std::ptr::null_mut(); 4];
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = c[i].as_mut_ptr();
-        }
-        x86::store_c::<RB, PB>(&mut dst);
     }
 }
 
@@ -307,14 +348,18 @@ mod x86 {
         }
     }
 
-    /// One block of 16 pairs: loads the `RB` tiles of `x` at `a` (rows of `stride` bytes; the
-    /// second tile 16 rows on) and the `PB` weight tiles at `w[q]` (1 KB each), and accumulates the
-    /// products.
+    /// One block of 16 pairs: loads the `RB` tiles of `x` at `a` and `a1` (rows of `stride`
+    /// bytes) and the `PB` weight tiles at `w[q]` (1 KB each), and accumulates the products.
     ///
     /// # Safety
     /// Configuration loaded; every tile's 16 rows of 64 bytes readable.
     #[inline(always)]
-    pub(super) unsafe fn step<const RB: usize, const PB: usize>(a: *const u32, stride: usize, w: [*const bf16; PB]) {
+    pub(super) unsafe fn step<const RB: usize, const PB: usize>(
+        a: *const u32,
+        a1: *const u32,
+        stride: usize,
+        w: [*const bf16; PB],
+    ) {
         // SAFETY: the loads read the ranges of the contract; the rest is register-only.
         unsafe {
             asm!("tileloadd tmm4, [{a} + {s}*1]", a = in(reg) a, s = in(reg) stride, options(nostack, readonly));
@@ -325,7 +370,6 @@ mod x86 {
                 asm!("tdpbf16ps tmm1, tmm4, tmm7", options(nostack, nomem));
             }
             if RB == 2 {
-                let a1 = (a as *const u8).add(16 * stride);
                 asm!("tileloadd tmm5, [{a} + {s}*1]", a = in(reg) a1, s = in(reg) stride, options(nostack, readonly));
                 asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack, nomem));
                 if PB == 2 {
@@ -353,29 +397,58 @@ mod x86 {
         };
     }
 
-    /// `dst[r·stride + t] = tile[r·16 + t] (+ bias[t])` for `r < rows`, `t < cols ≤ 16`: one
-    /// masked 16-lane add and store per row.
+    /// `dst[r·stride + t] = tile[r·16 + t]` for `r < rows`, `t < cols ≤ 16`: one masked 16-lane
+    /// store per row.
     ///
     /// # Safety
-    /// AVX-512F present (AMX implies it); `bias` readable for `cols` values; `dst` writable at
-    /// those rows and columns.
+    /// AVX-512F present (AMX implies it); `dst` writable at those rows and columns.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn write_tile(
-        tile: &[f32; 256],
-        rows: usize,
-        cols: usize,
-        bias: Option<*const f32>,
-        dst: *mut f32,
-        stride: usize,
-    ) {
+    pub(super) unsafe fn write_tile(tile: &[f32; 256], rows: usize, cols: usize, dst: *mut f32, stride: usize) {
         use std::arch::x86_64::*;
         let mask = ((1u32 << cols) - 1) as __mmask16;
-        // SAFETY: the masks keep the bias loads and the stores within cols; rows as the contract.
+        // SAFETY: the masks keep the stores within cols; rows as the contract.
         unsafe {
-            let b = bias.map_or(_mm512_setzero_ps(), |b| _mm512_maskz_loadu_ps(mask, b));
             for r in 0..rows {
-                let v = _mm512_add_ps(_mm512_loadu_ps(tile.as_ptr().add(r * 16)), b);
-                _mm512_mask_storeu_ps(dst.add(r * stride), mask, v);
+                _mm512_mask_storeu_ps(dst.add(r * stride), mask, _mm512_loadu_ps(tile.as_ptr().add(r * 16)));
+            }
+        }
+    }
+
+    /// Output tile `i` (0-3) to 16 rows of 64 bytes at `dst`, `stride` bytes apart.
+    ///
+    /// # Safety
+    /// Configuration loaded; those 16 rows writable.
+    #[inline(always)]
+    pub(super) unsafe fn store_tile(i: usize, dst: *mut f32, stride: usize) {
+        // SAFETY: each store writes the 16 rows of 64 bytes of the contract.
+        unsafe {
+            match i {
+                0 => asm!("tilestored [{d} + {s}*1], tmm0", d = in(reg) dst, s = in(reg) stride, options(nostack)),
+                1 => asm!("tilestored [{d} + {s}*1], tmm1", d = in(reg) dst, s = in(reg) stride, options(nostack)),
+                2 => asm!("tilestored [{d} + {s}*1], tmm2", d = in(reg) dst, s = in(reg) stride, options(nostack)),
+                _ => asm!("tilestored [{d} + {s}*1], tmm3", d = in(reg) dst, s = in(reg) stride, options(nostack)),
+            }
+        }
+    }
+
+    /// The output tiles start from a row of 16 f32 repeated down each tile: `b[pb]` for the tiles
+    /// of panel `pb` (a stride-0 load).
+    ///
+    /// # Safety
+    /// Configuration loaded; `b[q]` readable for 64 bytes for each used panel `q`.
+    #[inline(always)]
+    pub(super) unsafe fn load_c<const RB: usize, const PB: usize>(b: [*const f32; 2]) {
+        // SAFETY: each load reads the 64 bytes at its pointer 16 times.
+        unsafe {
+            asm!("tileloadd tmm0, [{b} + {s}*1]", b = in(reg) b[0], s = in(reg) 0usize, options(nostack, readonly));
+            if PB == 2 {
+                asm!("tileloadd tmm1, [{b} + {s}*1]", b = in(reg) b[1], s = in(reg) 0usize, options(nostack, readonly));
+            }
+            if RB == 2 {
+                asm!("tileloadd tmm2, [{b} + {s}*1]", b = in(reg) b[0], s = in(reg) 0usize, options(nostack, readonly));
+                if PB == 2 {
+                    asm!("tileloadd tmm3, [{b} + {s}*1]", b = in(reg) b[1], s = in(reg) 0usize, options(nostack, readonly));
+                }
             }
         }
     }

@@ -20,8 +20,9 @@ use rayon::prelude::*;
 use super::amx::{AmxGemm, TILE_PAIRS, TILE_ROWS, gemm_block};
 use super::attention::{QueryBlock, visible_keys};
 use super::gemm_bf16_panels::row_pairs;
+use super::gemm_panels::PANEL;
 use super::isa::Isa;
-use super::{pack_gemm_bf16, packed_gemm_bf16_len};
+use super::packed_gemm_bf16_len;
 
 /// Queries per task.
 const BLOCK_ROWS: usize = 64;
@@ -57,33 +58,56 @@ pub fn attention_dense_amx(
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     super::conv::check_lens(kv_lens, lk)?;
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense_amx: v or out too short");
+    super::attention::with_local(&PACKED, |(kpk, vpk)| {
+        attend_packed(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, kpk, vpk)
+    });
+    Ok(())
+}
+
+/// [`attention_dense_amx`] after the checks, with `kpk` and `vpk` as the buffers of the packed keys
+/// and values (grown here as needed; every value used is written).
+#[allow(clippy::too_many_arguments)]
+fn attend_packed(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_lens: Option<&[i32]>,
+    out: &mut [f32],
+    batch: usize,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    causal: bool,
+    kpk: &mut Vec<u32>,
+    vpk: &mut Vec<u32>,
+) {
+    let hd = heads * dh;
+    let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     let (kp_q, kp_v) = (dh.div_ceil(2), lk.div_ceil(2));
     let (k_len, v_len) = (packed_gemm_bf16_len(lk, dh), packed_gemm_bf16_len(dh, lk));
-    // the packed keys and transposed values of every (batch, head), for its visible keys
-    let mut kpk = vec![bf16::ZERO; batch * heads * k_len];
-    let mut vpk = vec![bf16::ZERO; batch * heads * v_len];
-    kpk.par_chunks_mut(k_len.max(1)).zip(vpk.par_chunks_mut(v_len.max(1))).enumerate().for_each(|(bh, (kd, vd))| {
+    for (buf, len) in [(&mut *kpk, batch * heads * k_len / 2), (&mut *vpk, batch * heads * v_len / 2)] {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+    }
+    let (kpk, vpk) = (&mut kpk[..batch * heads * k_len / 2], &mut vpk[..batch * heads * v_len / 2]);
+    // the packed keys and transposed values of every (batch, head), for its visible keys (as
+    // pairs: u32 storage, so that the bf16 view is always aligned; both lengths are even)
+    kpk.par_chunks_mut((k_len / 2).max(1)).zip(vpk.par_chunks_mut((v_len / 2).max(1))).enumerate().for_each(|(bh, (kd, vd))| {
         let (b, h) = (bh / heads, bh % heads);
         let n = visible_keys(kv_lens, b, lk);
-        super::attention::with_local(&HEAD, |(kh, vt)| {
-            for buf in [&mut *kh, &mut *vt] {
-                buf.clear();
-                buf.resize(lk * dh, 0.0);
-            }
-            for j in 0..n {
-                let src = (b * lk + j) * hd + h * dh;
-                kh[j * dh..][..dh].copy_from_slice(&k[src..][..dh]);
-                for (d, &x) in v[src..][..dh].iter().enumerate() {
-                    vt[d * lk + j] = x;
-                }
-            }
-            pack_gemm_bf16(kh, lk, dh, kd);
-            pack_gemm_bf16(vt, dh, lk, vd);
-        });
+        let at = b * lk * hd + h * dh;
+        // SAFETY: the CPU runs AMX (asserted), so AVX-512F/BF16; keys and values j < n ≤ lk of this
+        // (batch, head) lie at at + j·hd (dh values each) inside k and v (lengths asserted); kd and
+        // vd are the packed lengths of [lk, dh] and [dh, lk] as pairs.
+        unsafe {
+            avx512::pack_keys(&k[at..], hd, n, lk, dh, kd);
+            avx512::pack_values(&v[at..], hd, n, lk, dh, vd);
+        }
     });
     let blocks = lq.div_ceil(BLOCK_ROWS);
     let dst = super::attention::SendPtr(out.as_mut_ptr());
-    let (kpk, vpk) = (&kpk, &vpk);
+    let (kpk, vpk): (&[bf16], &[bf16]) = (bytemuck::cast_slice(kpk), bytemuck::cast_slice(vpk));
     (0..batch * heads * blocks).into_par_iter().for_each(|task| {
         let blk = QueryBlock::of(task, heads, blocks, |i| (i * BLOCK_ROWS).min(lq), kv_lens, lk, causal);
         let (b, h, i0, rows, n) = (blk.b, blk.h, blk.i0, blk.rows, blk.n);
@@ -99,13 +123,21 @@ pub fn attention_dense_amx(
         let kq_v = kp_v.div_ceil(TILE_PAIRS) * TILE_PAIRS;
         super::attention::with_local(&BLOCK, |scr| {
             let Scratch { a, s, ov, inv } = scr;
-            a.clear();
-            a.resize(rows16 * kq_q.max(kq_v), 0);
-            for r in 0..rows {
-                row_pairs(&q[(b * lq + i0 + r) * hd + h * dh..][..dh], &mut a[r * kq_q..][..kp_q], true);
+            if a.len() < rows16 * kq_q.max(kq_v) {
+                a.resize(rows16 * kq_q.max(kq_v), 0);
+            }
+            // every pair of the tiles is written: the rows' pairs, zeros past them and past the rows
+            for (r, dst) in a.chunks_exact_mut(kq_q).take(rows16).enumerate() {
+                if r < rows {
+                    row_pairs(&q[(b * lq + i0 + r) * hd + h * dh..][..dh], &mut dst[..kp_q], true);
+                    dst[kp_q..].fill(0);
+                } else {
+                    dst.fill(0);
+                }
             }
             let s = super::attention::scratch(s, rows * lk);
             let g = AmxGemm {
+                tiled: false,
                 a: &a[..rows16 * kq_q],
                 kq: kq_q,
                 rows,
@@ -117,16 +149,21 @@ pub fn attention_dense_amx(
             // SAFETY: the path is Amx (asserted); `a` holds rows16 × kq_q zero-padded pairs; the panels
             // are the packed [lk, dh] keys; s is [rows, lk].
             unsafe { gemm_block(g, 0..lk.div_ceil(super::gemm_panels::PANEL), s.as_mut_ptr()) };
-            a.fill(0);
             let inv = super::attention::scratch(inv, rows);
-            for (r, sr) in s.chunks_exact(lk).enumerate() {
+            for (r, dst) in a.chunks_exact_mut(kq_v).take(rows16).enumerate() {
+                if r >= rows {
+                    dst.fill(0);
+                    continue;
+                }
                 let keys = blk.row_keys(r);
                 // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (AMX, asserted); the pairs slice holds
                 // ⌈lk/2⌉ values.
-                inv[r] = 1.0 / unsafe { avx512::softmax_pairs(sr, keys, scale, &mut a[r * kq_v..][..kp_v]) };
+                inv[r] = 1.0 / unsafe { avx512::softmax_pairs(&s[r * lk..][..lk], keys, scale, &mut dst[..kp_v]) };
+                dst[kp_v..].fill(0);
             }
             let ov = super::attention::scratch(ov, rows * dh);
             let g = AmxGemm {
+                tiled: false,
                 a: &a[..rows16 * kq_v],
                 kq: kq_v,
                 rows,
@@ -146,12 +183,83 @@ pub fn attention_dense_amx(
             }
         });
     });
-    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::{PANEL, row_pairs};
     use std::arch::x86_64::*;
+
+    /// The keys of one (batch, head) as the score GEMM's weight, as pairs: what
+    /// [`super::pack_gemm_bf16`] makes of the `[lk, dh]` keys with rows `n..lk` zero. Key `j < n` is
+    /// `k[j·hd..][..dh]`. Each panel's 16 keys are rounded to bf16 pairs (`vcvtne2ps2bf16`, as
+    /// [`row_pairs`]) and transposed to `[⌈dh/2⌉, 16]`.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 present; `k` holds `(n − 1)·hd + dh` values when `n > 0`;
+    /// `n ≤ lk`; `out.len() == ⌈lk/16⌉·16·⌈dh/2⌉`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_keys(k: &[f32], hd: usize, n: usize, lk: usize, dh: usize, out: &mut [u32]) {
+        let kp = dh.div_ceil(2);
+        debug_assert!(out.len() == lk.div_ceil(PANEL) * PANEL * kp && n <= lk);
+        let mut rows = [0u32; PANEL * 128];
+        for (p, panel) in out.chunks_exact_mut(PANEL * kp).enumerate() {
+            let keys = n.saturating_sub(p * PANEL).min(PANEL);
+            for q0 in (0..kp).step_by(128) {
+                let w = (kp - q0).min(128);
+                for t in 0..PANEL {
+                    let row = &mut rows[t * 128..][..w];
+                    if t < keys {
+                        let x = &k[(p * PANEL + t) * hd + 2 * q0..][..(dh - 2 * q0).min(2 * w)];
+                        row_pairs(x, row, true);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                for q in 0..w {
+                    for t in 0..PANEL {
+                        panel[(q0 + q) * PANEL + t] = rows[t * 128 + q];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values of one (batch, head) as the output GEMM's weight, as pairs: what
+    /// [`super::pack_gemm_bf16`] makes of the transposed `[dh, lk]` values with keys `n..lk` zero.
+    /// Value row `j < n` is `v[j·hd..][..dh]`; the pair of keys `(2q, 2q + 1)` at dimension `d` is
+    /// `bf16(v[2q, d]) | bf16(v[2q + 1, d]) << 16` (`vcvtneps2bf16`, round to nearest even).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 present; `v` holds `(n − 1)·hd + dh` values when `n > 0`;
+    /// `n ≤ lk`; `out.len() == ⌈dh/16⌉·16·⌈lk/2⌉`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_values(v: &[f32], hd: usize, n: usize, lk: usize, dh: usize, out: &mut [u32]) {
+        let kp = lk.div_ceil(2);
+        debug_assert!(out.len() == dh.div_ceil(PANEL) * PANEL * kp && n <= lk);
+        if n > 0 {
+            assert!(v.len() >= (n - 1) * hd + dh, "pack_values: v too short");
+        }
+        let half = |j: usize, d0: usize, m: __mmask16| -> __m512i {
+            if j >= n {
+                return _mm512_setzero_si512();
+            }
+            // SAFETY: the mask keeps the load within row j's dh values (j < n, length asserted).
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(m, v.as_ptr().add(j * hd + d0));
+                _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)))
+            }
+        };
+        for (p, panel) in out.chunks_exact_mut(PANEL * kp).enumerate() {
+            let d0 = p * PANEL;
+            let m = ((1u32 << (dh - d0).min(PANEL)) - 1) as __mmask16;
+            for (q, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                let pair = _mm512_or_si512(half(2 * q, d0, m), _mm512_slli_epi32::<16>(half(2 * q + 1, d0, m)));
+                // SAFETY: dst is 16 u32.
+                unsafe { _mm512_storeu_si512(dst.as_mut_ptr() as *mut __m512i, pair) };
+            }
+        }
+    }
 
     /// The softmax numerators of one score row, as bf16 pairs: `p_j = exp(scale·s_j − max)` for
     /// `j < keys` (the max over those), 0 for `keys ≤ j < s.len()`, written to `pairs` (`⌈len/2⌉`,
@@ -266,14 +374,56 @@ struct Scratch {
 thread_local! {
     /// Each thread's [`Scratch`], kept between calls (S3Gen makes ~10^3 attention calls).
     static BLOCK: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-    /// Each thread's head buffers (keys, transposed values) before packing.
-    static HEAD: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// The calling thread's packed keys and values ([`attend_packed`]), kept between calls.
+    static PACKED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{fresh_seed, random_f32, rel_l2, round_bf16};
+
+    /// The direct packing of keys and values equals the general packing of the explicit `[lk, dh]`
+    /// keys and transposed values (rows past the visible keys zero), bit for bit: odd head dims,
+    /// partial panels, odd key counts, no visible key, head dims past one 128-pair chunk; the rows
+    /// past `n` are NaN in the source (never read) and the outputs start poisoned.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn keys_and_values_pack_as_the_general_packing() {
+        if let Some(missing) = Isa::Amx.missing_feature() {
+            eprintln!("skipped amx packing: this CPU lacks {missing}");
+            return;
+        }
+        let seed = fresh_seed();
+        for (heads, dh, lk, n) in [(2, 64, 53, 50), (3, 33, 17, 17), (1, 80, 200, 0), (2, 16, 1, 1), (1, 300, 40, 39)] {
+            let hd = heads * dh;
+            for h in 0..heads {
+                let mut src = random_f32(seed ^ (dh * 1000 + lk) as u64, lk * hd, 2.0);
+                src[n * hd..].fill(f32::NAN);
+                let mut kr = vec![0f32; lk * dh];
+                let mut vt = vec![0f32; dh * lk];
+                for j in 0..n {
+                    for d in 0..dh {
+                        kr[j * dh + d] = src[j * hd + h * dh + d];
+                        vt[d * lk + j] = src[j * hd + h * dh + d];
+                    }
+                }
+                let mut want_k = vec![bf16::ZERO; packed_gemm_bf16_len(lk, dh)];
+                let mut want_v = vec![bf16::ZERO; packed_gemm_bf16_len(dh, lk)];
+                crate::cpu::pack_gemm_bf16(&kr, lk, dh, &mut want_k);
+                crate::cpu::pack_gemm_bf16(&vt, dh, lk, &mut want_v);
+                let mut got_k = vec![0xdead_beefu32; want_k.len() / 2];
+                let mut got_v = vec![0xdead_beefu32; want_v.len() / 2];
+                // SAFETY: AMX (so AVX-512F/BF16) checked above; src holds lk rows of hd values.
+                unsafe {
+                    avx512::pack_keys(&src[h * dh..], hd, n, lk, dh, &mut got_k);
+                    avx512::pack_values(&src[h * dh..], hd, n, lk, dh, &mut got_v);
+                }
+                assert_eq!(got_k, bytemuck::cast_slice::<bf16, u32>(&want_k), "keys {heads}x{dh}, {n} of {lk} (seed {seed})");
+                assert_eq!(got_v, bytemuck::cast_slice::<bf16, u32>(&want_v), "values {heads}x{dh}, {n} of {lk} (seed {seed})");
+            }
+        }
+    }
 
     /// Against the f32 attention on the bf16-rounded q, k, v: odd lengths, several heads, kv_lens
     /// (one batch item with no visible key), causal and not, a poisoned output and poisoned keys and

@@ -125,14 +125,29 @@ fn amx_block(xb: &[u32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32],
     let kp = s.taps * cp;
     let kq = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
     super::attention::with_local(&AMX_ROWS, |a| {
-        a.clear();
-        a.resize(rows.div_ceil(TILE_ROWS) * TILE_ROWS * kq, 0);
-        for (r, dst) in a.chunks_exact_mut(kq).take(rows).enumerate() {
-            for j in 0..s.taps {
-                dst[j * cp..][..cp].copy_from_slice(&xb[(r + j * s.dilation) * cp..][..cp]);
+        let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+        if a.len() < rows16 * kq + kq {
+            a.resize(rows16 * kq + kq, 0);
+        }
+        // the tiles, then one row of the reduction (zeros past kp) gathered before it is cut into
+        // tiles; every value of the tiles is written (zeros past the rows)
+        let (a, row) = a.split_at_mut(rows16 * kq);
+        let row = &mut row[..kq];
+        row[kp..].fill(0);
+        for r in 0..rows16 {
+            if r < rows {
+                for j in 0..s.taps {
+                    row[j * cp..][..cp].copy_from_slice(&xb[(r + j * s.dilation) * cp..][..cp]);
+                }
+            } else if r == rows {
+                row.fill(0);
+            }
+            let at = super::amx::tiled_row(r, kq);
+            for (b, src) in row.chunks_exact(TILE_PAIRS).enumerate() {
+                a[at + b * TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS].copy_from_slice(src);
             }
         }
-        let g = AmxGemm { a, kq, rows, panels, kp, n: s.c_out, bias };
+        let g = AmxGemm { a, tiled: true, kq, rows, panels, kp, n: s.c_out, bias };
         // SAFETY: the caller's path is Amx (runnable); `a` holds whole zero-padded tiles of kq
         // pairs; panels is the packed [c_out, taps·c_in] weight; this task owns out's rows.
         unsafe { gemm_block(g, 0..s.c_out.div_ceil(PANEL), out.as_mut_ptr()) };

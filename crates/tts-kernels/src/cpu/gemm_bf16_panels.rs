@@ -136,19 +136,32 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
     let kq = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
     let n_panels = n.div_ceil(PANEL);
     let threads = rayon::current_num_threads();
-    // x's rows as bf16 pairs, zero-padded to whole tiles of rows and pairs
+    // x's rows as bf16 pairs, zero-padded to whole tiles of rows and pairs, tile by tile; every
+    // value of the buffer's first rows16·kq is written (no separate clearing pass)
     let fill = |x: &[f32], rows: usize, buf: &mut Vec<u32>| {
         let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
-        buf.clear();
-        buf.resize(rows16 * kq, 0);
-        for (xr, dst) in x.chunks_exact(k).zip(buf.chunks_exact_mut(kq)).take(rows) {
-            row_pairs(xr, &mut dst[..kp], true);
+        if buf.len() < rows16 * kq {
+            buf.resize(rows16 * kq, 0);
+        }
+        for r in 0..rows16 {
+            let at = super::amx::tiled_row(r, kq);
+            for b in 0..kq / TILE_PAIRS {
+                let piece = &mut buf[at + b * TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS];
+                let (c0, c1) = ((2 * TILE_PAIRS * b).min(k), (2 * TILE_PAIRS * (b + 1)).min(k));
+                let written = if r < rows && c0 < c1 {
+                    row_pairs(&x[r * k + c0..r * k + c1], &mut piece[..(c1 - c0).div_ceil(2)], true);
+                    (c1 - c0).div_ceil(2)
+                } else {
+                    0
+                };
+                piece[written..].fill(0);
+            }
         }
     };
     if m <= 2 * TILE_ROWS {
         super::attention::with_local(&PAIRS, |buf| {
             fill(&x[..m * k], m, buf);
-            let g = AmxGemm { a: buf, kq, rows: m, panels, kp, n, bias };
+            let g = AmxGemm { a: buf, tiled: true, kq, rows: m, panels, kp, n, bias };
             let dst = super::linear::SharedOut(out.as_mut_ptr());
             // tasks of whole panel pairs; several per thread when there is enough work
             let tasks = if m * n * k >= PAR_MIN_WORK { (2 * threads).min(n_panels.div_ceil(2)) } else { 1 };
@@ -167,7 +180,7 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
         let rows = o.len() / n;
         super::attention::with_local(&PAIRS, |buf| {
             fill(&x[r0 * k..][..rows * k], rows, buf);
-            let g = AmxGemm { a: buf, kq, rows, panels, kp, n, bias };
+            let g = AmxGemm { a: buf, tiled: true, kq, rows, panels, kp, n, bias };
             // SAFETY: as above; this task owns the rows of o.
             unsafe { gemm_block(g, 0..n_panels, o.as_mut_ptr()) };
         });
