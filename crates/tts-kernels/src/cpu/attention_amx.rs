@@ -58,131 +58,113 @@ pub fn attention_dense_amx(
     let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
     super::conv::check_lens(kv_lens, lk)?;
     assert!(v.len() >= batch * lk * hd && out.len() >= batch * lq * hd, "attention_dense_amx: v or out too short");
+    // the packed keys and values in the calling thread's kept buffers (grown as needed; every
+    // value used is written)
     super::attention::with_local(&PACKED, |(kpk, vpk)| {
-        attend_packed(q, k, v, kv_lens, out, batch, heads, dh, scale, causal, kpk, vpk)
-    });
-    Ok(())
-}
-
-/// [`attention_dense_amx`] after the checks, with `kpk` and `vpk` as the buffers of the packed keys
-/// and values (grown here as needed; every value used is written).
-#[allow(clippy::too_many_arguments)]
-fn attend_packed(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_lens: Option<&[i32]>,
-    out: &mut [f32],
-    batch: usize,
-    heads: usize,
-    dh: usize,
-    scale: f32,
-    causal: bool,
-    kpk: &mut Vec<u32>,
-    vpk: &mut Vec<u32>,
-) {
-    let hd = heads * dh;
-    let (lq, lk) = (q.len() / (batch * hd), k.len() / (batch * hd));
-    let (kp_q, kp_v) = (dh.div_ceil(2), lk.div_ceil(2));
-    let (k_len, v_len) = (packed_gemm_bf16_len(lk, dh), packed_gemm_bf16_len(dh, lk));
-    for (buf, len) in [(&mut *kpk, batch * heads * k_len / 2), (&mut *vpk, batch * heads * v_len / 2)] {
-        if buf.len() < len {
-            buf.resize(len, 0);
+        let (kp_q, kp_v) = (dh.div_ceil(2), lk.div_ceil(2));
+        let (k_len, v_len) = (packed_gemm_bf16_len(lk, dh), packed_gemm_bf16_len(dh, lk));
+        for (buf, len) in [(&mut *kpk, batch * heads * k_len / 2), (&mut *vpk, batch * heads * v_len / 2)] {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
         }
-    }
-    let (kpk, vpk) = (&mut kpk[..batch * heads * k_len / 2], &mut vpk[..batch * heads * v_len / 2]);
-    // the packed keys and transposed values of every (batch, head), for its visible keys (as
-    // pairs: u32 storage, so that the bf16 view is always aligned; both lengths are even)
-    kpk.par_chunks_mut((k_len / 2).max(1)).zip(vpk.par_chunks_mut((v_len / 2).max(1))).enumerate().for_each(|(bh, (kd, vd))| {
-        let (b, h) = (bh / heads, bh % heads);
-        let n = visible_keys(kv_lens, b, lk);
-        let at = b * lk * hd + h * dh;
-        // SAFETY: the CPU runs AMX (asserted), so AVX-512F/BF16; keys and values j < n ≤ lk of this
-        // (batch, head) lie at at + j·hd (dh values each) inside k and v (lengths asserted); kd and
-        // vd are the packed lengths of [lk, dh] and [dh, lk] as pairs.
-        unsafe {
-            avx512::pack_keys(&k[at..], hd, n, lk, dh, kd);
-            avx512::pack_values(&v[at..], hd, n, lk, dh, vd);
-        }
-    });
-    let blocks = lq.div_ceil(BLOCK_ROWS);
-    let dst = super::attention::SendPtr(out.as_mut_ptr());
-    let (kpk, vpk): (&[bf16], &[bf16]) = (bytemuck::cast_slice(kpk), bytemuck::cast_slice(vpk));
-    (0..batch * heads * blocks).into_par_iter().for_each(|task| {
-        let blk = QueryBlock::of(task, heads, blocks, |i| (i * BLOCK_ROWS).min(lq), kv_lens, lk, causal);
-        let (b, h, i0, rows, n) = (blk.b, blk.h, blk.i0, blk.rows, blk.n);
-        let bh = b * heads + h;
-        let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
-        if n == 0 {
-            // SAFETY: rows i0..i0 + rows of batch b, head h are this task's own part of out.
-            unsafe { super::attention::fill_rows(o, hd, rows, dh, 0.0) };
-            return;
-        }
-        let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
-        let kq_q = kp_q.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let kq_v = kp_v.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        super::attention::with_local(&BLOCK, |scr| {
-            let Scratch { a, s, ov, inv } = scr;
-            if a.len() < rows16 * kq_q.max(kq_v) {
-                a.resize(rows16 * kq_q.max(kq_v), 0);
-            }
-            // every pair of the tiles is written: the rows' pairs, zeros past them and past the rows
-            for (r, dst) in a.chunks_exact_mut(kq_q).take(rows16).enumerate() {
-                if r < rows {
-                    row_pairs(&q[(b * lq + i0 + r) * hd + h * dh..][..dh], &mut dst[..kp_q], true);
-                    dst[kp_q..].fill(0);
-                } else {
-                    dst.fill(0);
+        let (kpk, vpk) = (&mut kpk[..batch * heads * k_len / 2], &mut vpk[..batch * heads * v_len / 2]);
+        // the packed keys and transposed values of every (batch, head), for its visible keys (as
+        // pairs: u32 storage, so that the bf16 view is always aligned; both lengths are even)
+        kpk.par_chunks_mut((k_len / 2).max(1)).zip(vpk.par_chunks_mut((v_len / 2).max(1))).enumerate().for_each(
+            |(bh, (kd, vd))| {
+                let (b, h) = (bh / heads, bh % heads);
+                let n = visible_keys(kv_lens, b, lk);
+                let at = b * lk * hd + h * dh;
+                // SAFETY: the CPU runs AMX (asserted), so AVX-512F/BF16; keys and values j < n ≤ lk of this
+                // (batch, head) lie at at + j·hd (dh values each) inside k and v (lengths asserted); kd and
+                // vd are the packed lengths of [lk, dh] and [dh, lk] as pairs.
+                unsafe {
+                    avx512::pack_keys(&k[at..], hd, n, lk, dh, kd);
+                    avx512::pack_values(&v[at..], hd, n, lk, dh, vd);
                 }
+            },
+        );
+        let blocks = lq.div_ceil(BLOCK_ROWS);
+        let dst = super::attention::SendPtr(out.as_mut_ptr());
+        let (kpk, vpk): (&[bf16], &[bf16]) = (bytemuck::cast_slice(kpk), bytemuck::cast_slice(vpk));
+        (0..batch * heads * blocks).into_par_iter().for_each(|task| {
+            let blk = QueryBlock::of(task, heads, blocks, |i| (i * BLOCK_ROWS).min(lq), kv_lens, lk, causal);
+            let (b, h, i0, rows, n) = (blk.b, blk.h, blk.i0, blk.rows, blk.n);
+            let bh = b * heads + h;
+            let o = dst.get().wrapping_add((b * lq + i0) * hd + h * dh);
+            if n == 0 {
+                // SAFETY: rows i0..i0 + rows of batch b, head h are this task's own part of out.
+                unsafe { super::attention::fill_rows(o, hd, rows, dh, 0.0) };
+                return;
             }
-            let s = super::attention::scratch(s, rows * lk);
-            let g = AmxGemm {
-                tiled: false,
-                a: &a[..rows16 * kq_q],
-                kq: kq_q,
-                rows,
-                panels: &kpk[bh * k_len..][..k_len],
-                kp: kp_q,
-                n: lk,
-                bias: None,
-            };
-            // SAFETY: the path is Amx (asserted); `a` holds rows16 × kq_q zero-padded pairs; the panels
-            // are the packed [lk, dh] keys; s is [rows, lk].
-            unsafe { gemm_block(g, 0..lk.div_ceil(super::gemm_panels::PANEL), s.as_mut_ptr()) };
-            let inv = super::attention::scratch(inv, rows);
-            for (r, dst) in a.chunks_exact_mut(kq_v).take(rows16).enumerate() {
-                if r >= rows {
-                    dst.fill(0);
-                    continue;
+            let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+            let kq_q = kp_q.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+            let kq_v = kp_v.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+            super::attention::with_local(&BLOCK, |scr| {
+                let Scratch { a, s, ov, inv } = scr;
+                if a.len() < rows16 * kq_q.max(kq_v) {
+                    a.resize(rows16 * kq_q.max(kq_v), 0);
                 }
-                let keys = blk.row_keys(r);
-                // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (AMX, asserted); the pairs slice holds
-                // ⌈lk/2⌉ values.
-                inv[r] = 1.0 / unsafe { avx512::softmax_pairs(&s[r * lk..][..lk], keys, scale, &mut dst[..kp_v]) };
-                dst[kp_v..].fill(0);
-            }
-            let ov = super::attention::scratch(ov, rows * dh);
-            let g = AmxGemm {
-                tiled: false,
-                a: &a[..rows16 * kq_v],
-                kq: kq_v,
-                rows,
-                panels: &vpk[bh * v_len..][..v_len],
-                kp: kp_v,
-                n: dh,
-                bias: None,
-            };
-            // SAFETY: as above, with the packed [dh, lk] transposed values; ov is [rows, dh].
-            unsafe { gemm_block(g, 0..dh.div_ceil(super::gemm_panels::PANEL), ov.as_mut_ptr()) };
-            for (r, orow) in ov.chunks_exact(dh).enumerate() {
-                // SAFETY: row i0 + r of batch b, head h's dh columns: this task's own part of out.
-                let d = unsafe { std::slice::from_raw_parts_mut(o.add(r * hd), dh) };
-                for (x, &y) in d.iter_mut().zip(orow) {
-                    *x = y * inv[r];
+                // every pair of the tiles is written: the rows' pairs, zeros past them and past the rows
+                for (r, dst) in a.chunks_exact_mut(kq_q).take(rows16).enumerate() {
+                    if r < rows {
+                        row_pairs(&q[(b * lq + i0 + r) * hd + h * dh..][..dh], &mut dst[..kp_q], true);
+                        dst[kp_q..].fill(0);
+                    } else {
+                        dst.fill(0);
+                    }
                 }
-            }
+                let s = super::attention::scratch(s, rows * lk);
+                let g = AmxGemm {
+                    tiled: false,
+                    a: &a[..rows16 * kq_q],
+                    kq: kq_q,
+                    rows,
+                    panels: &kpk[bh * k_len..][..k_len],
+                    kp: kp_q,
+                    n: lk,
+                    bias: None,
+                };
+                // SAFETY: the path is Amx (asserted); `a` holds rows16 × kq_q zero-padded pairs; the panels
+                // are the packed [lk, dh] keys; s is [rows, lk].
+                unsafe { gemm_block(g, 0..lk.div_ceil(super::gemm_panels::PANEL), s.as_mut_ptr()) };
+                let inv = super::attention::scratch(inv, rows);
+                for (r, dst) in a.chunks_exact_mut(kq_v).take(rows16).enumerate() {
+                    if r >= rows {
+                        dst.fill(0);
+                        continue;
+                    }
+                    let keys = blk.row_keys(r);
+                    // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (AMX, asserted); the pairs slice holds
+                    // ⌈lk/2⌉ values.
+                    inv[r] = 1.0 / unsafe { avx512::softmax_pairs(&s[r * lk..][..lk], keys, scale, &mut dst[..kp_v]) };
+                    dst[kp_v..].fill(0);
+                }
+                let ov = super::attention::scratch(ov, rows * dh);
+                let g = AmxGemm {
+                    tiled: false,
+                    a: &a[..rows16 * kq_v],
+                    kq: kq_v,
+                    rows,
+                    panels: &vpk[bh * v_len..][..v_len],
+                    kp: kp_v,
+                    n: dh,
+                    bias: None,
+                };
+                // SAFETY: as above, with the packed [dh, lk] transposed values; ov is [rows, dh].
+                unsafe { gemm_block(g, 0..dh.div_ceil(super::gemm_panels::PANEL), ov.as_mut_ptr()) };
+                for (r, orow) in ov.chunks_exact(dh).enumerate() {
+                    // SAFETY: row i0 + r of batch b, head h's dh columns: this task's own part of out.
+                    let d = unsafe { std::slice::from_raw_parts_mut(o.add(r * hd), dh) };
+                    for (x, &y) in d.iter_mut().zip(orow) {
+                        *x = y * inv[r];
+                    }
+                }
+            });
         });
     });
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -374,7 +356,7 @@ struct Scratch {
 thread_local! {
     /// Each thread's [`Scratch`], kept between calls (S3Gen makes ~10^3 attention calls).
     static BLOCK: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-    /// The calling thread's packed keys and values ([`attend_packed`]), kept between calls.
+    /// The calling thread's packed keys and values ([`attention_dense_amx`]), kept between calls.
     static PACKED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
