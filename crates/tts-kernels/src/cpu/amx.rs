@@ -203,6 +203,8 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
     // which only the real rows and columns are written to out.
     unsafe {
         x86::load_config(&cfg);
+        // tile rows' stride (bytes) and the pairs from one block of 16 pairs to the next
+        let (stride, bstep) = if g.tiled { (64, TILE_ROWS * TILE_PAIRS) } else { (g.kq * 4, TILE_PAIRS) };
         let mut p = panels.start;
         while p < panels.end {
             let two = p + 1 < panels.end;
@@ -225,10 +227,7 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
             let mut r0 = 0;
             while r0 < rows16 {
                 let two_rows = r0 + TILE_ROWS < rows16;
-                let a0 = g.a.as_ptr().add(r0 * g.kq);
-                // tile rows' stride (bytes) and the pairs from one block of 16 pairs to the next
-                let (stride, bstep) = if g.tiled { (64, TILE_ROWS * TILE_PAIRS) } else { (g.kq * 4, TILE_PAIRS) };
-                let a = ARows { a0, stride, bstep, band: TILE_ROWS * g.kq };
+                let a = ARows { a0: g.a.as_ptr().add(r0 * g.kq), stride, bstep, band: TILE_ROWS * g.kq };
                 match (two_rows, two) {
                     (true, true) => run::<2, 2>(a, full_blocks, tail_pairs > 0, [panel_ptr(0), panel_ptr(1)], &tails, init),
                     (true, false) => run::<2, 1>(a, full_blocks, tail_pairs > 0, [panel_ptr(0)], &tails, init),
@@ -260,7 +259,8 @@ pub(super) unsafe fn gemm_block(g: AmxGemm<'_>, panels: std::ops::Range<usize>, 
 
 /// Where the tiles of `x` of one or two 16-row bands lie: the first band's first tile at `a0`, its
 /// rows `stride` bytes apart, the next block of pairs `bstep` pairs on, the second band `band` pairs
-/// on.
+/// on (a pointer computed with `wrapping_add`: past the buffer where there is no second band, and
+/// then never read).
 #[derive(Clone, Copy)]
 struct ARows {
     a0: *const u32,
@@ -295,12 +295,12 @@ unsafe fn run<const RB: usize, const PB: usize>(
         for b in 0..full {
             let w: [*const bf16; PB] = std::array::from_fn(|q| panel[q].add(b * TILE_PAIRS * PANEL * 2));
             let at = a.a0.add(b * a.bstep);
-            x86::step::<RB, PB>(at, at.add(a.band), a.stride, w);
+            x86::step::<RB, PB>(at, at.wrapping_add(a.band), a.stride, w);
         }
         if tail {
             let w: [*const bf16; PB] = std::array::from_fn(|q| tails[q].as_ptr());
             let at = a.a0.add(full * a.bstep);
-            x86::step::<RB, PB>(at, at.add(a.band), a.stride, w);
+            x86::step::<RB, PB>(at, at.wrapping_add(a.band), a.stride, w);
         }
     }
 }

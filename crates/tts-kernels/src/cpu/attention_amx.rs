@@ -128,7 +128,7 @@ pub fn attention_dense_amx(
                 };
                 // SAFETY: the path is Amx (asserted); `a` holds rows16 × kq_q zero-padded pairs; the panels
                 // are the packed [lk, dh] keys; s is [rows, lk].
-                unsafe { gemm_block(g, 0..lk.div_ceil(super::gemm_panels::PANEL), s.as_mut_ptr()) };
+                unsafe { gemm_block(g, 0..lk.div_ceil(PANEL), s.as_mut_ptr()) };
                 let inv = super::attention::scratch(inv, rows);
                 for (r, dst) in a.chunks_exact_mut(kq_v).take(rows16).enumerate() {
                     if r >= rows {
@@ -153,7 +153,7 @@ pub fn attention_dense_amx(
                     bias: None,
                 };
                 // SAFETY: as above, with the packed [dh, lk] transposed values; ov is [rows, dh].
-                unsafe { gemm_block(g, 0..dh.div_ceil(super::gemm_panels::PANEL), ov.as_mut_ptr()) };
+                unsafe { gemm_block(g, 0..dh.div_ceil(PANEL), ov.as_mut_ptr()) };
                 for (r, orow) in ov.chunks_exact(dh).enumerate() {
                     // SAFETY: row i0 + r of batch b, head h's dh columns: this task's own part of out.
                     let d = unsafe { std::slice::from_raw_parts_mut(o.add(r * hd), dh) };
@@ -401,8 +401,11 @@ mod tests {
                     avx512::pack_keys(&src[h * dh..], hd, n, lk, dh, &mut got_k);
                     avx512::pack_values(&src[h * dh..], hd, n, lk, dh, &mut got_v);
                 }
-                assert_eq!(got_k, bytemuck::cast_slice::<bf16, u32>(&want_k), "keys {heads}x{dh}, {n} of {lk} (seed {seed})");
-                assert_eq!(got_v, bytemuck::cast_slice::<bf16, u32>(&want_v), "values {heads}x{dh}, {n} of {lk} (seed {seed})");
+                // compared as bits (u32 storage viewed as bf16 halves is always aligned)
+                let bits = |w: &[bf16]| w.iter().map(|v| v.to_bits()).collect::<Vec<u16>>();
+                let (gk, gv): (&[u16], &[u16]) = (bytemuck::cast_slice(&got_k), bytemuck::cast_slice(&got_v));
+                assert_eq!(gk, bits(&want_k), "keys {heads}x{dh}, {n} of {lk} (seed {seed})");
+                assert_eq!(gv, bits(&want_v), "values {heads}x{dh}, {n} of {lk} (seed {seed})");
             }
         }
     }

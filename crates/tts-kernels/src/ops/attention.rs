@@ -491,9 +491,9 @@ fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
 /// `positions`, `slots`, `lens` `[rows]` i32; `inv_freq` `[head_dim / 2]` f32; caches `[n_slots,
 /// heads, max_len, head_dim]` with head_dim a multiple of 32 up to 256; `out` `[rows,
 /// heads·head_dim]`; Cpu f32 with f32 or bf16 caches, Cuda/Emu bf16. Cuda/Emu: one launch, grid
-/// `(rows, heads)`, the block width of [`attention_cached`]; the rotation and the attention are the device code of the two
-/// kernels, so outputs and cache rows equal `rope_kv_write` (on the live rows) followed by
-/// `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
+/// `(rows, heads)`, the block width of [`attention_cached`]; the rotation and the attention are the
+/// device code of the two kernels, so outputs and cache rows equal `rope_kv_write` (on the live
+/// rows) followed by `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
 /// For few rows × heads see [`rope_attention_decode_split`].
 #[allow(clippy::too_many_arguments)]
 pub fn rope_attention_decode(
