@@ -131,13 +131,16 @@ impl TransformerBlock {
         self.out.apply_into(o.as_view(), y.reborrow())?;
         ops::add_scaled(x.reborrow(), y.as_view(), 1.0)?;
         self.norm3.apply_into(x.as_view(), a.reborrow())?;
-        let mut h = scratch_mut(&mut w.ffh, &sf)?;
-        self.ff1.apply_into(a.as_view(), h.reborrow())?;
-        let mut ha = scratch_mut(&mut w.ffa, &sf)?;
-        ops::activation(h.as_view(), ha.reborrow(), Activation::Gelu, None, None)?;
-        self.ff2.apply_into(ha.as_view(), y.reborrow())?;
-        ops::add_scaled(x, y.as_view(), 1.0)?;
-        Ok(())
+        let ff = ops::FeedForward {
+            w1: self.ff1.w.view(),
+            b1: self.ff1.b.as_ref().map(|b| b.view()),
+            act: Activation::Gelu,
+            w2: self.ff2.w.view(),
+            b2: self.ff2.b.as_ref().map(|b| b.view()),
+        };
+        let scratch =
+            ops::FeedForwardScratch { hidden: scratch_mut(&mut w.ffh, &sf)?, activated: scratch_mut(&mut w.ffa, &sf)?, y };
+        Ok(ops::feed_forward_residual(ff, a.as_view(), x, scratch)?)
     }
 }
 

@@ -136,31 +136,9 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
     let kq = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
     let n_panels = n.div_ceil(PANEL);
     let threads = rayon::current_num_threads();
-    // x's rows as bf16 pairs, zero-padded to whole tiles of rows and pairs, tile by tile; every
-    // value of the buffer's first rows16·kq is written (no separate clearing pass)
-    let fill = |x: &[f32], rows: usize, buf: &mut Vec<u32>| {
-        let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
-        if buf.len() < rows16 * kq {
-            buf.resize(rows16 * kq, 0);
-        }
-        for r in 0..rows16 {
-            let at = super::amx::tiled_row(r, kq);
-            for b in 0..kq / TILE_PAIRS {
-                let piece = &mut buf[at + b * TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS];
-                let (c0, c1) = ((2 * TILE_PAIRS * b).min(k), (2 * TILE_PAIRS * (b + 1)).min(k));
-                let written = if r < rows && c0 < c1 {
-                    row_pairs(&x[r * k + c0..r * k + c1], &mut piece[..(c1 - c0).div_ceil(2)], true);
-                    (c1 - c0).div_ceil(2)
-                } else {
-                    0
-                };
-                piece[written..].fill(0);
-            }
-        }
-    };
     if m <= 2 * TILE_ROWS {
         super::attention::with_local(&PAIRS, |buf| {
-            fill(&x[..m * k], m, buf);
+            fill_tiles(&x[..m * k], m, k, buf);
             let g = AmxGemm { a: buf, tiled: true, kq, rows: m, panels, kp, n, bias };
             let dst = super::linear::SharedOut(out.as_mut_ptr());
             // tasks of whole panel pairs; several per thread when there is enough work
@@ -179,7 +157,7 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
     let block = |(r0, o): (usize, &mut [f32])| {
         let rows = o.len() / n;
         super::attention::with_local(&PAIRS, |buf| {
-            fill(&x[r0 * k..][..rows * k], rows, buf);
+            fill_tiles(&x[r0 * k..][..rows * k], rows, k, buf);
             let g = AmxGemm { a: buf, tiled: true, kq, rows, panels, kp, n, bias };
             // SAFETY: as above; this task owns the rows of o.
             unsafe { gemm_block(g, 0..n_panels, o.as_mut_ptr()) };
@@ -189,6 +167,34 @@ fn amx_gemm(x: &[f32], panels: &[bf16], bias: Option<&[f32]>, out: &mut [f32], m
         row_blocks(out, m, n, threads, 2 * TILE_ROWS).into_par_iter().for_each(block);
     } else {
         out.chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(i, o)| block((i * BLOCK_ROWS, o)));
+    }
+}
+
+/// `x` `[rows, k]` rounded to bf16 pairs for [`super::amx::gemm_block`] (`tiled`): zero-padded to
+/// whole tiles of 16 rows × 16 pairs (`⌈rows/16⌉·16` rows of `kq = ⌈⌈k/2⌉/16⌉·16` pairs), stored
+/// tile by tile ([`super::amx::tiled_row`]); every value of `buf`'s first `rows16·kq` is written
+/// (no separate clearing pass). The CPU must have AVX-512 BF16 (AMX implies it).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn fill_tiles(x: &[f32], rows: usize, k: usize, buf: &mut Vec<u32>) {
+    use super::amx::{TILE_PAIRS, TILE_ROWS};
+    let kq = k.div_ceil(2).div_ceil(TILE_PAIRS) * TILE_PAIRS;
+    let rows16 = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
+    if buf.len() < rows16 * kq {
+        buf.resize(rows16 * kq, 0);
+    }
+    for r in 0..rows16 {
+        let at = super::amx::tiled_row(r, kq);
+        for b in 0..kq / TILE_PAIRS {
+            let piece = &mut buf[at + b * TILE_ROWS * TILE_PAIRS..][..TILE_PAIRS];
+            let (c0, c1) = ((2 * TILE_PAIRS * b).min(k), (2 * TILE_PAIRS * (b + 1)).min(k));
+            let written = if r < rows && c0 < c1 {
+                row_pairs(&x[r * k + c0..r * k + c1], &mut piece[..(c1 - c0).div_ceil(2)], true);
+                (c1 - c0).div_ceil(2)
+            } else {
+                0
+            };
+            piece[written..].fill(0);
+        }
     }
 }
 

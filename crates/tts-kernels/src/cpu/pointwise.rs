@@ -64,7 +64,7 @@ pub fn activate(act: Activation, x: f32, alpha: f32) -> f32 {
 
 /// `v = act(v)` in place over whole rows of `cols` values (`v.len()` a multiple of `cols`): the
 /// [`fastmath`] activations as one vectorised pass, the others per element ([`activate`]).
-fn activate_rows(act: Activation, v: &mut [f32], cols: usize, alpha: Option<&[f32]>) {
+pub(super) fn activate_rows(act: Activation, v: &mut [f32], cols: usize, alpha: Option<&[f32]>) {
     let kind = match act {
         Activation::Gelu => Kind::Gelu,
         Activation::Silu => Kind::Silu,

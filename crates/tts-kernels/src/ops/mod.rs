@@ -8,6 +8,7 @@ mod conv;
 mod decode_state;
 pub(crate) mod elementwise;
 mod embedding;
+mod feed_forward;
 mod gemv;
 mod groupnorm;
 mod hift;
@@ -28,6 +29,7 @@ pub use conv::{Conv1dPlan, Im2col, PadMode, col2im_transpose, conv1d_packed, im2
 pub use decode_state::advance_decode_state;
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;
+pub use feed_forward::{FeedForward, FeedForwardScratch, feed_forward_residual};
 pub use gemv::{linear_add_residual, rmsnorm_linear, rmsnorm_linear_swiglu};
 pub use groupnorm::group_norm;
 pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
