@@ -245,13 +245,13 @@ mod avx512 {
 
     /// The softmax numerators of one score row, as bf16 pairs: `p_j = exp(scale·s_j − max)` for
     /// `j < keys` (the max over those), 0 for `keys ≤ j < s.len()`, written to `pairs` (`⌈len/2⌉`,
-    /// the even element in the low half); returns `Σ p_j` (of the f32 values). `exp` is Cephes'
-    /// degree-5 polynomial on the range-reduced argument, scaled by `vscalefps` (a few ulp; far
-    /// below the bf16 rounding that follows). `keys ≥ 1`.
+    /// the even element in the low half); returns `Σ p_j` (of the f32 values), see [`exp16`]. The
+    /// whole vectors of keys run unmasked, the last ones masked. `keys ≥ 1`.
     ///
     /// # Safety
-    /// AVX-512F and AVX-512 BF16 present; `pairs.len() == s.len().div_ceil(2)`, `keys ≤ s.len()`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    /// AVX-512F, AVX-512DQ and AVX-512 BF16 present; `pairs.len() == s.len().div_ceil(2)`,
+    /// `keys ≤ s.len()`.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bf16")]
     pub(super) unsafe fn softmax_pairs(s: &[f32], keys: usize, scale: f32, pairs: &mut [u32]) -> f32 {
         debug_assert!(keys >= 1 && keys <= s.len() && pairs.len() == s.len().div_ceil(2));
         let mask = |i: usize, end: usize| -> __mmask16 {
@@ -259,23 +259,39 @@ mod avx512 {
             ((1u32 << n) - 1) as __mmask16
         };
         let sc = _mm512_set1_ps(scale);
-        // SAFETY (whole body): every load is masked to j < keys, every store to the pairs of
+        let p = s.as_ptr();
+        // SAFETY (whole body): unmasked loads read 16 values below `keys` (≤ s.len()), masked loads
+        // only j < keys; unmasked stores write 16 pairs below keys/2, masked stores only the pairs of
         // j < s.len().
         unsafe {
-            let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+            let (mut m0, mut m1) = (_mm512_set1_ps(f32::NEG_INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
+            let full = keys / 16 * 16;
             let mut i = 0;
+            while i + 32 <= full {
+                m0 = _mm512_max_ps(m0, _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), sc));
+                m1 = _mm512_max_ps(m1, _mm512_mul_ps(_mm512_loadu_ps(p.add(i + 16)), sc));
+                i += 32;
+            }
             while i < keys {
-                let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(i, keys), s.as_ptr().add(i)), sc);
-                mv = _mm512_mask_max_ps(mv, mask(i, keys), mv, x);
+                let k = mask(i, keys);
+                m0 = _mm512_mask_max_ps(m0, k, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(i)), sc));
                 i += 16;
             }
-            let m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+            let m = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
             let mut acc = _mm512_setzero_ps();
             let mut i = 0;
+            while i + 32 <= keys {
+                let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p.add(i)), sc, m));
+                let e1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p.add(i + 16)), sc, m));
+                acc = _mm512_add_ps(acc, _mm512_add_ps(e0, e1));
+                let b = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0));
+                _mm512_storeu_si512(pairs.as_mut_ptr().add(i / 2) as *mut __m512i, b);
+                i += 32;
+            }
             while i < s.len() {
                 let (k0, k1) = (mask(i, keys), mask(i + 16, keys));
-                let x0 = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k0, s.as_ptr().add(i)), sc, m);
-                let x1 = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k1, s.as_ptr().add(i + 16)), sc, m);
+                let x0 = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k0, p.add(i)), sc, m);
+                let x1 = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k1, p.add(i + 16)), sc, m);
                 let e0 = _mm512_maskz_mov_ps(k0, exp16(x0));
                 let e1 = _mm512_maskz_mov_ps(k1, exp16(x1));
                 acc = _mm512_add_ps(acc, _mm512_add_ps(e0, e1));
@@ -287,23 +303,19 @@ mod avx512 {
         }
     }
 
-    /// `exp(x)` for `x ≤ 0` (Cephes `expf`: `x = n·ln2 + r`, `|r| ≤ ln2/2`, degree-5 polynomial,
-    /// times `2^n` by `vscalefps`; below −87.3 the result underflows towards 0).
-    #[target_feature(enable = "avx512f")]
+    /// `exp(x)` for `x ≤ 0`: `t = x·log₂e` (rounded: a relative error of `|t|·2⁻²⁴` in the result)
+    /// split as `⌊t⌋ + f` (`vreduceps`, exact), `2^f` on `[0, 1)` by a degree-4 polynomial (relative
+    /// minimax, error 2.6·10⁻⁶), times `2^⌊t⌋` by `vscalefps` (which floors its exponent operand).
+    /// Far below the bf16 rounding that follows. Below `t = −150` the result is 0; −∞ gives 0.
+    #[target_feature(enable = "avx512f,avx512dq")]
     fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-            x,
-            _mm512_set1_ps(std::f32::consts::LOG2_E),
-        ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        let t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(-150.0));
+        let f = _mm512_reduce_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(t);
+        let mut p = _mm512_set1_ps(1.353_416_8e-2);
+        for c in [5.201_146e-2, 2.414_427_6e-1, 6.930_038_3e-1, 1.000_002_6] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
         }
-        let p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-        _mm512_scalef_ps(p, n)
+        _mm512_scalef_ps(p, t)
     }
 
     #[cfg(test)]
