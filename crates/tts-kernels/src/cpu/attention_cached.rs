@@ -405,7 +405,23 @@ mod x86 {
         let groups = q.len() / 16;
         // SAFETY (whole body): rows j < keys of k and groups of 16 inside q.len() (contract).
         unsafe {
-            for (j, sc) in scores.iter_mut().enumerate().take(keys) {
+            // four keys at a time: independent chains, each key's sums in its own order
+            let quads = keys / 4;
+            for (g4, sc) in scores.chunks_exact_mut(4).take(quads).enumerate() {
+                let rows: [*const T; 4] = std::array::from_fn(|i| k.as_ptr().add((4 * g4 + i) * stride));
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for g in 0..groups {
+                    let x = _mm512_loadu_ps(q.as_ptr().add(16 * g));
+                    for (a, row) in acc.iter_mut().zip(rows) {
+                        *a = _mm512_add_ps(*a, _mm512_mul_ps(x, load16(row.add(16 * g))));
+                    }
+                }
+                for ((o, a), row) in sc.iter_mut().zip(acc).zip(rows) {
+                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+                    *o = scale * dot_tail(tree8(_mm256_add_ps(_mm512_castps512_ps256(a), hi)), q, row, 16 * groups);
+                }
+            }
+            for (j, sc) in scores.iter_mut().enumerate().take(keys).skip(4 * quads) {
                 let row = k.as_ptr().add(j * stride);
                 let mut acc = _mm512_setzero_ps();
                 for g in 0..groups {
@@ -508,6 +524,11 @@ mod x86 {
                 let mut c0 = 0;
                 // SAFETY: each block's columns lie inside out.len() (contract forwarded).
                 unsafe {
+                    while $lanes == 16 && c0 + 4 * $lanes <= d {
+                        // 16 accumulators: only AVX-512's 32 registers hold them
+                        $block::<T, 4>(w, v, stride, out, c0);
+                        c0 += 4 * $lanes;
+                    }
                     while c0 + 2 * $lanes <= d {
                         $block::<T, 2>(w, v, stride, out, c0);
                         c0 += 2 * $lanes;
