@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::attention_cached::attend_one;
-use super::attention_tiles::{self as tiles, TILE_ROWS};
+use super::attention_tiles::{self as tiles, TILE_ROWS, TILE_ROWS_512};
 
 /// Multi-head attention over contiguous sequences (no cache):
 /// `out[b, i, h] = softmax(scale · q[b, i, h] · k[b, j, h]ᵀ over visible j) · v[b, j, h]`, where key
@@ -231,7 +231,7 @@ thread_local! {
     static PACKED_KV: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// One block of [`attention_dense_tiled`]: [`TILE_ROWS`] queries at a time from scores through the
+/// One block of [`attention_dense_tiled`]: a register tile of queries at a time ([`tiles::tile_rows`]) from scores through the
 /// softmax to the weighted values, the tile's score rows staying in L1. `q`: the block's first query
 /// row (row stride `hd`); `head`: the packed keys and values of its (batch, head); `keys`: keys the
 /// block reads (≤ `head.packed_keys`); `row_keys(r)`: keys visible to block row `r`.
@@ -252,12 +252,13 @@ unsafe fn attend_block_tiled(
     out: *mut f32,
 ) {
     let ld = tiles::padded_keys(keys);
-    let s = self::scratch(&mut scr.scores, TILE_ROWS * ld);
-    for t0 in (0..rows).step_by(TILE_ROWS) {
-        let tr = TILE_ROWS.min(rows - t0);
+    let tile = tiles::tile_rows(super::isa::active());
+    let s = self::scratch(&mut scr.scores, tile * ld);
+    for t0 in (0..rows).step_by(tile) {
+        let tr = tile.min(rows - t0);
         // the keys any row of the tile sees (row_keys grows with the row)
         let tile_keys = row_keys(t0 + tr - 1);
-        let mut inv = [0f32; TILE_ROWS];
+        let mut inv = [0f32; TILE_ROWS_512];
         if tile_keys > 0 {
             let panels = tile_keys.div_ceil(tiles::KEY_PANEL);
             tiles::scores(&q[t0 * hd..], hd, tr, head.keys, panels, dh, s, ld);
