@@ -472,6 +472,66 @@ mod avx512 {
         }};
     }
 
+    /// `avx::exp8` on 16 lanes: its operations, lane for lane (the same bits).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp16(x: __m512) -> __m512 {
+        const SHIFTER: f32 = 12_583_039.0;
+        let xc = _mm512_min_ps(splat(88.0), _mm512_max_ps(splat(-88.0), x));
+        let t = _mm512_fmadd_ps(xc, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
+        let n = _mm512_sub_ps(t, splat(SHIFTER));
+        let r = _mm512_fnmadd_ps(n, splat(LN2_LO), _mm512_fnmadd_ps(n, splat(LN2_HI), xc));
+        let mut p = splat(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm512_fmadd_ps(p, r, splat(c));
+        }
+        let em1 = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(t)));
+        _mm512_fmadd_ps(em1, scale, scale)
+    }
+
+    /// `avx::exp_sub_sum` 16 values at a time: the same values (`exp16`) and the same sum, each
+    /// vector's two halves added to the 8 lane sums in order, as the AVX2 loop adds two vectors.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub fn exp_sub_sum(v: &mut [f32], m: f32) -> f32 {
+        let mv = _mm512_set1_ps(m);
+        let mut acc = _mm256_setzero_ps();
+        let mut sixteens = v.chunks_exact_mut(16);
+        for c in &mut sixteens {
+            // SAFETY: c holds 16 f32.
+            unsafe {
+                let y = exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), mv));
+                _mm512_storeu_ps(c.as_mut_ptr(), y);
+                acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
+                acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y))));
+            }
+        }
+        let rest = sixteens.into_remainder();
+        let (eight, tail) = rest.split_at_mut(if rest.len() >= 8 { 8 } else { 0 });
+        let mut buf = [0f32; 16];
+        // one more group of 8 (summed as the AVX2 loop sums it), then the tail (summed after)
+        for (part, summed) in [(eight, true), (tail, false)] {
+            if part.is_empty() {
+                continue;
+            }
+            buf[..part.len()].copy_from_slice(part);
+            // SAFETY: buf holds 16 f32.
+            unsafe {
+                let y = exp16(_mm512_sub_ps(_mm512_loadu_ps(buf.as_ptr()), mv));
+                _mm512_storeu_ps(buf.as_mut_ptr(), y);
+                if summed {
+                    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
+                }
+            }
+            part.copy_from_slice(&buf[..part.len()]);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: lanes holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let tail = &v[v.len() / 8 * 8..];
+        lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+    }
+
     /// `avx::exp_parts` on 16 lanes.
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -571,8 +631,9 @@ fn has_avx2_fma() -> bool {
 }
 
 /// `v[i] = e^(v[i] − m)` (the softmax numerators, `v[i] ≤ m`): 8-lane AVX2+FMA f32 when the CPU
-/// has it (≤ 2 ulp where the result is at least 2^-126; below, possibly 0: an absolute error under
-/// 2^-126; see `avx::exp8`), `f32::exp` otherwise.
+/// has it, the same operations on 16 lanes (the same bits) on AVX-512F (≤ 2 ulp where the result
+/// is at least 2^-126; below, possibly 0: an absolute error under 2^-126; see `avx::exp8`),
+/// `f32::exp` otherwise.
 pub fn exp_sub_inplace(v: &mut [f32], m: f32) {
     exp_sub_sum_inplace(v, m);
 }
@@ -580,6 +641,11 @@ pub fn exp_sub_inplace(v: &mut [f32], m: f32) {
 /// [`exp_sub_inplace`], returning the sum of the results in the order of [`lane_sum`] (the
 /// softmax's denominator, from the same pass).
 pub fn exp_sub_sum_inplace(v: &mut [f32], m: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::active().allows(super::isa::Isa::Avx512) {
+        // SAFETY: the CPU supports AVX-512F and AVX2 (the selected path is runnable).
+        return unsafe { avx512::exp_sub_sum(v, m) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
