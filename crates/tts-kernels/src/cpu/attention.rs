@@ -231,8 +231,9 @@ thread_local! {
     static PACKED_KV: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// One block of [`attention_dense_tiled`]: a register tile of queries at a time ([`tiles::tile_rows`]) from scores through the
-/// softmax to the weighted values, the tile's score rows staying in L1. `q`: the block's first query
+/// One block of [`attention_dense_tiled`]: a register tile of queries at a time
+/// ([`tiles::tile_rows`]) from scores through the softmax to the weighted values, the tile's score
+/// rows staying in L1. `q`: the block's first query
 /// row (row stride `hd`); `head`: the packed keys and values of its (batch, head); `keys`: keys the
 /// block reads (≤ `head.packed_keys`); `row_keys(r)`: keys visible to block row `r`.
 ///

@@ -382,6 +382,14 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)))
     }
 
+    /// `lane_tree` of 16 lane sums: `h8[l] = h[l] + h[l + 8]`, then [`tree8`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn tree16(h: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(h)));
+        tree8(_mm256_add_ps(_mm512_castps512_ps256(h), hi))
+    }
+
     /// The tail of a dot product past its whole groups of 16, in order (as `dot_lanes`).
     ///
     /// # Safety
@@ -417,8 +425,7 @@ mod x86 {
                     }
                 }
                 for ((o, a), row) in sc.iter_mut().zip(acc).zip(rows) {
-                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
-                    *o = scale * dot_tail(tree8(_mm256_add_ps(_mm512_castps512_ps256(a), hi)), q, row, 16 * groups);
+                    *o = scale * dot_tail(tree16(a), q, row, 16 * groups);
                 }
             }
             for (j, sc) in scores.iter_mut().enumerate().take(keys).skip(4 * quads) {
@@ -428,9 +435,7 @@ mod x86 {
                     let x = _mm512_loadu_ps(q.as_ptr().add(16 * g));
                     acc = _mm512_add_ps(acc, _mm512_mul_ps(x, load16(row.add(16 * g))));
                 }
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
-                let s = tree8(_mm256_add_ps(_mm512_castps512_ps256(acc), hi));
-                *sc = scale * dot_tail(s, q, row, 16 * groups);
+                *sc = scale * dot_tail(tree16(acc), q, row, 16 * groups);
             }
         }
     }

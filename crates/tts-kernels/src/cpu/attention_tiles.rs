@@ -45,6 +45,37 @@ pub(super) fn tile_rows(isa: Isa) -> usize {
 /// Keys per packed panel (two 8-lane vectors).
 pub(super) const KEY_PANEL: usize = 16;
 
+/// `$m::$f::<R>(args)` with `R = rows` for rows `1..=max` (12 or 6: the tile kernels' row counts
+/// are const generics); the callers assert `1 ≤ rows ≤ max` beforehand.
+macro_rules! by_rows {
+    ($rows:expr, $m:ident::$f:ident($($arg:expr),*), 12) => {
+        match $rows {
+            1 => $m::$f::<1>($($arg),*),
+            2 => $m::$f::<2>($($arg),*),
+            3 => $m::$f::<3>($($arg),*),
+            4 => $m::$f::<4>($($arg),*),
+            5 => $m::$f::<5>($($arg),*),
+            6 => $m::$f::<6>($($arg),*),
+            7 => $m::$f::<7>($($arg),*),
+            8 => $m::$f::<8>($($arg),*),
+            9 => $m::$f::<9>($($arg),*),
+            10 => $m::$f::<10>($($arg),*),
+            11 => $m::$f::<11>($($arg),*),
+            _ => $m::$f::<12>($($arg),*),
+        }
+    };
+    ($rows:expr, $m:ident::$f:ident($($arg:expr),*), 6) => {
+        match $rows {
+            1 => $m::$f::<1>($($arg),*),
+            2 => $m::$f::<2>($($arg),*),
+            3 => $m::$f::<3>($($arg),*),
+            4 => $m::$f::<4>($($arg),*),
+            5 => $m::$f::<5>($($arg),*),
+            _ => $m::$f::<6>($($arg),*),
+        }
+    };
+}
+
 /// Whether the tiles can run: an x86-64 CPU with AVX2 and FMA, and `dh` a non-zero multiple of 8.
 pub(super) fn available(dh: usize) -> bool {
     dh > 0 && dh.is_multiple_of(8) && super::linear::simd_available()
@@ -112,20 +143,7 @@ pub(super) fn scores_with(
         // SAFETY: AVX-512F is present (runnable), and the asserts above bound every access.
         unsafe {
             let (q, k, s) = (q.as_ptr(), packed.as_ptr(), s.as_mut_ptr());
-            match rows {
-                1 => avx512::scores_tile::<1>(q, rsq, k, panels, dh, s, lds),
-                2 => avx512::scores_tile::<2>(q, rsq, k, panels, dh, s, lds),
-                3 => avx512::scores_tile::<3>(q, rsq, k, panels, dh, s, lds),
-                4 => avx512::scores_tile::<4>(q, rsq, k, panels, dh, s, lds),
-                5 => avx512::scores_tile::<5>(q, rsq, k, panels, dh, s, lds),
-                6 => avx512::scores_tile::<6>(q, rsq, k, panels, dh, s, lds),
-                7 => avx512::scores_tile::<7>(q, rsq, k, panels, dh, s, lds),
-                8 => avx512::scores_tile::<8>(q, rsq, k, panels, dh, s, lds),
-                9 => avx512::scores_tile::<9>(q, rsq, k, panels, dh, s, lds),
-                10 => avx512::scores_tile::<10>(q, rsq, k, panels, dh, s, lds),
-                11 => avx512::scores_tile::<11>(q, rsq, k, panels, dh, s, lds),
-                _ => avx512::scores_tile::<12>(q, rsq, k, panels, dh, s, lds),
-            }
+            by_rows!(rows, avx512::scores_tile(q, rsq, k, panels, dh, s, lds), 12)
         }
         return;
     }
@@ -133,14 +151,7 @@ pub(super) fn scores_with(
     // SAFETY: AVX2 and FMA are present (available), and the asserts above bound every access.
     unsafe {
         let (q, k, s) = (q.as_ptr(), packed.as_ptr(), s.as_mut_ptr());
-        match rows {
-            1 => avx::scores_tile::<1>(q, rsq, k, panels, dh, s, lds),
-            2 => avx::scores_tile::<2>(q, rsq, k, panels, dh, s, lds),
-            3 => avx::scores_tile::<3>(q, rsq, k, panels, dh, s, lds),
-            4 => avx::scores_tile::<4>(q, rsq, k, panels, dh, s, lds),
-            5 => avx::scores_tile::<5>(q, rsq, k, panels, dh, s, lds),
-            _ => avx::scores_tile::<6>(q, rsq, k, panels, dh, s, lds),
-        }
+        by_rows!(rows, avx::scores_tile(q, rsq, k, panels, dh, s, lds), 6)
     }
 }
 
@@ -229,20 +240,7 @@ pub(super) unsafe fn weighted_values_with(
         // the caller.
         unsafe {
             let (pp, vp) = (p.as_ptr(), packed.as_ptr());
-            match rows {
-                1 => avx512::values_tile::<1>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                2 => avx512::values_tile::<2>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                3 => avx512::values_tile::<3>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                4 => avx512::values_tile::<4>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                5 => avx512::values_tile::<5>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                6 => avx512::values_tile::<6>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                7 => avx512::values_tile::<7>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                8 => avx512::values_tile::<8>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                9 => avx512::values_tile::<9>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                10 => avx512::values_tile::<10>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                11 => avx512::values_tile::<11>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-                _ => avx512::values_tile::<12>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            }
+            by_rows!(rows, avx512::values_tile(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso), 12)
         }
         return;
     }
@@ -250,14 +248,7 @@ pub(super) unsafe fn weighted_values_with(
     // SAFETY: AVX2 and FMA are present, p and packed are bounded by the asserts, out by the caller.
     unsafe {
         let (pp, vp) = (p.as_ptr(), packed.as_ptr());
-        match rows {
-            1 => avx::values_tile::<1>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            2 => avx::values_tile::<2>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            3 => avx::values_tile::<3>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            4 => avx::values_tile::<4>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            5 => avx::values_tile::<5>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-            _ => avx::values_tile::<6>(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso),
-        }
+        by_rows!(rows, avx::values_tile(pp, ldp, keys, vp, packed_keys, dh, inv, out, rso), 6)
     }
 }
 

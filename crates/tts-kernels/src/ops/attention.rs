@@ -493,7 +493,8 @@ fn rope_attention_kernel(op: &'static str, d: usize) -> Result<&'static str> {
 /// heads·head_dim]`; Cpu f32 with f32 or bf16 caches, Cuda/Emu bf16. Cuda/Emu: one launch, grid
 /// `(rows, heads)`, the block width of [`attention_cached`]; the rotation and the attention are the
 /// device code of the two kernels, so outputs and cache rows equal `rope_kv_write` (on the live
-/// rows) followed by `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for bit the unfused ops).
+/// rows) followed by `attention_cached` bit for bit on Emu. Cpu: the Cpu ops composed (bit for
+/// bit the unfused ops).
 /// For few rows × heads see [`rope_attention_decode_split`].
 #[allow(clippy::too_many_arguments)]
 pub fn rope_attention_decode(
