@@ -55,6 +55,14 @@ pub fn feed_forward_residual(ff: FeedForward<'_>, a: View<'_>, mut x: ViewMut<'_
     if act == Activation::Snake {
         return Err(Error::invalid(OP, "Snake needs its per-channel alpha"));
     }
+    // the scratch is checked on every path, though the fused one leaves it unwritten: the same
+    // call is valid or not whatever the device and CPU
+    let rows_of = |v: &ViewMut<'_>, n: usize| *v.shape().last().unwrap_or(&0) == n && v.len() == m * n;
+    for (what, v, n) in [("hidden", &s.hidden, f), ("activated", &s.activated, f), ("y", &s.y, c)] {
+        if !rows_of(v, n) {
+            return Err(Error::shape(OP, format!("scratch {what} {:?} for {m} rows of {n}", v.shape())));
+        }
+    }
     let fused = matches!(&*dev.inner, Backend::Cpu)
         && w1.is_cpu_gemm_bf16_packed()
         && w2.is_cpu_gemm_bf16_packed()
@@ -170,5 +178,10 @@ mod tests {
         let err = run(FeedForward { b1: Some(b2.view()), ..ff }, a.view()).unwrap_err().to_string();
         assert!(err.contains("bias"), "{err}");
         run(ff, a.view()).unwrap();
+        // a scratch of the wrong width, on every path
+        let mut narrow = t(&[3, 15]);
+        let sc = FeedForwardScratch { hidden: narrow.view_mut(), activated: ha.view_mut(), y: y.view_mut() };
+        let err = feed_forward_residual(ff, a.view(), x.view_mut(), sc).unwrap_err().to_string();
+        assert!(err.contains("scratch hidden"), "{err}");
     }
 }
