@@ -24,6 +24,17 @@
 //   deterministic order (the Cpu reference sums in the same order). cols and out f32. len_b outside
 //   0..=L_in gives NaN for batch b.
 //   Launch: grid = (ceil(B·L_out·C / CONV_BLOCK)), block = (CONV_BLOCK).
+//
+// depthwise_conv1d: a zero-padded, stride-1 depthwise convolution over C channels that start at
+//   column col_offset of rows `row` wide (the v part of fused QKV rows, for the S3Tokenizer's FSMN
+//   memory), with the input itself optionally added:
+//   out[b, t, c] = Σ_j w[j, c] · x[b, t + j − pad_left, col_offset + c] (+ x[b, t, col_offset + c])
+//   over taps j < K whose row lies in 0..L, summed in f32 for increasing j, each product and sum
+//   rounded alone (__fmul_rn / __fadd_rn: no FMA), the residual added last: the Cpu twin's order,
+//   so both give the same bits from the same inputs. x and out are each f32 or bf16 (x_f32 /
+//   out_f32); w f32 tap-major [K, C].
+//   Launch: grid = (ceil(B·L·C / CONV_BLOCK)), block = (CONV_BLOCK); one thread per output element,
+//   consecutive threads on consecutive channels (coalesced reads of each tap's row and writes).
 #include "common.cuh"
 
 #define CONV_BLOCK 256
@@ -48,6 +59,15 @@ struct Col2imParams {
     unsigned pad_;
 };
 static_assert(sizeof(Col2imParams) == 64, "Col2imParams must match its Rust mirror");
+
+// Mirrors tts_kernels::ops::conv::DepthwiseConvParams (#[repr(C)], 64 bytes).
+struct DepthwiseConvParams {
+    const void* x;   // [B, L, row] f32 (x_f32) or bf16; the C channels at col_offset
+    const float* w;  // [K, C] f32, tap-major
+    void* out;       // [B, L, C] f32 (out_f32) or bf16
+    unsigned batch, len, row, col_offset, channels, taps, pad_left, residual, x_f32, out_f32;
+};
+static_assert(sizeof(DepthwiseConvParams) == 64, "DepthwiseConvParams must match its Rust mirror");
 
 extern "C" __global__ void __launch_bounds__(CONV_BLOCK) im2col_1d(const Im2colParams p) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -99,4 +119,28 @@ extern "C" __global__ void __launch_bounds__(CONV_BLOCK) col2im_transpose_1d(con
     }
     if (p.bias) acc += bf16_to_f32(p.bias[c]);
     p.out[i] = acc;
+}
+
+__device__ __forceinline__ float depthwise_load(const DepthwiseConvParams& p, size_t at) {
+    return p.x_f32 ? ((const float*)p.x)[at] : bf16_to_f32(((const bf16_t*)p.x)[at]);
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_BLOCK) depthwise_conv1d(const DepthwiseConvParams p) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t bt = i / p.channels;
+    if (bt >= (size_t)p.batch * p.len) return;
+    const unsigned c = (unsigned)(i - bt * p.channels);
+    const unsigned b = (unsigned)(bt / p.len), t = (unsigned)(bt - (size_t)b * p.len);
+    const size_t base = (size_t)b * p.len;
+    const long long first = (long long)t - (long long)p.pad_left;
+    float acc = 0.0f;
+    for (unsigned j = 0; j < p.taps; ++j) {
+        const long long s = first + j;
+        if (s < 0 || s >= (long long)p.len) continue;
+        const float v = depthwise_load(p, (base + (size_t)s) * p.row + p.col_offset + c);
+        acc = __fadd_rn(acc, __fmul_rn(p.w[(size_t)j * p.channels + c], v));
+    }
+    if (p.residual) acc = __fadd_rn(acc, depthwise_load(p, (base + t) * p.row + p.col_offset + c));
+    if (p.out_f32) ((float*)p.out)[i] = acc;
+    else ((bf16_t*)p.out)[i] = f32_to_bf16(acc);
 }

@@ -4,7 +4,7 @@
 //! replays it), odd shapes, batches of different lengths whose padding rows are NaN (a kernel that
 //! reads them turns its output NaN), and outputs that start poisoned (NaN) on Emu.
 use tts_kernels::ops::{Im2col, PadMode};
-use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
+use tts_kernels::testing::{assert_bits_eq, assert_close, fresh_seed, kernel_devices, random_f32, random_i32, round_bf16};
 use tts_kernels::{DType, Device, Error, Tensor, ops};
 
 /// Random lengths in `0..=l_in` with the full length first and, for larger batches, a length-1
@@ -432,5 +432,127 @@ fn bad_arguments_are_errors_not_panics() {
             let e = ops::im2col(x.view(), Some(other.view()), out.view_mut(), p).unwrap_err();
             assert!(matches!(e, Error::DeviceMismatch { .. }), "{label}: {e}");
         }
+    }
+}
+
+/// (batch, len, row width, col_offset, channels, taps, pad_left, residual).
+type DepthwiseCase = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+/// The S3Tokenizer's FSMN memory (31 taps, padding 15, the v third of QKV rows) at a small width,
+/// shorter sequences than the taps, padding beyond the sequence, one channel, one tap.
+const DEPTHWISE_CASES: &[DepthwiseCase] = &[
+    (1, 37, 3 * 24, 2 * 24, 24, 31, 15, true),
+    (2, 9, 3 * 24, 2 * 24, 24, 31, 15, true),
+    (1, 1, 5, 0, 5, 3, 1, false),
+    (3, 17, 40, 7, 29, 5, 0, false),
+    (2, 6, 13, 12, 1, 7, 9, true),
+    (1, 20, 8, 3, 5, 1, 0, true),
+];
+
+/// `x` of a case: random values in the convolved columns, NaN in the others (a kernel that reads
+/// outside its channels turns its output NaN).
+fn depthwise_input(seed: u64, case: DepthwiseCase) -> Vec<f32> {
+    let (b, l, row, off, c, ..) = case;
+    let mut x = random_f32(seed, b * l * row, 1.0);
+    for r in x.chunks_exact_mut(row) {
+        r[..off].fill(f32::NAN);
+        r[off + c..].fill(f32::NAN);
+    }
+    x
+}
+
+fn run_depthwise(
+    dev: &Device,
+    x: &[f32],
+    w: &[f32],
+    case: DepthwiseCase,
+    x_dtype: DType,
+    out_dtype: DType,
+) -> tts_kernels::Result<Vec<f32>> {
+    let (b, l, row, col_offset, c, k, pad_left, residual) = case;
+    let xt = Tensor::from_f32(dev, x_dtype, &[b, l, row], x)?;
+    let wt = Tensor::from_f32(dev, DType::F32, &[k, c], w)?;
+    let mut out = Tensor::from_f32(dev, out_dtype, &[b, l, c], &vec![f32::NAN; b * l * c])?;
+    ops::depthwise_conv1d(xt.view(), wt.view(), out.view_mut(), ops::DepthwiseConv { col_offset, pad_left, residual })?;
+    out.to_f32_vec()
+}
+
+#[test]
+fn depthwise_conv1d_on_cpu_is_the_convolution() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    for (i, &case) in DEPTHWISE_CASES.iter().enumerate() {
+        let (b, l, row, off, c, k, pad, residual) = case;
+        let s = seed + 10 * i as u64;
+        let x = depthwise_input(s, case);
+        let w = random_f32(s + 1, k * c, 0.5);
+        let got = run_depthwise(&Device::cpu(), &x, &w, case, DType::F32, DType::F32).unwrap();
+        // f64, straight from the definition
+        let mut want = vec![0f32; b * l * c];
+        for bi in 0..b {
+            for t in 0..l {
+                for ch in 0..c {
+                    let at = |i: usize| x[(bi * l + i) * row + off + ch] as f64;
+                    let mut acc = 0f64;
+                    for j in 0..k {
+                        let src = t as i64 + j as i64 - pad as i64;
+                        if (0..l as i64).contains(&src) {
+                            acc += w[j * c + ch] as f64 * at(src as usize);
+                        }
+                    }
+                    if residual {
+                        acc += at(t);
+                    }
+                    want[(bi * l + t) * c + ch] = acc as f32;
+                }
+            }
+        }
+        assert_close(&format!("case {case:?} (seed {seed})"), &got, &want, 1e-5, 1e-6);
+    }
+}
+
+#[test]
+fn depthwise_conv1d_kernel_gives_the_cpu_bits() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    for (label, dev) in kernel_devices() {
+        for (i, &case) in DEPTHWISE_CASES.iter().enumerate() {
+            let s = seed + 10 * i as u64;
+            let x = depthwise_input(s, case);
+            let w = random_f32(s + 1, case.5 * case.4, 0.5);
+            let cpu = |x: &[f32]| run_depthwise(&Device::cpu(), x, &w, case, DType::F32, DType::F32).unwrap();
+            let act = dev.compute_dtype();
+            // f32 in and out: the Cpu bits
+            let got = run_depthwise(&dev, &x, &w, case, DType::F32, DType::F32).unwrap();
+            assert_bits_eq(&format!("{label}: f32, case {case:?} (seed {seed})"), &got, &cpu(&x));
+            // bf16 in (widened exactly), f32 out: the Cpu bits over the rounded input
+            let want = cpu(&round_bf16(&x));
+            let got = run_depthwise(&dev, &x, &w, case, act, DType::F32).unwrap();
+            assert_bits_eq(&format!("{label}: {act:?} in, case {case:?} (seed {seed})"), &got, &want);
+            // and bf16 out: those bits rounded once
+            let got = run_depthwise(&dev, &x, &w, case, act, act).unwrap();
+            assert_bits_eq(&format!("{label}: {act:?} in and out, case {case:?} (seed {seed})"), &got, &round_bf16(&want));
+        }
+    }
+}
+
+#[test]
+fn depthwise_conv1d_refuses_bad_arguments() {
+    let dev = Device::cpu();
+    let t = |shape: &[usize], dtype: DType| Tensor::zeros(&dev, dtype, shape).unwrap();
+    let p = |col_offset| ops::DepthwiseConv { col_offset, pad_left: 1, residual: true };
+    let cases: Vec<(Tensor, Tensor, Tensor, ops::DepthwiseConv, &str)> = vec![
+        (t(&[1, 4, 8], DType::F32), t(&[3, 4], DType::F32), t(&[1, 4, 4], DType::F32), p(5), "channels 5..9"),
+        (t(&[1, 4, 8], DType::F32), t(&[3, 4, 1], DType::F32), t(&[1, 4, 4], DType::F32), p(0), "w [3, 4, 1]"),
+        (t(&[1, 4, 8], DType::F32), t(&[0, 4], DType::F32), t(&[1, 4, 4], DType::F32), p(0), "w [0, 4]"),
+        (t(&[1, 4, 8], DType::F32), t(&[3, 4], DType::F32), t(&[1, 5, 4], DType::F32), p(0), "out [1, 5, 4]"),
+        (t(&[4, 8], DType::F32), t(&[3, 4], DType::F32), t(&[1, 4, 4], DType::F32), p(0), "x [4, 8]"),
+        (t(&[1, 4, 8], DType::F32), t(&[3, 4], DType::BF16), t(&[1, 4, 4], DType::F32), p(0), "w"),
+        (t(&[1, 4, 8], DType::BF16), t(&[3, 4], DType::F32), t(&[1, 4, 4], DType::F32), p(0), "x"),
+    ];
+    for (x, w, mut out, p, names) in cases {
+        let e = ops::depthwise_conv1d(x.view(), w.view(), out.view_mut(), p).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("depthwise_conv1d") && msg.contains(names), "{names}: {msg}");
     }
 }

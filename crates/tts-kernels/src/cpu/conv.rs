@@ -28,6 +28,61 @@ pub struct Im2col {
     pub pad: PadMode,
 }
 
+/// The geometry of one depthwise convolution (`ops::depthwise_conv1d`, [`depthwise_conv1d`]): zero
+/// padding, stride 1, the output as long as the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepthwiseConv {
+    /// The column of `x`'s rows where the convolved channels start (the channels are
+    /// `col_offset..col_offset + C`, `C` from the weight).
+    pub col_offset: usize,
+    /// Padding before the first row; taps past the last row read zero too.
+    pub pad_left: usize,
+    /// Whether the input itself is added to the output (the FSMN memory's `conv(v) + v`).
+    pub residual: bool,
+}
+
+/// The sizes of one [`depthwise_conv1d`]: `batch` sequences of `len` rows `row` wide; `taps`
+/// taps over `channels` channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepthwiseShape {
+    pub batch: usize,
+    pub len: usize,
+    pub row: usize,
+    pub channels: usize,
+    pub taps: usize,
+}
+
+/// `out[b, t, c] = Σ_j w[j, c] · x[b, t + j − pad_left, col_offset + c] (+ x[b, t, col_offset + c])`
+/// over the taps `j` whose row lies in `0..len`, summed from 0 for increasing `j` with each product
+/// and sum rounded alone, the input added last (kernels/conv.cu's `depthwise_conv1d` in the same
+/// order: the same bits). `x`: `[batch, len, row]`, `w`: `[taps, channels]` tap-major, `out`:
+/// `[batch, len, channels]`; the caller has checked the sizes and `col_offset + channels ≤ row`.
+pub fn depthwise_conv1d(x: &[f32], w: &[f32], out: &mut [f32], s: DepthwiseShape, p: DepthwiseConv) {
+    use rayon::prelude::*;
+    let c = s.channels;
+    if c == 0 || s.len == 0 {
+        return;
+    }
+    out[..s.batch * s.len * c].par_chunks_mut(c).with_min_len(4).enumerate().for_each(|(bt, dst)| {
+        let (b, t) = (bt / s.len, bt % s.len);
+        let src = |i: usize| &x[(b * s.len + i) * s.row + p.col_offset..][..c];
+        dst.fill(0.0);
+        // taps j with 0 ≤ t + j − pad_left < len
+        let j0 = p.pad_left.saturating_sub(t).min(s.taps);
+        let j1 = s.taps.min((s.len + p.pad_left).saturating_sub(t));
+        for j in j0..j1 {
+            for ((o, &v), &wj) in dst.iter_mut().zip(src(t + j - p.pad_left)).zip(&w[j * c..(j + 1) * c]) {
+                *o += wj * v;
+            }
+        }
+        if p.residual {
+            for (o, &v) in dst.iter_mut().zip(src(t)) {
+                *o += v;
+            }
+        }
+    });
+}
+
 /// The row of the (upsampled) source sequence of length `s` that position `pos` reads, or `None`
 /// for a zero: positions inside `0..s` read themselves; with `reflect`, `-i` reads `i` and `s - 1 + i`
 /// reads `s - 1 - i`; a position still outside `0..s` (after at most one reflection) reads zero.

@@ -39,7 +39,7 @@ pub use attention_amx::{attention_amx_available, attention_dense_amx};
 pub use attention_cached::attention_cached;
 pub use attention_relpos::attention_relpos;
 pub use bad_row::{BadRow, RowValue};
-pub use conv::{Im2col, PadMode, col2im_transpose, im2col, im2col_source};
+pub use conv::{DepthwiseConv, DepthwiseShape, Im2col, PadMode, col2im_transpose, depthwise_conv1d, im2col, im2col_source};
 pub use conv_bf16_panels::conv1d_bf16_panels_with;
 pub use conv_panels::{ConvShape, conv1d_panels, conv1d_panels_with, tap_major};
 pub use decode_state::{SAMPLE_STATE_COLS, advance};

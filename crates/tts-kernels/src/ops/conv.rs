@@ -9,7 +9,7 @@
 //! element; see the header there).
 use bytemuck::{Pod, Zeroable};
 
-pub use crate::cpu::{Im2col, PadMode};
+pub use crate::cpu::{DepthwiseConv, Im2col, PadMode};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchDims, blocks_for, launch, u32_param};
@@ -60,6 +60,95 @@ pub(crate) struct Col2imParams {
     pub pad_: u32,
 }
 const _: () = assert!(std::mem::size_of::<Col2imParams>() == 64);
+
+/// Mirrors `DepthwiseConvParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct DepthwiseConvParams {
+    pub x: u64,
+    pub w: u64,
+    pub out: u64,
+    pub batch: u32,
+    pub len: u32,
+    pub row: u32,
+    pub col_offset: u32,
+    pub channels: u32,
+    pub taps: u32,
+    pub pad_left: u32,
+    pub residual: u32,
+    pub x_f32: u32,
+    pub out_f32: u32,
+}
+const _: () = assert!(std::mem::size_of::<DepthwiseConvParams>() == 64);
+
+/// A zero-padded, stride-1 depthwise `Conv1d` (no bias) over the `C` channels of `x` that start at
+/// column `p.col_offset`, with the input optionally added (the S3Tokenizer's FSMN memory,
+/// `conv(v) + v` over the v part of fused QKV rows):
+/// `out[b, t, c] = Σ_j w[j, c] · x[b, t + j − pad_left, col_offset + c] (+ x[b, t, col_offset + c])`,
+/// rows outside `0..L` reading zero. The sum runs from 0 over increasing `j` in f32, each product
+/// and sum rounded alone, the input added last, on every backend: the same bits from the same
+/// inputs.
+///
+/// Shapes: `x` `[B, L, W]` with `col_offset + C ≤ W`, `w` `[K, C]` (tap-major: torch's
+/// `(C, 1, K)` transposed), `out` `[B, L, C]`. Dtypes: `w` f32; `x` and `out` each f32 or the
+/// compute dtype (Cpu: f32).
+///
+/// Errors: no taps or channels, shape and dtype mismatches, sizes or `pad_left` of 2^31 or more.
+pub fn depthwise_conv1d(x: View<'_>, w: View<'_>, mut out: ViewMut<'_>, p: DepthwiseConv) -> Result<()> {
+    const OP: &str = "depthwise_conv1d";
+    let dev = same_device(OP, x.device(), &[w.device(), out.device()])?;
+    let (batch, len, row) = dims3(OP, "x", x.shape())?;
+    let (taps, channels) = match *w.shape() {
+        [k, c] if k > 0 && c > 0 => (k, c),
+        _ => return Err(Error::shape(OP, format!("w {:?} is not [taps ≥ 1, channels ≥ 1]", w.shape()))),
+    };
+    if p.col_offset.checked_add(channels).is_none_or(|end| end > row) {
+        return Err(Error::shape(
+            OP,
+            format!("channels {}..{} of x {:?}", p.col_offset, p.col_offset.saturating_add(channels), x.shape()),
+        ));
+    }
+    if out.shape() != [batch, len, channels] {
+        return Err(Error::shape(OP, format!("out {:?} for x {:?} and {channels} channels", out.shape(), x.shape())));
+    }
+    expect_dtype(OP, "w", &w, DType::F32)?;
+    let act = dev.compute_dtype();
+    let x_f32 = float_dtype(OP, "x", &x, act)?;
+    let out_f32 = float_dtype(OP, "out", &out.as_view(), act)?;
+    let limit = i32::MAX as usize;
+    if p.pad_left > limit || len > limit || taps > limit || row > limit {
+        return Err(Error::invalid(OP, format!("{p:?} with L {len}, {taps} taps, rows of {row}: sizes beyond 2^31")));
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    match &*dev.inner {
+        Backend::Cpu => {
+            let shape = cpu::DepthwiseShape { batch, len, row, channels, taps };
+            cpu::depthwise_conv1d(x.host_f32()?, w.host_f32()?, out.host_f32_mut()?, shape, p);
+            Ok(())
+        }
+        _ => {
+            let params = DepthwiseConvParams {
+                x: x.addr(),
+                w: w.addr(),
+                out: out.addr(),
+                batch: u32_param(OP, "batch", batch)?,
+                len: u32_param(OP, "len", len)?,
+                row: u32_param(OP, "row", row)?,
+                col_offset: u32_param(OP, "col_offset", p.col_offset)?,
+                channels: u32_param(OP, "channels", channels)?,
+                taps: u32_param(OP, "taps", taps)?,
+                pad_left: u32_param(OP, "pad_left", p.pad_left)?,
+                residual: p.residual as u32,
+                x_f32: x_f32 as u32,
+                out_f32: out_f32 as u32,
+            };
+            let grid = blocks_for(OP, out.len(), CONV_BLOCK)?;
+            launch(dev, "depthwise_conv1d", LaunchDims::new([grid, 1, 1], [CONV_BLOCK, 1, 1], 0), &params)
+        }
+    }
+}
 
 /// Unfolds a batch of sequences for a 1-D convolution:
 /// `out[b, t, c·K + j] = src_b(t·stride + j·dilation − pad_left, c)`, where `src_b` is `x[b]`

@@ -25,7 +25,7 @@ pub use attention::{
     decode_attention_splits, rope_attention_decode, rope_attention_decode_split,
 };
 pub use attention_relpos::attention_relpos;
-pub use conv::{Conv1dPlan, Im2col, PadMode, col2im_transpose, conv1d_packed, im2col};
+pub use conv::{Conv1dPlan, DepthwiseConv, Im2col, PadMode, col2im_transpose, conv1d_packed, depthwise_conv1d, im2col};
 pub use decode_state::advance_decode_state;
 pub use elementwise::{add_bias, add_residual};
 pub use embedding::embed_pos;

@@ -198,21 +198,9 @@ impl Block {
 }
 
 /// The FSMN memory `DepthwiseConv1d(v) + v` with zero padding 15 on both sides: `out[t][c] =
-/// Σ_j w[j][c]·v[t + j − 15][c] + v[t][c]` (taps in order), `v`, `out` `[T, D]`, `w` `[31][D]`.
+/// Σ_j w[j][c]·v[t + j − 15][c] + v[t][c]` (taps in order), `v`, `out` `[T, D]`, `w` `[31][D]`:
+/// [`cpu::depthwise_conv1d`], the Cpu twin of the kernel the device encoder runs.
 pub(crate) fn fsmn_memory(v: &[f32], w: &[f32], out: &mut [f32], d: usize) {
-    let t_len = v.len() / d;
-    out.par_chunks_mut(d).enumerate().with_min_len(4).for_each(|(t, row)| {
-        row.fill(0.0);
-        let j0 = FSMN_LEFT.saturating_sub(t);
-        let j1 = FSMN_KERNEL.min(t_len + FSMN_LEFT - t);
-        for j in j0..j1 {
-            let src = &v[(t + j - FSMN_LEFT) * d..][..d];
-            for ((o, &x), &wj) in row.iter_mut().zip(src).zip(&w[j * d..(j + 1) * d]) {
-                *o += wj * x;
-            }
-        }
-        for (o, &x) in row.iter_mut().zip(&v[t * d..(t + 1) * d]) {
-            *o += x;
-        }
-    });
+    let shape = cpu::DepthwiseShape { batch: 1, len: v.len() / d, row: d, channels: d, taps: FSMN_KERNEL };
+    cpu::depthwise_conv1d(v, w, out, shape, cpu::DepthwiseConv { col_offset: 0, pad_left: FSMN_LEFT, residual: true });
 }
