@@ -103,11 +103,15 @@ enum Command {
     },
     /// Measures voice cloning: the seconds to compute a voice from a recording
     /// (`prepare_conditionals`: decoding, resampling, prompt mel, VoiceEncoder, S3Tokenizer twice,
-    /// CAMPPlus), median of RUNS after a warm-up, on the Cpu. With --synthetic, the full-size models
-    /// at random weights (the work does not depend on the values).
+    /// CAMPPlus), median of RUNS after a warm-up. Everything runs on the host, except the
+    /// tokenizer's encoder with --backend cuda (or emu). With --synthetic, the full-size models at
+    /// random weights (the work does not depend on the values).
     BenchVoice {
         #[command(flatten)]
         model: ModelArgs,
+        /// Where the tokenizer's encoder runs: cpu (the f32 parity path), cuda, emu or auto.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
         /// The recording (WAV, FLAC, MP3).
         #[arg(long)]
         input: std::path::PathBuf,
@@ -294,18 +298,24 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
             );
             Ok(true)
         }
-        Command::BenchVoice { model, input, runs } => {
+        Command::BenchVoice { model, backend, input, runs } => {
             let source = model.resolve(&Bars::new(false))?;
             check_input_file("--input", &input)?;
             if runs == 0 {
                 return Err(tts_engine::Error::Setting { field: "--runs", value: "0".into(), expected: "at least 1".into() });
             }
+            let dev = open_device(&backend, &source, &SAY)?;
             let t = Instant::now();
             let models = match &source {
-                ModelSource::Dir(d) => tts_voice::prepare::VoiceModels::load(d)?,
-                ModelSource::Synthetic { seed } => tts_voice::prepare::VoiceModels::synthetic(*seed)?,
+                ModelSource::Dir(d) => tts_voice::prepare::VoiceModels::load_on(d, &dev)?,
+                ModelSource::Synthetic { seed } => tts_voice::prepare::VoiceModels::synthetic_on(*seed, &dev)?,
             };
             let load_s = t.elapsed().as_secs_f64();
+            // the host runs everything but the tokenizer's encoder (cpu-bf16 is the host's f32 here)
+            let tokenizer_backend = match models.tokenizer.encoder_backend() {
+                tts_engine::BackendKind::Cpu => "cpu",
+                _ => backend_label(&dev),
+            };
             let bytes = std::fs::read(&input)
                 .map_err(|e| tts_engine::Error::Voice { path: input.clone(), msg: format!("cannot read: {e}") })?;
             let name = input.display().to_string();
@@ -333,7 +343,7 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 machine_line(
                     "bench-voice",
                     &[
-                        ("backend", "cpu".into()),
+                        ("backend", tokenizer_backend.into()),
                         ("cpu", bench::cpu_features()),
                         ("threads", rayon::current_num_threads().to_string()),
                         ("audio_s", format!("{audio_s:.2}")),

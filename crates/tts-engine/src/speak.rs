@@ -247,7 +247,7 @@ impl Engine {
         if let Some(m) = slot.as_ref() {
             return Ok(m.clone());
         }
-        let m = Arc::new(VoiceModels::load(dir)?);
+        let m = Arc::new(VoiceModels::load_on(dir, self.t3.device())?);
         *slot = Some(m.clone());
         Ok(m)
     }

@@ -16,6 +16,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use tts_kernels::Device;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::checkpoint::config_json;
 
@@ -93,6 +94,13 @@ impl VoiceModels {
     /// Loads the three models from a model directory (`config.json` when present for non-default
     /// dimensions, `ve.safetensors`, `s3gen.safetensors`). Every error names the file.
     pub fn load(dir: &Path) -> Result<VoiceModels> {
+        VoiceModels::load_on(dir, &Device::cpu())
+    }
+
+    /// [`Self::load`] with the S3Tokenizer's encoder (the heaviest part: two passes over up to 10 s
+    /// of audio at 1280 channels) on `dev` when it is a kernel backend (Cuda, Emu; see
+    /// [`S3Tokenizer::load_on`]); everything else runs on the host.
+    pub fn load_on(dir: &Path, dev: &Device) -> Result<VoiceModels> {
         let cfg_path = dir.join("config.json");
         let cfg = config_json::read(&cfg_path)
             .map_err(|e| Error::Config { file: cfg_path.clone(), key: e.key.clone(), detail: e.detail.clone() })?
@@ -103,7 +111,7 @@ impl VoiceModels {
         let ve_path = dir.join("ve.safetensors");
         let voice_encoder = if ve_path.exists() { Some(VoiceEncoder::load(&ve_path, &ve_cfg)?) } else { None };
         let s3gen = Checkpoint::open(&dir.join("s3gen.safetensors"))?;
-        let tokenizer = S3Tokenizer::load(&s3gen, &tok_cfg)?;
+        let tokenizer = S3Tokenizer::load_on(&s3gen, &tok_cfg, dev)?;
         let campplus = CampPlus::load(&s3gen, &camp_cfg)?;
         Ok(VoiceModels { voice_encoder, ve_path, ve_config: ve_cfg, tokenizer, campplus })
     }
@@ -111,12 +119,18 @@ impl VoiceModels {
     /// The three models at the real dimensions with random weights from `seed`, built in memory (for
     /// speed measurements: the work does not depend on the values; the voice they compute is noise).
     pub fn synthetic(seed: u64) -> Result<VoiceModels> {
+        VoiceModels::synthetic_on(seed, &Device::cpu())
+    }
+
+    /// [`Self::synthetic`] with the tokenizer's encoder on `dev` (as [`Self::load_on`]).
+    pub fn synthetic_on(seed: u64, dev: &Device) -> Result<VoiceModels> {
+        let tok_config = TokenizerConfig::default();
         let ve_config = VoiceEncoderConfig::default();
         Ok(VoiceModels {
             voice_encoder: Some(VoiceEncoder::synthetic(&ve_config, seed)?),
             ve_path: "(synthetic)".into(),
             ve_config,
-            tokenizer: S3Tokenizer::synthetic(&TokenizerConfig::default(), seed)?,
+            tokenizer: S3Tokenizer::load_on(&crate::s3_tokenizer::synthetic::checkpoint(&tok_config, seed)?, &tok_config, dev)?,
             campplus: CampPlus::synthetic(&CampPlusConfig::default(), seed)?,
         })
     }

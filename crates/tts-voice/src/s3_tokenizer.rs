@@ -13,6 +13,7 @@
 //! `quantizer._codebook.project_down.*`); the mel filterbank and the window are computed here.
 pub mod block;
 pub mod config;
+pub mod device_encoder;
 pub mod encoder;
 pub mod fsq;
 mod linear;
@@ -21,6 +22,7 @@ pub mod synthetic;
 pub mod windows;
 
 use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::{BackendKind, Device};
 
 pub use config::TokenizerConfig;
 pub use encoder::tokens_for_frames;
@@ -36,16 +38,37 @@ pub const PREFIX: &str = "tokenizer.";
 pub struct S3Tokenizer {
     config: TokenizerConfig,
     front: mel::MelFrontEnd,
-    encoder: encoder::Encoder,
+    encoder: EncoderOn,
     fsq: fsq::Fsq,
+}
+
+/// Where the encoder runs: on the host in f32 ([`encoder::Encoder`]) or on a kernel backend
+/// ([`device_encoder::DeviceEncoder`]).
+enum EncoderOn {
+    Host(encoder::Encoder),
+    Device(Box<device_encoder::DeviceEncoder>),
 }
 
 impl S3Tokenizer {
     /// Loads the tokenizer's weights (`tokenizer.*`) from `ckpt` for `config` (checked first). A
     /// missing or misshapen tensor is an error naming it and the checkpoint.
     pub fn load(ckpt: &Checkpoint, config: &TokenizerConfig) -> Result<S3Tokenizer> {
+        S3Tokenizer::load_on(ckpt, config, &Device::cpu())
+    }
+
+    /// [`Self::load`] with the encoder on `dev`: on the Cpu backend the host encoder (f32, the
+    /// parity path), on Cuda or Emu the [`device_encoder`] (bf16 activations: within bf16 tolerance
+    /// of the f32 encoder, and so a token can differ where a value lies that close to an FSQ
+    /// rounding boundary). The log-mel and the FSQ projection stay on the host.
+    pub fn load_on(ckpt: &Checkpoint, config: &TokenizerConfig, dev: &Device) -> Result<S3Tokenizer> {
         config.validate()?;
-        let encoder = encoder::Encoder::load(ckpt, &format!("{PREFIX}encoder."), config)?;
+        let prefix = format!("{PREFIX}encoder.");
+        let encoder = match dev.kind() {
+            BackendKind::Cpu => EncoderOn::Host(encoder::Encoder::load(ckpt, &prefix, config)?),
+            BackendKind::Cuda | BackendKind::Emu => {
+                EncoderOn::Device(Box::new(device_encoder::DeviceEncoder::load(ckpt, &prefix, config, dev)?))
+            }
+        };
         let fsq = fsq::Fsq::load(ckpt, &format!("{PREFIX}quantizer._codebook."), config.tokenizer_n_state)?;
         Ok(S3Tokenizer { config: config.clone(), front: mel::MelFrontEnd::new(), encoder, fsq })
     }
@@ -91,7 +114,18 @@ impl S3Tokenizer {
     /// Stage 2: the encoder output of a log-mel taken in one pass, `[T_tok, n_state]` row-major
     /// ([`tokens_for_frames`] rows). A mel without frames is an [`Error::Input`].
     pub fn encode(&self, mel: &LogMel) -> Result<Vec<f32>> {
-        self.encoder.forward(mel)
+        match &self.encoder {
+            EncoderOn::Host(e) => e.forward(mel),
+            EncoderOn::Device(e) => e.forward(mel),
+        }
+    }
+
+    /// The kind of backend the encoder runs on.
+    pub fn encoder_backend(&self) -> BackendKind {
+        match &self.encoder {
+            EncoderOn::Host(_) => BackendKind::Cpu,
+            EncoderOn::Device(e) => e.device().kind(),
+        }
     }
 
     /// Stage 3: `tanh(project_down(h))·0.999`, `[T_tok, 8]`, the values [`codes`] rounds.

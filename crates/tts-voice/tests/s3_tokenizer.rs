@@ -2,9 +2,11 @@
 //! `model_v2.py`) with fresh random weights, and its handling of bad input, `max_len` and long audio.
 //! (Parity with the real package: the `s3_tokenizer` parity kind.)
 use tts_kernels::checkpoint::Checkpoint;
-use tts_kernels::testing::{assert_close, fresh_seed, random_f32};
+use tts_kernels::testing::{assert_close, fresh_seed, kernel_devices, random_f32, rel_l2};
+use tts_kernels::{BackendKind, Device};
 use tts_voice::Error;
 use tts_voice::s3_tokenizer::block::{Block, Rope, Scratch};
+use tts_voice::s3_tokenizer::device_encoder::DeviceEncoder;
 use tts_voice::s3_tokenizer::mel::{HOP, LogMel, MIN_SAMPLES, N_MELS};
 use tts_voice::s3_tokenizer::{S3Tokenizer, TokenizerConfig, synthetic, tokens_for_frames, windows};
 
@@ -343,4 +345,77 @@ fn long_audio_is_tokenized_in_30_s_windows() {
     let wav30 = &wav[..3000 * HOP];
     assert_eq!(tok.tokenize(wav30, None).unwrap().len(), 750);
     assert_eq!(tok.tokenize(&wav, Some(600)).unwrap(), tok.tokenize_mel(&mel.truncated(2400)).unwrap());
+}
+
+/// The tokenizer with its encoder on `dev` and the host one, both from `ck`, and the mel of a fresh
+/// speech-like utterance of an odd length (a frame count that is not a multiple of 4, more rows
+/// than the FSMN's 31 taps).
+fn device_and_host(ck: &Checkpoint, cfg: &TokenizerConfig, dev: &Device, seed: u64) -> (S3Tokenizer, S3Tokenizer, LogMel) {
+    let on_dev = S3Tokenizer::load_on(ck, cfg, dev).unwrap();
+    let host = S3Tokenizer::load(ck, cfg).unwrap();
+    let len = 150 * HOP + 93 + (seed % 2000) as usize;
+    let mel = host.log_mel(&speechlike(seed, len)).unwrap();
+    (on_dev, host, mel)
+}
+
+/// The device encoder (ops: im2col, linear, GELU, layer_norm, the fused QKV GEMM, depthwise_conv1d,
+/// rope_kv_write, attention_cached, feed_forward_residual) on the Cpu backend is the host encoder
+/// in f32: the same function composed of other ops, within f32 rounding.
+#[test]
+fn device_encoder_on_cpu_is_the_host_encoder() {
+    let seed = fresh_seed();
+    println!("seed {seed}");
+    let cfg = small(2);
+    let ck = synthetic::checkpoint(&cfg, seed).unwrap();
+    let dev = Device::cpu();
+    let encoder = DeviceEncoder::load(&ck, "tokenizer.encoder.", &cfg, &dev).unwrap();
+    let (_, host, mel) = device_and_host(&ck, &cfg, &dev, seed);
+    let want = host.encode(&mel).unwrap();
+    let got = encoder.forward(&mel).unwrap();
+    assert_eq!(got.len(), tokens_for_frames(mel.frames) * cfg.tokenizer_n_state);
+    assert_close(&format!("device encoder on Cpu (seed {seed})"), &got, &want, 1e-4, 1e-5);
+    // `load_on` the Cpu backend keeps the host encoder
+    assert_eq!(S3Tokenizer::load_on(&ck, &cfg, &dev).unwrap().encoder_backend(), BackendKind::Cpu);
+    // a mel without frames is an error, not a panic
+    assert!(encoder.forward(&mel.truncated(0)).is_err());
+}
+
+/// On the kernel backends (Emu; Cuda where a GPU is usable) the encoder runs in bf16 activations:
+/// its output within the bf16 tolerance of the host's f32 encoder (relative L2), and every FSQ
+/// digit whose value is clear of a rounding edge by more than that error the same as the host's.
+/// The token agreement is printed.
+#[test]
+fn device_encoder_on_kernel_backends_is_within_bf16_of_the_host_encoder() {
+    let seed = fresh_seed();
+    println!("seed {seed}");
+    let cfg = small(2);
+    let ck = synthetic::checkpoint(&cfg, seed).unwrap();
+    for (label, dev) in kernel_devices() {
+        let (tok, host, mel) = device_and_host(&ck, &cfg, &dev, seed);
+        assert_eq!(tok.encoder_backend(), dev.kind());
+        let want = host.encode(&mel).unwrap();
+        let got = tok.encode(&mel).unwrap();
+        let err = rel_l2(&got, &want);
+        println!("{label}: encoder rel L2 {err:.2e}");
+        assert!(err < 1e-2, "{label}: encoder rel L2 {err} (seed {seed})");
+        let (pre, want_pre) = (tok.fsq_pre_round(&got), host.fsq_pre_round(&want));
+        let mut clear = 0;
+        for (i, (&g, &w)) in pre.iter().zip(&want_pre).enumerate() {
+            if (w.abs() - 0.5).abs() > 0.05 {
+                clear += 1;
+                assert_eq!(
+                    g.round_ties_even(),
+                    w.round_ties_even(),
+                    "{label}: token {} digit {}: {g} against {w} (seed {seed})",
+                    i / 8,
+                    i % 8
+                );
+            }
+        }
+        assert!(clear * 2 >= pre.len(), "{label}: only {clear} of {} digits clear of a rounding edge", pre.len());
+        let (a, b) = (tok.tokenize_mel(&mel).unwrap(), host.tokenize_mel(&mel).unwrap());
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        println!("{label}: {same} of {} tokens the host's ({:.1}%)", b.len(), 100.0 * same as f64 / b.len() as f64);
+        assert_eq!(a.len(), b.len());
+    }
 }
