@@ -65,13 +65,14 @@ PY
   [ -n "$bins" ] || { echo "gpu-check prepare: cargo reported no test binaries" >&2; exit 1; }
   : >"$stage.partial/payload/manifest.tsv"
   while read -r label exe; do
-    # tests that cannot touch Cuda stay here: the harness self-test is Emu-only and the NVRTC tests
-    # compile without a GPU (CI runs both); the runner runs only tts-kernels', tts-t3's and
-    # tts-s3gen's binaries and the parity harness: the engine's (CLI, requests, voices), tts-voice's
-    # (host code) and tts-hub's (no device at all) tests would only take room (the tree and the
-    # staged folder share 64 MiB)
+    # tests that cannot touch Cuda stay here: the harness self-test is Emu-only, the NVRTC tests
+    # compile without a GPU (CI runs both), the config fuzz regressions parse JSON only; the runner
+    # runs only tts-kernels', tts-t3's and tts-s3gen's binaries and the parity harness: the
+    # engine's (CLI, requests, voices), tts-voice's (host code; its tokenizer encoder on a device is
+    # made of the ops tts-kernels' binaries test, and Emu runs it in CI) and tts-hub's (no device at
+    # all) tests would only take room (the tree and the staged folder share 64 MiB)
     case "$label" in
-      *.harness_catches_faults|*.nvrtc_gate|*.cuda_libraries|*.packed_weights) continue ;;
+      *.harness_catches_faults|*.nvrtc_gate|*.cuda_libraries|*.packed_weights|*.config_fuzz_regressions) continue ;;
       tts-engine.*|tts-voice.*|tts-hub.*) continue ;;
     esac
     cp "$exe" "$stage.partial/payload/bin/$label"
