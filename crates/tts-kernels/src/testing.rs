@@ -138,6 +138,84 @@ pub const BF16_REL: f64 = 8e-3;
 /// near 0 summed in another order).
 pub const ATTENTION_ABS: f64 = 1e-4;
 
+/// A cache's dimensions `[slots, heads, max_len, d]` less the slots.
+#[derive(Clone, Copy)]
+pub struct CacheDims {
+    pub heads: usize,
+    pub max_len: usize,
+    pub d: usize,
+}
+
+/// The largest change that rounding the caches' keys and values to bf16 can make to each output of
+/// `attention_cached` (f32 `q [rows, heads·d]`, caches `[slots, heads, max_len, d]` as written,
+/// row `r` attending to positions `0..lens[r]` of slot `slots[r]`), derived from the data in f64.
+/// Rounding to bf16 (8 significant bits) moves a value by at most `u = 2⁻⁸` of itself, so:
+/// - score `j` moves by at most `e_j = scale · Σ |q|·|k_j| · u`;
+/// - softmax weight `p_j` becomes `p_j · exp(δ_j) / Σ_i p_i exp(δ_i)` with `|δ_i| ≤ e_i`, so it moves
+///   by at most `p_j · (exp(e_j + max e) − 1)`;
+/// - the output `Σ p_j v_j` moves by at most `Σ_j p_j (exp(e_j + max e) − 1) |v_j| (1 + u) + Σ_j p_j |v_j| u`.
+///
+/// Both sides are computed in f32: `(len + d) · 2⁻²² · Σ p_j |v_j| + 1e-6` covers their own rounding
+/// (each side's worst case of `len + d` roundings of `2⁻²³`).
+pub fn bf16_cache_error_bound(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    c: CacheDims,
+    slots: &[i32],
+    lens: &[i32],
+    scale: f32,
+) -> Vec<f64> {
+    let u = 2f64.powi(-8);
+    let (hd, d) = (c.heads * c.d, c.d);
+    let mut bound = vec![0.0; q.len()];
+    for (r, (&slot, &len)) in slots.iter().zip(lens).enumerate() {
+        for h in 0..c.heads {
+            let qh = &q[r * hd + h * d..][..d];
+            let at = |j: usize| (slot as usize * c.heads + h) * c.max_len * d + j * d;
+            let (mut s, mut e) = (Vec::new(), Vec::new());
+            for j in 0..len as usize {
+                let kj = &k[at(j)..][..d];
+                s.push(scale as f64 * qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>());
+                e.push(scale as f64 * qh.iter().zip(kj).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum::<f64>() * u);
+            }
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            let e_max = e.iter().cloned().fold(0.0, f64::max);
+            for col in 0..d {
+                let (mut b, mut mass) = (0.0, 0.0);
+                for j in 0..len as usize {
+                    let p = (s[j] - m).exp() / z;
+                    let vj = (v[at(j) + col] as f64).abs();
+                    b += p * ((e[j] + e_max).exp() - 1.0) * vj * (1.0 + u) + p * vj * u;
+                    mass += p * vj;
+                }
+                bound[r * hd + h * d + col] = b + (len as usize + d) as f64 * 2f64.powi(-22) * mass + 1e-6;
+            }
+        }
+    }
+    bound
+}
+
+/// Panics with a readable report unless `|got[i] − want[i]| ≤ bound[i]` for every `i` (a NaN
+/// fails).
+#[track_caller]
+pub fn assert_within_bound(what: &str, got: &[f32], want: &[f32], bound: &[f64]) {
+    assert!(got.len() == want.len() && want.len() == bound.len(), "{what}: lengths");
+    let bad: Vec<usize> =
+        (0..got.len()).filter(|&i| ((got[i] - want[i]) as f64).abs().partial_cmp(&bound[i]).is_none_or(|o| o.is_gt())).collect();
+    if let Some(&i) = bad.first() {
+        panic!(
+            "{what}: {} of {} elements beyond the bound; first at [{i}]: got {}, want {}, bound {:e}",
+            bad.len(),
+            got.len(),
+            got[i],
+            want[i],
+            bound[i]
+        );
+    }
+}
+
 /// Asserts `got` equals `want` bit for bit (NaNs included), naming the first differing element.
 #[track_caller]
 pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {

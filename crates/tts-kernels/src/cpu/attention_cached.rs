@@ -766,7 +766,10 @@ mod tests {
         assert_eq!(got, want, "bf16 caches against their widened values (seed {seed})");
         let unrounded = run(&|o| attention_cached(&q, &k32, &v32, &slots, &lens, o, heads, d, max_len, 0.2));
         assert_ne!(got, unrounded, "the caches' rounding has no effect (seed {seed})");
-        crate::testing::assert_close("bf16 caches vs f32 caches", &got, &unrounded, 2e-2, 1e-2);
+        // within what rounding the caches to bf16 can do (a bound derived from the data)
+        let cache = crate::testing::CacheDims { heads, max_len, d };
+        let bound = crate::testing::bf16_cache_error_bound(&q, &k32, &v32, cache, &slots, &lens, 0.2);
+        crate::testing::assert_within_bound(&format!("bf16 caches vs f32 caches (seed {seed})"), &got, &unrounded, &bound);
         for r in 0..rows {
             let mut one = vec![f32::NAN; hd];
             attention_cached(&q[r * hd..][..hd], &kb, &vb, &slots[r..r + 1], &lens[r..r + 1], &mut one, heads, d, max_len, 0.2)

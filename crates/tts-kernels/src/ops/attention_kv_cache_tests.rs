@@ -4,7 +4,7 @@
 //! either; with bf16 caches each key and value is rounded once when written and widened exactly
 //! when read, so a prefill and a decode step give the bits of the f32 ops over caches rounded to
 //! bf16 after every write.
-use crate::testing::{fresh_seed, random_f32, round_bf16, t3_inv_freq};
+use crate::testing::{CacheDims, assert_within_bound, bf16_cache_error_bound, fresh_seed, random_f32, round_bf16, t3_inv_freq};
 use crate::{DType, Device, Error, Tensor, ops};
 
 fn i32t(dev: &Device, v: &[i32]) -> Tensor {
@@ -15,56 +15,6 @@ fn i32t(dev: &Device, v: &[i32]) -> Tensor {
 fn round_cache(t: &mut Tensor) {
     let r = round_bf16(&t.to_f32_vec().unwrap());
     *t = Tensor::from_f32(t.device(), DType::F32, t.shape(), &r).unwrap();
-}
-
-/// A cache's dimensions `[slots, heads, max_len, d]` less the slots.
-#[derive(Clone, Copy)]
-struct CacheDims {
-    heads: usize,
-    max_len: usize,
-    d: usize,
-}
-
-/// The largest change that rounding the caches' keys and values to bf16 can make to each output of
-/// `attention_cached` (f32 `q [rows, heads·d]`, caches `[slots, heads, max_len, d]` as written,
-/// row `r` attending to positions `0..lens[r]` of slot `slots[r]`), derived from the data in f64.
-/// Rounding to bf16 (8 significant bits) moves a value by at most `u = 2⁻⁸` of itself, so:
-/// - score `j` moves by at most `e_j = scale · Σ |q|·|k_j| · u`;
-/// - softmax weight `p_j` becomes `p_j · exp(δ_j) / Σ_i p_i exp(δ_i)` with `|δ_i| ≤ e_i`, so it moves
-///   by at most `p_j · (exp(e_j + max e) − 1)`;
-/// - the output `Σ p_j v_j` moves by at most `Σ_j p_j (exp(e_j + max e) − 1) |v_j| (1 + u) + Σ_j p_j |v_j| u`.
-///
-/// Both sides are computed in f32; `1e-5 · Σ p_j |v_j| + 1e-6` covers their own rounding.
-fn bf16_cache_error_bound(q: &[f32], k: &[f32], v: &[f32], c: CacheDims, slots: &[i32], lens: &[i32], scale: f32) -> Vec<f64> {
-    let u = 2f64.powi(-8);
-    let (hd, d) = (c.heads * c.d, c.d);
-    let mut bound = vec![0.0; q.len()];
-    for (r, (&slot, &len)) in slots.iter().zip(lens).enumerate() {
-        for h in 0..c.heads {
-            let qh = &q[r * hd + h * d..][..d];
-            let at = |j: usize| (slot as usize * c.heads + h) * c.max_len * d + j * d;
-            let (mut s, mut e) = (Vec::new(), Vec::new());
-            for j in 0..len as usize {
-                let kj = &k[at(j)..][..d];
-                s.push(scale as f64 * qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>());
-                e.push(scale as f64 * qh.iter().zip(kj).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum::<f64>() * u);
-            }
-            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            let e_max = e.iter().cloned().fold(0.0, f64::max);
-            for col in 0..d {
-                let (mut b, mut mass) = (0.0, 0.0);
-                for j in 0..len as usize {
-                    let p = (s[j] - m).exp() / z;
-                    let vj = (v[at(j) + col] as f64).abs();
-                    b += p * ((e[j] + e_max).exp() - 1.0) * vj * (1.0 + u) + p * vj * u;
-                    mass += p * vj;
-                }
-                bound[r * hd + h * d + col] = b + 1e-5 * mass + 1e-6;
-            }
-        }
-    }
-    bound
 }
 
 #[test]
@@ -135,17 +85,7 @@ fn bf16_caches_give_the_f32_ops_over_caches_rounded_after_each_write() {
     let (k, v) = (unrounded_k.to_f32_vec().unwrap(), unrounded_v.to_f32_vec().unwrap());
     let cache = CacheDims { heads, max_len, d };
     let bound = bf16_cache_error_bound(&q, &k, &v, cache, &pslots, &plens, scale);
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| ((got[i] - unrounded[i]) as f64).abs() > bound[i]).collect();
-    assert!(
-        bad.is_empty(),
-        "prefill: bf16 caches vs f32 caches: {} of {} elements beyond the rounding's bound; first at [{}]: got {}, f32 {}, bound {:e} (seed {seed})",
-        bad.len(),
-        got.len(),
-        bad[0],
-        got[bad[0]],
-        unrounded[bad[0]],
-        bound[bad[0]]
-    );
+    assert_within_bound(&format!("prefill: bf16 caches vs f32 caches (seed {seed})"), &got, &unrounded, &bound);
     assert_eq!(kb.to_f32_vec().unwrap(), kf.to_f32_vec().unwrap(), "the bf16 cache is the rounded f32 cache (seed {seed})");
     // decode steps: rows (slot 2, slot 0, inactive), fused op and its split form
     let slots = [2, 0, 1];
