@@ -81,7 +81,7 @@ pub static KINDS: &[Kind] = &[
         part: "S3Tokenizer (voice cloning)",
         run: Some(s3_tokenizer::run),
         implemented: true,
-        host_only: true,
+        host_only: false,
     },
     Kind {
         name: "campplus",
