@@ -153,3 +153,33 @@ fn the_cli_creates_a_voice_speaks_with_it_and_converts() {
     assert!(!scratch.join("y.wav").exists());
     assert_eq!(saved.t3.emotion_adv, tts_t3::DEFAULT_EXAGGERATION);
 }
+
+/// On a kernel backend (Emu here; Cuda on a GPU) the engine computes a voice with the S3Tokenizer's
+/// encoder on its device and the rest on the host: the host-computed parts (VoiceEncoder, CAMPPlus,
+/// prompt mel) are the Cpu engine's bit for bit, the token counts are the same, and the voice speaks.
+#[test]
+fn on_a_kernel_backend_the_tokenizer_runs_on_the_device_and_the_rest_on_the_host() {
+    soxr_env();
+    let Some((label, dev)) = tts_kernels::testing::kernel_devices().into_iter().next() else {
+        println!("skipped: no kernel backend in this build (the emu feature) and no GPU");
+        return;
+    };
+    let seed = fresh_seed();
+    let dir = clone_model_dir();
+    let wav = scratch_dir("clone-device").join("ref.wav");
+    write_speechlike_wav(&wav, 2.0, 16000, 1, 16, false, seed);
+    let on_dev = Engine::load_dir(&dir, &dev).unwrap();
+    let on_cpu = Engine::load_dir(&dir, &Device::cpu()).unwrap();
+    assert_eq!(on_dev.voice_models().unwrap().tokenizer.encoder_backend(), dev.kind(), "{label}");
+    assert_eq!(on_cpu.voice_models().unwrap().tokenizer.encoder_backend(), tts_engine::BackendKind::Cpu);
+    let (a, b) = (on_dev.voice_from_file(&wav).unwrap(), on_cpu.voice_from_file(&wav).unwrap());
+    assert_eq!(a.t3.speaker_emb, b.t3.speaker_emb, "{label} (seed {seed})");
+    assert_eq!(a.s3gen.embedding, b.s3gen.embedding, "{label} (seed {seed})");
+    assert_eq!(a.s3gen.prompt_feat, b.s3gen.prompt_feat, "{label} (seed {seed})");
+    assert_eq!(a.s3gen.prompt_token.len(), b.s3gen.prompt_token.len());
+    assert_eq!(a.t3.cond_prompt_speech_tokens.len(), b.t3.cond_prompt_speech_tokens.len());
+    let same = a.s3gen.prompt_token.iter().zip(&b.s3gen.prompt_token).filter(|(x, y)| x == y).count();
+    println!("{label}: {same} of {} prompt tokens the Cpu engine's (seed {seed})", b.s3gen.prompt_token.len());
+    let out = on_dev.speak(&["A voice computed on the device."], Some(&a), &opts(seed)).unwrap();
+    assert!(out[0].wav.iter().all(|x| x.is_finite()) && out[0].wav.iter().any(|&x| x != 0.0), "{label} (seed {seed})");
+}
