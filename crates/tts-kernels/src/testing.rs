@@ -181,11 +181,11 @@ pub fn bf16_cache_error_bound(
             }
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            let probs: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
             let e_max = e.iter().cloned().fold(0.0, f64::max);
             for col in 0..d {
                 let (mut b, mut mass) = (0.0, 0.0);
-                for j in 0..len as usize {
-                    let p = (s[j] - m).exp() / z;
+                for (j, &p) in probs.iter().enumerate() {
                     let vj = (v[at(j) + col] as f64).abs();
                     b += p * ((e[j] + e_max).exp() - 1.0) * vj * (1.0 + u) + p * vj * u;
                     mass += p * vj;

@@ -48,30 +48,16 @@ pub(super) const KEY_PANEL: usize = 16;
 /// `$m::$f::<R>(args)` with `R = rows` for rows `1..=max` (12 or 6: the tile kernels' row counts
 /// are const generics); the callers assert `1 ≤ rows ≤ max` beforehand.
 macro_rules! by_rows {
-    ($rows:expr, $m:ident::$f:ident($($arg:expr),*), 12) => {
-        match $rows {
-            1 => $m::$f::<1>($($arg),*),
-            2 => $m::$f::<2>($($arg),*),
-            3 => $m::$f::<3>($($arg),*),
-            4 => $m::$f::<4>($($arg),*),
-            5 => $m::$f::<5>($($arg),*),
-            6 => $m::$f::<6>($($arg),*),
-            7 => $m::$f::<7>($($arg),*),
-            8 => $m::$f::<8>($($arg),*),
-            9 => $m::$f::<9>($($arg),*),
-            10 => $m::$f::<10>($($arg),*),
-            11 => $m::$f::<11>($($arg),*),
-            _ => $m::$f::<12>($($arg),*),
-        }
+    ($rows:expr, $m:ident::$f:ident $args:tt, 12) => {
+        by_rows!(@arms $rows, $m::$f $args, [1 2 3 4 5 6 7 8 9 10 11] 12)
     };
-    ($rows:expr, $m:ident::$f:ident($($arg:expr),*), 6) => {
+    ($rows:expr, $m:ident::$f:ident $args:tt, 6) => {
+        by_rows!(@arms $rows, $m::$f $args, [1 2 3 4 5] 6)
+    };
+    (@arms $rows:expr, $m:ident::$f:ident $args:tt, [$($n:literal)*] $max:literal) => {
         match $rows {
-            1 => $m::$f::<1>($($arg),*),
-            2 => $m::$f::<2>($($arg),*),
-            3 => $m::$f::<3>($($arg),*),
-            4 => $m::$f::<4>($($arg),*),
-            5 => $m::$f::<5>($($arg),*),
-            _ => $m::$f::<6>($($arg),*),
+            $($n => $m::$f::<$n> $args,)*
+            _ => $m::$f::<$max> $args,
         }
     };
 }
