@@ -26,7 +26,7 @@ use tts_kernels::{BackendKind, Device};
 
 pub use config::TokenizerConfig;
 pub use encoder::tokens_for_frames;
-pub use fsq::{CODEBOOK_SIZE, FSQ_DIMS, codes};
+pub use fsq::{CODEBOOK_SIZE, DigitAgreement, FSQ_DIMS, codes, digit_agreement};
 pub use mel::{LogMel, MIN_SAMPLES};
 
 use crate::{Error, Result};

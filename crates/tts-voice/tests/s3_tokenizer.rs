@@ -8,7 +8,9 @@ use tts_voice::Error;
 use tts_voice::s3_tokenizer::block::{Block, Rope, Scratch};
 use tts_voice::s3_tokenizer::device_encoder::DeviceEncoder;
 use tts_voice::s3_tokenizer::mel::{HOP, LogMel, MIN_SAMPLES, N_MELS};
-use tts_voice::s3_tokenizer::{S3Tokenizer, TokenizerConfig, synthetic, tokens_for_frames, windows};
+use tts_voice::s3_tokenizer::{
+    DigitAgreement, S3Tokenizer, TokenizerConfig, digit_agreement, synthetic, tokens_for_frames, windows,
+};
 
 /// A small config: 2 heads of 64 (the RoPE is 64-dim per head).
 fn small(layers: usize) -> TokenizerConfig {
@@ -263,18 +265,9 @@ fn encoder_matches_a_naive_f64_encoder_and_tokens_follow_from_it() {
     // the codes of the f64 encoder's rows, digit by digit, where a value is clear of a rounding
     // edge (±0.5) by more than the f32 path's error
     let want_pre = naive_pre_round(&ck, &want, cfg.tokenizer_n_state);
-    let mut clear = 0;
-    for (i, (&got, &want)) in pre.iter().zip(&want_pre).enumerate() {
-        if (want.abs() - 0.5).abs() > 1e-3 {
-            clear += 1;
-            assert_eq!(
-                got.round_ties_even(),
-                want.round_ties_even() as f32,
-                "token {} digit {}: {got} against {want}",
-                i / 8,
-                i % 8
-            );
-        }
+    let DigitAgreement { clear, first_mismatch } = digit_agreement(&pre, &want_pre, 1e-3);
+    if let Some(i) = first_mismatch {
+        panic!("token {} digit {}: {} against {}", i / 8, i % 8, pre[i], want_pre[i]);
     }
     assert!(clear * 10 >= pre.len() * 9, "only {clear} of {} digits clear of a rounding edge", pre.len());
     // the rows follow the audio: a varying input gives more than one code
@@ -399,18 +392,10 @@ fn device_encoder_on_kernel_backends_is_within_bf16_of_the_host_encoder() {
         println!("{label}: encoder rel L2 {err:.2e}");
         assert!(err < 1e-2, "{label}: encoder rel L2 {err} (seed {seed})");
         let (pre, want_pre) = (tok.fsq_pre_round(&got), host.fsq_pre_round(&want));
-        let mut clear = 0;
-        for (i, (&g, &w)) in pre.iter().zip(&want_pre).enumerate() {
-            if (w.abs() - 0.5).abs() > 0.05 {
-                clear += 1;
-                assert_eq!(
-                    g.round_ties_even(),
-                    w.round_ties_even(),
-                    "{label}: token {} digit {}: {g} against {w} (seed {seed})",
-                    i / 8,
-                    i % 8
-                );
-            }
+        let want_pre: Vec<f64> = want_pre.iter().map(|&v| v as f64).collect();
+        let DigitAgreement { clear, first_mismatch } = digit_agreement(&pre, &want_pre, 0.05);
+        if let Some(i) = first_mismatch {
+            panic!("{label}: token {} digit {}: {} against {} (seed {seed})", i / 8, i % 8, pre[i], want_pre[i]);
         }
         assert!(clear * 2 >= pre.len(), "{label}: only {clear} of {} digits clear of a rounding edge", pre.len());
         let (a, b) = (tok.tokenize_mel(&mel).unwrap(), host.tokenize_mel(&mel).unwrap());

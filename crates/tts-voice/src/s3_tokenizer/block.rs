@@ -59,10 +59,27 @@ pub struct Rope {
     pub sin: Vec<f32>,
 }
 
+/// The RoPE frequencies `f_j = 1 / 10000^(2j/64)` rounded to f32, `[32]`.
+pub fn rope_freqs() -> Vec<f32> {
+    (0..HEAD_DIM / 2).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect()
+}
+
+/// Reads `{prefix}attn.fsmn_block.weight` (torch's `(D, 1, 31)`) as the taps tap-major, `[31][D]`.
+pub fn fsmn_taps(ckpt: &Checkpoint, prefix: &str, d: usize) -> Result<Vec<f32>> {
+    let w = ckpt.f32(&format!("{prefix}attn.fsmn_block.weight"), &[d, 1, FSMN_KERNEL])?;
+    let mut taps = vec![0f32; FSMN_KERNEL * d];
+    for c in 0..d {
+        for j in 0..FSMN_KERNEL {
+            taps[j * d + c] = w[c * FSMN_KERNEL + j];
+        }
+    }
+    Ok(taps)
+}
+
 impl Rope {
     pub fn new(positions: usize) -> Rope {
         let half = HEAD_DIM / 2;
-        let freqs: Vec<f32> = (0..half).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect();
+        let freqs = rope_freqs();
         let mut cos = vec![0f32; positions * half];
         let mut sin = vec![0f32; positions * half];
         for t in 0..positions {
@@ -122,13 +139,7 @@ impl Block {
     /// Reads `{prefix}attn.*`, `attn_ln.*`, `mlp.{0,2}.*`, `mlp_ln.*` for width `d` and `heads` heads of 64.
     pub fn load(ckpt: &Checkpoint, prefix: &str, d: usize, heads: usize) -> Result<Block> {
         let t = |name: &str, shape: &[usize]| ckpt.f32(&format!("{prefix}{name}"), shape);
-        let fsmn_ck = t("attn.fsmn_block.weight", &[d, 1, FSMN_KERNEL])?;
-        let mut fsmn = vec![0f32; FSMN_KERNEL * d];
-        for c in 0..d {
-            for j in 0..FSMN_KERNEL {
-                fsmn[j * d + c] = fsmn_ck[c * FSMN_KERNEL + j];
-            }
-        }
+        let fsmn = fsmn_taps(ckpt, prefix, d)?;
         Ok(Block {
             d,
             heads,

@@ -22,7 +22,7 @@ use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::ops::{self, Activation, DepthwiseConv, FeedForward, FeedForwardScratch, Im2col, PadMode};
 use tts_kernels::{DType, Device, Tensor, View};
 
-use super::block::{FSMN_KERNEL, FSMN_LEFT, LN_EPS, ROPE_THETA};
+use super::block::{FSMN_KERNEL, FSMN_LEFT, LN_EPS, fsmn_taps, rope_freqs};
 use super::config::{HEAD_DIM, TokenizerConfig};
 use super::encoder::{CONV_KERNEL, conv_out_len};
 use super::mel::{LogMel, N_MELS};
@@ -94,13 +94,7 @@ impl DeviceBlock {
         let mut b = t("attn.query.bias", &[d])?;
         b.extend(std::iter::repeat_n(0.0, d));
         b.extend(t("attn.value.bias", &[d])?);
-        let fsmn_ck = t("attn.fsmn_block.weight", &[d, 1, FSMN_KERNEL])?;
-        let mut fsmn = vec![0f32; FSMN_KERNEL * d];
-        for c in 0..d {
-            for j in 0..FSMN_KERNEL {
-                fsmn[j * d + c] = fsmn_ck[c * FSMN_KERNEL + j];
-            }
-        }
+        let fsmn = fsmn_taps(ck, p, d)?;
         let lin = |name: &str, n: usize, k: usize| -> Result<DeviceLinear> {
             DeviceLinear::new(dev, &t(&format!("{name}.weight"), &[n, k])?, Some(&t(&format!("{name}.bias"), &[n])?), n, k)
         };
@@ -207,14 +201,12 @@ impl DeviceEncoder {
         let blocks = (0..config.tokenizer_n_layer)
             .map(|i| DeviceBlock::load(ck, dev, &format!("{prefix}blocks.{i}."), d))
             .collect::<Result<_>>()?;
-        let half = HEAD_DIM / 2;
-        let inv: Vec<f32> = (0..half).map(|j| 1.0f32 / ROPE_THETA.powf((2 * j) as f64 / HEAD_DIM as f64) as f32).collect();
         Ok(DeviceEncoder {
             d,
             conv1: conv("conv1", N_MELS)?,
             conv2: conv("conv2", d)?,
             blocks,
-            inv_freq: Tensor::from_f32(dev, DType::F32, &[half], &inv)?,
+            inv_freq: Tensor::from_f32(dev, DType::F32, &[HEAD_DIM / 2], &rope_freqs())?,
         })
     }
 

@@ -52,6 +52,31 @@ pub fn codes(pre_round: &[f32]) -> Vec<u32> {
         .collect()
 }
 
+/// How the digits of pre-round values `got` agree with those of a reference `want` (the same
+/// layout, `[T, 8]`) where they can be judged: at the values of `want` farther than `margin` from a
+/// rounding edge (±0.5). Closer to an edge, an error within `margin` may round either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigitAgreement {
+    /// Values of `want` clear of every rounding edge by more than the margin.
+    pub clear: usize,
+    /// The index of the first of those whose digit in `got` differs.
+    pub first_mismatch: Option<usize>,
+}
+
+/// [`DigitAgreement`] of `got` against `want` with `margin` (over the shorter of the two).
+pub fn digit_agreement(got: &[f32], want: &[f64], margin: f64) -> DigitAgreement {
+    let mut a = DigitAgreement { clear: 0, first_mismatch: None };
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if (w.abs() - 0.5).abs() > margin {
+            a.clear += 1;
+            if a.first_mismatch.is_none() && (g as f64).round_ties_even() != w.round_ties_even() {
+                a.first_mismatch = Some(i);
+            }
+        }
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
