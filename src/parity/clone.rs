@@ -10,7 +10,7 @@ use tts_voice::resample::{Resampler, resample};
 
 use super::s3gen::{check_mel_and_wav, open};
 use super::t3::{Runner, device};
-use super::{Case, Outcome, Tolerance, compare_tensor};
+use super::{Case, Outcome, Tolerance, agreement, compare_tensor, ids};
 
 /// The least cosine similarity accepted between an embedding and the reference's.
 pub const MIN_COSINE: f64 = 0.9999;
@@ -23,10 +23,6 @@ fn v64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
-fn ids(x: &[u32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
-
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -36,11 +32,6 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 
 /// Identical tokens at the same positions / the reference's count (a length difference counts as
 /// mismatches).
-fn agreement(got: &[u32], want: &[f64]) -> (usize, usize) {
-    let same = got.iter().zip(want).filter(|(g, w)| **g as f64 == **w).count();
-    (same, want.len().max(got.len()))
-}
-
 impl Runner<'_> {
     /// Compares an embedding and adds a report that fails below [`MIN_COSINE`]; returns the cosine.
     fn check_cosine(&mut self, name: &str, got: &[f32]) -> f64 {

@@ -18,14 +18,10 @@ use tts_s3gen::{Flow, FlowRequest, Hift, MEL_BINS};
 
 use super::s3gen::{channel_major, check_mel_and_wav, open};
 use super::t3::{Runner, device, f64s, prepare_with, sampler_settings, teacher_forced, tokens};
-use super::{Case, Compare, Outcome, TensorReport, Tolerance};
+use super::{Case, Compare, Outcome, TensorReport, Tolerance, ids};
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
-}
-
-fn ids(x: &[u32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
 }
 
 fn param_f32(case: &Case, key: &str) -> Result<f32, String> {

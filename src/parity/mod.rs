@@ -204,6 +204,17 @@ pub struct TensorReport {
     pub detail: String,
 }
 
+/// Token ids as the f64 values the expected tensors hold.
+pub(crate) fn ids(x: &[u32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// `(identical, compared)`: how many of `got`'s ids equal the expected ones, out of the longer length.
+pub(crate) fn agreement(got: &[u32], want: &[f64]) -> (usize, usize) {
+    let same = got.iter().zip(want).filter(|(g, w)| **g as f64 == **w).count();
+    (same, want.len().max(got.len()))
+}
+
 /// Compares `got` with the expected tensor `name` of the case.
 pub fn compare_tensor(case: &Case, name: &str, got: &[f64], got_shape: &[usize], tol: Tolerance) -> TensorReport {
     let spec = &case.meta.tensors[name];

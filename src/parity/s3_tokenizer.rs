@@ -5,9 +5,9 @@ use std::path::Path;
 use tts_kernels::BackendKind;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::checkpoint::config_json;
-use tts_voice::s3_tokenizer::{FSQ_DIMS, S3Tokenizer, TokenizerConfig};
+use tts_voice::s3_tokenizer::{FSQ_DIMS, S3Tokenizer, TokenizerConfig, digit_agreement};
 
-use super::{Case, Compare, Outcome, TensorReport, Tolerance, compare_tensor};
+use super::{Case, Compare, Outcome, TensorReport, Tolerance, agreement, compare_tensor, ids};
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -66,8 +66,8 @@ pub fn run(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String
         reports.push(clear_digits(case, &pre, enc_tol.abs));
         for (name, got) in [("tokens", &tokens), ("tokens_max_len", &tokens_ml)] {
             let want = &case.expected[name].data;
-            let same = got.iter().zip(want).filter(|(g, w)| **g as f64 == **w).count();
-            println!("    {} {backend}: {name}: {same}/{} identical", case.name, want.len().max(got.len()));
+            let (same, n) = agreement(got, want);
+            println!("    {} {backend}: {name}: {same}/{n} identical", case.name);
             if got.len() != want.len() {
                 reports.push(TensorReport {
                     name: name.into(),
@@ -84,29 +84,17 @@ pub fn run(case: &Case, backend: &str, tol: Tolerance) -> Result<Outcome, String
     Ok(if reports.iter().all(|r| r.ok) { Outcome::Passed(reports) } else { Outcome::Failed("mismatch".into(), reports) })
 }
 
-fn ids(t: &[u32]) -> Vec<f64> {
-    t.iter().map(|&c| c as f64).collect()
-}
-
-/// The FSQ digits (values rounded half to even) of `pre` against the reference's `fsq_pre_round`,
-/// where the reference value is farther than `margin` from a rounding edge (±0.5); a report named
-/// `fsq_digits` that fails on the first that differs (or on too few such digits to judge).
+/// The FSQ digits of `pre` against the reference's `fsq_pre_round` where its values are clear of a
+/// rounding edge by more than `margin` ([`digit_agreement`]); a report named `fsq_digits` that fails
+/// on the first that differs (or on too few such digits to judge).
 fn clear_digits(case: &Case, pre: &[f32], margin: f64) -> TensorReport {
     let want = &case.expected["fsq_pre_round"].data;
-    let (mut clear, mut bad) = (0usize, None);
-    for (i, (&g, &w)) in pre.iter().zip(want).enumerate() {
-        if (w.abs() - 0.5).abs() > margin {
-            clear += 1;
-            if (g as f64).round_ties_even() != w.round_ties_even() && bad.is_none() {
-                bad = Some(format!("token {} digit {}: {g} against {w}", i / FSQ_DIMS, i % FSQ_DIMS));
-            }
-        }
-    }
-    let enough = 2 * clear >= want.len();
-    let detail = match (&bad, enough) {
-        (Some(b), _) => b.clone(),
-        (None, false) => format!("only {clear} of {} digits clear of a rounding edge by {margin}", want.len()),
-        (None, true) => format!("{clear} of {} digits clear of a rounding edge by {margin}, all equal", want.len()),
+    let a = digit_agreement(pre, want, margin);
+    let enough = 2 * a.clear >= want.len();
+    let detail = match (a.first_mismatch, enough) {
+        (Some(i), _) => format!("token {} digit {}: {} against {}", i / FSQ_DIMS, i % FSQ_DIMS, pre[i], want[i]),
+        (None, false) => format!("only {} of {} digits clear of a rounding edge by {margin}", a.clear, want.len()),
+        (None, true) => format!("{} of {} digits clear of a rounding edge by {margin}, all equal", a.clear, want.len()),
     };
     TensorReport {
         name: "fsq_digits".into(),
@@ -114,7 +102,7 @@ fn clear_digits(case: &Case, pre: &[f32], margin: f64) -> TensorReport {
         max_abs: 0.0,
         max_rel: 0.0,
         rel_l2: 0.0,
-        ok: bad.is_none() && enough && pre.len() == want.len(),
+        ok: a.first_mismatch.is_none() && enough && pre.len() == want.len(),
         detail,
     }
 }
