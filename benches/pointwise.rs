@@ -1,5 +1,6 @@
 //! Benchmarks of the pointwise family (`kernels/pointwise.cu`), of GroupNorm
-//! (`kernels/groupnorm.cu`) and of the relative-position attention (`kernels/attention_relpos.cu`)
+//! (`kernels/groupnorm.cu`), BatchNorm (`kernels/batchnorm.cu`), the poolings (`kernels/pooling.cu`)
+//! and of the relative-position attention (`kernels/attention_relpos.cu`)
 //! on every backend this build and machine have (Cpu always; Emu with `--features emu`; Cuda when a
 //! GPU is usable).
 //!
@@ -10,6 +11,10 @@
 //! - `groupnorm` (S3Gen's decoder widths: [2 CFG rows, 814 frames, 256 channels], 8 groups, the
 //!   second row 17 frames shorter) reports the bytes of one read of x (f32) and one write of out
 //!   (compute dtype) per second (GB/s); the kernel reads x three times, mostly from cache.
+//! - `batchnorm` (CAMPPlus's densest BatchNorm + ReLU: 976 of a dense block's columns over 500
+//!   frames, f32) and `pooling/segment_mean`, `pooling/segment_gate`, `pooling/stats_pool` (CAMPPlus's
+//!   CAM layer over [500 frames, 128 channels] in 100-frame segments, statistics pooling over
+//!   [500, 512]) report the bytes read and written per second (GB/s).
 //! - `attention_relpos` (the conformer encoder: B = 1, T = 400, 8 heads × 64) reports floating-point
 //!   operations per second (criterion prints them as "elem/s": 1 elem = 1 FLOP, counting
 //!   6·T²·head_dim per head: two score dot products and the weighted sum).
@@ -103,6 +108,64 @@ fn bench_group_norm(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_batch_norm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batchnorm");
+    g.sample_size(10);
+    for (name, dev) in bench_devices() {
+        let (rows, row, ch) = (500usize, 1024usize, 976usize);
+        let f = DType::F32;
+        let x = Tensor::from_f32(&dev, f, &[rows, row], &random_f32(21, rows * row, 2.0)).unwrap();
+        let scale = Tensor::from_f32(&dev, f, &[ch], &random_f32(22, ch, 1.0)).unwrap();
+        let shift = Tensor::from_f32(&dev, f, &[ch], &random_f32(23, ch, 1.0)).unwrap();
+        let mut out = Tensor::uninit(&dev, f, &[rows, ch]).unwrap();
+        g.throughput(Throughput::Bytes((rows * ch * 8) as u64));
+        g.bench_with_input(BenchmarkId::new(name, format!("{rows}x{ch}_of_{row}/relu")), &rows, |bch, _| {
+            bch.iter(|| {
+                let p = ops::BatchNormCols { col_offset: 0, relu: true };
+                ops::batch_norm(x.view(), scale.view(), shift.view(), None, out.view_mut(), p).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_pooling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pooling");
+    g.sample_size(10);
+    for (name, dev) in bench_devices() {
+        let (t, ch, seg, wide) = (500usize, 128usize, 100usize, 512usize);
+        let f = DType::F32;
+        let x = Tensor::from_f32(&dev, f, &[t, ch], &random_f32(31, t * ch, 1.0)).unwrap();
+        let mut ctx = Tensor::uninit(&dev, f, &[t.div_ceil(seg), ch]).unwrap();
+        g.throughput(Throughput::Bytes((2 * t * ch * 4) as u64));
+        g.bench_with_input(BenchmarkId::new(format!("segment_mean/{name}"), format!("{t}x{ch}/{seg}")), &t, |bch, _| {
+            bch.iter(|| {
+                ops::segment_mean(x.view(), ctx.view_mut(), seg).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+        let mut y = Tensor::from_f32(&dev, f, &[t, ch], &random_f32(32, t * ch, 1.0)).unwrap();
+        let z = Tensor::from_f32(&dev, f, &[t.div_ceil(seg), ch], &random_f32(33, t.div_ceil(seg) * ch, 1.0)).unwrap();
+        g.bench_with_input(BenchmarkId::new(format!("segment_gate/{name}"), format!("{t}x{ch}/{seg}")), &t, |bch, _| {
+            bch.iter(|| {
+                ops::segment_gate(y.view_mut(), z.view(), seg).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+        let xs = Tensor::from_f32(&dev, f, &[t, wide], &random_f32(34, t * wide, 1.0)).unwrap();
+        let mut stats = Tensor::uninit(&dev, f, &[2 * wide]).unwrap();
+        g.throughput(Throughput::Bytes((2 * t * wide * 4) as u64));
+        g.bench_with_input(BenchmarkId::new(format!("stats_pool/{name}"), format!("{t}x{wide}")), &t, |bch, _| {
+            bch.iter(|| {
+                ops::stats_pool(xs.view(), stats.view_mut()).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_relpos(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention_relpos");
     g.sample_size(10);
@@ -178,5 +241,14 @@ fn bench_pointwise_small(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_activation, bench_euler, bench_pointwise_small, bench_group_norm, bench_relpos);
+criterion_group!(
+    benches,
+    bench_activation,
+    bench_euler,
+    bench_pointwise_small,
+    bench_group_norm,
+    bench_batch_norm,
+    bench_pooling,
+    bench_relpos
+);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ mod attention_cached;
 mod attention_relpos;
 mod attention_tiles;
 mod bad_row;
+mod batchnorm;
 mod conv;
 mod conv_bf16_panels;
 mod conv_panels;
@@ -29,6 +30,7 @@ mod layernorm;
 mod linear;
 pub mod peak;
 mod pointwise;
+mod pooling;
 mod rmsnorm;
 mod rope;
 mod sampling;
@@ -39,6 +41,7 @@ pub use attention_amx::{attention_amx_available, attention_dense_amx};
 pub use attention_cached::attention_cached;
 pub use attention_relpos::attention_relpos;
 pub use bad_row::{BadRow, RowValue};
+pub use batchnorm::{BatchNormCols, batch_norm};
 pub use conv::{DepthwiseConv, DepthwiseShape, Im2col, PadMode, col2im_transpose, depthwise_conv1d, im2col, im2col_source};
 pub use conv_bf16_panels::conv1d_bf16_panels_with;
 pub use conv_panels::{ConvShape, conv1d_panels, conv1d_panels_with, tap_major};
@@ -62,6 +65,7 @@ pub use linear::{linear, linear_bf16_weights, linear_bf16_weights_with, linear_p
 pub use pointwise::{
     Activation, activate, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols,
 };
+pub use pooling::{segment_gate, segment_mean, segments, stats_pool};
 pub use rmsnorm::add_rmsnorm;
 pub use rope::{llama3_inv_freq, rope_kv_write};
 pub use sampling::{

@@ -4,6 +4,7 @@
 //! activations are bf16 ([`crate::Device::compute_dtype`]) while residual streams stay f32.
 mod attention;
 mod attention_relpos;
+mod batchnorm;
 mod conv;
 mod decode_state;
 pub(crate) mod elementwise;
@@ -15,6 +16,7 @@ mod hift;
 mod layernorm;
 pub(crate) mod linear;
 mod pointwise;
+mod pooling;
 mod rmsnorm;
 mod rope;
 mod sampling;
@@ -25,6 +27,7 @@ pub use attention::{
     decode_attention_splits, rope_attention_decode, rope_attention_decode_split,
 };
 pub use attention_relpos::attention_relpos;
+pub use batchnorm::{BatchNormCols, batch_norm};
 pub use conv::{Conv1dPlan, DepthwiseConv, Im2col, PadMode, col2im_transpose, conv1d_packed, depthwise_conv1d, im2col};
 pub use decode_state::advance_decode_state;
 pub use elementwise::{add_bias, add_residual};
@@ -36,6 +39,7 @@ pub use hift::{HIFT_HARMONICS, hift_istft, hift_source};
 pub use layernorm::layer_norm;
 pub use linear::{linear, pack_gemm_weight, pack_linear_weight};
 pub use pointwise::{Activation, activation, activation_inplace, add_batch_bias, add_scaled, cfm_euler_cfg, write_cols};
+pub use pooling::{segment_gate, segment_mean, stats_pool};
 pub use rmsnorm::add_rmsnorm;
 pub use rope::rope_kv_write;
 pub use sampling::{
