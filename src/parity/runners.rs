@@ -88,7 +88,7 @@ pub static KINDS: &[Kind] = &[
         part: "CAMPPlus x-vector (voice cloning)",
         run: Some(campplus::run),
         implemented: true,
-        host_only: true,
+        host_only: false,
     },
     Kind {
         name: "cond_mel",

@@ -311,11 +311,13 @@ fn run(cmd: Command) -> tts_engine::Result<bool> {
                 ModelSource::Synthetic { seed } => tts_voice::prepare::VoiceModels::synthetic_on(*seed, &dev)?,
             };
             let load_s = t.elapsed().as_secs_f64();
-            // the host runs everything but the tokenizer's encoder (cpu-bf16 is the host's f32 here)
+            // the tokenizer's encoder and CAMPPlus's network run on the device, everything else on the
+            // host (cpu-bf16 is the host's f32 here)
             let tokenizer_backend = match models.tokenizer.encoder_backend() {
                 tts_engine::BackendKind::Cpu => "cpu",
                 _ => backend_label(&dev),
             };
+            debug_assert_eq!(models.tokenizer.encoder_backend(), models.campplus.backend());
             let bytes = std::fs::read(&input)
                 .map_err(|e| tts_engine::Error::Voice { path: input.clone(), msg: format!("cannot read: {e}") })?;
             let name = input.display().to_string();

@@ -5,7 +5,9 @@
 //!
 //! Weights: `s3gen.safetensors`, prefix `speaker_encoder.`; BatchNorm in eval mode from the running
 //! statistics. Host code, f32 with f64 sums where cheap; the convolutions are im2col + GEMM on
-//! rayon's pool ([`ops`]).
+//! rayon's pool ([`ops`]). On Cuda/Emu the head and trunk run through tts-kernels' ops instead
+//! ([`device`], [`CampPlus::load_on`]).
+pub mod device;
 pub mod fbank;
 pub mod head;
 pub mod ops;
@@ -19,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tts_kernels::checkpoint::Checkpoint;
+use tts_kernels::{BackendKind, Device};
 
 pub use fbank::fbank;
 
@@ -68,7 +71,8 @@ impl CampPlusConfig {
         config::validate(self)
     }
 
-    fn sizes(&self) -> xvector::Sizes {
+    /// The trunk's sizes.
+    pub fn sizes(&self) -> xvector::Sizes {
         xvector::Sizes {
             growth: self.campplus_growth_rate,
             bn_size: self.campplus_bn_size,
@@ -107,21 +111,47 @@ pub const MIN_SAMPLES: usize = fbank::FRAME_LEN + 2 * fbank::FRAME_SHIFT;
 
 /// The loaded speaker encoder.
 pub struct CampPlus {
-    head: head::Head,
-    xvector: xvector::XVector,
+    net: Net,
     embedding_size: usize,
+}
+
+/// Where the network (head and trunk) runs: on the host in f32, or on a kernel backend
+/// ([`device::DeviceCampPlus`]).
+enum Net {
+    Host(Box<(head::Head, xvector::XVector)>),
+    Device(Box<device::DeviceCampPlus>),
 }
 
 impl CampPlus {
     /// Reads `speaker_encoder.*` from `ckpt` (`s3gen.safetensors`), every tensor's shape checked
     /// against `config`.
     pub fn load(ckpt: &Checkpoint, config: &CampPlusConfig) -> Result<CampPlus> {
+        CampPlus::load_on(ckpt, config, &Device::cpu())
+    }
+
+    /// [`Self::load`] with the network on `dev`: on the Cpu backend the host network (f32, the
+    /// parity path), on Cuda or Emu the [`device`] one (bf16 activations between layers: within
+    /// bf16 tolerance of the host's embedding). The fbank stays on the host.
+    pub fn load_on(ckpt: &Checkpoint, config: &CampPlusConfig, dev: &Device) -> Result<CampPlus> {
         config.validate()?;
-        Ok(CampPlus {
-            head: head::Head::load(ckpt, &format!("{WEIGHT_PREFIX}.head"))?,
-            xvector: xvector::XVector::load(ckpt, &format!("{WEIGHT_PREFIX}.xvector"), config.sizes())?,
-            embedding_size: config.embedding_size,
-        })
+        let net = match dev.kind() {
+            BackendKind::Cpu => Net::Host(Box::new((
+                head::Head::load(ckpt, &format!("{WEIGHT_PREFIX}.head"))?,
+                xvector::XVector::load(ckpt, &format!("{WEIGHT_PREFIX}.xvector"), config.sizes())?,
+            ))),
+            BackendKind::Cuda | BackendKind::Emu => {
+                Net::Device(Box::new(device::DeviceCampPlus::load(ckpt, WEIGHT_PREFIX, config.sizes(), dev)?))
+            }
+        };
+        Ok(CampPlus { net, embedding_size: config.embedding_size })
+    }
+
+    /// The kind of backend the network runs on.
+    pub fn backend(&self) -> BackendKind {
+        match &self.net {
+            Net::Host(_) => BackendKind::Cpu,
+            Net::Device(d) => d.device().kind(),
+        }
     }
 
     /// The embedding size (`spk_embed_dim`).
@@ -135,9 +165,14 @@ impl CampPlus {
     pub fn embed(&self, wav_16k: &[f32]) -> Result<Vec<f32>> {
         fbank::check_audio(wav_16k, MIN_SAMPLES, "CAMPPlus (3 fbank frames)")?;
         let (feats, t) = fbank(wav_16k)?;
-        debug_assert!(self.xvector.frames(t) >= 2);
-        let x = self.head.forward(&feats, t);
-        Ok(self.xvector.forward(&x, t))
+        match &self.net {
+            Net::Host(net) => {
+                let (head, xvector) = &**net;
+                debug_assert!(xvector.frames(t) >= 2);
+                Ok(xvector.forward(&head.forward(&feats, t), t))
+            }
+            Net::Device(d) => d.forward(&feats, t),
+        }
     }
 }
 

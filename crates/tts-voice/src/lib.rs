@@ -19,6 +19,7 @@ pub mod campplus;
 pub mod cond_mel;
 pub mod config;
 pub mod container;
+mod device_linear;
 pub mod dsp;
 pub mod error;
 pub mod prepare;

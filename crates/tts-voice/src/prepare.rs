@@ -98,8 +98,9 @@ impl VoiceModels {
     }
 
     /// [`Self::load`] with the S3Tokenizer's encoder (the heaviest part: two passes over up to 10 s
-    /// of audio at 1280 channels) on `dev` when it is a kernel backend (Cuda, Emu; see
-    /// [`S3Tokenizer::load_on`]); everything else runs on the host.
+    /// of audio at 1280 channels) and CAMPPlus's network on `dev` when it is a kernel backend (Cuda,
+    /// Emu; see [`S3Tokenizer::load_on`], [`CampPlus::load_on`]); everything else (resampling, the
+    /// mels and fbank, the VoiceEncoder's LSTM) runs on the host.
     pub fn load_on(dir: &Path, dev: &Device) -> Result<VoiceModels> {
         let cfg_path = dir.join("config.json");
         let cfg = config_json::read(&cfg_path)
@@ -112,7 +113,7 @@ impl VoiceModels {
         let voice_encoder = if ve_path.exists() { Some(VoiceEncoder::load(&ve_path, &ve_cfg)?) } else { None };
         let s3gen = Checkpoint::open(&dir.join("s3gen.safetensors"))?;
         let tokenizer = S3Tokenizer::load_on(&s3gen, &tok_cfg, dev)?;
-        let campplus = CampPlus::load(&s3gen, &camp_cfg)?;
+        let campplus = CampPlus::load_on(&s3gen, &camp_cfg, dev)?;
         Ok(VoiceModels { voice_encoder, ve_path, ve_config: ve_cfg, tokenizer, campplus })
     }
 
@@ -122,7 +123,7 @@ impl VoiceModels {
         VoiceModels::synthetic_on(seed, &Device::cpu())
     }
 
-    /// [`Self::synthetic`] with the tokenizer's encoder on `dev` (as [`Self::load_on`]).
+    /// [`Self::synthetic`] with the tokenizer's encoder and CAMPPlus on `dev` (as [`Self::load_on`]).
     pub fn synthetic_on(seed: u64, dev: &Device) -> Result<VoiceModels> {
         let tok_config = TokenizerConfig::default();
         let ve_config = VoiceEncoderConfig::default();
@@ -131,7 +132,7 @@ impl VoiceModels {
             ve_path: "(synthetic)".into(),
             ve_config,
             tokenizer: S3Tokenizer::load_on(&crate::s3_tokenizer::synthetic::checkpoint(&tok_config, seed)?, &tok_config, dev)?,
-            campplus: CampPlus::synthetic(&CampPlusConfig::default(), seed)?,
+            campplus: CampPlus::synthetic_on(&CampPlusConfig::default(), seed, dev)?,
         })
     }
 

@@ -2,6 +2,7 @@
 //! tensor [`CampPlus::load`] reads, with its official name and shape under a config. Convolutions
 //! keep unit-variance activations (He: std `√2/√fan_in` before a ReLU), BatchNorm gains ≈ 1, shifts and
 //! running means ≈ 0, running variances ≈ 1, so the embedding is of order 1 (tests, speed runs).
+use tts_kernels::Device;
 use tts_kernels::checkpoint::Checkpoint;
 use tts_kernels::checkpoint::synthetic::{Init, SynthTensor};
 
@@ -94,7 +95,12 @@ pub fn checkpoint(cfg: &CampPlusConfig, seed: u64) -> Result<Checkpoint> {
 impl CampPlus {
     /// A CAMPPlus of sizes `cfg` with synthetic random weights.
     pub fn synthetic(cfg: &CampPlusConfig, seed: u64) -> Result<CampPlus> {
+        CampPlus::synthetic_on(cfg, seed, &Device::cpu())
+    }
+
+    /// [`Self::synthetic`] with the network on `dev` (as [`CampPlus::load_on`]).
+    pub fn synthetic_on(cfg: &CampPlusConfig, seed: u64, dev: &Device) -> Result<CampPlus> {
         cfg.validate()?;
-        CampPlus::load(&checkpoint(cfg, seed)?, cfg)
+        CampPlus::load_on(&checkpoint(cfg, seed)?, cfg, dev)
     }
 }

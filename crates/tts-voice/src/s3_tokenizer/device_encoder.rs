@@ -26,30 +26,8 @@ use super::block::{FSMN_KERNEL, FSMN_LEFT, LN_EPS, fsmn_taps, rope_freqs};
 use super::config::{HEAD_DIM, TokenizerConfig};
 use super::encoder::{CONV_KERNEL, conv_out_len};
 use super::mel::{LogMel, N_MELS};
+use crate::device_linear::DeviceLinear;
 use crate::{Error, Result};
-
-/// A linear layer on the device: weight `[n, k]` packed for many-row GEMMs, bias in the compute
-/// dtype.
-struct DeviceLinear {
-    w: Tensor,
-    b: Option<Tensor>,
-}
-
-impl DeviceLinear {
-    fn new(dev: &Device, w: &[f32], b: Option<&[f32]>, n: usize, k: usize) -> Result<DeviceLinear> {
-        Ok(DeviceLinear {
-            w: ops::pack_gemm_weight(Tensor::from_f32(dev, dev.weight_dtype(), &[n, k], w)?)?,
-            b: b.map(|b| Tensor::from_f32(dev, dev.compute_dtype(), &[n], b)).transpose()?,
-        })
-    }
-
-    /// `x · wᵀ + b` as a new `[rows, n]` tensor in `dtype`.
-    fn apply(&self, x: View<'_>, dtype: DType) -> Result<Tensor> {
-        let mut out = Tensor::uninit(x.device(), dtype, &[x.rows(), self.w.shape()[0]])?;
-        ops::linear(x, self.w.view(), self.b.as_ref().map(|b| b.view()), out.view_mut())?;
-        Ok(out)
-    }
-}
 
 /// LayerNorm weight and bias in the compute dtype.
 struct DeviceNorm {
