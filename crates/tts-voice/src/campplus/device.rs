@@ -97,7 +97,7 @@ impl DeviceConv2d {
         (h + 2 * (self.k / 2) - self.k) / self.stride + 1
     }
 
-    /// `x` `[h][w][C_in]`  → `[out_h·w, C_out]` f32.
+    /// `x` `[h][w][C_in]` → `[out_h·w, C_out]` f32.
     fn forward(&self, x: View<'_>, h: usize, w: usize) -> Result<Tensor> {
         let (k, c, ho) = (self.k, self.c_in, self.out_h(h));
         let cols = if k == 1 {
@@ -136,7 +136,7 @@ impl DeviceResBlock {
         })
     }
 
-    /// `x` `[h][t][32]`  → `[h'][t][32]` and h'.
+    /// `x` `[h][t][32]` → `[h'][t][32]` and h'.
     fn forward(&self, x: &Tensor, h: usize, t: usize) -> Result<(Tensor, usize)> {
         let y = self.conv1.forward(x.view(), h, t)?;
         let y = self.bn1.apply(y.view(), 0, None, true)?;
@@ -243,7 +243,7 @@ impl DeviceCam {
         })
     }
 
-    /// `z` `[t, bn]`  → `[t, out]` f32.
+    /// `z` `[t, bn]` → `[t, out]` f32.
     fn forward(&self, z: View<'_>, t: usize) -> Result<Tensor> {
         let dev = z.device();
         let d = self.dilation;
