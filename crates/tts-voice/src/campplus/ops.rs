@@ -75,12 +75,18 @@ impl BatchNorm {
         let mut out = vec![0f32; rows * c];
         out.par_chunks_mut(c * 64).zip(x.par_chunks(stride * 64)).for_each(|(o, xs)| {
             for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(stride)) {
-                for (((d, &v), &s), &t) in orow.iter_mut().zip(&xrow[..c]).zip(&self.scale).zip(&self.shift) {
-                    *d = (v * s + t).max(0.0);
-                }
+                self.relu_row(xrow, orow);
             }
         });
         out
+    }
+
+    /// `dst[c] = relu(bn(src[c]))` for the first C values of `src` (a row of [`Self::relu_of_columns`],
+    /// or a GEMM's input row gathered by [`gemm_rows`]).
+    pub fn relu_row(&self, src: &[f32], dst: &mut [f32]) {
+        for (((d, &v), &s), &t) in dst.iter_mut().zip(&src[..self.len()]).zip(&self.scale).zip(&self.shift) {
+            *d = (v * s + t).max(0.0);
+        }
     }
 }
 
@@ -110,27 +116,30 @@ impl Packed {
     }
 }
 
-/// Output rows unfolded at a time by [`gemm_rows`]: bounds the im2col buffer (2048 × 288 values for
-/// the head's 3×3 convolutions: 2.4 MB) whatever the length of the audio.
-const CHUNK_ROWS: usize = 2048;
+/// Output rows gathered and multiplied by one task of [`gemm_rows`]: a GEMM row block
+/// (`cpu::gemm_panels` runs up to 96 rows on the calling thread), so that the gathered rows (at most
+/// 96 × 288 values for the head's 3×3 convolutions: 110 KB) are still in the core's cache when the
+/// GEMM reads them.
+const TASK_ROWS: usize = 96;
 
 /// `out[r] = col(r) · wᵀ` for `rows` rows, where `gather(r, buf)` writes row `r` of the im2col matrix
-/// (`w.k` values) into `buf`: chunks of [`CHUNK_ROWS`] rows are unfolded in parallel, then
-/// multiplied by the packed weight. Returns `[rows][w.n]`.
+/// (`w.k` values) into `buf`: rayon tasks of [`TASK_ROWS`] rows each gather their rows into a
+/// buffer of their own and multiply them by the packed weight (the values do not depend on the
+/// blocking: each output is one FMA chain over `k`). Returns `[rows][w.n]`.
 pub fn gemm_rows(rows: usize, w: &Packed, gather: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let (k, n) = (w.k, w.n);
     let mut out = vec![0f32; rows * n];
-    let mut col = vec![0f32; CHUNK_ROWS.min(rows) * k];
-    for (blk, o) in out.chunks_mut(CHUNK_ROWS * n).enumerate() {
-        let m = o.len() / n;
-        let r0 = blk * CHUNK_ROWS;
-        col[..m * k].par_chunks_mut(k * 16).enumerate().for_each(|(i, c)| {
-            for (j, buf) in c.chunks_mut(k).enumerate() {
-                gather(r0 + i * 16 + j, buf);
-            }
-        });
-        cpu::gemm_panels(&col[..m * k], &w.panels, None, o, m, n, k);
+    if n == 0 || k == 0 {
+        return out;
     }
+    out.par_chunks_mut(TASK_ROWS * n).enumerate().for_each_init(Vec::new, |col: &mut Vec<f32>, (blk, o)| {
+        let m = o.len() / n;
+        col.resize(m * k, 0.0);
+        for (j, buf) in col.chunks_exact_mut(k).take(m).enumerate() {
+            gather(blk * TASK_ROWS + j, buf);
+        }
+        cpu::gemm_panels(&col[..m * k], &w.panels, None, o, m, n, k);
+    });
     out
 }
 

@@ -9,7 +9,7 @@
 use tts_kernels::checkpoint::Checkpoint;
 
 use super::head::OUT_CHANNELS;
-use super::ops::{BatchNorm, Conv1d};
+use super::ops::{BatchNorm, Conv1d, gemm_rows};
 use crate::Result;
 
 /// (layers, dilation) of the three CAM-dense blocks (kernel 3 in all).
@@ -111,8 +111,8 @@ struct DenseLayer {
 impl DenseLayer {
     /// Reads the first `bn1.len()` channels of `feat` (`[t][stride]`) → `[t][growth]`.
     fn forward(&self, feat: &[f32], stride: usize, t: usize) -> Vec<f32> {
-        let h = self.bn1.relu_of_columns(feat, stride);
-        let mut z = self.linear1.forward(&h, t);
+        // BatchNorm + ReLU applied to each row as the 1×1 convolution gathers it
+        let mut z = gemm_rows(t, &self.linear1.w, |r, buf| self.bn1.relu_row(&feat[r * stride..][..stride], buf));
         self.bn2.apply(&mut z, true);
         self.cam.forward(&z, t)
     }
@@ -141,8 +141,7 @@ impl Block {
                 dst[at..at + self.growth].copy_from_slice(src);
             }
         }
-        let h = self.transit_bn.relu_of_columns(&feat, total);
-        self.transit.forward(&h, t)
+        gemm_rows(t, &self.transit.w, |r, buf| self.transit_bn.relu_row(&feat[r * total..][..total], buf))
     }
 }
 
