@@ -37,9 +37,39 @@ fn frames_channels(op: &'static str, what: &str, s: &[usize]) -> Result<(usize, 
     }
 }
 
-fn launch_pool(op: &'static str, dev: &Device, kernel: &'static str, threads: usize, p: &PoolParams) -> Result<()> {
+/// The sizes a pooling kernel is launched for.
+struct Geometry {
+    frames: usize,
+    channels: usize,
+    seg_len: usize,
+    segments: usize,
+}
+
+/// Launches `kernel` with `threads` threads over `x` and `out` (each an address and whether it
+/// holds f32), every size checked to fit the kernel's u32 parameters.
+fn launch_pool(
+    op: &'static str,
+    dev: &Device,
+    kernel: &'static str,
+    threads: usize,
+    g: Geometry,
+    (x, x_f32): (u64, bool),
+    (out, out_f32): (u64, bool),
+) -> Result<()> {
+    let p = PoolParams {
+        x,
+        out,
+        frames: u32_param(op, "T", g.frames)?,
+        channels: u32_param(op, "C", g.channels)?,
+        seg_len: u32_param(op, "seg_len", g.seg_len)?,
+        segments: u32_param(op, "segments", g.segments)?,
+        x_f32: x_f32 as u32,
+        out_f32: out_f32 as u32,
+        pad: [0; 2],
+    };
+    u32_param(op, "T·C", g.frames * g.channels)?;
     let grid = blocks_for(op, threads, POOL_BLOCK)?;
-    launch(dev, kernel, LaunchDims::new([grid, 1, 1], [POOL_BLOCK, 1, 1], 0), p)
+    launch(dev, kernel, LaunchDims::new([grid, 1, 1], [POOL_BLOCK, 1, 1], 0), &p)
 }
 
 /// The CAM layer's context (`CAMLayer`: `x.mean(-1) + seg_pooling(x)` at each segment):
@@ -73,19 +103,8 @@ pub fn segment_mean(x: View<'_>, mut out: ViewMut<'_>, seg_len: usize) -> Result
             Ok(())
         }
         _ => {
-            let p = PoolParams {
-                x: x.addr(),
-                out: out.addr(),
-                frames: u32_param(OP, "T", t)?,
-                channels: u32_param(OP, "C", c)?,
-                seg_len: u32_param(OP, "seg_len", seg_len)?,
-                segments: u32_param(OP, "segments", s)?,
-                x_f32: x_f32 as u32,
-                out_f32: out_f32 as u32,
-                pad: [0; 2],
-            };
-            u32_param(OP, "T·C", t * c)?;
-            launch_pool(OP, dev, "segment_mean", c, &p)
+            let geometry = Geometry { frames: t, channels: c, seg_len, segments: s };
+            launch_pool(OP, dev, "segment_mean", c, geometry, (x.addr(), x_f32), (out.addr(), out_f32))
         }
     }
 }
@@ -121,19 +140,8 @@ pub fn segment_gate(mut y: ViewMut<'_>, z: View<'_>, seg_len: usize) -> Result<(
             Ok(())
         }
         _ => {
-            let p = PoolParams {
-                x: z.addr(),
-                out: y.addr(),
-                frames: u32_param(OP, "T", t)?,
-                channels: u32_param(OP, "C", c)?,
-                seg_len: u32_param(OP, "seg_len", seg_len)?,
-                segments: u32_param(OP, "segments", s)?,
-                x_f32: z_f32 as u32,
-                out_f32: y_f32 as u32,
-                pad: [0; 2],
-            };
-            u32_param(OP, "T·C", t * c)?;
-            launch_pool(OP, dev, "segment_gate", t * c, &p)
+            let geometry = Geometry { frames: t, channels: c, seg_len, segments: s };
+            launch_pool(OP, dev, "segment_gate", t * c, geometry, (z.addr(), z_f32), (y.addr(), y_f32))
         }
     }
 }
@@ -164,19 +172,8 @@ pub fn stats_pool(x: View<'_>, mut out: ViewMut<'_>) -> Result<()> {
             Ok(())
         }
         _ => {
-            let p = PoolParams {
-                x: x.addr(),
-                out: out.addr(),
-                frames: u32_param(OP, "T", t)?,
-                channels: u32_param(OP, "C", c)?,
-                seg_len: 0,
-                segments: 0,
-                x_f32: x_f32 as u32,
-                out_f32: out_f32 as u32,
-                pad: [0; 2],
-            };
-            u32_param(OP, "T·C", t * c)?;
-            launch_pool(OP, dev, "stats_pool", c, &p)
+            let geometry = Geometry { frames: t, channels: c, seg_len: 0, segments: 0 };
+            launch_pool(OP, dev, "stats_pool", c, geometry, (x.addr(), x_f32), (out.addr(), out_f32))
         }
     }
 }
