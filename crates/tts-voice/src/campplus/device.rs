@@ -2,10 +2,10 @@
 //! and [`super::xvector`], so that the speaker encoder runs on the kernel backends (Cuda, and Emu
 //! for tests) where the tokenizer, T3 and S3Gen do. It runs in f32 on every backend: weights,
 //! activations and GEMMs ([`ops::linear`]'s precise variant: on Cuda, cuBLAS in f32 without TF32).
-//! CAMPPlus is small (about 9 GFLOP for 10 s of audio, most of it in the head) and deep (60
-//! convolutions in sequence), so bf16 would buy little time and cost the embedding its precision:
-//! in bf16 activations it moved by up to 2e-2 (relative L2) from the f32 one on random weights. The
-//! fbank stays on the host.
+//! CAMPPlus is small (about 11 GFLOP for 10 s of audio, 5 in the head, 6 in the trunk) and deep
+//! (over a hundred convolutions in sequence), so bf16 would buy little time and cost the embedding
+//! its precision: in bf16 activations it moved by up to 2e-2 (relative L2) from the f32 one on
+//! random weights. The fbank stays on the host.
 //!
 //! Layouts are the host's: channels-last, the head's images `[H = bands][W = frames][C]`, the trunk
 //! time-major `[T][C]`. Every convolution is im2col + GEMM ([`ops::im2col`], [`ops::linear`]):
