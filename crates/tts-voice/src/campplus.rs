@@ -129,9 +129,9 @@ impl CampPlus {
         CampPlus::load_on(ckpt, config, &Device::cpu())
     }
 
-    /// [`Self::load`] with the network on `dev`: on the Cpu backend the host network (f32, the
-    /// parity path), on Cuda or Emu the [`device`] one (bf16 activations between layers: within
-    /// bf16 tolerance of the host's embedding). The fbank stays on the host.
+    /// [`Self::load`] with the network on `dev`: on the Cpu backend the host network (the parity
+    /// path), on Cuda or Emu the [`device`] one; both in f32 (the device's embedding is the host's
+    /// within f32 rounding). The fbank stays on the host.
     pub fn load_on(ckpt: &Checkpoint, config: &CampPlusConfig, dev: &Device) -> Result<CampPlus> {
         config.validate()?;
         let net = match dev.kind() {
