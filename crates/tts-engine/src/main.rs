@@ -104,12 +104,12 @@ enum Command {
     /// Measures voice cloning: the seconds to compute a voice from a recording
     /// (`prepare_conditionals`: decoding, resampling, prompt mel, VoiceEncoder, S3Tokenizer twice,
     /// CAMPPlus), median of RUNS after a warm-up. Everything runs on the host, except the
-    /// tokenizer's encoder with --backend cuda (or emu). With --synthetic, the full-size models at
-    /// random weights (the work does not depend on the values).
+    /// tokenizer's encoder and CAMPPlus's network with --backend cuda (or emu). With --synthetic,
+    /// the full-size models at random weights (the work does not depend on the values).
     BenchVoice {
         #[command(flatten)]
         model: ModelArgs,
-        /// Where the tokenizer's encoder runs: cpu (the f32 parity path), cuda, emu or auto.
+        /// Where the tokenizer's encoder and CAMPPlus run: cpu (the f32 parity path), cuda, emu or auto.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// The recording (WAV, FLAC, MP3).
