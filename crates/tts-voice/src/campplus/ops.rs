@@ -67,22 +67,8 @@ impl BatchNorm {
         });
     }
 
-    /// `relu(bn(x[:, :C]))` of a channels-last `x` whose rows are `stride` wide (the first C columns
-    /// of each), as a fresh contiguous `[rows][C]`.
-    pub fn relu_of_columns(&self, x: &[f32], stride: usize) -> Vec<f32> {
-        let c = self.len();
-        let rows = x.len() / stride;
-        let mut out = vec![0f32; rows * c];
-        out.par_chunks_mut(c * 64).zip(x.par_chunks(stride * 64)).for_each(|(o, xs)| {
-            for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(stride)) {
-                self.relu_row(xrow, orow);
-            }
-        });
-        out
-    }
-
-    /// `dst[c] = relu(bn(src[c]))` for the first C values of `src` (a row of [`Self::relu_of_columns`],
-    /// or a GEMM's input row gathered by [`gemm_rows`]).
+    /// `dst[c] = relu(bn(src[c]))` for the first C values of `src` (a row of a dense block's feature
+    /// map, whose rows are wider: a GEMM's input row, as [`gemm_rows`] gathers it).
     pub fn relu_row(&self, src: &[f32], dst: &mut [f32]) {
         for (((d, &v), &s), &t) in dst.iter_mut().zip(&src[..self.len()]).zip(&self.scale).zip(&self.shift) {
             *d = (v * s + t).max(0.0);
@@ -381,7 +367,10 @@ mod tests {
         let v: Vec<f32> = rng.vec(c).iter().map(|x| x.abs() + 0.01).collect();
         let bn = BatchNorm::from_stats(&g, &b, &m, &v);
         let x = rng.vec(3 * 9);
-        let got = bn.relu_of_columns(&x, 9);
+        let mut got = vec![f32::NAN; 3 * c];
+        for (dst, src) in got.chunks_mut(c).zip(x.chunks(9)) {
+            bn.relu_row(src, dst);
+        }
         let mut whole = x.clone();
         let bn9 =
             BatchNorm { scale: [bn.scale.clone(), vec![1.0; 2]].concat(), shift: [bn.shift.clone(), vec![0.0; 2]].concat() };
