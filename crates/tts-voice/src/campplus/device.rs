@@ -68,6 +68,13 @@ fn unfold(x: View<'_>, l_out: usize, kernel: usize, stride: usize, dilation: usi
     Ok(cols)
 }
 
+/// A `Conv1d` weight `name` of torch's shape `[n, c, k]` (and, with `bias`, the `[n]` tensor of that
+/// name) as an f32 linear layer `[n, c·k]` (column `c·k + j`, the order [`unfold`] writes).
+fn conv_linear(ck: &Checkpoint, dev: &Device, name: &str, [n, c, k]: [usize; 3], bias: Option<&str>) -> Result<DeviceLinear> {
+    let b = bias.map(|b| ck.f32(b, &[n])).transpose()?;
+    DeviceLinear::precise(dev, &ck.f32(name, &[n, c, k])?, b.as_deref(), n, c * k)
+}
+
 /// A bias-free `Conv2d` with a square odd kernel `k`, stride `(stride, 1)`, padding `k/2`.
 struct DeviceConv2d {
     /// `[C_out, k·k·C_in]`, column `(c·k + kx)·k + ky`.
@@ -220,26 +227,16 @@ struct DeviceCam {
 
 impl DeviceCam {
     fn load(ck: &Checkpoint, dev: &Device, p: &str, bn: usize, out: usize, dilation: usize) -> Result<DeviceCam> {
-        let t = |name: &str, shape: &[usize]| ck.f32(&format!("{p}.{name}"), shape);
         let half = bn / 2;
+        let lin = |name: &str, shape: [usize; 3], bias: bool| {
+            conv_linear(ck, dev, &format!("{p}.{name}.weight"), shape, bias.then(|| format!("{p}.{name}.bias")).as_deref())
+        };
         Ok(DeviceCam {
-            local: DeviceLinear::precise(dev, &t("linear_local.weight", &[out, bn, 3])?, None, out, bn * 3)?,
+            local: lin("linear_local", [out, bn, 3], false)?,
             dilation,
             bn,
-            linear1: DeviceLinear::precise(
-                dev,
-                &t("linear1.weight", &[half, bn, 1])?,
-                Some(&t("linear1.bias", &[half])?),
-                half,
-                bn,
-            )?,
-            linear2: DeviceLinear::precise(
-                dev,
-                &t("linear2.weight", &[out, half, 1])?,
-                Some(&t("linear2.bias", &[out])?),
-                out,
-                half,
-            )?,
+            linear1: lin("linear1", [half, bn, 1], true)?,
+            linear2: lin("linear2", [out, half, 1], true)?,
         })
     }
 
@@ -291,8 +288,8 @@ struct DeviceBlock {
 
 impl DeviceBlock {
     /// `x` `[t, c0]` → `[t, (c0 + layers·growth) / 2]` f32.
-    fn forward(&self, x: View<'_>, c0: usize, t: usize) -> Result<Tensor> {
-        let dev = x.device();
+    fn forward(&self, x: View<'_>, t: usize) -> Result<Tensor> {
+        let (dev, c0) = (x.device(), x.row_len());
         let total = c0 + self.layers.len() * self.growth;
         let mut feat = Tensor::uninit(dev, F32, &[1, t, total])?;
         ops::write_cols(x.reshape(&[1, t, c0])?, feat.view_mut(), 0)?;
@@ -316,8 +313,6 @@ pub struct DeviceCampPlus {
     /// `[embedding, 2C]`, f32 (one row).
     dense: DeviceLinear,
     dense_bn: DeviceBn,
-    /// `(channels in, channels out)` of each block.
-    block_channels: Vec<(usize, usize)>,
     dev: Device,
 }
 
@@ -327,14 +322,11 @@ impl DeviceCampPlus {
     pub fn load(ck: &Checkpoint, prefix: &str, s: Sizes, dev: &Device) -> Result<DeviceCampPlus> {
         let p = format!("{prefix}.xvector");
         let init = s.init_channels;
-        let lin = |name: &str, shape: [usize; 3]| -> Result<DeviceLinear> {
-            DeviceLinear::precise(dev, &ck.f32(name, &shape)?, None, shape[0], shape[1] * shape[2])
-        };
+        let lin = |name: &str, shape: [usize; 3]| conv_linear(ck, dev, name, shape, None);
         let bn = |name: &str, c: usize| DeviceBn::load(ck, dev, name, c, true);
         let bn_ch = s.bn_size * s.growth;
         let mut c = init;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
-        let mut block_channels = Vec::with_capacity(BLOCKS.len());
         for (b, &(n, dilation)) in BLOCKS.iter().enumerate() {
             let mut layers = Vec::with_capacity(n);
             for i in 0..n {
@@ -355,7 +347,6 @@ impl DeviceCampPlus {
                 transit_bn: bn(&format!("{tp}.nonlinear.batchnorm"), total)?,
                 transit: lin(&format!("{tp}.linear.weight"), [total / 2, total, 1])?,
             });
-            block_channels.push((c, total / 2));
             c = total / 2;
         }
         Ok(DeviceCampPlus {
@@ -364,15 +355,8 @@ impl DeviceCampPlus {
             tdnn_bn: bn(&format!("{p}.tdnn.nonlinear.batchnorm"), init)?,
             blocks,
             out_bn: bn(&format!("{p}.out_nonlinear.batchnorm"), c)?,
-            dense: DeviceLinear::precise(
-                dev,
-                &ck.f32(&format!("{p}.dense.linear.weight"), &[s.embedding, 2 * c, 1])?,
-                None,
-                s.embedding,
-                2 * c,
-            )?,
+            dense: lin(&format!("{p}.dense.linear.weight"), [s.embedding, 2 * c, 1])?,
             dense_bn: DeviceBn::load(ck, dev, &format!("{p}.dense.nonlinear.batchnorm"), s.embedding, false)?,
-            block_channels,
             dev: dev.clone(),
         })
     }
@@ -392,8 +376,8 @@ impl DeviceCampPlus {
         let cols = unfold(x.view().reshape(&[1, t, OUT_CHANNELS])?, t2, 5, 2, 1, 2)?;
         let y = self.tdnn.apply(cols.view().reshape(&[t2, OUT_CHANNELS * 5])?, F32)?;
         let mut y = self.tdnn_bn.apply(y.view(), 0, None, true)?;
-        for (block, &(c_in, _)) in self.blocks.iter().zip(&self.block_channels) {
-            y = block.forward(y.view(), c_in, t2)?;
+        for block in &self.blocks {
+            y = block.forward(y.view(), t2)?;
         }
         let y = self.out_bn.apply(y.view(), 0, None, true)?;
         let c = y.shape()[1];
